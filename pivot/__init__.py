@@ -1,0 +1,7 @@
+"""Pivot: a git-integrated pipeline tool for Python. Mark functions with @stage; run what changed."""
+
+from pivot.outputs import IncrementalOut, Metric, Out, Plot
+from pivot.stage import stage
+
+__all__ = ["stage", "Out", "Metric", "Plot", "IncrementalOut"]
+__version__ = "0.1.0"

@@ -1,0 +1,202 @@
+"""The content-addressed store: .pivot/cache/files/ab/cdef… and links into the workspace."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import xxhash
+
+from pivot.errors import CacheError
+from pivot.hashing import DirEntry, hash_bytes, parse_manifest
+
+_FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
+_CHUNK = 8 * 1024 * 1024
+
+
+def object_relpath(digest: str) -> str:
+    """files/ab/cdef… for hash abcdef…; the inverse of `digest_of`."""
+    return f"files/{digest[:2]}/{digest[2:]}"
+
+
+def digest_of(relpath: str) -> str:
+    parts = relpath.split("/")
+    return parts[-2] + parts[-1]
+
+
+def _reflink(src: str, dst: str) -> bool:
+    """Clone src to dst (a new file) with FICLONE; False where unsupported."""
+    import fcntl
+
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        try:
+            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF, errno.ENOSYS):
+                return False
+            raise
+
+
+def _copy_hashing(src: str, dst_fd: int) -> str:
+    h = xxhash.xxh3_128()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(src, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            _write_all(dst_fd, view[:n])
+    return h.hexdigest()
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _unlink(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Cache:
+    def __init__(self, cache_dir: Path, link: str = "auto") -> None:
+        self.dir = cache_dir
+        self.link = link
+        self._reflink_ok: bool | None = None if link in ("auto", "reflink") else False
+
+    def path(self, digest: str) -> Path:
+        return self.dir / object_relpath(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    # -- writing objects ---------------------------------------------------
+    def _tmp(self) -> tuple[int, str]:
+        tmp_dir = self.dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
+
+    def _commit(self, tmp: str, digest: str) -> None:
+        dest = self.path(digest)
+        if dest.exists():
+            _unlink(tmp)
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+
+    def add_file(self, src: str | Path) -> str:
+        """Copy a workspace file into the cache; returns its hash (of the copy actually stored)."""
+        fd, tmp = self._tmp()
+        try:
+            cloned = False
+            if self._reflink_ok is not False:
+                os.close(fd)
+                fd = -1
+                cloned = _reflink(str(src), tmp)
+                self._reflink_ok = cloned
+            if cloned:
+                from pivot.hashing import hash_file
+
+                digest = hash_file(tmp)
+            else:
+                if fd == -1:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+                digest = _copy_hashing(str(src), fd)
+                os.close(fd)
+                fd = -1
+            self._commit(tmp, digest)
+            return digest
+        except BaseException:
+            if fd != -1:
+                os.close(fd)
+            _unlink(tmp)
+            raise
+
+    def add_bytes(self, data: bytes) -> str:
+        digest = hash_bytes(data)
+        if self.has(digest):
+            return digest
+        fd, tmp = self._tmp()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self._commit(tmp, digest)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return digest
+
+    def read_manifest(self, digest: str) -> list[DirEntry]:
+        try:
+            return parse_manifest(self.path(digest).read_bytes())
+        except FileNotFoundError:
+            raise CacheError(f"directory manifest {digest} is missing from the cache") from None
+
+    # -- workspace links ---------------------------------------------------
+    def _place(self, digest: str, dest: Path) -> None:
+        """Put object `digest` at `dest` atomically, using the configured link mode."""
+        src = self.path(digest)
+        if not src.is_file():
+            raise CacheError(f"object {digest} for '{dest}' is not in the cache")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.pivot-tmp"
+        _unlink(tmp)
+        try:
+            if self.link == "hardlink":
+                os.link(src, tmp)
+            elif self.link == "symlink":
+                os.symlink(os.path.abspath(src), tmp)
+            else:
+                cloned = False
+                if self._reflink_ok is not False:
+                    cloned = _reflink(str(src), str(tmp))
+                    self._reflink_ok = cloned
+                    if not cloned and self.link == "reflink":
+                        raise CacheError(
+                            "cache.link is 'reflink' but this file system cannot clone files; "
+                            "use 'auto' or 'copy' in .pivot/config.yaml"
+                        )
+                if not cloned:
+                    shutil.copyfile(src, tmp)
+                os.chmod(tmp, 0o644)
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def checkout_file(self, digest: str, dest: Path) -> None:
+        self._place(digest, dest)
+
+    def checkout_dir(self, digest: str, dest: Path, current: dict[str, str] | None = None) -> list[DirEntry]:
+        """Make folder `dest` hold exactly the manifest's files. `current`: known hashes of files there."""
+        entries = self.read_manifest(digest)
+        missing = [e.hash for e in entries if not self.has(e.hash)]
+        if missing:
+            raise CacheError(f"{len(missing)} file(s) of directory '{dest}' are missing from the cache")
+        if dest.exists() and not dest.is_dir():
+            os.unlink(dest)
+        wanted = {e.path for e in entries}
+        if dest.is_dir():
+            for folder, _dirs, files in os.walk(dest, topdown=False):
+                for name in files:
+                    full = os.path.join(folder, name)
+                    if os.path.relpath(full, dest).replace(os.sep, "/") not in wanted:
+                        os.unlink(full)
+                if folder != str(dest) and not os.listdir(folder):
+                    os.rmdir(folder)
+        current = current or {}
+        for entry in entries:
+            if current.get(entry.path) != entry.hash:
+                self._place(entry.hash, dest / entry.path)
+        dest.mkdir(parents=True, exist_ok=True)
+        return entries

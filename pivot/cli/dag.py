@@ -1,0 +1,44 @@
+"""pivot dag"""
+
+from __future__ import annotations
+
+import click
+
+from pivot.cli._common import echo_json, json_option, open_repo
+
+
+def _levels(order: list[str], upstream: dict[str, set[str]]) -> dict[str, int]:
+    level: dict[str, int] = {}
+    for n in order:
+        level[n] = 1 + max((level[u] for u in upstream[n]), default=-1)
+    return level
+
+
+@click.command("dag")
+@json_option
+@click.option("--dot", is_flag=True, help="Print the graph in Graphviz dot format.")
+def command(as_json: bool, dot: bool) -> None:
+    """Draw the stage graph: stages by level, each with the stages it needs."""
+    with open_repo() as repo:
+        g = repo.graph
+        order, upstream = list(g.order), {n: set(u) for n, u in g.upstream.items()}
+    edges = sorted((u, n) for n in order for u in upstream[n])
+    if as_json:
+        echo_json({"stages": order, "edges": [{"from": u, "to": n} for u, n in edges]})
+        return
+    if dot:
+        click.echo("digraph pivot {")
+        for n in order:
+            click.echo(f'  "{n}";')
+        for u, n in edges:
+            click.echo(f'  "{u}" -> "{n}";')
+        click.echo("}")
+        return
+    level = _levels(order, upstream)
+    width = max((len(n) for n in order), default=0)
+    for depth in range(max(level.values(), default=-1) + 1):
+        click.echo(f"level {depth}")
+        for n in order:
+            if level[n] == depth:
+                needs = ", ".join(sorted(upstream[n]))
+                click.echo(f"  {n:<{width}}" + (f"  <- {needs}" if needs else ""))

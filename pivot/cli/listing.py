@@ -1,0 +1,38 @@
+"""pivot list"""
+
+from __future__ import annotations
+
+import click
+
+from pivot.cli._common import echo_json, json_option, open_repo
+
+
+@click.command("list")
+@json_option
+def command(as_json: bool) -> None:
+    """List the stages in run order, with their deps and outputs."""
+    with open_repo() as repo:
+        g = repo.graph
+        rows = [
+            {
+                "stage": name,
+                "deps": list(g.deps[name]),
+                "outs": [{"path": p, "type": o.kind} for o, p in zip(g.stages[name].outs, g.outs[name])],
+                "upstream": sorted(g.upstream[name]),
+                "params": g.stages[name].params.__name__ if g.stages[name].params else None,
+                "defined_at": g.stages[name].where,
+            }
+            for name in g.order
+        ]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['stage']}  ({row['defined_at']})")
+        for d in row["deps"]:
+            click.echo(f"    dep  {d}")
+        for o in row["outs"]:
+            label = "out" if o["type"] == "out" else o["type"]
+            click.echo(f"    {label:<4} {o['path']}")
+        if row["params"]:
+            click.echo(f"    params {row['params']}")

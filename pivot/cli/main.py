@@ -1,0 +1,83 @@
+"""The `pivot` command. Subcommands are imported only when they run, so `pivot --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+import traceback
+from typing import Any
+
+import click
+
+# name -> (module, short help). The short help lives here so listing commands imports nothing.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("pivot.cli.init", "Create .pivot/ in a git work tree."),
+    "run": ("pivot.cli.run", "Run stages that changed (and what they need)."),
+    "status": ("pivot.cli.status", "Show which stages are stale and why."),
+    "list": ("pivot.cli.listing", "List the stages with their deps and outputs."),
+    "dag": ("pivot.cli.dag", "Draw the stage graph."),
+    "checkout": ("pivot.cli.checkout", "Make workspace outputs match the lock files, from the cache."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        return getattr(module, "command")  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_mod, help_) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pivot", message="pivot %(version)s")
+def cli() -> None:
+    """Pivot: run only what changed in a Python pipeline."""
+
+
+def _crash_report(exc: BaseException) -> str:
+    fd, path = tempfile.mkstemp(prefix="pivot-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"pivot {' '.join(sys.argv[1:])}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from pivot.errors import PivotError
+
+    try:
+        code = cli.main(args=argv, prog_name="pivot", standalone_mode=False)
+    except PivotError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        code = 130
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing half-written was kept", err=True)
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:  # a bug in pivot: short message, full report in a file
+        path = _crash_report(exc)
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug in pivot; report: {path})", err=True)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""pivot status"""
+
+from __future__ import annotations
+
+import click
+
+from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
+
+
+@click.command("status")
+@stages_argument
+@click.option("--explain", is_flag=True, help="List every reason a stage would run.")
+@json_option
+def command(stages: tuple[str, ...], explain: bool, as_json: bool) -> None:
+    """Show which stages are stale and why (changes nothing)."""
+    from pivot.run import plan
+
+    with open_repo() as repo:
+        planned = plan(repo, stages)
+    if as_json:
+        echo_json([
+            {"stage": p.name, "stale": p.decision.run, "reasons": list(p.decision.reasons),
+             "restore": [r.path for r in p.decision.restore], "notes": list(p.notes)}
+            for p in planned
+        ])
+        return
+    stale = [p for p in planned if p.decision.run]
+    for p in planned:
+        reasons = p.decision.reasons
+        if p.decision.run:
+            if explain:
+                click.echo(f"{p.name}: stale")
+                for r in reasons:
+                    click.echo(f"    - {r}")
+            else:
+                more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+                click.echo(f"{p.name}: stale ({reasons[0]}{more})")
+        elif p.decision.restore:
+            click.echo(f"{p.name}: up to date; {', '.join(r.path for r in p.decision.restore)} "
+                       "will be restored from the cache")
+        elif explain:
+            click.echo(f"{p.name}: up to date")
+        if explain:
+            for n in p.notes:
+                click.echo(f"    note: {n}")
+    if stale:
+        click.echo(f"{len(stale)} of {len(planned)} stage(s) stale; run 'pivot run' to update")
+    else:
+        click.echo(f"all {len(planned)} stage(s) up to date")

@@ -1,0 +1,37 @@
+"""The error hierarchy. Every user-facing failure is a PivotError; the CLI prints one line."""
+
+from __future__ import annotations
+
+
+class PivotError(Exception):
+    """A problem the user can fix. Rendered as one line, exit code 1."""
+
+    exit_code = 1
+
+
+class ProjectError(PivotError):
+    """No project, no git work tree, bad configuration."""
+
+
+class PipelineError(PivotError):
+    """The pipeline module could not be loaded, or a stage definition is wrong."""
+
+
+class GraphError(PivotError):
+    """The stage graph is invalid: cycles, duplicate or nested outputs, missing deps."""
+
+
+class ParamsError(PivotError):
+    """params.yaml is malformed or does not fit a stage's parameter model."""
+
+
+class StageFailed(PivotError):
+    """One or more stages raised or did not produce their declared outputs."""
+
+
+class CacheError(PivotError):
+    """An object is missing from the cache, or the cache could not be written."""
+
+
+class LockError(PivotError):
+    """A lock file is unreadable, or another pivot process holds the project."""

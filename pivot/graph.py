@@ -1,0 +1,165 @@
+"""The stage graph: path checks, producer lookup, cycle detection and a stable topological order."""
+
+from __future__ import annotations
+
+import heapq
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pivot.errors import GraphError
+from pivot.stage import Stage
+
+
+def normalize_path(path: str, stage: str, role: str) -> str:
+    """A project-relative POSIX path, or a GraphError naming the stage."""
+    if not path or not path.strip():
+        raise GraphError(f"stage '{stage}': empty {role} path")
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        raise GraphError(
+            f"stage '{stage}': {role} '{path}' is absolute; write it relative to the project root"
+        )
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    if norm == ".." or norm.startswith("../"):
+        raise GraphError(f"stage '{stage}': {role} '{path}' leaves the project root; keep paths inside the project")
+    if norm == ".":
+        raise GraphError(f"stage '{stage}': {role} '{path}' is the project root itself; name a file or folder")
+    if norm == ".pivot" or norm.startswith(".pivot/") or norm == ".git" or norm.startswith(".git/"):
+        raise GraphError(f"stage '{stage}': {role} '{path}' is inside {norm.split('/')[0]}/, which Pivot or git owns")
+    return norm
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@dataclass
+class Graph:
+    stages: dict[str, Stage]
+    deps: dict[str, tuple[str, ...]]  # normalised dep paths per stage
+    outs: dict[str, tuple[str, ...]]  # normalised out paths per stage
+    producer: dict[str, str]  # out path -> stage name
+    inside: dict[str, set[str]] = field(default_factory=dict)  # folder -> stages with outputs below it
+    upstream: dict[str, set[str]] = field(default_factory=dict)
+    downstream: dict[str, set[str]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    def producers_of(self, dep: str) -> set[str]:
+        """Stages whose outputs are the dep, contain it, or lie inside it."""
+        found: set[str] = set()
+        if dep in self.producer:
+            found.add(self.producer[dep])
+        for anc in _ancestors(dep):
+            if anc in self.producer:
+                found.add(self.producer[anc])
+        found.update(self.inside.get(dep, ()))
+        return found
+
+    def with_upstream(self, names: list[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.upstream[n])
+        return seen
+
+    def with_downstream(self, names: set[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.downstream[n])
+        return seen
+
+    def select(self, targets: list[str], single: bool = False) -> list[str]:
+        """The stages to consider, in order: the targets and (unless single) what they need."""
+        for t in targets:
+            if t not in self.stages:
+                raise GraphError(f"unknown stage '{t}'; run 'pivot list' to see the stages")
+        if not targets:
+            return list(self.order)
+        wanted = set(targets) if single else self.with_upstream(targets)
+        return [n for n in self.order if n in wanted]
+
+
+def build(stages: list[Stage], root: Path) -> Graph:
+    by_name = {s.name: s for s in stages}
+    deps = {s.name: tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps)) for s in stages}
+    outs: dict[str, tuple[str, ...]] = {}
+    producer: dict[str, str] = {}
+    for s in stages:
+        paths = []
+        for o in s.outs:
+            p = normalize_path(o.path, s.name, "output")
+            if p in producer:
+                other = producer[p]
+                who = f"stages '{other}' and '{s.name}' both" if other != s.name else f"stage '{s.name}' twice"
+                raise GraphError(f"{who} declare output '{p}'; an output must have one producer")
+            producer[p] = s.name
+            paths.append(p)
+        outs[s.name] = tuple(paths)
+    for p, s in producer.items():
+        for anc in _ancestors(p):
+            if anc in producer:
+                raise GraphError(
+                    f"output '{p}' of stage '{s}' is inside output '{anc}' of stage '{producer[anc]}'; "
+                    "outputs may not nest"
+                )
+    g = Graph(stages=by_name, deps=deps, outs=outs, producer=producer)
+    for p, s_name in producer.items():
+        for anc in _ancestors(p):
+            g.inside.setdefault(anc, set()).add(s_name)
+    g.upstream = {n: set() for n in by_name}
+    g.downstream = {n: set() for n in by_name}
+    for s in stages:
+        for d in deps[s.name]:
+            ups = g.producers_of(d)
+            if not ups and not os.path.exists(os.path.join(root, d)):
+                raise GraphError(
+                    f"stage '{s.name}' depends on '{d}', which no stage produces and which does not exist; "
+                    "create it or declare it in another stage's outs"
+                )
+            for u in ups:
+                g.upstream[s.name].add(u)
+                g.downstream[u].add(s.name)
+    g.order = _order(stages, g.upstream, g.downstream)
+    return g
+
+
+def _order(stages: list[Stage], upstream: dict[str, set[str]], downstream: dict[str, set[str]]) -> list[str]:
+    """Kahn's algorithm, ties broken by definition order; a cycle is a GraphError."""
+    index = {s.name: i for i, s in enumerate(stages)}
+    waiting = {n: len(u) for n, u in upstream.items()}
+    ready = [(index[n], n) for n, c in waiting.items() if c == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        order.append(n)
+        for d in downstream[n]:
+            waiting[d] -= 1
+            if waiting[d] == 0:
+                heapq.heappush(ready, (index[d], d))
+    if len(order) < len(stages):
+        raise GraphError(f"the stages form a cycle: {' -> '.join(_find_cycle(upstream, set(order)))}")
+    return order
+
+
+def _find_cycle(upstream: dict[str, set[str]], done: set[str]) -> list[str]:
+    """One cycle among the stages not ordered, written in data-flow order (a -> b: b needs a)."""
+    start = min(n for n in upstream if n not in done)
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = min(u for u in upstream[node] if u not in done)
+    cycle = path[seen[node]:] + [node]
+    return list(reversed(cycle))

@@ -1,0 +1,111 @@
+"""One lock file per stage: .pivot/stages/<stage>.lock, deterministic YAML, written atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pivot import atomic
+from pivot.errors import LockError
+
+LOCK_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class PathRecord:
+    path: str
+    hash: str
+    is_dir: bool = False
+    kind: str | None = None  # outputs only: out, metric, plot, incremental
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "hash": self.hash}
+        if self.is_dir:
+            d["dir"] = True
+        if self.kind is not None:
+            d["type"] = self.kind
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PathRecord:
+        return cls(path=d["path"], hash=d["hash"], is_dir=bool(d.get("dir", False)), kind=d.get("type"))
+
+
+@dataclass(frozen=True)
+class StageLock:
+    fingerprint: str
+    code_manifest: dict[str, str]
+    params: dict[str, Any] | None
+    deps: tuple[PathRecord, ...]
+    outs: tuple[PathRecord, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        code: dict[str, Any] = {"fingerprint": self.fingerprint, "manifest": dict(self.code_manifest)}
+        if self.notes:
+            code["notes"] = list(self.notes)
+        d: dict[str, Any] = {
+            "schema": LOCK_SCHEMA,
+            "code": code,
+            "deps": [r.to_dict() for r in sorted(self.deps, key=lambda r: r.path)],
+            "outs": [r.to_dict() for r in sorted(self.outs, key=lambda r: r.path)],
+        }
+        if self.params is not None:
+            d["params"] = self.params
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageLock:
+        code = d["code"]
+        return cls(
+            fingerprint=code["fingerprint"],
+            code_manifest=dict(code.get("manifest") or {}),
+            params=d.get("params"),
+            deps=tuple(PathRecord.from_dict(r) for r in d.get("deps") or ()),
+            outs=tuple(PathRecord.from_dict(r) for r in d.get("outs") or ()),
+            notes=tuple(code.get("notes") or ()),
+        )
+
+
+def lock_path(stages_dir: Path, stage: str) -> Path:
+    return stages_dir / f"{stage}.lock"
+
+
+def dumps(lock: StageLock) -> str:
+    import yaml
+
+    return yaml.dump(
+        lock.to_dict(),
+        Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1000,
+    )
+
+
+def loads(text: str, where: Path) -> StageLock:
+    import yaml
+
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return StageLock.from_dict(data)
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise LockError(
+            f"{where}: unreadable lock file ({type(exc).__name__}); "
+            "restore it from git or delete it to re-run the stage"
+        ) from None
+
+
+def read(stages_dir: Path, stage: str) -> StageLock | None:
+    path = lock_path(stages_dir, stage)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return loads(text, path)
+
+
+def write(stages_dir: Path, stage: str, lock: StageLock) -> None:
+    atomic.write_text(lock_path(stages_dir, stage), dumps(lock))

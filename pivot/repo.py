@@ -1,0 +1,132 @@
+"""A loaded project: its stages, graph, params, cache and state, and the per-stage current state."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pivot import lock as lockfile
+from pivot import params as params_mod
+from pivot.cache import Cache
+from pivot.fingerprint import Fingerprint, Fingerprinter
+from pivot.graph import Graph, build
+from pivot.hashing import Hasher, PathHash
+from pivot.lock import PathRecord, StageLock
+from pivot.project import Project, load_project
+from pivot.stage import Stage, discover
+from pivot.state import State
+from pivot.status import Current
+
+
+@dataclass
+class Prepared:
+    """Everything computed about one stage before deciding."""
+
+    stage: Stage
+    fingerprint: Fingerprint
+    params: Any  # the model instance, or None
+    current: Current
+    lock: StageLock | None
+    dep_hashes: dict[str, PathHash | None]
+
+
+class Repo:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.root = project.root
+        self.state = State(project.state_path)
+        self.hasher = Hasher(self.root, self.state)
+        self.cache = Cache(project.cache_dir, project.config.link)
+        self.fingerprinter = Fingerprinter(self.root, self.state)
+        os.chdir(self.root)
+        self.stages = discover(self.root, project.config.pipeline)
+        self.graph: Graph = build(self.stages, self.root)
+        self.overrides = params_mod.load_overrides(self.root)
+        params_mod.check_sections(self.overrides, self.stages)
+        self._params: dict[str, tuple[Any, dict[str, Any] | None]] = {}
+
+    @classmethod
+    def load(cls, start: Path | None = None) -> Repo:
+        return cls(load_project(start))
+
+    def close(self) -> None:
+        self.state.close()
+
+    # -- params ----------------------------------------------------------
+    def check_params(self, names: list[str]) -> None:
+        """Resolve every selected stage's params now, so a bad params.yaml fails before anything runs."""
+        for n in names:
+            self.params_of(n)
+
+    def params_of(self, name: str) -> tuple[Any, dict[str, Any] | None]:
+        if name not in self._params:
+            s = self.graph.stages[name]
+            if s.params is None:
+                self._params[name] = (None, None)
+            else:
+                inst = params_mod.resolve(s, self.overrides)
+                self._params[name] = (inst, params_mod.as_record(inst))
+        return self._params[name]
+
+    # -- state of one stage ------------------------------------------------
+    def read_lock(self, name: str) -> StageLock | None:
+        return lockfile.read(self.project.stages_dir, name)
+
+    def in_cache(self, rec: PathRecord) -> bool:
+        if not self.cache.has(rec.hash):
+            return False
+        if rec.is_dir:
+            try:
+                return all(self.cache.has(e.hash) for e in self.cache.read_manifest(rec.hash))
+            except Exception:
+                return False
+        return True
+
+    def prepare(
+        self,
+        name: str,
+        upstream_running: tuple[str, ...] = (),
+        forced: bool = False,
+        expected: dict[str, str] | None = None,
+    ) -> Prepared:
+        s = self.graph.stages[name]
+        fp = self.fingerprinter.fingerprint(s.func)
+        inst, record = self.params_of(name)
+        lock = self.read_lock(name)
+        dep_hashes = {d: self.hasher.hash_path(d) for d in self.graph.deps[name]}
+        deps: dict[str, str | None] = {}
+        for d, h in dep_hashes.items():
+            deps[d] = h.hash if h else (expected or {}).get(d)
+        outs: dict[str, tuple[str, str | None]] = {}
+        for o, path in zip(s.outs, self.graph.outs[name]):
+            h = self.hasher.hash_path(path)
+            outs[path] = (o.kind, h.hash if h else None)
+        cached: set[str] = set()
+        if lock is not None:
+            for rec in lock.outs:
+                if rec.path in outs and outs[rec.path][1] is None and rec.kind != "metric" and self.in_cache(rec):
+                    cached.add(rec.path)
+        cur = Current(
+            fingerprint=fp.digest,
+            code_manifest=fp.manifest,
+            params=record,
+            deps=deps,
+            outs=outs,
+            cached=frozenset(cached),
+            upstream_running=upstream_running,
+            forced=forced,
+            notes=fp.notes,
+        )
+        return Prepared(s, fp, inst, cur, lock, dep_hashes)
+
+    # -- restoring ---------------------------------------------------------
+    def restore(self, rec: PathRecord) -> None:
+        """Bring one locked output back into the workspace from the cache."""
+        dest = self.root / rec.path
+        if rec.is_dir:
+            self.cache.checkout_dir(rec.hash, dest)
+        else:
+            self.cache.checkout_file(rec.hash, dest)
+            self.hasher.remember(rec.path, rec.hash)

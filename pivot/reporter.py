@@ -1,0 +1,126 @@
+"""Run events go to a reporter; console and JSON output implement the same calls."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+
+@dataclass
+class Summary:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+
+
+class Reporter:
+    def running(self, stage: str, reasons: tuple[str, ...]) -> None: ...
+    def done(self, stage: str, seconds: float) -> None: ...
+    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None: ...
+    def would_run(self, stage: str, reasons: tuple[str, ...]) -> None: ...
+    def failed(self, stage: str, error: str) -> None: ...
+    def not_run(self, stage: str, why: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def summary(self, s: Summary, dry_run: bool = False) -> None: ...
+
+
+class ConsoleReporter(Reporter):
+    def __init__(self, explain: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.explain = explain
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def _line(self, text: str, stream: TextIO | None = None) -> None:
+        stream = stream or self.out
+        stream.write(text + "\n")
+        stream.flush()
+
+    def _reasons(self, reasons: tuple[str, ...]) -> None:
+        for r in reasons:
+            self._line(f"    - {r}")
+
+    def running(self, stage: str, reasons: tuple[str, ...]) -> None:
+        if self.explain:
+            self._line(f"{stage}: running")
+            self._reasons(reasons)
+        else:
+            more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            self._line(f"{stage}: running ({reasons[0]}{more})" if reasons else f"{stage}: running")
+
+    def done(self, stage: str, seconds: float) -> None:
+        self._line(f"{stage}: done in {seconds:.2f}s")
+
+    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None:
+        if restored:
+            self._line(f"{stage}: up to date; restored {', '.join(restored)} from the cache")
+        elif self.explain:
+            self._line(f"{stage}: up to date")
+
+    def would_run(self, stage: str, reasons: tuple[str, ...]) -> None:
+        self._line(f"{stage}: would run")
+        self._reasons(reasons)
+
+    def failed(self, stage: str, error: str) -> None:
+        self._line(f"{stage}: FAILED", self.err)
+        for line in error.splitlines():
+            self._line(f"  {line}", self.err)
+
+    def not_run(self, stage: str, why: str) -> None:
+        self._line(f"{stage}: not run ({why})")
+
+    def note(self, text: str) -> None:
+        self._line(text)
+
+    def summary(self, s: Summary, dry_run: bool = False) -> None:
+        if dry_run:
+            self._line(f"dry run: {len(s.ran)} would run, {len(s.skipped)} up to date")
+            return
+        if not s.ran and not s.failed and not s.not_run:
+            self._line(f"nothing to run: {len(s.skipped)} stage(s) up to date")
+            return
+        parts = [f"{len(s.ran)} ran", f"{len(s.skipped)} up to date", f"{len(s.failed)} failed"]
+        if s.not_run:
+            parts.append(f"{len(s.not_run)} not run")
+        line = ", ".join(parts)
+        if s.failed:
+            line += f" (failed: {', '.join(s.failed)})"
+        self._line(line)
+
+
+class JsonReporter(Reporter):
+    """One JSON object per line on stdout."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def _emit(self, **event: object) -> None:
+        self.out.write(json.dumps(event, sort_keys=True) + "\n")
+        self.out.flush()
+
+    def running(self, stage: str, reasons: tuple[str, ...]) -> None:
+        self._emit(event="running", stage=stage, reasons=list(reasons))
+
+    def done(self, stage: str, seconds: float) -> None:
+        self._emit(event="done", stage=stage, seconds=round(seconds, 6))
+
+    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None:
+        self._emit(event="skipped", stage=stage, restored=restored)
+
+    def would_run(self, stage: str, reasons: tuple[str, ...]) -> None:
+        self._emit(event="would_run", stage=stage, reasons=list(reasons))
+
+    def failed(self, stage: str, error: str) -> None:
+        self._emit(event="failed", stage=stage, error=error)
+
+    def not_run(self, stage: str, why: str) -> None:
+        self._emit(event="not_run", stage=stage, why=why)
+
+    def note(self, text: str) -> None:
+        self._emit(event="note", text=text)
+
+    def summary(self, s: Summary, dry_run: bool = False) -> None:
+        self._emit(event="summary", ran=s.ran, skipped=s.skipped, failed=s.failed, not_run=s.not_run,
+                   dry_run=dry_run)

@@ -1,0 +1,156 @@
+"""The @stage decorator, the Stage record, and discovery of the pipeline module."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from pivot.errors import PipelineError
+from pivot.outputs import Out
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    func: Callable[..., Any]
+    deps: tuple[str, ...]
+    outs: tuple[Out, ...]
+    params: type | None
+
+    @property
+    def where(self) -> str:
+        code = getattr(self.func, "__code__", None)
+        if code is None:
+            return self.func.__module__
+        return f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
+
+
+_REGISTRY: list[Stage] = []
+
+
+def stage(
+    deps: Sequence[str] = (),
+    outs: Sequence[str | Out] = (),
+    params: type | None = None,
+    name: str | None = None,
+) -> Callable[[F], F]:
+    """Mark a module-level function as a pipeline stage."""
+    if isinstance(deps, str):
+        deps = [deps]
+    if isinstance(outs, (str, Out)):
+        outs = [outs]
+
+    def decorate(func: F) -> F:
+        stage_name = name or func.__name__
+        record = Stage(
+            name=stage_name,
+            func=func,
+            deps=tuple(deps),
+            outs=tuple(o if isinstance(o, Out) else Out(o) for o in outs),
+            params=params,
+        )
+        _REGISTRY.append(record)
+        func.__pivot_stage__ = record  # type: ignore[attr-defined]
+        return func
+
+    return decorate
+
+
+def _check_definition(s: Stage) -> None:
+    where = f"stage '{s.name}' ({s.where})"
+    if not isinstance(s.name, str) or not _NAME_RE.match(s.name):
+        raise PipelineError(f"{where}: invalid stage name {s.name!r}; use letters, digits, '_', '-' or '.'")
+    if "<locals>" in getattr(s.func, "__qualname__", "") or s.func.__name__ == "<lambda>":
+        raise PipelineError(f"{where}: a stage must be a module-level function (def at the top of a module)")
+    for dep in s.deps:
+        if not isinstance(dep, str):
+            raise PipelineError(f"{where}: deps must be path strings, got {dep!r}")
+    for out in s.outs:
+        if not isinstance(out.path, str):
+            raise PipelineError(f"{where}: output paths must be strings, got {out.path!r}")
+    if s.params is not None:
+        from pydantic import BaseModel
+
+        if not (isinstance(s.params, type) and issubclass(s.params, BaseModel)):
+            raise PipelineError(f"{where}: params= must be a pydantic BaseModel subclass, got {s.params!r}")
+
+
+def _import_error(exc: BaseException, root: Path, target: str) -> PipelineError:
+    place = target
+    if isinstance(exc, SyntaxError) and exc.filename:
+        place = f"{_rel(exc.filename, root)}:{exc.lineno}"
+        detail = f"SyntaxError: {exc.msg}"
+    else:
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if _is_user_file(frame.filename, root):
+                place = f"{_rel(frame.filename, root)}:{frame.lineno}"
+                break
+        detail = f"{type(exc).__name__}: {exc}"
+    return PipelineError(f"could not import the pipeline ({target}): {place}: {detail}")
+
+
+def _rel(filename: str, root: Path) -> str:
+    try:
+        return os.path.relpath(filename, root)
+    except ValueError:
+        return filename
+
+
+def _is_user_file(filename: str, root: Path) -> bool:
+    full = os.path.abspath(filename)
+    return full.startswith(str(root) + os.sep) and "site-packages" not in full
+
+
+def discover(root: Path, pipeline: str) -> list[Stage]:
+    """Import the pipeline module and return its stages, in definition order."""
+    _REGISTRY.clear()
+    root_str = str(root)
+    if root_str not in sys.path:
+        sys.path.insert(0, root_str)
+    try:
+        if pipeline.endswith(".py"):
+            path = root / pipeline
+            if not path.is_file():
+                raise PipelineError(
+                    f"pipeline file {pipeline} not found in {root}; create it or set 'pipeline:' in .pivot/config.yaml"
+                )
+            mod_name = Path(pipeline).with_suffix("").as_posix().replace("/", ".")
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(pipeline)
+    except PipelineError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name == pipeline:
+            raise PipelineError(
+                f"pipeline module '{pipeline}' not found; check 'pipeline:' in .pivot/config.yaml"
+            ) from None
+        raise _import_error(exc, root, pipeline) from None
+    except Exception as exc:
+        raise _import_error(exc, root, pipeline) from None
+    stages = list(_REGISTRY)
+    seen: dict[str, Stage] = {}
+    for s in stages:
+        _check_definition(s)
+        if s.name in seen:
+            raise PipelineError(
+                f"two stages are named '{s.name}' ({seen[s.name].where} and {s.where}); "
+                "rename one or pass @stage(name=...)"
+            )
+        seen[s.name] = s
+    return stages

@@ -1,0 +1,95 @@
+"""Per-machine state in .pivot/state.db: remembered file hashes and fingerprint summaries.
+
+Nothing here is committed; deleting the file only costs re-hashing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+# Bump when the way a stored value is computed changes: old rows are then ignored.
+SCHEMA = 1
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER,"
+    " inode INTEGER, checked INTEGER, hash TEXT)",
+    "CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
+    " hash TEXT, manifest TEXT)",
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)",
+)
+
+
+class State:
+    """A small sqlite store. Writes are batched and committed by `commit()` or `close()`."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=30, isolation_level="DEFERRED")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA:
+                for table in ("hashes", "dirs", "kv"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute(f"PRAGMA user_version={SCHEMA}")
+            for sql in _TABLES:
+                db.execute(sql)
+            db.commit()
+            self._db = db
+        return self._db
+
+    # -- file hashes -------------------------------------------------------
+    def get_file(self, path: str) -> tuple[int, int, int, int, str] | None:
+        row = self.db.execute(
+            "SELECT size, mtime, inode, checked, hash FROM hashes WHERE path=?", (path,)
+        ).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def get_files_under(self, prefix: str) -> dict[str, tuple[int, int, int, int, str]]:
+        rows = self.db.execute(
+            "SELECT path, size, mtime, inode, checked, hash FROM hashes WHERE path >= ? AND path < ?",
+            (prefix + "/", prefix + "0"),  # '0' sorts right after '/'
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}  # type: ignore[misc]
+
+    def put_files(self, rows: list[tuple[str, int, int, int, int, str]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", rows)
+
+    # -- directory hashes --------------------------------------------------
+    def get_dir(self, path: str) -> tuple[str, int, str, str] | None:
+        row = self.db.execute(
+            "SELECT signature, checked, hash, manifest FROM dirs WHERE path=?", (path,)
+        ).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def put_dir(self, path: str, signature: str, checked: int, hash_: str, manifest: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", (path, signature, checked, hash_, manifest)
+        )
+
+    # -- generic values ----------------------------------------------------
+    def get_json(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, json.dumps(value)))
+
+    def commit(self) -> None:
+        if self._db is not None:
+            self._db.commit()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.commit()
+            self._db.close()
+            self._db = None

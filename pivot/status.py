@@ -1,0 +1,124 @@
+"""The run-or-skip decision: a pure function of the lock and the current state, with reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivot.lock import PathRecord, StageLock
+
+
+@dataclass(frozen=True)
+class Current:
+    """What a stage is now: definition, code and the hashes found in the workspace."""
+
+    fingerprint: str
+    code_manifest: dict[str, str]
+    params: dict[str, Any] | None
+    deps: dict[str, str | None]  # path -> hash (None: missing)
+    outs: dict[str, tuple[str, str | None]]  # path -> (kind, hash or None when missing)
+    cached: frozenset[str] = frozenset()  # lock output paths whose object is in the cache
+    upstream_running: tuple[str, ...] = ()
+    forced: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    run: bool
+    reasons: tuple[str, ...] = ()
+    restore: tuple[PathRecord, ...] = field(default=())  # outputs to bring back from the cache
+
+
+_KIND_WORDS = {"func": "", "class": "class ", "const": "constant ", "closure": "closure variable ",
+               "partial": "partial argument ", "pkg": "package ", "python": "Python "}
+
+
+def _label(key: str) -> str:
+    kind, _, name = key.partition(":")
+    if kind == "python":
+        return "the Python version"
+    return f"{_KIND_WORDS.get(kind, kind + ' ')}{name}"
+
+
+def code_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            out.append(f"new dependency {_label(key)}")
+        elif key not in new:
+            out.append(f"no longer uses {_label(key)}")
+        elif old[key] != new[key]:
+            if key.startswith(("pkg:", "python:")):
+                out.append(f"{_label(key)} changed {old[key]} -> {new[key]}")
+            else:
+                out.append(f"{_label(key)} changed")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def param_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+    old, new = old or {}, new or {}
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            out.append(f"param {key} added ({_short(new[key])})")
+        elif key not in new:
+            out.append(f"param {key} removed")
+        elif old[key] != new[key]:
+            out.append(f"param {key}: {_short(old[key])} -> {_short(new[key])}")
+    return out
+
+
+def decide(cur: Current, lock: StageLock | None) -> Decision:
+    if lock is None:
+        return Decision(True, ("never run: no lock file",))
+    reasons: list[str] = []
+    if cur.forced:
+        reasons.append("forced")
+    if cur.fingerprint != lock.fingerprint:
+        changes = code_changes(lock.code_manifest, cur.code_manifest)
+        reasons.extend(f"code: {c}" for c in changes or ["fingerprint changed"])
+    if cur.params != lock.params:
+        reasons.extend(param_changes(lock.params, cur.params) or ["params changed"])
+    reasons.extend(f"upstream stage '{u}' will run" for u in cur.upstream_running)
+
+    locked_deps = {r.path: r.hash for r in lock.deps}
+    for path in sorted(set(locked_deps) | set(cur.deps)):
+        if path not in locked_deps:
+            reasons.append(f"dep '{path}' added")
+        elif path not in cur.deps:
+            reasons.append(f"dep '{path}' removed")
+        elif cur.deps[path] is None:
+            if not cur.upstream_running:
+                reasons.append(f"dep '{path}' is missing")
+        elif cur.deps[path] != locked_deps[path]:
+            reasons.append(f"dep '{path}' changed")
+
+    locked_outs = {r.path: r for r in lock.outs}
+    restore: list[PathRecord] = []
+    for path in sorted(set(locked_outs) | set(cur.outs)):
+        rec = locked_outs.get(path)
+        if rec is None:
+            reasons.append(f"output '{path}' added")
+            continue
+        if path not in cur.outs:
+            reasons.append(f"output '{path}' removed from the stage")
+            continue
+        kind, digest = cur.outs[path]
+        if kind != rec.kind:
+            reasons.append(f"output '{path}' type changed {rec.kind} -> {kind}")
+        elif digest is None:
+            if path in cur.cached:
+                restore.append(rec)
+            else:
+                reasons.append(f"output '{path}' is missing" + ("" if kind == "metric" else " and not in the cache"))
+        elif digest != rec.hash:
+            reasons.append(f"output '{path}' was modified")
+    if reasons:
+        return Decision(True, tuple(reasons))
+    return Decision(False, (), tuple(restore))
