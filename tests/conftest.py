@@ -1,0 +1,102 @@
+"""Fixtures: real git repositories in temporary folders, and the real `pivot` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+PIVOT = str(Path(sys.executable).parent / "pivot")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may read or write the real home directory or global git config."""
+    home = tmp_path_factory.mktemp("home")
+    (home / ".gitconfig").write_text("[user]\n\tname = Pivot Tests\n\temail = tests@example.com\n"
+                                     "[init]\n\tdefaultBranch = main\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+class Project:
+    """A git work tree with `pivot init` done; helpers to write files and run the CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def read(self, rel: str) -> str:
+        return (self.root / rel).read_text()
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def pipeline(self, text: str) -> Path:
+        return self.write("pipeline.py", text)
+
+    def pivot(self, *args: str, cwd: Path | None = None, check: bool | None = True,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the real `pivot` command. check=True: expect exit 0; False: expect non-zero; None: either."""
+        proc = subprocess.run([PIVOT, *args], cwd=cwd or self.root, capture_output=True, text=True,
+                              timeout=timeout)
+        if check is True and proc.returncode != 0:
+            raise AssertionError(f"pivot {' '.join(args)} exited {proc.returncode}\n"
+                                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        if check is False and proc.returncode == 0:
+            raise AssertionError(f"pivot {' '.join(args)} unexpectedly succeeded\nstdout:\n{proc.stdout}")
+        return proc
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=self.root, check=True, capture_output=True,
+                              text=True).stdout
+
+    def lock(self, stage: str) -> str:
+        return self.read(f".pivot/stages/{stage}.lock")
+
+    def cache_objects(self) -> list[Path]:
+        files = self.root / ".pivot" / "cache" / "files"
+        return sorted(p for p in files.rglob("*") if p.is_file()) if files.exists() else []
+
+
+def make_git_repo(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    root = tmp_path / "proj"
+    make_git_repo(root)
+    p = Project(root)
+    p.pivot("init")
+    yield p
+
+
+@pytest.fixture
+def clean_modules(tmp_path: Path) -> Iterator[None]:
+    """For in-process API tests: forget user modules imported from the temporary project."""
+    before = set(sys.modules)
+    cwd = os.getcwd()
+    path = list(sys.path)
+    yield
+    for name in set(sys.modules) - before:
+        mod = sys.modules.get(name)
+        if str(getattr(mod, "__file__", "") or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+    sys.modules.pop("pipeline", None)
+    sys.path[:] = path
+    os.chdir(cwd)
