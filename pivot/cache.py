@@ -11,10 +11,9 @@ from pathlib import Path
 import xxhash
 
 from pivot.errors import CacheError
-from pivot.hashing import DirEntry, hash_bytes, parse_manifest
+from pivot.hashing import _CHUNK, DirEntry, hash_bytes, parse_manifest, read_buffer
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
-_CHUNK = 8 * 1024 * 1024
 
 
 def object_relpath(digest: str) -> str:
@@ -42,11 +41,15 @@ def _reflink(src: str, dst: str) -> bool:
 
 
 def _copy_hashing(src: str, dst_fd: int) -> str:
+    """Copy src into dst_fd, hashing the bytes on the way: one read for both."""
     h = xxhash.xxh3_128()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
     with open(src, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
+        if os.fstat(f.fileno()).st_size <= _CHUNK:
+            data = f.read()
+            _write_all(dst_fd, memoryview(data))
+            return xxhash.xxh3_128_hexdigest(data)
+        view = read_buffer()
+        while n := f.readinto(view):
             h.update(view[:n])
             _write_all(dst_fd, view[:n])
     return h.hexdigest()

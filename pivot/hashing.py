@@ -13,19 +13,29 @@ import xxhash
 
 from pivot.state import State
 
-_CHUNK = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
 # A hash recorded less than this long after the file's mtime is not trusted later: the
 # file may have been rewritten within the file system's timestamp granularity.
 RACY_NS = 2_000_000_000
 
 
+def read_buffer() -> memoryview:
+    """A 1 MiB buffer for streaming reads. Anonymous mmap rather than bytearray: a large
+    bytearray comes from malloc's mmap path, into which reads measured 3x slower here."""
+    import mmap
+
+    return memoryview(mmap.mmap(-1, _CHUNK))
+
+
 def hash_file(path: str | os.PathLike[str]) -> str:
     """The xxh3-128 hex digest of a file's bytes."""
-    h = xxhash.xxh3_128()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
+        size = os.fstat(f.fileno()).st_size
+        if size <= _CHUNK:
+            return xxhash.xxh3_128_hexdigest(f.read())
+        h = xxhash.xxh3_128()
+        view = read_buffer()
+        while n := f.readinto(view):
             h.update(view[:n])
     return h.hexdigest()
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from pivot import atomic
 from pivot.errors import LockError
+from pivot.hashing import hash_bytes
+from pivot.state import State
 
 LOCK_SCHEMA = 1
 
@@ -98,13 +100,23 @@ def loads(text: str, where: Path) -> StageLock:
         ) from None
 
 
-def read(stages_dir: Path, stage: str) -> StageLock | None:
+def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock | None:
+    """Read a lock file. With a state, parsed locks are remembered by the hash of their bytes,
+    since YAML parsing dominates a no-op status of many stages."""
     path = lock_path(stages_dir, stage)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    return loads(text, path)
+    if state is None:
+        return loads(data.decode(), path)
+    key = f"lock{LOCK_SCHEMA}:{hash_bytes(data)}"
+    cached = state.get_json(key)
+    if cached is not None:
+        return StageLock.from_dict(cached)
+    lock = loads(data.decode(), path)
+    state.put_json(key, lock.to_dict())
+    return lock
 
 
 def write(stages_dir: Path, stage: str, lock: StageLock) -> None:

@@ -72,7 +72,7 @@ class Repo:
 
     # -- state of one stage ------------------------------------------------
     def read_lock(self, name: str) -> StageLock | None:
-        return lockfile.read(self.project.stages_dir, name)
+        return lockfile.read(self.project.stages_dir, name, self.state)
 
     def in_cache(self, rec: PathRecord) -> bool:
         if not self.cache.has(rec.hash):
