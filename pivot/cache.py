@@ -12,6 +12,7 @@ import xxhash
 
 from pivot.errors import CacheError
 from pivot.hashing import _CHUNK, DirEntry, hash_bytes, parse_manifest, read_buffer
+from pivot.lock import PathRecord
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
 
@@ -68,11 +69,24 @@ def _unlink(path: str | Path) -> None:
         pass
 
 
+# Whether reflinks work, per cache folder: learnt once per process, not once per file.
+_REFLINK_OK: dict[str, bool] = {}
+
+
 class Cache:
     def __init__(self, cache_dir: Path, link: str = "auto") -> None:
         self.dir = cache_dir
         self.link = link
-        self._reflink_ok: bool | None = None if link in ("auto", "reflink") else False
+
+    @property
+    def _reflink_ok(self) -> bool | None:
+        if self.link not in ("auto", "reflink"):
+            return False
+        return _REFLINK_OK.get(str(self.dir))
+
+    @_reflink_ok.setter
+    def _reflink_ok(self, value: bool) -> None:
+        _REFLINK_OK[str(self.dir)] = value
 
     def path(self, digest: str) -> Path:
         return self.dir / object_relpath(digest)
@@ -203,3 +217,36 @@ class Cache:
                 self._place(entry.hash, dest / entry.path)
         dest.mkdir(parents=True, exist_ok=True)
         return entries
+
+
+MemoRow = tuple[str, int, int, int, int, str]
+
+
+def save_output(cache: Cache, root: Path, path: str, kind: str, cached: bool) -> tuple[PathRecord, list[MemoRow]]:
+    """Hash a freshly produced output and (when cached) store it; returns its lock record and
+    hash-memo rows for the parent to remember. With hardlink/symlink modes the workspace copy
+    is replaced by a link to the stored object."""
+    import time
+
+    from pivot.hashing import _walk, hash_file, manifest_bytes
+
+    full = root / path
+    now = time.time_ns()
+    if full.is_dir():
+        entries: list[DirEntry] = []
+        rows: list[MemoRow] = []
+        for rel, st in _walk(str(full)):
+            digest = cache.add_file(full / rel) if cached else hash_file(full / rel)
+            entries.append(DirEntry(rel, digest, st.st_size))
+            rows.append((f"{path}/{rel}", st.st_size, st.st_mtime_ns, st.st_ino, now, digest))
+        manifest = manifest_bytes(entries)
+        digest = cache.add_bytes(manifest) if cached else hash_bytes(manifest)
+        if cached and cache.link in ("hardlink", "symlink"):
+            cache.checkout_dir(digest, full)
+            rows = []
+        return PathRecord(path, digest, True, kind), rows
+    digest = cache.add_file(full) if cached else hash_file(full)
+    if cached and cache.link in ("hardlink", "symlink"):
+        cache.checkout_file(digest, full)
+    st = os.stat(full)
+    return PathRecord(path, digest, False, kind), [(path, st.st_size, st.st_mtime_ns, st.st_ino, now, digest)]

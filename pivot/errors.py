@@ -35,3 +35,11 @@ class CacheError(PivotError):
 
 class LockError(PivotError):
     """A lock file is unreadable, or another pivot process holds the project."""
+
+
+class GitError(PivotError):
+    """Not a git repository, an unknown revision, or git hooks that cannot be installed."""
+
+
+class VerifyFailed(PivotError):
+    """`pivot verify` (or the pre-commit hook) found stale stages or files that do not match."""

@@ -1,14 +1,35 @@
-"""Executors run one stage's function. The runner talks to them through this small interface,
-so a process pool or a distributed engine can replace the in-process one."""
+"""Executors run stages. The runner talks to them through a small interface — submit a task,
+get a future of its result — so a local process pool, an in-process runner or a distributed
+engine are interchangeable.
+
+A task carries everything a worker needs: the stage function (pickled by reference, so the
+worker imports the pipeline module once and keeps it warm), its params, and where its outputs
+go. The worker runs the function with stdout/stderr captured, checks the declared outputs
+exist, and stores them in the cache (hashing happens in parallel this way). The parent
+computes fingerprints, decides, and writes lock files.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 import traceback
-from dataclasses import dataclass
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
+
+from pivot.lock import PathRecord
+
+
+@dataclass(frozen=True)
+class OutSpec:
+    path: str
+    kind: str
+    cached: bool
 
 
 @dataclass(frozen=True)
@@ -17,6 +38,10 @@ class StageTask:
     func: Callable[..., Any]
     params: Any  # the params instance, or None
     root: Path
+    outs: tuple[OutSpec, ...] = ()
+    cache_dir: Path | None = None
+    link: str = "auto"
+    log_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -24,27 +49,17 @@ class StageResult:
     name: str
     ok: bool
     duration: float
-    error: str | None = None  # the user's traceback, formatted
+    error: str | None = None  # the user's traceback, or why the stage is refused
+    output: str = ""  # captured stdout, stderr and logging
+    records: tuple[PathRecord, ...] = ()
+    memo: tuple[tuple[str, int, int, int, int, str], ...] = field(default=())
+    pid: int = 0
 
 
 class Executor(Protocol):
-    def run(self, task: StageTask) -> StageResult: ...
+    def submit(self, task: StageTask) -> Future[StageResult]: ...
 
-
-def call_stage(task: StageTask) -> StageResult:
-    """Run a stage function with the project root as working directory."""
-    start = time.perf_counter()
-    os.chdir(task.root)
-    try:
-        if task.params is None:
-            task.func()
-        else:
-            task.func(task.params)
-    except Exception as exc:
-        return StageResult(task.name, False, time.perf_counter() - start, format_user_traceback(exc))
-    finally:
-        os.chdir(task.root)
-    return StageResult(task.name, True, time.perf_counter() - start)
+    def shutdown(self, kill: bool = False) -> None: ...
 
 
 def format_user_traceback(exc: BaseException) -> str:
@@ -56,8 +71,122 @@ def format_user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
 
 
-class InProcessExecutor:
-    """Runs stages one at a time in this process."""
+@contextmanager
+def _captured(log_path: Path | None) -> Iterator[None]:
+    """Send fds 1 and 2 (so print, logging and child processes alike) to the log file."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    root = logging.getLogger()
+    handler = None
+    if not root.handlers:  # make logging.info() visible in the stage log, as a user expects
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        saved_level = root.level
+        root.setLevel(logging.INFO)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (*saved, fd):
+            os.close(f)
+        if handler is not None:
+            root.removeHandler(handler)
+            root.setLevel(saved_level)
 
-    def run(self, task: StageTask) -> StageResult:
-        return call_stage(task)
+
+def execute(task: StageTask) -> StageResult:
+    """Run one stage to completion: call it, check and cache its outputs. Runs in a worker."""
+    start = time.perf_counter()
+    os.chdir(task.root)
+    error = None
+    with _captured(task.log_path):
+        try:
+            if task.params is None:
+                task.func()
+            else:
+                task.func(task.params)
+        except Exception as exc:
+            error = format_user_traceback(exc)
+        finally:
+            os.chdir(task.root)
+    output = task.log_path.read_text(errors="replace") if task.log_path else ""
+    if error is None:
+        absent = [o.path for o in task.outs if not os.path.lexists(task.root / o.path)]
+        if absent:
+            error = (f"stage '{task.name}' did not produce declared output '{absent[0]}'; "
+                     "write it in the stage or remove it from outs")
+    if error is not None:
+        return StageResult(task.name, False, time.perf_counter() - start, error, output, pid=os.getpid())
+    from pivot.cache import Cache, save_output
+
+    cache = Cache(task.cache_dir or task.root / ".pivot" / "cache", task.link)
+    records: list[PathRecord] = []
+    memo: list[tuple[str, int, int, int, int, str]] = []
+    for o in task.outs:
+        rec, rows = save_output(cache, task.root, o.path, o.kind, o.cached)
+        records.append(rec)
+        memo.extend(rows)
+    return StageResult(task.name, True, time.perf_counter() - start, None, output, tuple(records), tuple(memo),
+                       os.getpid())
+
+
+class InlineExecutor:
+    """Runs each stage in this process, at submit time. For tests and embedding."""
+
+    def submit(self, task: StageTask) -> Future[StageResult]:
+        fut: Future[StageResult] = Future()
+        fut.set_result(execute(task))
+        return fut
+
+    def shutdown(self, kill: bool = False) -> None:
+        pass
+
+
+def _worker_init(root: str) -> None:
+    # Workers import the pipeline by module name, exactly as the parent registered it.
+    from pivot.importing import install
+
+    install(root)
+    os.chdir(root)
+
+
+class PoolExecutor:
+    """A pool of warm worker processes (loky), reused for every stage of a run."""
+
+    def __init__(self, jobs: int, root: Path) -> None:
+        from loky import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(str(root),))
+
+    def submit(self, task: StageTask) -> Future[StageResult]:
+        return self._pool.submit(execute, task)
+
+    def shutdown(self, kill: bool = False) -> None:
+        self._pool.shutdown(wait=not kill, kill_workers=kill)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)

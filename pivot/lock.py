@@ -87,13 +87,15 @@ def dumps(lock: StageLock) -> str:
     )
 
 
-def loads(text: str, where: Path) -> StageLock:
+def loads(text: str | bytes, where: Path) -> StageLock:
     import yaml
 
     try:
+        if isinstance(text, bytes):
+            text = text.decode()
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         return StageLock.from_dict(data)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise LockError(
             f"{where}: unreadable lock file ({type(exc).__name__}); "
             "restore it from git or delete it to re-run the stage"
@@ -109,15 +111,23 @@ def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock 
     except FileNotFoundError:
         return None
     if state is None:
-        return loads(data.decode(), path)
+        return loads(data, path)
     key = f"lock{LOCK_SCHEMA}:{hash_bytes(data)}"
     cached = state.get_json(key)
     if cached is not None:
         return StageLock.from_dict(cached)
-    lock = loads(data.decode(), path)
+    lock = loads(data, path)
     state.put_json(key, lock.to_dict())
     return lock
 
 
 def write(stages_dir: Path, stage: str, lock: StageLock) -> None:
-    atomic.write_text(lock_path(stages_dir, stage), dumps(lock))
+    """Write atomically; an identical lock is left untouched (replacing a file costs a flush)."""
+    path = lock_path(stages_dir, stage)
+    data = dumps(lock).encode()
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic.write_bytes(path, data)

@@ -46,6 +46,7 @@ class Repo:
         self.overrides = params_mod.load_overrides(self.root)
         params_mod.check_sections(self.overrides, self.stages)
         self._params: dict[str, tuple[Any, dict[str, Any] | None]] = {}
+        self._locks: dict[str, StageLock | None] = {}
 
     @classmethod
     def load(cls, start: Path | None = None) -> Repo:
@@ -72,7 +73,13 @@ class Repo:
 
     # -- state of one stage ------------------------------------------------
     def read_lock(self, name: str) -> StageLock | None:
-        return lockfile.read(self.project.stages_dir, name, self.state)
+        if name not in self._locks:
+            self._locks[name] = lockfile.read(self.project.stages_dir, name, self.state)
+        return self._locks[name]
+
+    def write_lock(self, name: str, lock: StageLock) -> None:
+        lockfile.write(self.project.stages_dir, name, lock)
+        self._locks[name] = lock
 
     def in_cache(self, rec: PathRecord) -> bool:
         if not self.cache.has(rec.hash):

@@ -24,6 +24,8 @@ class Reporter:
     def failed(self, stage: str, error: str) -> None: ...
     def not_run(self, stage: str, why: str) -> None: ...
     def note(self, text: str) -> None: ...
+    def output(self, stage: str, text: str) -> None: ...
+    def progress(self, done: int, total: int, running: list[str], elapsed: float) -> None: ...
     def summary(self, s: Summary, dry_run: bool = False) -> None: ...
 
 
@@ -32,11 +34,32 @@ class ConsoleReporter(Reporter):
         self.explain = explain
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        # A live status line only when both streams are a terminal; plain lines otherwise.
+        self.live = self.err.isatty() and self.out.isatty()
+        self._status = ""
 
     def _line(self, text: str, stream: TextIO | None = None) -> None:
         stream = stream or self.out
+        if self._status:
+            self.err.write("\r\x1b[K")
         stream.write(text + "\n")
         stream.flush()
+        if self._status:
+            self.err.write(self._status)
+            self.err.flush()
+
+    def progress(self, done: int, total: int, running: list[str], elapsed: float) -> None:
+        if not self.live:
+            return
+        names = ", ".join(running[:4]) + (f" +{len(running) - 4}" if len(running) > 4 else "")
+        status = f"[{done}/{total}] {elapsed:5.1f}s" + (f"  running: {names}" if names else "")
+        self._status = status[:120]
+        self.err.write("\r\x1b[K" + self._status)
+        self.err.flush()
+
+    def output(self, stage: str, text: str) -> None:
+        for line in text.rstrip("\n").splitlines():
+            self._line(f"[{stage}] {line}")
 
     def _reasons(self, reasons: tuple[str, ...]) -> None:
         for r in reasons:
@@ -75,6 +98,10 @@ class ConsoleReporter(Reporter):
         self._line(text)
 
     def summary(self, s: Summary, dry_run: bool = False) -> None:
+        if self._status:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self._status = ""
         if dry_run:
             self._line(f"dry run: {len(s.ran)} would run, {len(s.skipped)} up to date")
             return
@@ -120,6 +147,12 @@ class JsonReporter(Reporter):
 
     def note(self, text: str) -> None:
         self._emit(event="note", text=text)
+
+    def output(self, stage: str, text: str) -> None:
+        self._emit(event="output", stage=stage, text=text)
+
+    def progress(self, done: int, total: int, running: list[str], elapsed: float) -> None:
+        pass
 
     def summary(self, s: Summary, dry_run: bool = False) -> None:
         self._emit(event="summary", ran=s.ran, skipped=s.skipped, failed=s.failed, not_run=s.not_run,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pivot import gitignore
-from pivot import lock as lockfile
-from pivot.executor import Executor, InProcessExecutor, StageTask
-from pivot.hashing import DirEntry, _walk, manifest_bytes
+from pivot.executor import Executor, OutSpec, PoolExecutor, StageResult, StageTask
 from pivot.lock import PathRecord, StageLock
 from pivot.outputs import Out
 from pivot.repo import Prepared, Repo
@@ -62,74 +63,129 @@ def _remove(path: Path) -> None:
 
 
 class Runner:
-    def __init__(self, repo: Repo, reporter: Reporter, executor: Executor | None = None) -> None:
+    """Schedules stages: each starts as soon as the stages it needs are done, up to `jobs` at
+    a time. Decisions, backups and lock writes happen here; running and caching happen in
+    the executor's workers."""
+
+    def __init__(self, repo: Repo, reporter: Reporter, jobs: int = 1,
+                 executor_factory: Callable[[], Executor] | None = None) -> None:
         self.repo = repo
         self.root = repo.root
         self.reporter = reporter
-        self.executor = executor or InProcessExecutor()
+        self.jobs = max(1, jobs)
+        self._factory = executor_factory or (lambda: PoolExecutor(self.jobs, self.root))
+        self._executor: Executor | None = None
         self.backup_root = repo.project.tmp_dir / "backup"
+        self.logs_dir = repo.project.pivot_dir / "logs"
 
     # -- the whole run -----------------------------------------------------
     def run(self, opts: RunOptions) -> Summary:
-        summary = Summary()
         if opts.dry_run:
-            for p in plan(self.repo, opts.targets, opts.single_stage, opts.force):
-                if p.decision.run:
-                    self.reporter.would_run(p.name, p.decision.reasons)
-                    summary.ran.append(p.name)
-                else:
-                    restored = [r.path for r in p.decision.restore]
-                    if restored:
-                        self.reporter.note(f"{p.name}: would restore {', '.join(restored)} from the cache")
-                    summary.skipped.append(p.name)
-            self.reporter.summary(summary, dry_run=True)
-            return summary
+            return self._dry_run(opts)
         graph = self.repo.graph
         names = graph.select(list(opts.targets), opts.single_stage)
         self.repo.check_params(names)
+        for name in names:  # an unreadable lock fails the run before anything is touched
+            self.repo.read_lock(name)
         self._recover_backups()
+        self._clean_tmp()
         self._update_gitignore()
-        bad: set[str] = set()
+        self.summary = Summary()
+        self.state = {n: "pending" for n in names}
+        self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}
+        self.stopping = False
+        self.keep_going = opts.keep_going
+        self.total = len(names)
+        self.started = last_commit = time.monotonic()
+        try:
+            while True:
+                self._start_ready(names, opts.force)
+                if not self.running:
+                    break
+                done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    self._finish(fut)
+                if time.monotonic() - last_commit > 1.0:  # the memo is a cache: commit now and then
+                    self.repo.state.commit()
+                    last_commit = time.monotonic()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown()
         for name in names:
-            blocked = sorted(u for u in graph.upstream[name] if u in bad)
-            if blocked:
-                self.reporter.not_run(name, f"upstream stage '{blocked[0]}' failed")
-                summary.not_run.append(name)
-                bad.add(name)
-                continue
-            if summary.failed and not opts.keep_going:
+            if self.state[name] == "pending":
                 self.reporter.not_run(name, "stopped after a failure; use --keep-going to run independent stages")
-                summary.not_run.append(name)
-                continue
-            prep = self.repo.prepare(name, forced=opts.force)
-            decision = decide(prep.current, prep.lock)
-            if not decision.run:
-                for rec in decision.restore:
-                    self.repo.restore(rec)
-                self.reporter.skipped(name, [r.path for r in decision.restore])
-                summary.skipped.append(name)
-                continue
-            self.reporter.running(name, decision.reasons)
-            if self._run_stage(prep):
-                summary.ran.append(name)
+                self.summary.not_run.append(name)
+        self.reporter.summary(self.summary)
+        return self.summary
+
+    def _dry_run(self, opts: RunOptions) -> Summary:
+        summary = Summary()
+        for p in plan(self.repo, opts.targets, opts.single_stage, opts.force):
+            if p.decision.run:
+                self.reporter.would_run(p.name, p.decision.reasons)
+                summary.ran.append(p.name)
             else:
-                summary.failed.append(name)
-                bad.add(name)
-            self.repo.state.commit()
-        self.reporter.summary(summary)
+                restored = [r.path for r in p.decision.restore]
+                if restored:
+                    self.reporter.note(f"{p.name}: would restore {', '.join(restored)} from the cache")
+                summary.skipped.append(p.name)
+        self.reporter.summary(summary, dry_run=True)
         return summary
 
-    def _update_gitignore(self) -> None:
-        paths = [p for s in self.repo.stages for o, p in zip(s.outs, self.repo.graph.outs[s.name]) if o.cached]
-        gitignore.update(self.root, paths)
+    def _progress(self) -> None:
+        finished = len(self.summary.ran) + len(self.summary.skipped) + len(self.summary.failed)
+        running = [prep.stage.name for prep, _b in self.running.values()]
+        self.reporter.progress(finished, self.total, running, time.monotonic() - self.started)
 
-    # -- one stage ---------------------------------------------------------
-    def _run_stage(self, prep: Prepared) -> bool:
+    def _start_ready(self, names: list[str], force: bool) -> None:
+        """Start (or skip) every stage whose upstream is done, while workers are free."""
+        graph = self.repo.graph
+        progressed = True
+        while progressed:
+            progressed = False
+            for name in names:
+                if self.state[name] != "pending":
+                    continue
+                ups = [u for u in graph.upstream[name] if u in self.state]
+                bad = sorted(u for u in ups if self.state[u] in ("failed", "blocked"))
+                if bad:
+                    self.state[name] = "blocked"
+                    self.reporter.not_run(name, f"upstream stage '{bad[0]}' failed")
+                    self.summary.not_run.append(name)
+                    progressed = True
+                    continue
+                if self.stopping or any(self.state[u] != "ok" for u in ups):
+                    continue
+                exclusive_busy = any(prep.stage.exclusive for prep, _b in self.running.values())
+                if exclusive_busy or len(self.running) >= self.jobs:
+                    return
+                stage = graph.stages[name]
+                if stage.exclusive and self.running:
+                    return  # wait for the running ones to finish; start nothing else meanwhile
+                prep = self.repo.prepare(name, forced=force)
+                decision = decide(prep.current, prep.lock)
+                if not decision.run:
+                    for rec in decision.restore:
+                        self.repo.restore(rec)
+                    self.state[name] = "ok"
+                    self.summary.skipped.append(name)
+                    self.reporter.skipped(name, [r.path for r in decision.restore], decision.reasons)
+                    progressed = True
+                    continue
+                self.reporter.running(name, decision.reasons)
+                self._submit(prep)
+                self._progress()
+                progressed = True
+
+    def _submit(self, prep: Prepared) -> None:
         name = prep.stage.name
         missing = [d for d, h in prep.dep_hashes.items() if h is None]
         if missing:
-            self.reporter.failed(name, f"dep '{missing[0]}' is missing; create it or run the stage that produces it")
-            return False
+            self._failed(name, f"dep '{missing[0]}' is missing; create it or run the stage that produces it")
+            return
         outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
         backups: list[str] = []
         try:
@@ -137,30 +193,83 @@ class Runner:
             backups = self._move_aside(name, outs)
             for _o, p in outs:
                 (self.root / p).parent.mkdir(parents=True, exist_ok=True)
-            result = self.executor.run(StageTask(name, prep.stage.func, prep.params, self.root))
-            if not result.ok:
-                self._roll_back(name, outs, backups)
-                self.reporter.failed(name, result.error or "failed")
-                return False
-            absent = [p for _o, p in outs if not os.path.lexists(self.root / p)]
-            if absent:
-                self._roll_back(name, outs, backups)
-                self.reporter.failed(
-                    name, f"stage '{name}' did not produce declared output '{absent[0]}'; "
-                    "write it in the stage or remove it from outs")
-                return False
-            records = [self._save_output(o, p) for o, p in outs]
-            deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
-            lock = StageLock(prep.fingerprint.digest, prep.fingerprint.manifest, prep.current.params,
-                             tuple(deps), tuple(records), prep.fingerprint.notes)
-            lockfile.write(self.repo.project.stages_dir, name, lock)
+            task = StageTask(
+                name, prep.stage.func, prep.params, self.root,
+                tuple(OutSpec(p, o.kind, o.cached) for o, p in outs),
+                self.repo.cache.dir, self.repo.cache.link, self.logs_dir / f"{name}.log",
+            )
+            if self._executor is None:
+                self._executor = self._factory()
+            fut = self._executor.submit(task)
         except BaseException:
             self._roll_back(name, outs, backups)
             raise
-        self._drop_backups(name)
-        self.reporter.done(name, result.duration)
-        return True
+        self.state[name] = "running"
+        self.running[fut] = (prep, backups)
 
+    def _finish(self, fut: Future[StageResult]) -> None:
+        prep, backups = self.running.pop(fut)
+        name = prep.stage.name
+        outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
+        try:
+            result = fut.result()
+        except Exception as exc:  # the worker process died: killed, os._exit, a crash
+            self._executor = None  # a broken pool is not reused
+            self._roll_back(name, outs, backups)
+            self._failed(name, f"the worker process running it died ({type(exc).__name__}: {exc})")
+            return
+        if result.output:
+            self.reporter.output(name, result.output)
+        if not result.ok:
+            self._roll_back(name, outs, backups)
+            self._failed(name, result.error or "failed")
+            return
+        try:
+            deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
+            fp = prep.fingerprint
+            lock = StageLock(fp.digest, fp.manifest, prep.current.params, tuple(deps), result.records, fp.notes)
+            self.repo.write_lock(name, lock)
+        except BaseException:
+            self._roll_back(name, outs, backups)
+            raise
+        self.repo.state.put_files(list(result.memo))
+        self._drop_backups(name, backups)
+        self.state[name] = "ok"
+        self.summary.ran.append(name)
+        self.reporter.done(name, result.duration)
+        self._progress()
+
+    def _failed(self, name: str, error: str) -> None:
+        self.state[name] = "failed"
+        self.summary.failed.append(name)
+        self.reporter.failed(name, error)
+        if not self.keep_going:
+            self.stopping = True
+        self._progress()
+
+    def _abort(self) -> None:
+        """Ctrl-C or an unexpected error: stop the workers, undo what the running stages did."""
+        if self._executor is not None:
+            self._executor.shutdown(kill=True)
+            self._executor = None
+        for prep, backups in self.running.values():
+            name = prep.stage.name
+            self._roll_back(name, list(zip(prep.stage.outs, self.repo.graph.outs[name])), backups)
+        self.running.clear()
+        self._clean_tmp()
+
+    def _clean_tmp(self) -> None:
+        """Partial cache objects left by killed workers (we hold the project lock)."""
+        shutil.rmtree(self.repo.cache.dir / "tmp", ignore_errors=True)
+        if self.logs_dir.is_dir():
+            for f in self.logs_dir.glob("*.running"):
+                f.unlink(missing_ok=True)
+
+    def _update_gitignore(self) -> None:
+        paths = [p for s in self.repo.stages for o, p in zip(s.outs, self.repo.graph.outs[s.name]) if o.cached]
+        gitignore.update(self.root, paths)
+
+    # -- one stage ---------------------------------------------------------
     def _prepare_incremental(self, prep: Prepared, outs: list[tuple[Out, str]]) -> None:
         """An IncrementalOut starts from its last locked version, as a writable copy."""
         locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
@@ -181,26 +290,11 @@ class Runner:
             finally:
                 self.repo.cache.link = saved_link
 
-    def _save_output(self, out: Out, path: str) -> PathRecord:
-        full = self.root / path
-        if not out.cached:
-            h = self.repo.hasher.hash_path(path)
-            assert h is not None
-            return PathRecord(path, h.hash, h.is_dir, out.kind)
-        cache = self.repo.cache
-        if full.is_dir():
-            entries = [DirEntry(rel, cache.add_file(full / rel), st.st_size) for rel, st in _walk(str(full))]
-            digest = cache.add_bytes(manifest_bytes(entries))
-            if cache.link in ("hardlink", "symlink"):
-                cache.checkout_dir(digest, full)
-            return PathRecord(path, digest, True, out.kind)
-        digest = cache.add_file(full)
-        if cache.link in ("hardlink", "symlink"):
-            cache.checkout_file(digest, full)
-        self.repo.hasher.remember(path, digest)
-        return PathRecord(path, digest, False, out.kind)
-
     # -- backups: previous outputs are moved aside, and come back if the stage fails ----
+    def _backup_path(self, stage: str, path: str) -> Path:
+        # One flat folder: a rename in and an unlink out per output, no folders to make or prune.
+        return self.backup_root / f"{stage}@{path.replace('%', '%25').replace('/', '%2F')}"
+
     def _move_aside(self, stage: str, outs: list[tuple[Out, str]]) -> list[str]:
         """Move previous outputs to the backup folder; an IncrementalOut is copied, as the stage
         starts from it."""
@@ -208,8 +302,9 @@ class Runner:
         for o, p in outs:
             src = self.root / p
             if os.path.lexists(src):
-                dest = self.backup_root / stage / p
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest = self._backup_path(stage, p)
+                if not moved:
+                    self.backup_root.mkdir(parents=True, exist_ok=True)
                 _remove(dest)
                 if not o.incremental:
                     os.replace(src, dest)
@@ -225,27 +320,26 @@ class Runner:
         for _o, p in outs:
             _remove(self.root / p)
         for p in backups:
-            src = self.backup_root / stage / p
+            src = self._backup_path(stage, p)
             if os.path.lexists(src):
                 (self.root / p).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, self.root / p)
-        self._drop_backups(stage)
 
-    def _drop_backups(self, stage: str) -> None:
-        _remove(self.backup_root / stage)
+    def _drop_backups(self, stage: str, backups: list[str]) -> None:
+        for p in backups:
+            _remove(self._backup_path(stage, p))
 
     def _recover_backups(self) -> None:
         """Outputs moved aside by a run that was killed come back where nothing replaced them."""
         if not self.backup_root.is_dir():
             return
-        for stage_dir in self.backup_root.iterdir():
-            outs = self.repo.graph.outs.get(stage_dir.name, ())
+        for name, outs in self.repo.graph.outs.items():
             for p in outs:
-                src = stage_dir / p
+                src = self._backup_path(name, p)
                 if os.path.lexists(src) and not os.path.lexists(self.root / p):
                     (self.root / p).parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, self.root / p)
-            _remove(stage_dir)
+        _remove(self.backup_root)
 
 
 def _shares_cache(path: Path) -> bool:

@@ -27,6 +27,7 @@ class Stage:
     deps: tuple[str, ...]
     outs: tuple[Out, ...]
     params: type | None
+    exclusive: bool = False
 
     @property
     def where(self) -> str:
@@ -44,8 +45,11 @@ def stage(
     outs: Sequence[str | Out] = (),
     params: type | None = None,
     name: str | None = None,
+    exclusive: bool = False,
 ) -> Callable[[F], F]:
-    """Mark a module-level function as a pipeline stage."""
+    """Mark a module-level function as a pipeline stage.
+
+    exclusive=True: the stage never runs alongside another stage (a GPU job, say)."""
     if isinstance(deps, str):
         deps = [deps]
     if isinstance(outs, (str, Out)):
@@ -59,6 +63,7 @@ def stage(
             deps=tuple(deps),
             outs=tuple(o if isinstance(o, Out) else Out(o) for o in outs),
             params=params,
+            exclusive=bool(exclusive),
         )
         _REGISTRY.append(record)
         func.__pivot_stage__ = record  # type: ignore[attr-defined]
@@ -114,10 +119,10 @@ def _is_user_file(filename: str, root: Path) -> bool:
 
 def discover(root: Path, pipeline: str) -> list[Stage]:
     """Import the pipeline module and return its stages, in definition order."""
+    from pivot.importing import install, loader_for
+
     _REGISTRY.clear()
-    root_str = str(root)
-    if root_str not in sys.path:
-        sys.path.insert(0, root_str)
+    install(str(root))
     try:
         if pipeline.endswith(".py"):
             path = root / pipeline
@@ -126,7 +131,7 @@ def discover(root: Path, pipeline: str) -> list[Stage]:
                     f"pipeline file {pipeline} not found in {root}; create it or set 'pipeline:' in .pivot/config.yaml"
                 )
             mod_name = Path(pipeline).with_suffix("").as_posix().replace("/", ".")
-            spec = importlib.util.spec_from_file_location(mod_name, path)
+            spec = importlib.util.spec_from_file_location(mod_name, path, loader=loader_for(str(root), mod_name, str(path)))
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module

@@ -31,28 +31,64 @@ class Decision:
 
 
 _KIND_WORDS = {"func": "", "class": "class ", "const": "constant ", "closure": "closure variable ",
-               "partial": "partial argument ", "pkg": "package ", "python": "Python "}
+               "module": "module ", "pkg": "package ", "python": "Python "}
 
 
-def _label(key: str) -> str:
+def _where(value: str | None) -> str:
+    """The file recorded in a user-code manifest value ("<digest> <file>"), or ""."""
+    return (value or "").partition(" ")[2]
+
+
+def _module_prefix(name: str, where: str) -> str:
+    """The module part of `module.NAME`, found from the file it lives in (pkg/sub.py: pkg.sub)."""
+    path = where[:-3] if where.endswith(".py") else where
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    for i in range(len(parts)):  # a src/ layout: the module name is a suffix of the path
+        module = ".".join(parts[i:])
+        if name.startswith(module + "."):
+            return module
+    return ""
+
+
+def _label(key: str, value: str | None = None) -> str:
+    """How --explain names a manifest entry: `helpers.normalise`, `constant THRESHOLD`,
+    `closure variable k of pipeline.scale`, `package numpy`."""
     kind, _, name = key.partition(":")
     if kind == "python":
         return "the Python version"
+    if kind == "const":
+        module = _module_prefix(name, _where(value))
+        name = name[len(module) + 1:] if module else name
+    elif kind == "closure":
+        owner, _, var = name.rpartition(".")
+        return f"default arguments of {owner}" if var == "<defaults>" else f"closure variable {var} of {owner}"
     return f"{_KIND_WORDS.get(kind, kind + ' ')}{name}"
 
 
+def _in(key: str, value: str) -> str:
+    """` (helpers.py)`: where a user-code entry lives; ` (1.26.4)` for a package's version."""
+    if key.startswith(("pkg:", "python:")):
+        return f" ({value})"
+    where = _where(value)
+    return f" ({where})" if where else ""
+
+
 def code_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """What changed between two code manifests, one line per entry, in key order:
+    `helpers.normalise changed (helpers.py)`, `new dependency pkg.sub.scale (pkg/sub.py)`."""
     out: list[str] = []
     for key in sorted(set(old) | set(new)):
         if key not in old:
-            out.append(f"new dependency {_label(key)}")
+            out.append(f"new dependency {_label(key, new[key])}{_in(key, new[key])}")
         elif key not in new:
-            out.append(f"no longer uses {_label(key)}")
+            out.append(f"no longer uses {_label(key, old[key])}{_in(key, old[key])}")
         elif old[key] != new[key]:
             if key.startswith(("pkg:", "python:")):
                 out.append(f"{_label(key)} changed {old[key]} -> {new[key]}")
             else:
-                out.append(f"{_label(key)} changed")
+                out.append(f"{_label(key, new[key])} changed{_in(key, new[key])}")
     return out
 
 

@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("pivot.cli.listing", "List the stages with their deps and outputs."),
     "dag": ("pivot.cli.dag", "Draw the stage graph."),
     "checkout": ("pivot.cli.checkout", "Make workspace outputs match the lock files, from the cache."),
+    "logs": ("pivot.cli.logs", "Show what a stage printed the last time it ran."),
+    "verify": ("pivot.cli.verify", "Fail when a stage is stale or a metric differs from its lock (for CI)."),
+    "hooks": ("pivot.cli.hooks", "Install or remove the git hooks that keep lock files honest."),
 }
 
 

@@ -10,10 +10,17 @@ from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
 @click.command("status")
 @stages_argument
 @click.option("--explain", is_flag=True, help="List every reason a stage would run.")
+@click.option("--rev", metavar="REV", help="Compare the workspace with the lock files recorded at git revision REV.")
 @json_option
-def command(stages: tuple[str, ...], explain: bool, as_json: bool) -> None:
+def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bool) -> None:
     """Show which stages are stale and why (changes nothing)."""
     from pivot.run import plan
+
+    if rev is not None:
+        from pivot.cli.verify import status_against_rev
+
+        status_against_rev(stages, rev, explain, as_json)
+        return
 
     with open_repo() as repo:
         planned = plan(repo, stages)

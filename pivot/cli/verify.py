@@ -1,0 +1,81 @@
+"""pivot verify"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
+
+
+@click.command("verify")
+@stages_argument
+@click.option("--staged", is_flag=True,
+              help="Check what is being committed: the staged code (unstaged changes are set aside meanwhile), "
+                   "and every lock file and metric staged as it is in the workspace. The pre-commit hook runs this.")
+@json_option
+def command(stages: tuple[str, ...], staged: bool, as_json: bool) -> None:
+    """Exit 1, listing them, when stages are stale or a metric does not match its lock.
+
+    For CI and git hooks. Outputs that are only absent from this workspace (not pulled yet) are
+    not a failure: a lock is checked against the code, params, deps and what is present."""
+    from pivot.errors import VerifyFailed
+    from pivot.verify import verify, verify_staged
+
+    if staged:
+        if stages:
+            raise click.UsageError("--staged checks every stage; do not name stages with it")
+        report = verify_staged(Path(os.getcwd()))
+    else:
+        with open_repo() as repo:
+            report = verify(repo, stages)
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        for line in report.lines():
+            click.echo(line)
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        if report.ok:
+            absent = f" ({len(report.absent)} output(s) not in this workspace)" if report.absent else ""
+            click.echo(f"all {report.stages} stage(s) match their lock files{absent}")
+    if not report.ok:
+        raise VerifyFailed(f"{report.summary()}; run the fixes listed "
+                           "('pivot run' updates every stale stage), then commit the lock files and metrics")
+
+
+def status_against_rev(stages: tuple[str, ...], rev: str, explain: bool, as_json: bool) -> None:
+    """`pivot status --rev REV`: what differs between REV's lock files and the workspace now."""
+    from pivot.verify import compare_with_rev
+
+    with open_repo() as repo:
+        cmp = compare_with_rev(repo, rev, stages)
+    if as_json:
+        echo_json({
+            "rev": rev, "commit": cmp.commit, "only_at_rev": cmp.only_at_rev,
+            "stages": [{"stage": p.name, "differs": p.decision.run, "reasons": list(p.decision.reasons),
+                        "restore": [r.path for r in p.decision.restore], "notes": list(p.notes)}
+                       for p in cmp.planned],
+        })
+        return
+    differ = [p for p in cmp.planned if p.decision.run]
+    for p in cmp.planned:
+        reasons = p.decision.reasons
+        if p.decision.run and explain:
+            click.echo(f"{p.name}: differs from {rev}")
+            for r in reasons:
+                click.echo(f"    - {r}")
+        elif p.decision.run:
+            more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            click.echo(f"{p.name}: differs from {rev} ({reasons[0]}{more})")
+        elif explain:
+            click.echo(f"{p.name}: same as {rev}")
+    for name in cmp.only_at_rev:
+        click.echo(f"{name}: has a lock file at {rev} but is no longer in the pipeline")
+    short = cmp.commit[:10]
+    if differ:
+        click.echo(f"{len(differ)} of {len(cmp.planned)} stage(s) differ from {rev} ({short})")
+    else:
+        click.echo(f"all {len(cmp.planned)} stage(s) match the lock files at {rev} ({short})")

@@ -1,0 +1,362 @@
+"""Git, two ways.
+
+- History (pygit2): read lock files, params.yaml or metrics at any revision straight from git
+  objects, without touching the work tree. Used by `status --rev`, the pre-push hook, and later
+  by metrics/params diff, gc and push.
+- The work tree and index (the git CLI, which honours GIT_INDEX_FILE while a hook runs): what
+  is staged, and setting unstaged changes aside while the pre-commit check looks at exactly what
+  is being committed.
+
+pygit2 is imported only inside the functions that need it, so `pivot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pivot.errors import GitError
+
+if TYPE_CHECKING:
+    from pivot.lock import StageLock
+
+ZERO_SHA = "0" * 40
+STAGES_DIR = ".pivot/stages"
+
+
+# -- the git command line ---------------------------------------------------------------------
+
+
+def run_git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=env)
+    except FileNotFoundError:
+        raise GitError("git is not installed (or not on PATH); install git and try again") from None
+    if check and proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(f"'git {' '.join(args[:2])}' failed in {cwd}: {detail[-1] if detail else proc.returncode}")
+    return proc
+
+
+def git_text(cwd: Path, *args: str) -> str:
+    return run_git(cwd, *args).stdout.decode().strip()
+
+
+def toplevel(start: Path) -> Path:
+    """The top folder of the work tree holding `start`."""
+    proc = run_git(start, "rev-parse", "--show-toplevel", check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise GitError(f"{start} is not inside a git work tree; run 'git init' first")
+    return Path(proc.stdout.decode().strip())
+
+
+def common_dir(start: Path) -> Path:
+    """The git dir shared by every linked work tree (`git worktree add`): hooks live there."""
+    out = git_text(start, "rev-parse", "--git-common-dir")
+    return Path(os.path.abspath(os.path.join(start, out)))
+
+
+def config_value(start: Path, key: str) -> str | None:
+    proc = run_git(start, "config", "--get", key, check=False)
+    value = proc.stdout.decode().strip() if proc.returncode == 0 else ""
+    return value or None
+
+
+def project_prefix(top: Path, root: Path) -> str:
+    """`root` relative to the work tree's top, POSIX, '' when they are the same folder."""
+    rel = os.path.relpath(os.path.realpath(root), os.path.realpath(top))
+    if rel == ".":
+        return ""
+    if rel.startswith(".."):
+        raise GitError(f"the Pivot project {root} is not inside the git work tree {top}")
+    return rel.replace(os.sep, "/")
+
+
+@dataclass(frozen=True)
+class WorkTreeChanges:
+    """Paths (relative to the project root) whose work-tree content differs from the index."""
+
+    unstaged: dict[str, str] = field(default_factory=dict)  # path -> git's work-tree status letter
+    untracked: frozenset[str] = frozenset()  # files, and folders ending in '/' (wholly untracked)
+
+    def is_untracked(self, path: str) -> bool:
+        if path in self.untracked:
+            return True
+        parts = path.split("/")
+        return any("/".join(parts[:i]) + "/" in self.untracked for i in range(1, len(parts)))
+
+
+def worktree_changes(top: Path, prefix: str) -> WorkTreeChanges:
+    """`git status` of the project folder: unstaged modifications and untracked (not ignored) files."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # the index is locked while `git commit` runs hooks
+    out = run_git(top, "status", "--porcelain=v1", "-z", "--no-renames", "--ignore-submodules=all",
+                  "--untracked-files=normal", "--", prefix or ".", env=env).stdout.decode(errors="surrogateescape")
+    unstaged: dict[str, str] = {}
+    untracked: set[str] = set()
+    strip = f"{prefix}/" if prefix else ""
+    for entry in out.split("\0"):
+        if len(entry) < 4 or not entry[3:].startswith(strip):
+            continue
+        code, path = entry[:2], entry[3 + len(strip):]
+        if code == "??":
+            untracked.add(path)
+        elif code[1] not in (" ", "!"):
+            unstaged[path] = code[1]
+    return WorkTreeChanges(unstaged, frozenset(untracked))
+
+
+@contextmanager
+def unstaged_changes_set_aside(top: Path, prefix: str, patch_dir: Path) -> Iterator[bool]:
+    """Make the project's tracked files match the index while the block runs, then put the
+    unstaged changes back (the pre-commit framework's method: a binary patch against the
+    index's tree, `git checkout`, `git apply`). Yields whether anything was set aside."""
+    spec = prefix or "."
+    tree = git_text(top, "write-tree")
+    proc = run_git(top, "diff-index", "--ignore-submodules", "--binary", "--exit-code", "--no-color",
+                   "--no-ext-diff", tree, "--", spec, check=False)
+    if proc.returncode not in (0, 1):
+        raise GitError(f"'git diff-index' failed: {proc.stderr.decode(errors='replace').strip()}")
+    if proc.returncode == 0 or not proc.stdout:
+        yield False
+        return
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    patch = patch_dir / f"unstaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.patch"
+    patch.write_bytes(proc.stdout)
+    run_git(top, "-c", "submodule.recurse=0", "checkout", "--", spec)
+    try:
+        yield True
+    finally:
+        _reapply(top, spec, patch)
+
+
+def _reapply(top: Path, spec: str, patch: Path) -> None:
+    if run_git(top, "apply", "--whitespace=nowarn", str(patch), check=False).returncode != 0:
+        run_git(top, "-c", "submodule.recurse=0", "checkout", "--", spec)
+        if run_git(top, "apply", "--whitespace=nowarn", str(patch), check=False).returncode != 0:
+            raise GitError(f"could not put your unstaged changes back; they are saved in {patch} "
+                           f"(apply them with 'git apply {patch}')")
+    patch.unlink()
+
+
+# -- pushing: what git passes to a pre-push hook ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One line of a pre-push hook's stdin."""
+
+    local_ref: str
+    local_sha: str
+    remote_ref: str
+    remote_sha: str
+
+    @property
+    def deletes(self) -> bool:
+        return self.local_sha == ZERO_SHA
+
+    @property
+    def creates(self) -> bool:
+        return self.remote_sha == ZERO_SHA
+
+
+def parse_push_refs(text: str) -> list[RefUpdate]:
+    """`<local ref> <local sha> <remote ref> <remote sha>` per line (githooks(5), pre-push)."""
+    updates = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=3)
+        if len(parts) != 4 or not all(_is_sha(p) for p in (parts[1], parts[3])):
+            raise GitError(f"pre-push: unexpected line from git: {line!r}")
+        updates.append(RefUpdate(*parts))
+    return updates
+
+
+def _is_sha(text: str) -> bool:
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+# -- history (pygit2) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Needed:
+    """A cache object that a revision's lock files refer to."""
+
+    hash: str
+    path: str
+    stage: str
+    is_dir: bool
+    commit: str  # the first commit (in walk order) that needs it
+
+
+class History:
+    """Read-only access to a project's files at any revision. Paths are relative to the
+    project root, which may be a subfolder of the repository."""
+
+    def __init__(self, root: Path) -> None:
+        import pygit2
+
+        found = pygit2.discover_repository(str(root))
+        if found is None:
+            raise GitError(f"{root} is not inside a git repository; run 'git init' first")
+        self._pygit2 = pygit2
+        self.repo = pygit2.Repository(found)
+        if self.repo.workdir is None:
+            raise GitError(f"{found} is a bare repository; run pivot inside a work tree")
+        self.root = root
+        self.prefix = project_prefix(Path(self.repo.workdir), root)
+        self._locks_by_tree: dict[Any, dict[str, StageLock]] = {}
+        self._lock_by_blob: dict[Any, StageLock] = {}
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.repo.free()
+
+    # -- revisions -----------------------------------------------------------------------
+    def commit(self, rev: str) -> Any:
+        """The commit a revision names (branch, tag, sha, HEAD~2, …)."""
+        pygit2 = self._pygit2
+        try:
+            obj = self.repo.revparse_single(rev)
+            return obj.peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            raise GitError(f"unknown git revision '{rev}'; use a branch, tag or commit "
+                           "(see 'git log --oneline')") from None
+
+    def _commit_or_none(self, sha: str) -> Any:
+        try:
+            return self.repo.get(sha).peel(self._pygit2.Commit)  # type: ignore[union-attr]
+        except (AttributeError, ValueError, KeyError, self._pygit2.GitError, self._pygit2.InvalidSpecError):
+            return None
+
+    def revisions(self, all_branches: bool = False, all_commits: bool = False) -> list[str]:
+        """Commit ids to consider, HEAD first: HEAD; with `all_branches` every local branch tip;
+        with `all_commits` every commit reachable from HEAD, branches, tags and remote-tracking
+        branches."""
+        tips: list[Any] = []
+        if not self.repo.head_is_unborn:
+            tips.append(self.repo.head.peel(self._pygit2.Commit))
+        if all_branches or all_commits:
+            prefixes = ("refs/heads/",) if not all_commits else ("refs/heads/", "refs/tags/", "refs/remotes/")
+            for name in sorted(self.repo.references):
+                if name.startswith(prefixes):
+                    commit = self._commit_or_none(str(self.repo.references[name].resolve().target))
+                    if commit is not None:
+                        tips.append(commit)
+        if not all_commits:
+            return list(dict.fromkeys(str(c.id) for c in tips))
+        return self._walk([c.id for c in tips], hide=[])
+
+    def _walk(self, tips: list[Any], hide: list[Any]) -> list[str]:
+        if not tips:
+            return []
+        from pygit2.enums import SortMode
+
+        walker = self.repo.walk(tips[0], SortMode.TOPOLOGICAL)
+        for tip in tips[1:]:
+            walker.push(tip)
+        for h in hide:
+            walker.hide(h)
+        return [str(c.id) for c in walker]
+
+    # -- files at a revision -------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def _entry(self, commit: Any, path: str) -> Any:
+        try:
+            return commit.tree[self._full(path)]
+        except KeyError:
+            return None
+
+    def read_blob(self, rev: str, path: str) -> bytes | None:
+        """The bytes of file `path` (relative to the project root) at `rev`; None when absent."""
+        obj = self._entry(self.commit(rev), path)
+        return obj.data if isinstance(obj, self._pygit2.Blob) else None
+
+    def locks_at(self, rev: str) -> dict[str, StageLock]:
+        """Every lock file recorded at `rev`, by stage name."""
+        return self._locks_of(self.commit(rev))
+
+    def _locks_of(self, commit: Any) -> dict[str, StageLock]:
+        tree = self._entry(commit, STAGES_DIR)
+        if not isinstance(tree, self._pygit2.Tree):
+            return {}
+        if tree.id not in self._locks_by_tree:
+            locks: dict[str, StageLock] = {}
+            for entry in tree:
+                if entry.name.endswith(".lock") and isinstance(entry, self._pygit2.Blob):
+                    locks[entry.name[: -len(".lock")]] = self._parse_lock(entry, commit)
+            self._locks_by_tree[tree.id] = locks
+        return self._locks_by_tree[tree.id]
+
+    def _parse_lock(self, blob: Any, commit: Any) -> StageLock:
+        if blob.id not in self._lock_by_blob:
+            from pivot import lock as lockfile
+
+            where = Path(f"{str(commit.id)[:10]}:{self._full(STAGES_DIR)}/{blob.name}")
+            self._lock_by_blob[blob.id] = lockfile.loads(blob.data.decode(), where)
+        return self._lock_by_blob[blob.id]
+
+    # -- what a push needs ----------------------------------------------------------------
+    def commits_to_push(self, updates: list[RefUpdate], remote: str) -> list[str]:
+        """Commits that `git push` is about to send: reachable from each pushed sha, minus what
+        the remote already has (its old sha when we know it, else its remote-tracking refs)."""
+        tips, hide = [], []
+        for u in updates:
+            tip = None if u.deletes else self._commit_or_none(u.local_sha)
+            if tip is None:
+                continue
+            tips.append(tip.id)
+            old = None if u.creates else self._commit_or_none(u.remote_sha)
+            if old is not None:
+                hide.append(old.id)
+        if not tips:
+            return []
+        if len(hide) < len(tips):  # a new branch, or the remote moved to something we lack
+            for name in self.repo.references:
+                if name.startswith(f"refs/remotes/{remote}/"):
+                    commit = self._commit_or_none(str(self.repo.references[name].resolve().target))
+                    if commit is not None:
+                        hide.append(commit.id)
+        return self._walk(tips, hide)
+
+    def outputs_needed(self, commits: list[str]) -> dict[str, Needed]:
+        """The cache objects the lock files of `commits` refer to (cached outputs only: metrics
+        travel in git). Directory outputs are listed by their manifest's hash."""
+        needed: dict[str, Needed] = {}
+        for sha in commits:
+            commit = self._commit_or_none(sha)
+            if commit is None:
+                continue
+            for stage, lock in self._locks_of(commit).items():
+                for rec in lock.outs:
+                    if rec.kind != "metric" and rec.hash not in needed:
+                        needed[rec.hash] = Needed(rec.hash, rec.path, stage, rec.is_dir, sha)
+        return needed
+
+
+# -- conveniences for callers that need one answer ----------------------------------------------
+
+
+def read_blob(root: Path, rev: str, path: str) -> bytes | None:
+    with History(root) as h:
+        return h.read_blob(rev, path)
+
+
+def locks_at(root: Path, rev: str) -> dict[str, StageLock]:
+    with History(root) as h:
+        return h.locks_at(rev)
+
+
+def revisions(root: Path, all_branches: bool = False, all_commits: bool = False) -> list[str]:
+    with History(root) as h:
+        return h.revisions(all_branches, all_commits)
