@@ -36,11 +36,19 @@ PY
 }
 
 step "Set up $REPO/.venv"
+STAMP="$REPO/.venv/.pivot-installed"
 if [ ! -x "$REPO/.venv/bin/python" ]; then
     (cd "$REPO" && python3 -m venv .venv)
 fi
-if [ ! -x "$REPO/.venv/bin/pivot" ]; then
-    (cd "$REPO" && .venv/bin/pip install --quiet -e .)
+# Install Pivot, and again whenever pyproject.toml changes (new dependencies).
+if [ ! -x "$REPO/.venv/bin/pivot" ] || [ ! -f "$STAMP" ] || [ "$REPO/pyproject.toml" -nt "$STAMP" ]; then
+    echo "installing Pivot into .venv (pip output: $REPO/.venv/pip-install.log)"
+    if ! (cd "$REPO" && .venv/bin/pip install -e .) > "$REPO/.venv/pip-install.log" 2>&1; then
+        cat "$REPO/.venv/pip-install.log"
+        echo "run.sh: pip install failed" >&2
+        exit 1
+    fi
+    touch "$STAMP"
 fi
 export PATH="$REPO/.venv/bin:$PATH"
 echo "using $(command -v pivot)"
@@ -100,7 +108,7 @@ show cat metrics.json
 
 step "Change a constant only evaluate uses: only evaluate runs"
 replace pipeline.py "TOLERANCE = 0.10" "TOLERANCE = 0.05"
-show git diff --stat pipeline.py
+show git diff -U0 pipeline.py
 show pivot status --explain
 show pivot run
 show cat metrics.json
@@ -108,6 +116,7 @@ show cat metrics.json
 step "Add a comment to a helper: comments do not count, nothing is stale"
 replace pipeline.py "    total = model[\"bias\"]" "    # Linear model on standardised features.
     total = model[\"bias\"]"
+echo "(added a comment line inside predict(), which train and evaluate both call)"
 show pivot status
 show pivot run
 

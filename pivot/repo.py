@@ -113,7 +113,8 @@ class Repo:
         cached: set[str] = set()
         if lock is not None:
             for rec in lock.outs:
-                if rec.path in outs and outs[rec.path][1] is None and rec.kind != "metric" and self.in_cache(rec):
+                if rec.path in outs and outs[rec.path][1] != rec.hash and rec.kind != "metric" \
+                        and self.in_cache(rec):
                     cached.add(rec.path)
         cur = Current(
             fingerprint=fp.digest,
@@ -129,11 +130,38 @@ class Repo:
         return Prepared(s, fp, inst, cur, lock, dep_hashes)
 
     # -- restoring ---------------------------------------------------------
-    def restore(self, rec: PathRecord) -> None:
-        """Bring one locked output back into the workspace from the cache."""
+    def _keep_modified(self, rec: PathRecord, dest: Path) -> str | None:
+        """Store in the cache whatever restoring `rec` would overwrite and the cache lacks."""
+        if not os.path.lexists(dest) or dest.is_symlink():
+            return None
+        current = self.hasher.hash_path(rec.path)
+        if current is None or current.hash == rec.hash or self.cache.has(current.hash):
+            return None
+        if not current.is_dir:
+            self.cache.add_file(dest)
+            return (f"'{rec.path}' differed from its lock; that version was kept in the cache as "
+                    f"{self.cache.path(current.hash).relative_to(self.root)}")
+        from pivot.hashing import parse_manifest
+
+        assert current.manifest is not None
+        locked = {(e.path, e.hash) for e in self.cache.read_manifest(rec.hash)} if rec.is_dir else set()
+        kept = 0
+        for e in parse_manifest(current.manifest):
+            if (e.path, e.hash) not in locked and not self.cache.has(e.hash):
+                self.cache.add_file(dest / e.path)
+                kept += 1
+        self.cache.add_bytes(current.manifest)
+        return (f"'{rec.path}' differed from its lock; that version ({kept} changed file(s)) was kept in the "
+                f"cache as manifest {self.cache.path(current.hash).relative_to(self.root)}")
+
+    def restore(self, rec: PathRecord) -> str | None:
+        """Bring one locked output back into the workspace from the cache. A different file
+        already there is first stored in the cache, so nothing is lost; returns a note saying so."""
         dest = self.root / rec.path
+        note = self._keep_modified(rec, dest)
         if rec.is_dir:
             self.cache.checkout_dir(rec.hash, dest)
         else:
             self.cache.checkout_file(rec.hash, dest)
             self.hasher.remember(rec.path, rec.hash)
+        return note

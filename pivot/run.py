@@ -169,7 +169,9 @@ class Runner:
                 decision = decide(prep.current, prep.lock)
                 if not decision.run:
                     for rec in decision.restore:
-                        self.repo.restore(rec)
+                        note = self.repo.restore(rec)
+                        if note:
+                            self.reporter.note(f"{name}: {note}")
                     self.state[name] = "ok"
                     self.summary.skipped.append(name)
                     self.reporter.skipped(name, [r.path for r in decision.restore], decision.reasons)

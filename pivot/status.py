@@ -154,7 +154,10 @@ def decide(cur: Current, lock: StageLock | None) -> Decision:
             else:
                 reasons.append(f"output '{path}' is missing" + ("" if kind == "metric" else " and not in the cache"))
         elif digest != rec.hash:
-            reasons.append(f"output '{path}' was modified")
+            if path in cur.cached:  # the locked version is in the cache: restore, don't re-run
+                restore.append(rec)
+            else:
+                reasons.append(f"output '{path}' was modified and its locked version is not in the cache")
     if reasons:
         return Decision(True, tuple(reasons))
     return Decision(False, (), tuple(restore))

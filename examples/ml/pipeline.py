@@ -24,7 +24,7 @@ from pivot import Metric, Plot, stage
 FEATURES = ["area_m2", "age_years"]
 TARGET = "price_k"
 TEST_EVERY = 5  # every 5th clean row is held out for evaluation
-TOLERANCE = 0.10  # a prediction "hits" when within 10% of the true price
+TOLERANCE = 0.10  # a prediction "hits" when its relative error is at most this
 
 
 class TrainParams(BaseModel):
@@ -57,9 +57,9 @@ def read_rows(path: str) -> list[dict[str, float]]:
 
 def split(rows: list[dict[str, float]]) -> tuple[list, list]:
     """Deterministic train/test split by position."""
-    train = [r for i, r in enumerate(rows) if i % TEST_EVERY != 0]
-    test = [r for i, r in enumerate(rows) if i % TEST_EVERY == 0]
-    return train, test
+    train_rows = [r for i, r in enumerate(rows) if i % TEST_EVERY != 0]
+    test_rows = [r for i, r in enumerate(rows) if i % TEST_EVERY == 0]
+    return train_rows, test_rows
 
 
 def standardize(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:

@@ -41,4 +41,4 @@ def command(as_json: bool, dot: bool) -> None:
         for n in order:
             if level[n] == depth:
                 needs = ", ".join(sorted(upstream[n]))
-                click.echo(f"  {n:<{width}}" + (f"  <- {needs}" if needs else ""))
+                click.echo(f"  {n:<{width}}  <- {needs}" if needs else f"  {n}")
