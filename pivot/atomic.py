@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -12,9 +13,15 @@ def _mode_for(path: Path) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+@functools.cache
+def _umask() -> int:
+    # Reading the umask means setting it; do it once, before any worker threads exist.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def write_bytes(path: Path, data: bytes) -> None:

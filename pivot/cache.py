@@ -17,8 +17,17 @@ from pivot.lock import PathRecord
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 32 and set(value) <= _HEX
+
+
 def object_relpath(digest: str) -> str:
     """files/ab/cdef… for hash abcdef…; the inverse of `digest_of`."""
+    if not is_digest(digest):  # a hash from a lock file must never become an arbitrary path
+        raise CacheError(f"{digest!r} is not an xxh3-128 hash; the lock file that names it is corrupt")
     return f"files/{digest[:2]}/{digest[2:]}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pivot.hashing import PathHash, parse_manifest
 from pivot.repo import Repo
 
 
@@ -34,9 +35,18 @@ def checkout(repo: Repo, stages: tuple[str, ...] = (), force: bool = False) -> C
             if not repo.in_cache(rec):
                 result.missing.append(rec.path)
                 continue
-            if current is not None and not force and not repo.cache.has(current.hash):
+            if current is not None and not force and not _in_cache(repo, current):
                 result.kept.append((rec.path, "it was modified and its current content is not in the cache"))
                 continue
             repo.restore(rec)
             result.restored.append(rec.path)
     return result
+
+
+def _in_cache(repo: Repo, current: PathHash) -> bool:
+    """Whether the workspace version could be brought back from the cache after overwriting."""
+    if repo.cache.has(current.hash):
+        return True
+    if current.is_dir and current.manifest is not None:
+        return all(repo.cache.has(e.hash) for e in parse_manifest(current.manifest))
+    return False

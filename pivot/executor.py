@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -117,7 +118,7 @@ def execute(task: StageTask) -> StageResult:
                 task.func()
             else:
                 task.func(task.params)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a stage fails that stage only
             error = format_user_traceback(exc)
         finally:
             os.chdir(task.root)
@@ -154,12 +155,28 @@ class InlineExecutor:
         pass
 
 
-def _worker_init(root: str) -> None:
+def _worker_init(root: str, parent: int) -> None:
     # Workers import the pipeline by module name, exactly as the parent registered it.
     from pivot.importing import install
 
     install(root)
     os.chdir(root)
+    # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(parent)
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker whose pivot process died (kill -9) must not live on and write outputs later.
+    The parent's pid comes from the parent: it may already be gone when this worker boots."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pivot-parent-watch", daemon=True).start()
 
 
 class PoolExecutor:
@@ -168,13 +185,32 @@ class PoolExecutor:
     def __init__(self, jobs: int, root: Path) -> None:
         from loky import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(str(root),))
+        self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
+                                         initargs=(str(root), os.getpid()))
+        # Start the workers now with Ctrl-C ignored (inherited through exec), so a Ctrl-C sent to
+        # the whole process group while they boot cannot print their tracebacks; the parent
+        # handles Ctrl-C by stopping them. A Ctrl-C in these few milliseconds is dropped.
+        with _sigint_ignored():
+            self._pool._ensure_executor_running()
 
     def submit(self, task: StageTask) -> Future[StageResult]:
         return self._pool.submit(execute, task)
 
     def shutdown(self, kill: bool = False) -> None:
         self._pool.shutdown(wait=not kill, kill_workers=kill)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to protect
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def available_cpus() -> int:

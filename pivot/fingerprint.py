@@ -42,16 +42,17 @@ import copyreg
 import enum
 import functools
 import os
+import re
 import sys
 import time
 import types
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable
 
 import xxhash
 
-from pivot.hashing import RACY_NS, hash_bytes
+from pivot.hashing import RACY_NS, hash_bytes, hash_file
 from pivot.state import State
 
 # Bump when summaries or manifest entries are computed differently: cached summaries are
@@ -59,7 +60,7 @@ from pivot.state import State
 FP_SCHEMA = 2
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 _DIGEST_CHARS = 16  # per-entry digests: 64 bits is plenty to tell versions of one entry apart
-_DYNAMIC_CALLS = ("eval", "exec", "__import__", "globals")
+_DYNAMIC_CALLS = ("eval", "exec", "compile", "__import__", "globals")
 _DYNAMIC_DOTTED = ("importlib.import_module",)
 _MAX_VALUE_STEPS = 2_000_000  # objects visited while hashing one value
 _MAX_VALUE_DEPTH = 200
@@ -73,6 +74,12 @@ class Fingerprint:
     digest: str
     manifest: dict[str, str]
     notes: tuple[str, ...] = ()
+
+
+def _message(exc: BaseException) -> str:
+    """An exception as note text: short, and without memory addresses (notes go into locks)."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _digest(text: str | bytes) -> str:
@@ -513,19 +520,20 @@ def summarise(source: str, filename: str) -> dict[str, Any]:
 # == Runtime resolution ============================================================================
 
 
-@dataclass(frozen=True, eq=False)
 class _Item:
     """Something reached: code ("obj"), a bound value ("const"/"closure"), a whole user module
     ("file", obj = module name), or an installed package ("pkg", obj = module name)."""
 
-    kind: str
-    label: str
-    obj: Any
-    module: str = ""  # values: the module of the binding; files: who uses the module
-    name: str = ""  # values: the binding's name; closures: the qualname of the function holding it
+    __slots__ = ("kind", "label", "obj", "module", "name", "key")
 
-    def key(self) -> tuple[str, str, int, str, str]:
-        return self.kind, self.label, id(self.obj), self.module, self.name
+    def __init__(self, kind: str, label: str, obj: Any, module: str = "", name: str = "") -> None:
+        self.kind = kind
+        self.label = label
+        self.obj = obj
+        self.module = module  # values: the module of the binding; files: who uses the module
+        self.name = name  # values: the binding's name; closures: the qualname of the function holding it
+        # identity for the memo and the walk (computed once: the walk is the hot loop)
+        self.key = (kind, label, id(obj), module, name)
 
 
 @dataclass
@@ -589,36 +597,55 @@ class Fingerprinter:
     def __init__(self, root: Path, state: State | None = None) -> None:
         self.root = str(root)
         self.state = state
+        # Created before the pipeline is imported (Repo does so): a file modified after this
+        # may no longer be the code that was imported, and that workers run.
+        self._started_ns = time.time_ns()
+        self._edited: set[str] = set()
         self._summaries: dict[str, dict[str, Any] | None] = {}
         self._memo: dict[tuple[str, str, int, str, str], _Node] = {}
         self._keep: list[Any] = []  # objects whose id() is in _memo stay alive
         self._user: dict[str, bool] = {}
         self._rel: dict[str, str] = {}
         self._module_files: dict[str, str | None] = {}
+        self._user_modules: dict[str, bool] = {}
+        self._origins: dict[tuple[str, str], tuple[str, str]] = {}
         self._pkgs: dict[str, list[str]] | None = None
         self._pkgs_signature: list[Any] = []
         self._pkgs_dirty = False
         self._dists: dict[str, list[str]] | None = None
+        # The project's absolute path in a value (ROOT = Path(__file__).parent) differs per clone,
+        # and the home directory per user: both are hashed as placeholders. Longest first: the
+        # root is usually inside the home directory.
+        forms = {self.root: "<root>", os.path.realpath(self.root): "<root>"}
+        home = os.path.expanduser("~")
+        if len(home) > 1 and home not in forms:
+            forms[home] = "<home>"
+        self.portable_forms = sorted(forms.items(), key=lambda f: len(f[0]), reverse=True)
 
     # -- public ------------------------------------------------------------
     def fingerprint(self, func: Callable[..., Any]) -> Fingerprint:
-        values: dict[str, set[str]] = {"python:stdlib": {PYTHON_VERSION}}
+        found: dict[str, str] = {"python:stdlib": PYTHON_VERSION}
+        clashes: dict[str, set[str]] = {}  # keys reached with different values
         notes: set[str] = set()
         seen: set[tuple[str, str, int, str, str]] = set()
         stack = [self._classify(func, ".".join(_identity(func)), "const", "", "", "")]
         while stack:
             item = stack.pop()
-            key = item.key()
-            if key in seen:
+            if item.key in seen:
                 continue
-            seen.add(key)
+            seen.add(item.key)
             node = self._node(item)
             for k, v in node.entries.items():
-                values.setdefault(k, set()).add(v)
-            notes.update(node.notes)
+                old = found.setdefault(k, v)
+                if old != v:
+                    clashes.setdefault(k, {old}).add(v)
+            if node.notes:
+                notes.update(node.notes)
             stack.extend(node.children)
         self._save_packages()
-        manifest = {k: _merge(v) for k, v in sorted(values.items())}
+        for k, vs in clashes.items():
+            found[k] = _merge(vs)
+        manifest = dict(sorted(found.items()))
         text = "\n".join(f"{k}={v}" for k, v in manifest.items())
         return Fingerprint(hash_bytes(text.encode()), manifest, tuple(sorted(notes)))
 
@@ -653,6 +680,8 @@ class Fingerprinter:
         except OSError:
             self._summaries[filename] = None
             return None
+        if self._started_ns < st.st_mtime_ns <= time.time_ns():  # (a future mtime: clock skew, not an edit)
+            self._edited.add(filename)
         key = f"fp{FP_SCHEMA}:{self._relpath(filename)}"
         cached = self.state.get_json(key) if self.state else None
         if cached and cached["stat"] == [st.st_size, st.st_mtime_ns] and cached["checked"] - st.st_mtime_ns >= RACY_NS:
@@ -695,7 +724,10 @@ class Fingerprinter:
         return found
 
     def _is_user_module(self, name: str) -> bool:
-        return self.is_user_file(self._module_file(name))
+        known = self._user_modules.get(name)
+        if known is None:
+            known = self._user_modules[name] = self.is_user_file(self._module_file(name))
+        return known
 
     def _module_summary(self, name: str) -> dict[str, Any] | None:
         filename = self._module_file(name)
@@ -719,9 +751,15 @@ class Fingerprinter:
             base = base.rsplit(".", level - 1)[0]
         return f"{base}.{module}" if module else base
 
-    def _origin(self, module: str, name: str, hops: int = 0) -> tuple[str, str]:
+    def _origin(self, module: str, name: str) -> tuple[str, str]:
         """Where a module-level name was defined: follows `from x import y` through user
         modules, so a constant is keyed where it is written. ("m", ""): the module m itself."""
+        known = self._origins.get((module, name))
+        if known is None:
+            known = self._origins[(module, name)] = self._find_origin(module, name, 0)
+        return known
+
+    def _find_origin(self, module: str, name: str, hops: int) -> tuple[str, str]:
         summary = self._module_summary(module)
         if summary is None or hops > 20 or name in summary["binds"]:
             return module, name
@@ -734,14 +772,14 @@ class Fingerprinter:
             if self._module_file(f"{absolute}.{attr}") is not None:
                 return f"{absolute}.{attr}", ""
             if self._is_user_module(absolute):
-                return self._origin(absolute, attr, hops + 1)
+                return self._find_origin(absolute, attr, hops + 1)
             return absolute, attr
         for level, src in summary["stars"]:
             absolute = self._absolute(level, src, module)
             mod = sys.modules.get(absolute)
             if mod is not None and hasattr(mod, name):
                 if self._is_user_module(absolute):
-                    return self._origin(absolute, name, hops + 1)
+                    return self._find_origin(absolute, name, hops + 1)
                 return absolute, name
         return module, name
 
@@ -802,7 +840,11 @@ class Fingerprinter:
         return f"pkg:{dist}", version
 
     def _pkg_item(self, module_name: str) -> _Item:
-        return _Item("pkg", module_name.split(".")[0] or "builtins", module_name.split(".")[0] or "builtins")
+        """Installed code by its distribution; code in the project (an extension module) by its file."""
+        if module_name and self._is_user_module(module_name):
+            return _Item("file", module_name, module_name, "")
+        top = module_name.split(".")[0] or "builtins"
+        return _Item("pkg", top, top)
 
     # -- classification -------------------------------------------------------
     def _classify(self, obj: Any, label: str, kind: str, module: str, name: str, owner: str) -> _Item:
@@ -818,8 +860,7 @@ class Fingerprinter:
             owner_obj = getattr(obj, "__self__", None)
             if owner_obj is None or isinstance(owner_obj, types.ModuleType):
                 return self._pkg_item(getattr(obj, "__module__", None) or "builtins")
-        if callable(obj) and not isinstance(obj, (functools.partial, types.MethodType)) \
-                and isinstance(getattr(obj, "__wrapped__", None), (types.FunctionType, type)):
+        if _wraps_code(obj):
             return _Item("obj", label, obj)  # a decorator's wrapper object (lru_cache, ...)
         return _Item(kind, label, obj, module, name)
 
@@ -831,10 +872,12 @@ class Fingerprinter:
         if head in closure:
             obj, label, kind, where, name = closure[head], f"{owner}.{head}", "closure", module, holder
         elif head in globals_:
-            where, name = self._origin(module, head)
+            obj, (where, name) = globals_[head], self._origin(module, head)
             if not self._is_user_module(where):
-                return [self._pkg_item(where)]
-            obj, label, kind = globals_[head], f"{where}.{name}" if name else where, "const"
+                if not self._user_code(obj):
+                    return [self._pkg_item(where)]
+                where, name = module, head  # try: from mine import x / except: from theirs import x
+            label, kind = f"{where}.{name}" if name else where, "const"
         else:
             return []  # a builtin (counted by the Python version) or an unbound name
         for attr in rest:
@@ -847,16 +890,23 @@ class Fingerprinter:
                 break
             where, name = self._origin(obj.__name__, attr)
             if not self._is_user_module(where):
-                return [self._pkg_item(where)]
+                if not self._user_code(nxt):
+                    return [self._pkg_item(where)]
+                where, name = obj.__name__, attr
             obj, label, kind = nxt, f"{where}.{name}" if name else where, "const"
         return [self._classify(obj, label, kind, where, name, owner)]
 
     # -- nodes ------------------------------------------------------------------
     def _node(self, item: _Item) -> _Node:
-        key = item.key()
+        key = item.key
         node = self._memo.get(key)
         if node is None:
-            node = self._compute(item)
+            try:
+                node = self._compute(item)
+            except Exception as exc:  # a bug, or an object too strange to inspect: visible, conservative
+                what = item.label or getattr(item.obj, "__qualname__", None) or type(item.obj).__qualname__
+                node = self._residual(f"error:{what}", what, f"could not be fingerprinted ({_message(exc)})",
+                                      None, [])
             self._memo[key] = node
             self._keep.append(item.obj)
         return node
@@ -881,20 +931,24 @@ class Fingerprinter:
         filename = self._module_file(name)
         summary = self._module_summary(name)
         if summary is None or not filename:
+            if filename and os.path.isfile(filename):  # an extension module in the project
+                return _Node({f"module:{name}": f"{hash_file(filename)[:_DIGEST_CHARS]} {self._relpath(filename)}"},
+                             [], [])
             return _Node({f"module:{name}": "namespace"}, [], [])
         children: list[_Item] = []
         for level, src, attr in [*summary["imports"].values(), *(s + [""] for s in summary["stars"])]:
             absolute = self._absolute(level, src, name)
             for cand in (f"{absolute}.{attr}" if attr else "", absolute):
                 if cand and self._module_file(cand) is not None:
-                    children.append(_Item("file", cand, cand, name) if self._is_user_module(cand)
-                                    else self._pkg_item(cand))
+                    children.append(self._pkg_item(cand))  # a user module: its file, without a note
                     break
             else:
                 children.append(self._pkg_item(absolute))
         rel = self._relpath(filename)
-        note = f"{owner}: uses module {name} as a whole (imported in a function, or as a value); all of {rel} counts"
-        return _Node({f"module:{name}": f"{summary['file']} {rel}"}, children, [note] if owner else [])
+        notes = [f"{owner}: uses module {name} as a whole (imported in a function, or as a value); "
+                 f"all of {rel} counts"] if owner else []
+        digest = self._unless_edited(filename, summary["file"], notes)
+        return _Node({f"module:{name}": f"{digest} {rel}"}, children, notes)
 
     def _function_node(self, func: types.FunctionType, label: str) -> _Node:
         code = func.__code__
@@ -913,6 +967,7 @@ class Fingerprinter:
         else:
             digest, refs, flags = found
             filename = code.co_filename
+        digest = self._unless_edited(filename, digest, notes)
         closure = _cells(func)
         children: list[_Item] = []
         for ref in refs:
@@ -926,14 +981,18 @@ class Fingerprinter:
         return _Node({f"func:{key}": f"{digest} {rel}"}, children + flag_children, notes + flag_notes)
 
     def _foreign_function(self, func: types.FunctionType, module: str) -> _Node:
-        """Installed code counts by version; user code it wraps (a decorator's closure) still counts."""
+        """Installed code counts by version; user code it holds still counts: what a decorator
+        wraps, and registries in its closure or attributes (functools.singledispatch)."""
         key, version = self._package_entry(module or "builtins")
-        children: list[_Item] = []
-        inner = [getattr(func, "__wrapped__", None), *_cells(func).values()]
-        for obj in inner:
-            if isinstance(obj, (types.FunctionType, type)) and self._owned(obj):
-                children.append(_Item("obj", "", obj))
+        held = [getattr(func, "__wrapped__", None), *_cells(func).values(), *vars(func).values()]
+        children = [_Item("obj", "", obj) for obj in _shallow(held) if self._owned(obj)]
         return _Node({key: version}, children, [])
+
+    def _user_code(self, obj: Any) -> bool:
+        """A function, class or module of the project (whatever the import statements say)."""
+        if isinstance(obj, types.ModuleType):
+            return self._is_user_module(obj.__name__)
+        return isinstance(obj, (types.FunctionType, type)) and self._owned(obj)
 
     def _owned(self, obj: Any) -> bool:
         code = getattr(obj, "__code__", None)
@@ -990,7 +1049,30 @@ class Fingerprinter:
             digest, refs = stmt
         for ref in refs:
             children.extend(self._resolve(ref, globals_, {}, module, key))
+        extra = self._class_runtime(cls, key, children)
+        if extra:
+            digest = _digest(f"{digest}|{extra}")
+        digest = self._unless_edited(filename, digest, notes)
         return _Node({f"class:{key}": f"{digest} {self._relpath(filename)}"}, children, notes)  # type: ignore[arg-type]
+
+    def _class_runtime(self, cls: type, key: str, children: list[_Item]) -> str:
+        """The class's attributes as they are after import, so assignments made outside its body
+        (`Model.layers = 5`, `Model.fit = fast_fit`) count: plain data by value, user functions
+        not defined in the body by reference (their code is followed)."""
+        parts: list[str] = []
+        own = f"{cls.__qualname__}."
+        for name, value in vars(cls).items():
+            if name.startswith("__") and name.endswith("__"):
+                continue
+            raw = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            if isinstance(raw, types.FunctionType):
+                module, qualname = _identity(raw)
+                if (module != cls.__module__ or not qualname.startswith(own)) and self._owned(raw):
+                    parts.append(f"{name}=fn:{module}.{qualname}")
+                    children.append(_Item("obj", "" if "<" not in qualname else f"{key}.{name}", raw))
+            elif _plain(raw):
+                parts.append(f"{name}={_ValueHasher(self, key).digest(raw)}")
+        return _digest(";".join(parts)) if parts else ""
 
     def _wrapper_node(self, obj: Any, label: str) -> _Node:
         """A callable wrapping user code (functools.lru_cache, ...): the wrapped function counts,
@@ -1008,6 +1090,15 @@ class Fingerprinter:
         parts = [summary["stmts"][i] for i in summary["binds"][name]]
         digest = parts[0][0] if len(parts) == 1 else _digest("".join(p[0] for p in parts))
         return digest, sorted({r for p in parts for r in p[1]})
+
+    def _unless_edited(self, filename: str, digest: str, notes: list[str]) -> str:
+        """The digest read from a file, unless the file changed since the run began: then the
+        code that was imported (and runs) may differ from it, so it counts as changed."""
+        if filename not in self._edited:
+            return digest
+        notes.append(f"{self._relpath(filename)}: modified while pivot was running; its code counts "
+                     "as changed until the next run")
+        return f"changed-{_NONCE}"
 
     def _residual(self, key: str, label: str, why: str, filename: str | None, children: list[_Item]) -> _Node:
         """Nothing sound to hash: treated as changed on every run, and said so."""
@@ -1041,8 +1132,10 @@ class Fingerprinter:
                 globals_ = vars(sys.modules[item.module]) if item.module in sys.modules else {}
                 for ref in refs:
                     children.extend(self._resolve(ref, globals_, {}, item.module, item.label))
-                note = f"{item.label}: {what}; the statement assigning it in {rel} counts instead"
-                return _Node({key: f"stmt-{digest} {rel}"}, children, [note])
+                notes = [f"{item.label}: {what}; the statement assigning it in {rel} counts instead"]
+                if filename:
+                    digest = self._unless_edited(filename, digest, notes)
+                return _Node({key: f"stmt-{digest} {rel}"}, children, notes)
         elif item.kind == "closure":
             creator = self._creator(item)
             if creator is not None:
@@ -1062,6 +1155,38 @@ class Fingerprinter:
         return _Item("obj", "", target) if isinstance(target, types.FunctionType) else None
 
 
+def _shallow(values: Iterable[Any]) -> Iterable[Any]:
+    """Functions and classes among `values` and inside containers among them (one level)."""
+    for value in values:
+        if isinstance(value, (types.FunctionType, type)):
+            yield value
+        elif isinstance(value, (dict, types.MappingProxyType)):
+            yield from (v for v in (*value.keys(), *value.values()) if isinstance(v, (types.FunctionType, type)))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            yield from (v for v in value if isinstance(v, (types.FunctionType, type)))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Plain data (what a class attribute usually is): hashed with the class."""
+    if value is None or type(value) in (bool, int, float, complex, str, bytes, range):
+        return True
+    if depth < 5 and type(value) in (tuple, list, set, frozenset):
+        return all(_plain(v, depth + 1) for v in value)
+    if depth < 5 and type(value) is dict:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _wraps_code(obj: Any) -> bool:
+    """A callable object wrapping a function or class (functools.lru_cache and the like)."""
+    if isinstance(obj, (functools.partial, types.MethodType)):
+        return False
+    try:
+        return callable(obj) and isinstance(getattr(obj, "__wrapped__", None), (types.FunctionType, type))
+    except Exception:  # a proxy whose attribute access fails: treat it as a value
+        return False
+
+
 def _split_label(label: str) -> tuple[str, str]:
     module, _, name = label.rpartition(".")
     return module, name
@@ -1078,6 +1203,14 @@ class _ValueHasher:
         self.active: set[int] = set()
         self.steps = 0
 
+    def _portable(self, text: str) -> str:
+        """The project root inside a string as `<root>` (a clone elsewhere has the same value),
+        the home directory as `<home>`."""
+        for form, placeholder in self.fp.portable_forms:
+            if form in text:
+                text = text.replace(form, placeholder)
+        return text
+
     def digest(self, value: Any) -> str:
         h = xxhash.xxh3_128()
         self.feed(h, value, 0)
@@ -1091,12 +1224,14 @@ class _ValueHasher:
         if v is None or t in (bool, int, float, complex, range, slice, type(Ellipsis)):
             h.update(f"{t.__name__}:{v!r};".encode())
         elif t is str:
-            data = v.encode("utf-8", "surrogatepass")
+            data = self._portable(v).encode("utf-8", "surrogatepass")
             h.update(b"s%d:" % len(data))
             h.update(data)
         elif t in (bytes, bytearray):
             h.update(b"b%d:" % len(v))
             h.update(v)
+        elif isinstance(v, PurePath):
+            h.update(f"{t.__name__}:{self._portable(str(v))};".encode("utf-8", "surrogatepass"))
         elif not self._code(h, v, depth):
             if id(v) in self.active:
                 h.update(b"<cycle>")
@@ -1150,7 +1285,7 @@ class _ValueHasher:
             reducer = copyreg.dispatch_table.get(t)
             rv = reducer(v) if reducer is not None else v.__reduce_ex__(4)
         except Exception as exc:
-            raise _Unhashable(f"{type(exc).__name__}: {exc}"[:120]) from None
+            raise _Unhashable(_message(exc)) from None
         if isinstance(rv, str):
             h.update(f"global:{t.__module__}.{rv};".encode())
             return

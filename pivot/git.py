@@ -32,7 +32,8 @@ STAGES_DIR = ".pivot/stages"
 # -- the git command line ---------------------------------------------------------------------
 
 
-def run_git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_git(cwd: Path, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=env)
     except FileNotFoundError:
@@ -293,8 +294,9 @@ class History:
         if tree.id not in self._locks_by_tree:
             locks: dict[str, StageLock] = {}
             for entry in tree:
-                if entry.name.endswith(".lock") and isinstance(entry, self._pygit2.Blob):
-                    locks[entry.name[: -len(".lock")]] = self._parse_lock(entry, commit)
+                name = entry.name or ""
+                if name.endswith(".lock") and isinstance(entry, self._pygit2.Blob):
+                    locks[name[: -len(".lock")]] = self._parse_lock(entry, commit)
             self._locks_by_tree[tree.id] = locks
         return self._locks_by_tree[tree.id]
 

@@ -171,7 +171,7 @@ def run_hook(hook_type: str, args: tuple[str, ...], hook_dir: Path | None, proje
     if os.environ.get(_RUNNING_LEGACY):
         return 0  # the chained hook is itself a pivot hook: it must not run pivot twice
     _absolute_git_env()
-    stdin = sys.stdin.buffer.read() if hook_type == "pre-push" else b""
+    stdin = sys.stdin.buffer.read() if hook_type == "pre-push" and not sys.stdin.isatty() else b""
     chained = _run_chained(hook_type, hook_dir, args, stdin)
     root = Path(os.getcwd()) / project  # git runs hooks at the top of the work tree
     ours = ACTIONS[hook_type](root.resolve(), args, stdin)
@@ -233,7 +233,7 @@ def _pre_commit(root: Path, args: tuple[str, ...], stdin: bytes) -> int:
         return 1
     if report.ok:
         return 0
-    for line in report.lines():
+    for line in report.lines(limit=_LIST_AT_MOST):
         print(line, file=sys.stderr)
     _say(f"commit refused: {report.summary()}.")
     _say("Run the fixes above (then 'git add' the lock files and metrics), or skip this check once "

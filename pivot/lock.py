@@ -12,6 +12,7 @@ from pivot.hashing import hash_bytes
 from pivot.state import State
 
 LOCK_SCHEMA = 1
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,14 @@ class PathRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PathRecord:
-        return cls(path=d["path"], hash=d["hash"], is_dir=bool(d.get("dir", False)), kind=d.get("type"))
+        path, digest, kind = d["path"], d["hash"], d.get("type")
+        if not isinstance(path, str) or not path:
+            raise TypeError(f"path must be a string, got {path!r}")
+        if not (isinstance(digest, str) and len(digest) == 32 and set(digest) <= _HEX):
+            raise TypeError(f"hash of '{path}' must be 32 hex digits, got {digest!r}")
+        if kind is not None and not isinstance(kind, str):
+            raise TypeError(f"type of '{path}' must be a string")
+        return cls(path=path, hash=digest, is_dir=bool(d.get("dir", False)), kind=kind)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,15 @@ class StageLock:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageLock:
         code = d["code"]
+        manifest = code.get("manifest") or {}
+        if not isinstance(code["fingerprint"], str) or not isinstance(manifest, dict) \
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()):
+            raise TypeError("code.fingerprint must be a string and code.manifest a mapping of strings")
+        if d.get("params") is not None and not isinstance(d["params"], dict):
+            raise TypeError("params must be a mapping")
+        for key in ("deps", "outs"):
+            if not isinstance(d.get(key) or [], list):
+                raise TypeError(f"{key} must be a list")
         return cls(
             fingerprint=code["fingerprint"],
             code_manifest=dict(code.get("manifest") or {}),
@@ -95,7 +112,7 @@ def loads(text: str | bytes, where: Path) -> StageLock:
             text = text.decode()
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         return StageLock.from_dict(data)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise LockError(
             f"{where}: unreadable lock file ({type(exc).__name__}); "
             "restore it from git or delete it to re-run the stage"

@@ -105,7 +105,8 @@ class Repo:
         dep_hashes = {d: self.hasher.hash_path(d) for d in self.graph.deps[name]}
         deps: dict[str, str | None] = {}
         for d, h in dep_hashes.items():
-            deps[d] = h.hash if h else (expected or {}).get(d)
+            # In a plan, an upstream stage that will be skipped restores its locked outputs first.
+            deps[d] = (expected or {}).get(d) or (h.hash if h else None)
         outs: dict[str, tuple[str, str | None]] = {}
         for o, path in zip(s.outs, self.graph.outs[name]):
             h = self.hasher.hash_path(path)

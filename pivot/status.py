@@ -157,7 +157,8 @@ def decide(cur: Current, lock: StageLock | None) -> Decision:
             if path in cur.cached:  # the locked version is in the cache: restore, don't re-run
                 restore.append(rec)
             else:
-                reasons.append(f"output '{path}' was modified and its locked version is not in the cache")
+                reasons.append(f"output '{path}' was modified" if kind == "metric"
+                               else f"output '{path}' was modified and its locked version is not in the cache")
     if reasons:
         return Decision(True, tuple(reasons))
     return Decision(False, (), tuple(restore))

@@ -44,7 +44,7 @@ class Report:
     stale: list[StaleStage] = field(default_factory=list)
     metrics: list[FileProblem] = field(default_factory=list)  # workspace metric vs its lock
     staging: list[FileProblem] = field(default_factory=list)  # staged vs workspace (pre-commit)
-    absent: list[str] = field(default_factory=list)  # outputs not in this workspace: not a problem
+    restorable: list[str] = field(default_factory=list)  # outputs missing or modified here: not a problem
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -61,17 +61,20 @@ class Report:
             "stale": [{"stage": s.name, "reasons": list(s.reasons), "fix": s.fix} for s in self.stale],
             "metrics": files(self.metrics),
             "staging": files(self.staging),
-            "absent_outputs": list(self.absent),
+            "restorable_outputs": list(self.restorable),
             "notes": list(self.notes),
         }
 
-    def lines(self) -> list[str]:
-        """The problems, for a terminal: each with what is wrong and the command that fixes it."""
+    def lines(self, limit: int | None = None) -> list[str]:
+        """The problems, for a terminal: each with what is wrong and the command that fixes it.
+        With `limit`, at most that many stale stages are listed (a git hook's output stays short)."""
         out: list[str] = []
-        for s in self.stale:
+        for s in self.stale[:limit]:
             out.append(f"{s.name}: stale")
             out.extend(f"    - {r}" for r in s.reasons)
             out.append(f"    fix: {s.fix}")
+        if limit is not None and len(self.stale) > limit:
+            out.append(f"... and {len(self.stale) - limit} more stale stage(s); 'pivot verify' lists them all")
         for f in self.metrics + self.staging:
             owner = f" (stage {f.stage})" if f.stage else ""
             out.append(f"{f.path}{owner}: {f.problem}")
@@ -121,13 +124,21 @@ def verify(repo: Repo, targets: tuple[str, ...] = ()) -> Report:
     view = _AbsentOutputsRestorable(repo)
     planned = plan(cast("Repo", view), targets)
     report = Report(stages=len(planned))
+    modified = False  # an output present but not as locked, restorable only while its object is cached
     for p in planned:
         if p.decision.run:
             report.stale.append(StaleStage(p.name, p.decision.reasons, f"pivot run {p.name}"))
-        report.absent.extend(r.path for r in p.decision.restore)
+        report.restorable.extend(r.path for r in p.decision.restore)
         prep = view.prepared.get(p.name)
         if prep is not None and prep.lock is not None:
             report.metrics.extend(_metric_problems(p.name, prep.lock, prep.current.outs))
+        if prep is not None:
+            modified |= any(prep.current.outs.get(r.path, ("", None))[1] is not None for r in p.decision.restore)
+    if not targets:
+        if report.ok and not modified:
+            _record_memo(repo)
+        else:
+            repo.state.put_json(_MEMO_KEY, None)
     return report
 
 
@@ -141,12 +152,28 @@ def _metric_problems(stage: str, lock: StageLock, current: dict[str, tuple[str, 
             problems.append(FileProblem(rec.path, "metric is missing; its lock records it",
                                         f"pivot run {stage}, or restore it with 'git checkout -- {rec.path}'", stage))
         elif digest != rec.hash:
+            undo = f"pivot run {stage}, or undo the edit with 'git checkout -- {rec.path}'"
             problems.append(FileProblem(rec.path, "metric does not match its lock (edited by hand, or written "
-                                        "outside 'pivot run')", f"pivot run {stage}", stage))
+                                        "outside 'pivot run')", undo, stage))
     return problems
 
 
 # -- what is being committed ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What the staging checks need from the pipeline (kept in the memo, so a memo hit needs no import)."""
+
+    stages: list[str]
+    metrics: list[tuple[str, str]]  # (stage, path)
+    modules: list[str]  # project files of the modules the pipeline imported
+
+    @classmethod
+    def of(cls, repo: Repo) -> Staging:
+        g = repo.graph
+        metrics = [(n, p) for n in g.order for o, p in zip(g.stages[n].outs, g.outs[n]) if o.kind == "metric"]
+        return cls(list(g.order), metrics, sorted(_user_modules(repo)))
 
 
 def verify_staged(start: Path) -> Report:
@@ -155,19 +182,26 @@ def verify_staged(start: Path) -> Report:
     user modules the pipeline imports, to be staged as they are in the workspace."""
     from pivot import git
     from pivot.project import find_root, load_project
-    from pivot.repo import Repo
 
     root = find_root(start)
     top = git.toplevel(root)
     prefix = git.project_prefix(top, root)
     changes = git.worktree_changes(top, prefix)
     with git.unstaged_changes_set_aside(top, prefix, root / ".pivot" / "tmp" / "hooks") as set_aside:
-        repo = Repo(load_project(root))
-        try:
-            report = verify(repo)
-            report.staging = staging_problems(repo, changes)
-        finally:
-            repo.close()
+        project = load_project(root)
+        staging: Staging | None = _memo_hit(project.root, project.state_path)
+        if staging is not None:
+            report = Report(stages=len(staging.stages))
+            report.notes.append("nothing the check reads changed since the last full check")
+        else:
+            from pivot.repo import Repo  # imports the heavy parts: only when the full check runs
+
+            repo = Repo(project)
+            try:
+                report, staging = verify(repo), Staging.of(repo)
+            finally:
+                repo.close()
+    report.staging = staging_problems(root, staging, changes)
     if set_aside:
         report.notes.append("unstaged changes were set aside while checking, and put back")
     locks = {f.stage: f.fix for f in report.staging if f.path.startswith(LOCKS_DIR + "/")}
@@ -175,16 +209,17 @@ def verify_staged(start: Path) -> Report:
     return report
 
 
-def staging_problems(repo: Repo, changes: WorkTreeChanges) -> list[FileProblem]:
+def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> list[FileProblem]:
     problems: list[FileProblem] = []
-    graph = repo.graph
-    for name in graph.order:
-        _staged_as_in_workspace(repo.root, f"{LOCKS_DIR}/{name}.lock", "lock file", name, changes, problems)
-        for out, path in zip(graph.stages[name].outs, graph.outs[name]):
-            if out.kind == "metric":
-                _staged_as_in_workspace(repo.root, path, "metric", name, changes, problems)
-    for path in sorted(_user_modules(repo)) + ["params.yaml"]:
-        if changes.is_untracked(path) and (repo.root / path).is_file():
+    metrics: dict[str, list[str]] = {}
+    for stage, path in staging.metrics:
+        metrics.setdefault(stage, []).append(path)
+    for name in staging.stages:
+        _staged_as_in_workspace(root, f"{LOCKS_DIR}/{name}.lock", "lock file", name, changes, problems)
+        for path in metrics.get(name, ()):
+            _staged_as_in_workspace(root, path, "metric", name, changes, problems)
+    for path in staging.modules + ["params.yaml"]:
+        if changes.is_untracked(path) and (root / path).is_file():
             what = "parameters file" if path == "params.yaml" else "module imported by the pipeline"
             problems.append(FileProblem(path, f"{what}, but not staged: the commit would lack it", f"git add {path}"))
     return problems
@@ -194,7 +229,8 @@ def _staged_as_in_workspace(root: Path, path: str, what: str, stage: str, change
                             problems: list[FileProblem]) -> None:
     status = changes.unstaged.get(path)
     if status == "D":
-        problems.append(FileProblem(path, f"{what} deleted in the workspace but still staged", f"git add {path}", stage))
+        problems.append(FileProblem(path, f"{what} deleted in the workspace but still staged", f"git add {path}",
+                                    stage))
     elif status is not None:
         problems.append(FileProblem(path, f"{what} differs from its staged version", f"git add {path}", stage))
     elif changes.is_untracked(path) and (root / path).exists():
@@ -212,6 +248,112 @@ def _user_modules(repo: Repo) -> set[str]:
         if filename and is_user(filename) and not os.path.abspath(filename).startswith(pivot_dir):
             found.add(os.path.relpath(os.path.abspath(filename), repo.root).replace(os.sep, "/"))
     return found
+
+
+# -- the memo: skip the full check when nothing it reads has changed -------------------------------
+#
+# After a clean full check of every stage, the (size, mtime, ctime, inode) of everything the
+# decision reads is recorded: lock files, config, params.yaml, the pipeline's own modules and
+# their folders, every dep and output (folders walked), and the interpreter with its sys.path
+# folders (installing a package changes them). The pre-commit check skips importing and planning
+# only when all of these are unchanged; ctime moves on any write, even one that restores mtime.
+# Not covered: a module-level constant computed from the environment or from a file that is not
+# a dep; `pivot verify` (and CI) always do the full check.
+
+_MEMO_KEY = "verify-memo"
+_MEMO_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class _Memo(Staging):
+    digest: str = ""
+    stat_paths: tuple[str, ...] = ()  # stat the path itself
+    tree_paths: tuple[str, ...] = ()  # stat every file below a folder
+
+
+def _environment(root: Path) -> str:
+    """The interpreter and import path (without the project root, which loading a pipeline adds)."""
+    from pivot import __version__
+
+    paths = [p for p in sys.path if os.path.abspath(p or ".") != str(root)]
+    return "\n".join([f"memo {_MEMO_SCHEMA}", __version__, sys.version, sys.executable, *paths])
+
+
+def _signature(root: Path, stat_paths: tuple[str, ...], tree_paths: tuple[str, ...], record: bool) -> str | None:
+    """A digest of the stats of those paths; None when recording and a file is too recent to
+    trust (it could change again within the file system's timestamp granularity)."""
+    import time
+
+    import xxhash
+
+    from pivot.hashing import RACY_NS
+
+    h = xxhash.xxh3_128(_environment(root).encode())
+    too_new = time.time_ns() - RACY_NS
+    for kind, paths in (("s", stat_paths), ("t", tree_paths)):
+        for rel in paths:
+            for name, st in _stats(os.path.join(root, rel), deep=kind == "t"):
+                if st is not None and record and max(st.st_mtime_ns, st.st_ctime_ns) > too_new:
+                    return None
+                row = "-" if st is None else f"{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+                h.update(f"{kind}:{rel}/{name}\0{row}\n".encode())
+    return h.hexdigest()
+
+
+def _stats(path: str, deep: bool) -> list[tuple[str, os.stat_result | None]]:
+    import stat as stat_mod
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [("", None)]
+    if not deep or not stat_mod.S_ISDIR(st.st_mode):
+        return [("", st)]
+    found: list[tuple[str, os.stat_result | None]] = [("", st)]
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        rel = os.path.relpath(folder, path)
+        for name in [*sorted(dirs), *sorted(files)]:
+            try:
+                found.append((f"{rel}/{name}", os.stat(os.path.join(folder, name))))
+            except OSError:
+                found.append((f"{rel}/{name}", None))
+    return found
+
+
+def _record_memo(repo: Repo) -> None:
+    staging = Staging.of(repo)
+    g = repo.graph
+    folders = sorted({os.path.dirname(m) or "." for m in staging.modules})
+    outside = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(str(repo.root))]
+    stat_paths = (".pivot/config.yaml", ".pivot/config.local.yaml", "params.yaml", *staging.modules, *folders,
+                  *outside)
+    tree_paths = (LOCKS_DIR, *sorted({p for n in g.order for p in (*g.deps[n], *g.outs[n])}))
+    digest = _signature(repo.root, stat_paths, tree_paths, record=True)
+    if digest is None:
+        repo.state.put_json(_MEMO_KEY, None)
+        return
+    repo.state.put_json(_MEMO_KEY, {
+        "digest": digest, "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
+        "stat_paths": list(stat_paths), "tree_paths": list(tree_paths),
+    })
+
+
+def _memo_hit(root: Path, state_path: Path) -> _Memo | None:
+    from pivot.state import State
+
+    if not state_path.exists():
+        return None
+    state = State(state_path)
+    try:
+        data = state.get_json(_MEMO_KEY)
+    finally:
+        state.close()
+    if not data:
+        return None
+    memo = _Memo(data["stages"], [tuple(m) for m in data["metrics"]], data["modules"], data["digest"],
+                 tuple(data["stat_paths"]), tuple(data["tree_paths"]))
+    return memo if _signature(root, memo.stat_paths, memo.tree_paths, record=False) == memo.digest else None
 
 
 # -- the workspace against another revision's lock files ---------------------------------------------

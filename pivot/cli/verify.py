@@ -39,8 +39,10 @@ def command(stages: tuple[str, ...], staged: bool, as_json: bool) -> None:
         for note in report.notes:
             click.echo(f"note: {note}")
         if report.ok:
-            absent = f" ({len(report.absent)} output(s) not in this workspace)" if report.absent else ""
-            click.echo(f"all {report.stages} stage(s) match their lock files{absent}")
+            click.echo(f"all {report.stages} stage(s) match their lock files")
+            if report.restorable:
+                click.echo(f"note: {len(report.restorable)} output(s) are missing or modified here; "
+                           "'pivot checkout' restores them from the cache ('pivot pull' fetches what it lacks)")
     if not report.ok:
         raise VerifyFailed(f"{report.summary()}; run the fixes listed "
                            "('pivot run' updates every stale stage), then commit the lock files and metrics")
