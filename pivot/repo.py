@@ -152,8 +152,8 @@ class Repo:
                 self.cache.add_file(dest / e.path)
                 kept += 1
         self.cache.add_bytes(current.manifest)
-        return (f"'{rec.path}' differed from its lock; that version ({kept} changed file(s)) was kept in the "
-                f"cache as manifest {self.cache.path(current.hash).relative_to(self.root)}")
+        return (f"'{rec.path}' differed from its lock; that version was kept in the cache as manifest "
+                f"{self.cache.path(current.hash).relative_to(self.root)} ({kept} file(s) newly stored)")
 
     def restore(self, rec: PathRecord) -> str | None:
         """Bring one locked output back into the workspace from the cache. A different file

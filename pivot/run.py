@@ -96,18 +96,17 @@ class Runner:
         self.stopping = False
         self.keep_going = opts.keep_going
         self.total = len(names)
-        self.started = last_commit = time.monotonic()
+        self.started = time.monotonic()
         try:
             while True:
                 self._start_ready(names, opts.force)
+                # Commit before waiting: an open write transaction would block `pivot status`.
+                self.repo.state.commit()
                 if not self.running:
                     break
                 done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
                 for fut in done:
                     self._finish(fut)
-                if time.monotonic() - last_commit > 1.0:  # the memo is a cache: commit now and then
-                    self.repo.state.commit()
-                    last_commit = time.monotonic()
         except BaseException:
             self._abort()
             raise

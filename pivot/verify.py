@@ -389,7 +389,7 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
         else:
             cur = prep.current
             cached = frozenset(r.path for r in lock.outs
-                               if r.kind != "metric" and r.path in cur.outs and cur.outs[r.path][1] is None
+                               if r.kind != "metric" and r.path in cur.outs and cur.outs[r.path][1] != r.hash
                                and repo.in_cache(r))
             decision = decide(replace(cur, cached=cached), lock)
         planned.append(Planned(name, decision, prep.current.notes))

@@ -20,6 +20,7 @@ def command(as_json: bool) -> None:
                 "outs": [{"path": p, "type": o.kind} for o, p in zip(g.stages[name].outs, g.outs[name])],
                 "upstream": sorted(g.upstream[name]),
                 "params": g.stages[name].params.__name__ if g.stages[name].params else None,
+                "exclusive": g.stages[name].exclusive,
                 "defined_at": g.stages[name].where,
             }
             for name in g.order
@@ -28,7 +29,8 @@ def command(as_json: bool) -> None:
         echo_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['stage']}  ({row['defined_at']})")
+        flag = "  [exclusive]" if row["exclusive"] else ""
+        click.echo(f"{row['stage']}  ({row['defined_at']}){flag}")
         for d in row["deps"]:
             click.echo(f"    dep  {d}")
         for o in row["outs"]:
