@@ -43,3 +43,7 @@ class GitError(PivotError):
 
 class VerifyFailed(PivotError):
     """`pivot verify` (or the pre-commit hook) found stale stages or files that do not match."""
+
+
+class RemoteError(PivotError):
+    """A remote is unknown or misconfigured, could not be reached, refused access, or holds bad data."""

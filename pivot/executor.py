@@ -91,11 +91,17 @@ def _captured(log_path: Path | None) -> Iterator[None]:
         root.addHandler(handler)
         saved_level = root.level
         root.setLevel(logging.INFO)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    buffered = getattr(sys.stdout, "line_buffering", True) is False
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        if reconfigure and buffered:  # keep print() in order with stderr, logging and children
+            reconfigure(line_buffering=True)
         yield
     finally:
+        if reconfigure and buffered:
+            reconfigure(line_buffering=False)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

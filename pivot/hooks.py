@@ -374,15 +374,37 @@ def _pre_push(root: Path, args: tuple[str, ...], stdin: bytes) -> int:
 
 
 def transfer(root: Path, remote: str, plan: PushPlan) -> list[str]:
-    """Upload what the plan needs. Pivot remotes do not exist yet: this reports and uploads nothing.
-    The remotes work replaces this body with the upload (`pivot push` of `plan.objects`)."""
+    """Upload what the pushed commits need to the default Pivot remote (`pivot push` of
+    `plan.outputs`). A failure is reported, with the command that finishes the job."""
     if not plan.outputs:
         return []
+    from pivot.cache import Cache
+    from pivot.project import load_project
+    from pivot.remote import default_jobs, human, open_storage, push
+    from pivot.remote_config import resolve
+
     lines = [f"the {len(plan.commits)} commit(s) being pushed need {len(plan.objects)} cache object(s) "
-             f"for {len(plan.outputs)} output(s); Pivot remotes are not available yet, so none were uploaded"]
-    if plan.missing:
-        paths = sorted({plan.outputs[d].path for d in plan.missing})
-        lines.append(f"{len(plan.missing)} of them are not in the local cache either: {_listed(paths)}")
+             f"for {len(plan.outputs)} output(s)"]
+    try:
+        project = load_project(root)
+        if not project.config.remotes:
+            lines[0] += ("; no Pivot remote is configured, so none were uploaded "
+                         "(add one with 'pivot remote add NAME URL --default')")
+            return lines
+        spec = resolve(project.config, None)
+        jobs = default_jobs()
+        result = push(open_storage(spec, project.root, jobs), Cache(project.cache_dir, project.config.link),
+                      plan.outputs, jobs)
+    except PivotError as exc:
+        lines.append(f"could not upload them: {exc}")
+        lines.append("fix that, then run 'pivot push --all-branches'")
+        return lines
+    lines.append(f"uploaded {len(result.done)} object(s) ({human(result.bytes)}) to Pivot remote '{spec.name}'; "
+                 f"{result.present} were already there")
+    problems = {**result.missing, **result.corrupt}
+    if problems:
+        lines.append(f"{len(problems)} of them are not in the local cache (or are damaged there), so the remote lacks "
+                     f"them: {_listed(sorted(set(problems.values())))}; 'pivot run' rebuilds them")
     return lines
 
 

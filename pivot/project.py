@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ LINK_MODES = ("auto", "reflink", "copy", "hardlink", "symlink")
 class Config:
     pipeline: str = "pipeline.py"
     link: str = "auto"
+    # name -> options (url, endpoint_url, …), config.yaml and config.local.yaml merged per remote
+    remotes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    default_remote: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(root: Path) -> Config:
     merged: dict[str, Any] = {}
+    remotes: dict[str, dict[str, Any]] = {}
     for name in ("config.yaml", "config.local.yaml"):
         path = root / PIVOT_DIR / name
         for key, value in _read_yaml(path).items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            if key == "remotes":
+                _merge_remotes(remotes, value, path)
+            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
@@ -99,4 +105,15 @@ def load_config(root: Path) -> Config:
         raise ProjectError(
             f"{root / PIVOT_DIR / 'config.yaml'}: cache.link is {link!r}; use one of {', '.join(LINK_MODES)}"
         )
-    return Config(pipeline=pipeline, link=link)
+    default_remote = (merged.get("remote") or {}).get("default") if isinstance(merged.get("remote"), dict) else None
+    if default_remote is not None and not isinstance(default_remote, str):
+        raise ProjectError(f"{root / PIVOT_DIR / 'config.yaml'}: remote.default must be a remote's name")
+    return Config(pipeline=pipeline, link=link, remotes=remotes, default_remote=default_remote)
+
+
+def _merge_remotes(into: dict[str, dict[str, Any]], value: Any, path: Path) -> None:
+    """config.local.yaml adds options (credentials) to a remote of config.yaml, key by key."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ProjectError(f"{path}: 'remotes' must map each remote's name to its options (url: …)")
+    for name, options in value.items():
+        into[str(name)] = {**into.get(str(name), {}), **options}

@@ -73,7 +73,8 @@ class Runner:
         self.root = repo.root
         self.reporter = reporter
         self.jobs = max(1, jobs)
-        self._factory = executor_factory or (lambda: PoolExecutor(self.jobs, self.root))
+        # No more workers than stages left to run: each one is a Python interpreter to start.
+        self._factory = executor_factory or (lambda: PoolExecutor(min(self.jobs, self._left()), self.root))
         self._executor: Executor | None = None
         self.backup_root = repo.project.tmp_dir / "backup"
         self.logs_dir = repo.project.pivot_dir / "logs"
@@ -94,6 +95,7 @@ class Runner:
         self.state = {n: "pending" for n in names}
         self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}
         self.stopping = False
+        self.retry_alone: set[str] = set()
         self.keep_going = opts.keep_going
         self.total = len(names)
         self.started = time.monotonic()
@@ -158,11 +160,10 @@ class Runner:
                     continue
                 if self.stopping or any(self.state[u] != "ok" for u in ups):
                     continue
-                exclusive_busy = any(prep.stage.exclusive for prep, _b in self.running.values())
+                exclusive_busy = any(self._alone(prep.stage.name) for prep, _b in self.running.values())
                 if exclusive_busy or len(self.running) >= self.jobs:
                     return
-                stage = graph.stages[name]
-                if stage.exclusive and self.running:
+                if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
                 prep = self.repo.prepare(name, forced=force)
                 decision = decide(prep.current, prep.lock)
@@ -180,6 +181,9 @@ class Runner:
                 self._submit(prep)
                 self._progress()
                 progressed = True
+
+    def _alone(self, name: str) -> bool:
+        return self.repo.graph.stages[name].exclusive or name in self.retry_alone
 
     def _submit(self, prep: Prepared) -> None:
         name = prep.stage.name
@@ -214,10 +218,8 @@ class Runner:
         outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
         try:
             result = fut.result()
-        except Exception as exc:  # the worker process died: killed, os._exit, a crash
-            self._executor = None  # a broken pool is not reused
-            self._roll_back(name, outs, backups)
-            self._failed(name, f"the worker process running it died ({type(exc).__name__}: {exc})")
+        except Exception:  # a worker died (killed, out of memory, os._exit): the pool is broken
+            self._worker_died(name, outs, backups)
             return
         if result.output:
             self.reporter.output(name, result.output)
@@ -239,6 +241,23 @@ class Runner:
         self.summary.ran.append(name)
         self.reporter.done(name, result.duration)
         self._progress()
+
+    def _left(self) -> int:
+        return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
+
+    def _worker_died(self, name: str, outs: list[tuple[Out, str]], backups: list[str]) -> None:
+        """When a worker dies, the pool fails every stage it was running. Each is rolled back and
+        retried alone in a fresh pool; only a stage whose worker dies while it runs alone fails."""
+        if self._executor is not None:
+            self._executor.shutdown(kill=True)
+            self._executor = None
+        self._roll_back(name, outs, backups)
+        if name in self.retry_alone:
+            self._failed(name, "its worker process died (killed by a signal, out of memory, or os._exit)")
+            return
+        self.retry_alone.add(name)
+        self.state[name] = "pending"
+        self.reporter.note(f"{name}: a worker process died while it ran; retrying it on its own")
 
     def _failed(self, name: str, error: str) -> None:
         self.state[name] = "failed"

@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("pivot.cli.logs", "Show what a stage printed the last time it ran."),
     "verify": ("pivot.cli.verify", "Fail when a stage is stale or a metric differs from its lock (for CI)."),
     "hooks": ("pivot.cli.hooks", "Install or remove the git hooks that keep lock files honest."),
+    "remote": ("pivot.cli.remote", "Add, list, remove remotes and choose the default."),
+    "push": ("pivot.cli.push", "Upload the cache objects the lock files need to a remote."),
+    "fetch": ("pivot.cli.fetch", "Download the cache objects the lock files need (verified)."),
+    "pull": ("pivot.cli.pull", "fetch, then checkout the outputs."),
+    "gc": ("pivot.cli.gc", "Remove cache (or remote) objects no kept lock file refers to."),
 }
 
 
@@ -62,8 +67,8 @@ def main(argv: list[str] | None = None) -> Any:
     except PivotError as exc:
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        click.echo("interrupted: nothing half-written was kept", err=True)
         code = 130
     except KeyboardInterrupt:
         click.echo("interrupted: nothing half-written was kept", err=True)

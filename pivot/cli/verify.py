@@ -15,8 +15,12 @@ from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
 @click.option("--staged", is_flag=True,
               help="Check what is being committed: the staged code (unstaged changes are set aside meanwhile), "
                    "and every lock file and metric staged as it is in the workspace. The pre-commit hook runs this.")
+@click.option("--remote", "check_remote", is_flag=True,
+              help="Also check that the remote holds every cached output of the lock files (and their files).")
+@click.option("-r", "remote_name", metavar="NAME", help="The remote for --remote (default: the default remote).")
 @json_option
-def command(stages: tuple[str, ...], staged: bool, as_json: bool) -> None:
+def command(stages: tuple[str, ...], staged: bool, as_json: bool, check_remote: bool = False,
+            remote_name: str | None = None) -> None:
     """Exit 1, listing them, when stages are stale or a metric does not match its lock.
 
     For CI and git hooks. Outputs that are only absent from this workspace (not pulled yet) are
@@ -43,9 +47,38 @@ def command(stages: tuple[str, ...], staged: bool, as_json: bool) -> None:
             if report.restorable:
                 click.echo(f"note: {len(report.restorable)} output(s) are missing or modified here; "
                            "'pivot checkout' restores them from the cache ('pivot pull' fetches what it lacks)")
+    if check_remote or remote_name:
+        _check_remote(stages, remote_name, as_json, fail=not report.ok)
     if not report.ok:
         raise VerifyFailed(f"{report.summary()}; run the fixes listed "
                            "('pivot run' updates every stale stage), then commit the lock files and metrics")
+
+
+def _check_remote(stages: tuple[str, ...], remote_name: str | None, as_json: bool, fail: bool) -> None:
+    """`verify --remote`: every object the lock files need must be on the remote."""
+    from pivot.cache import Cache
+    from pivot.errors import VerifyFailed
+    from pivot.project import load_project
+    from pivot.remote import default_jobs, missing_on_remote, needed_outputs, open_storage, summarize
+    from pivot.remote_config import resolve
+
+    project = load_project()
+    spec = resolve(project.config, remote_name)
+    jobs = default_jobs()
+    outputs = needed_outputs(project, stages)
+    missing = missing_on_remote(open_storage(spec, project.root, jobs), Cache(project.cache_dir), outputs, jobs)
+    if as_json:
+        echo_json({"remote": spec.name, "missing": sorted(set(missing.values()))})
+    elif not missing:
+        click.echo(f"remote '{spec.name}' holds every output of the lock files")
+    if not missing:
+        return
+    paths = sorted(set(missing.values()))
+    message = (f"{len(missing)} object(s) of {len(paths)} output(s) are not on remote '{spec.name}': "
+               f"{summarize(paths)}; run 'pivot push -r {spec.name}'")
+    if not fail:
+        raise VerifyFailed(message)
+    click.echo(message, err=True)
 
 
 def status_against_rev(stages: tuple[str, ...], rev: str, explain: bool, as_json: bool) -> None:

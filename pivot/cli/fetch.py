@@ -1,0 +1,5 @@
+"""pivot fetch (defined in pivot/cli/transfer.py with push/fetch/pull)."""
+
+from pivot.cli.transfer import fetch_command as command
+
+__all__ = ["command"]

@@ -1,0 +1,5 @@
+"""pivot push (defined in pivot/cli/transfer.py with push/fetch/pull)."""
+
+from pivot.cli.transfer import push_command as command
+
+__all__ = ["command"]

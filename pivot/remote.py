@@ -1,0 +1,719 @@
+"""Push, fetch, pull and gc of cache objects by hash, on a local folder or any fsspec storage.
+
+A remote holds objects at the cache's layout (`files/ab/cdef…`). Every transfer is planned
+first (which objects the lock files need, which the other side lacks, asked in batches), then
+done once, concurrently, with a progress line. Nothing unverified enters the cache: a download
+goes to a temporary file, is hashed, and only a matching object is moved into place. An upload
+is hashed on the way too, so a damaged local object is never published.
+
+"Not found" is the only answer that means absent. Any other failure (credentials, permission,
+network) stops the command with the remote's message (`RemoteError`); it is never taken as
+a reason to re-upload or to call an object missing.
+
+fsspec and s3fs are imported inside functions only, so `pivot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+
+from pivot.cache import Cache, _copy_hashing, _unlink, digest_of, is_digest, object_relpath
+from pivot.errors import PivotError, RemoteError
+from pivot.hashing import hash_bytes, hash_file, parse_manifest
+
+if TYPE_CHECKING:
+    from pivot.git import Needed
+    from pivot.project import Project
+    from pivot.remote_config import RemoteSpec
+
+SMALL = 32 * 1024 * 1024  # objects up to this size are moved in one request, in memory
+PART = 16 * 1024 * 1024  # multipart chunk for large objects; peak memory is about 4 of these
+# Listing a prefix beats asking per object once there are this many objects per prefix on average.
+LIST_RATIO = 3
+
+
+class NotFound(Exception):
+    """The remote answered that the object does not exist."""
+
+
+class Corrupt(Exception):
+    """An object's bytes do not hash to its name."""
+
+    def __init__(self, digest: str, actual: str) -> None:
+        super().__init__(f"object {digest} hashes to {actual}")
+        self.digest = digest
+
+
+def default_jobs() -> int:
+    return min(64, 8 * (os.cpu_count() or 2))
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class Progress:
+    """A files-and-bytes line on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, verb: str, total: int, enabled: bool | None = None) -> None:
+        self.verb, self.total = verb, total
+        self.files = 0
+        self.bytes = 0
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def add(self, nbytes: int) -> None:
+        self.files += 1
+        self.bytes += nbytes
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or self.files == self.total):
+            self._last = now
+            rate = self.bytes / max(now - self._start, 1e-6)
+            sys.stderr.write(f"\r{self.verb}: {self.files}/{self.total} files, {human(self.bytes)} "
+                             f"({human(rate)}/s)\x1b[K")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# -- storages -----------------------------------------------------------------------------------
+
+
+class Storage:
+    """Async primitives over one remote. Paths are relative to the remote's root (files/ab/…).
+    Every primitive raises NotFound for an absent object and lets any other error through."""
+
+    name: str
+    url: str
+
+    def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+        raise NotImplementedError
+
+    async def preflight(self, writing: bool) -> None: ...
+    async def size(self, rel: str) -> int: raise NotImplementedError
+    async def list_dir(self, rel: str) -> dict[str, int]: raise NotImplementedError  # name -> size
+    async def list_all(self) -> dict[str, int]: raise NotImplementedError  # digest -> size
+    async def put(self, src: str, rel: str, digest: str) -> int: raise NotImplementedError
+    async def get(self, rel: str, dst: str) -> None: raise NotImplementedError
+    async def read(self, rel: str) -> bytes: raise NotImplementedError
+    async def delete(self, rels: list[str]) -> None: raise NotImplementedError
+
+
+def _check_copy(src: str, dst_fd: int, digest: str) -> int:
+    actual = _copy_hashing(src, dst_fd)
+    if actual != digest:
+        raise Corrupt(digest, actual)
+    return os.fstat(dst_fd).st_size
+
+
+class LocalStorage(Storage):
+    """A folder: plain file copies in threads, each written to a temporary name and renamed."""
+
+    def __init__(self, name: str, url: str, path: Path, jobs: int) -> None:
+        self.name, self.url, self.root, self.jobs = name, url, path, jobs
+
+    def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+        from concurrent.futures import ThreadPoolExecutor
+
+        async def main() -> Any:
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(self.jobs))
+            return await coro_fn()
+
+        return asyncio.run(main())
+
+    async def preflight(self, writing: bool) -> None:
+        if writing:
+            await asyncio.to_thread((self.root / "files").mkdir, parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise RemoteError(f"remote '{self.name}': folder {self.root} does not exist; check the url in "
+                              "'pivot remote list'")
+
+    async def size(self, rel: str) -> int:
+        try:
+            return os.stat(self.root / rel).st_size
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+
+    async def list_dir(self, rel: str) -> dict[str, int]:
+        def scan() -> dict[str, int]:
+            try:
+                with os.scandir(self.root / rel) as it:
+                    return {e.name: e.stat().st_size for e in it if not e.name.startswith(".")}
+            except FileNotFoundError:
+                return {}
+        return await asyncio.to_thread(scan)
+
+    async def list_all(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        base = self.root / "files"
+        if not base.is_dir():
+            return found
+        for prefix in sorted(os.listdir(base)):
+            for name, size in (await self.list_dir(f"files/{prefix}")).items():
+                if is_digest(prefix + name):
+                    found[prefix + name] = size
+        return found
+
+    async def put(self, src: str, rel: str, digest: str) -> int:
+        def copy() -> int:
+            dest = self.root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=dest.parent)
+            try:
+                size = _check_copy(src, fd, digest)
+                os.close(fd)
+                fd = -1
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+                return size
+            except BaseException:
+                if fd != -1:
+                    os.close(fd)
+                _unlink(tmp)
+                raise
+        return await asyncio.to_thread(copy)
+
+    async def get(self, rel: str, dst: str) -> None:
+        def copy() -> None:
+            try:
+                with open(self.root / rel, "rb") as src, open(dst, "wb") as out:
+                    import shutil
+
+                    shutil.copyfileobj(src, out, 1024 * 1024)
+            except FileNotFoundError:
+                raise NotFound(rel) from None
+        await asyncio.to_thread(copy)
+
+    async def read(self, rel: str) -> bytes:
+        try:
+            return await asyncio.to_thread((self.root / rel).read_bytes)
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+
+    async def delete(self, rels: list[str]) -> None:
+        def rm() -> None:
+            for rel in rels:
+                _unlink(self.root / rel)
+        await asyncio.to_thread(rm)
+
+
+_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # a PUT is atomic per object
+
+
+class FsspecStorage(Storage):
+    """Any fsspec file system, driven through its async interface (sync ones are wrapped)."""
+
+    def __init__(self, name: str, url: str, fs: Any, root: str, protocol: str) -> None:
+        self.name, self.url, self.fs, self.root, self.protocol = name, url, fs, root.rstrip("/"), protocol
+
+    def _p(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if self.root else rel
+
+    def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, coro_fn)
+
+    @property
+    def _s3(self) -> bool:
+        return self.protocol in ("s3", "s3a")
+
+    async def preflight(self, writing: bool) -> None:
+        if self._s3:  # one cheap request that fails clearly on credentials, endpoint or bucket
+            bucket = self.root.split("/", 1)[0]
+            try:
+                await self.fs._call_s3("head_bucket", Bucket=bucket)
+            except FileNotFoundError:
+                raise RemoteError(f"remote '{self.name}': bucket '{bucket}' does not exist ({self.url}); "
+                                  "create it or fix the url with 'pivot remote add --force'") from None
+
+    async def size(self, rel: str) -> int:
+        try:
+            info = await self.fs._info(self._p(rel))
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+        return int(info.get("size") or 0)
+
+    async def list_dir(self, rel: str) -> dict[str, int]:
+        try:
+            found = await self.fs._find(self._p(rel), detail=True)
+        except FileNotFoundError:
+            return {}
+        return {path.rsplit("/", 1)[-1]: int(info.get("size") or 0) for path, info in found.items()
+                if info.get("type") != "directory"}
+
+    async def list_all(self) -> dict[str, int]:
+        try:
+            found = await self.fs._find(self._p("files"), detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for path, info in found.items():
+            parts = path.rsplit("/", 2)
+            if len(parts) == 3 and is_digest(parts[1] + parts[2]):
+                out[parts[1] + parts[2]] = int(info.get("size") or 0)
+        return out
+
+    async def put(self, src: str, rel: str, digest: str) -> int:
+        size = os.path.getsize(src)
+        target = self._p(rel)
+        atomic = self.protocol in _OBJECT_STORES
+        dest = target if atomic else f"{target}.tmp.{os.getpid()}.{id(src)}"
+        if size <= SMALL:
+            with open(src, "rb") as f:
+                data = f.read()
+            if hash_bytes(data) != digest:
+                raise Corrupt(digest, hash_bytes(data))
+            await self.fs._pipe_file(dest, data)
+        else:
+            actual = await asyncio.to_thread(hash_file, src)
+            if actual != digest:
+                raise Corrupt(digest, actual)
+            kwargs = {"chunksize": PART, "max_concurrency": 4} if self._s3 else {}
+            await self.fs._put_file(src, dest, **kwargs)
+        if not atomic:
+            await self.fs._mv(dest, target)
+        return size
+
+    async def get(self, rel: str, dst: str) -> None:
+        kwargs = {"max_concurrency": 1} if self._s3 else {}
+        try:
+            await self.fs._get_file(self._p(rel), dst, **kwargs)
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+
+    async def read(self, rel: str) -> bytes:
+        try:
+            return bytes(await self.fs._cat_file(self._p(rel)))
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+
+    async def delete(self, rels: list[str]) -> None:
+        if rels:
+            await self.fs._rm([self._p(r) for r in rels])
+
+
+def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """Remote options as the fsspec constructor takes them; S3 gets short timeouts and few retries."""
+    opts = dict(options)
+    if protocol not in ("s3", "s3a"):
+        return opts
+    aliases = {"access_key_id": "key", "secret_access_key": "secret", "session_token": "token"}
+    for ours, theirs in aliases.items():
+        if ours in opts:
+            opts[theirs] = opts.pop(ours)
+    config = dict(opts.pop("config_kwargs", {}) or {})
+    client = dict(opts.pop("client_kwargs", {}) or {})
+    if "region" in opts:
+        client["region_name"] = opts.pop("region")
+    retries = int(opts.pop("retries", 3))
+    config.setdefault("connect_timeout", float(opts.pop("connect_timeout", 10)))
+    config.setdefault("read_timeout", float(opts.pop("read_timeout", 60)))
+    config.setdefault("retries", {"max_attempts": max(retries, 1), "mode": "standard"})
+    config.setdefault("max_pool_connections", max(jobs, 10))
+    opts["config_kwargs"] = config
+    if client:
+        opts["client_kwargs"] = client
+    opts["_pivot_retries"] = max(retries, 1)
+    return opts
+
+
+def open_storage(spec: RemoteSpec, root: Path, jobs: int) -> Storage:
+    url = spec.url
+    if "://" not in url or url.startswith("file://"):
+        path = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
+        return LocalStorage(spec.name, url, path if path.is_absolute() else root / path, jobs)
+    import fsspec
+    from fsspec.core import split_protocol
+
+    protocol, _ = split_protocol(url)
+    assert protocol is not None
+    opts = _fs_options(protocol, spec.options, jobs)
+    retries = opts.pop("_pivot_retries", None)
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+        fs = cls(skip_instance_cache=True, use_listings_cache=False, **opts)
+    except (ImportError, ValueError, TypeError) as exc:
+        raise RemoteError(f"remote '{spec.name}': cannot open {url}: {exc}") from None
+    if retries is not None:
+        fs.retries = retries  # s3fs's own retry loop, on top of botocore's
+    if not getattr(fs, "async_impl", False):
+        from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+        fs = AsyncFileSystemWrapper(fs)
+    return FsspecStorage(spec.name, url, fs, cls._strip_protocol(url), protocol)
+
+
+def describe(storage: Storage, exc: BaseException, doing: str) -> RemoteError:
+    """One line for a failure that is not 'not found': the remote's own message and a hint."""
+    if isinstance(exc, RemoteError):
+        return exc
+    kind = type(exc).__name__
+    text = str(exc).strip() or kind
+    hint = ""
+    if kind in ("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError") or "credentials" in text.lower():
+        hint = ("; set credentials in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) "
+                f"or with 'pivot remote add {storage.name} URL --force -o profile=…'")
+    elif isinstance(exc, PermissionError):
+        hint = "; check that these credentials may read and write this bucket/prefix"
+    elif kind in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+                  "ClientConnectorError", "ReadTimeoutError") or isinstance(exc, (ConnectionError, TimeoutError)):
+        hint = "; check the network and the remote's endpoint_url ('pivot remote list')"
+    if kind not in text and not isinstance(exc, OSError):
+        text = f"{kind}: {text}"
+    return RemoteError(f"remote '{storage.name}' ({storage.url}): {doing} failed: {text}{hint}")
+
+
+async def _bounded(jobs: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]]) -> list[Any]:
+    """fn over items, `jobs` at a time; the first error that is not NotFound/Corrupt cancels the rest."""
+    sem = asyncio.Semaphore(jobs)
+    results: list[Any] = []
+
+    async def one(item: Any) -> None:
+        async with sem:
+            try:
+                results.append((item, await fn(item)))
+            except (NotFound, Corrupt) as exc:
+                results.append((item, exc))
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for item in items:
+                tg.create_task(one(item))
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return results
+
+
+# -- what the lock files need ----------------------------------------------------------------------
+
+
+def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches: bool = False,
+                   all_commits: bool = False) -> dict[str, Needed]:
+    """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
+    --all-branches / --all-commits of those revisions' lock files too."""
+    from pivot import lock as lockfile
+    from pivot.git import History, Needed
+
+    needed: dict[str, Needed] = {}
+    names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
+    for name in names:
+        lock = lockfile.read(project.stages_dir, name)
+        if lock is None:
+            if stages:
+                raise RemoteError(f"stage '{name}' has no lock file ({project.stages_dir.name}/{name}.lock); "
+                                  "run it first ('pivot run') or check the name ('pivot list')")
+            continue
+        for rec in lock.outs:
+            if rec.kind != "metric":
+                needed.setdefault(rec.hash, Needed(rec.hash, rec.path, name, rec.is_dir, "workspace"))
+    if all_branches or all_commits:
+        with History(project.root) as history:
+            commits = history.revisions(all_branches, all_commits)
+            for digest, need in history.outputs_needed(commits).items():
+                needed.setdefault(digest, need)
+    return needed
+
+
+@dataclass
+class Expanded:
+    objects: dict[str, str] = field(default_factory=dict)  # hash -> the output path it belongs to
+    no_manifest: list[str] = field(default_factory=list)  # directory outputs whose manifest is nowhere
+
+
+def expand(outputs: dict[str, Needed], manifest: Callable[[str], list[str] | None]) -> Expanded:
+    """Every object the outputs need: files, directory manifests and the files they list."""
+    out = Expanded()
+    for digest, need in outputs.items():
+        out.objects.setdefault(digest, need.path)
+        if need.is_dir:
+            entries = manifest(digest)
+            if entries is None:
+                out.no_manifest.append(need.path)
+                continue
+            for h in entries:
+                out.objects.setdefault(h, need.path)
+    return out
+
+
+def local_manifest(cache: Cache) -> Callable[[str], list[str] | None]:
+    def read(digest: str) -> list[str] | None:
+        try:
+            return [e.hash for e in parse_manifest(cache.path(digest).read_bytes())]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+    return read
+
+
+# -- the operations -------------------------------------------------------------------------------
+
+
+@dataclass
+class Transfer:
+    remote: str
+    done: list[str] = field(default_factory=list)
+    bytes: int = 0
+    present: int = 0  # already on the other side
+    missing: dict[str, str] = field(default_factory=dict)  # hash -> path: absent where it should come from
+    corrupt: dict[str, str] = field(default_factory=dict)  # hash -> path: refused, bytes did not match
+    notes: list[str] = field(default_factory=list)
+
+
+async def _missing(storage: Storage, digests: list[str], jobs: int) -> set[str]:
+    """Which of `digests` the remote lacks: one listing per prefix when that is fewer requests
+    than one question per object."""
+    if not digests:
+        return set()
+    prefixes = sorted({d[:2] for d in digests})
+    if len(digests) >= LIST_RATIO * len(prefixes):
+        listed = await _bounded(jobs, prefixes, lambda p: storage.list_dir(f"files/{p}"))
+        present = {p + name for p, names in listed for name in names}
+        return {d for d in digests if d not in present}
+    answers = await _bounded(jobs, digests, lambda d: storage.size(object_relpath(d)))
+    return {d for d, r in answers if isinstance(r, NotFound)}
+
+
+def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
+         progress: bool | None = None) -> Transfer:
+    result = Transfer(storage.name)
+    plan = expand(outputs, local_manifest(cache))
+    for path in plan.no_manifest:
+        result.notes.append(f"the manifest of directory '{path}' is not in the local cache")
+    local = {d: p for d, p in plan.objects.items() if cache.has(d)}
+    result.missing = {d: p for d, p in plan.objects.items() if d not in local}
+
+    async def go() -> None:
+        doing = "checking which objects it holds"
+        try:
+            await storage.preflight(writing=True)
+            lacking = await _missing(storage, sorted(local), jobs)
+            result.present = len(local) - len(lacking)
+            bar = Progress(f"push to {storage.name}", len(lacking), progress)
+            doing = "uploading"
+
+            async def up(d: str) -> int:
+                size = await storage.put(str(cache.path(d)), object_relpath(d), d)
+                bar.add(size)
+                return size
+
+            # Manifests last: a directory is complete on the remote once its manifest is there.
+            order = sorted(lacking, key=lambda d: d in outputs and outputs[d].is_dir)
+            for d, r in await _bounded(jobs, order, up):
+                if isinstance(r, Corrupt):
+                    result.corrupt[d] = local[d]
+                elif isinstance(r, NotFound):
+                    result.missing[d] = local[d]
+                else:
+                    result.done.append(d)
+                    result.bytes += r
+            bar.close()
+        except (NotFound, Corrupt, PivotError):
+            raise
+        except Exception as exc:
+            raise describe(storage, exc, doing) from None
+
+    storage.run(go)
+    return result
+
+
+def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
+          progress: bool | None = None) -> Transfer:
+    """Download what the cache lacks, verified. Directory manifests come first (they say which
+    files the directory needs)."""
+    result = Transfer(storage.name)
+    _clear_stale_downloads(cache)
+
+    async def go() -> None:
+        doing = "downloading"
+        try:
+            await storage.preflight(writing=False)
+            dirs = [d for d, n in outputs.items() if n.is_dir and not cache.has(d)]
+            bar = Progress(f"fetch from {storage.name}", len(dirs), progress)
+            await _download(storage, cache, {d: outputs[d].path for d in dirs}, jobs, bar, result)
+            plan = expand(outputs, local_manifest(cache))
+            lacking = {d: p for d, p in plan.objects.items() if not cache.has(d)}
+            result.present = len(plan.objects) - len(lacking) - len(result.done)
+            bar.total = len(dirs) + len(lacking)
+            await _download(storage, cache, lacking, jobs, bar, result)
+            bar.close()
+        except (PivotError, NotFound, Corrupt):
+            raise
+        except Exception as exc:
+            raise describe(storage, exc, doing) from None
+
+    storage.run(go)
+    return result
+
+
+async def _download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs: int, bar: Progress,
+                    result: Transfer) -> None:
+    tmp_dir = cache.dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    async def down(d: str) -> int:
+        fd, tmp = tempfile.mkstemp(prefix="dl.", dir=tmp_dir)
+        os.close(fd)
+        try:
+            await storage.get(object_relpath(d), tmp)
+            size = os.path.getsize(tmp)
+            actual = hash_file(tmp) if size <= SMALL else await asyncio.to_thread(hash_file, tmp)
+            if actual != d:
+                raise Corrupt(d, actual)
+            cache._commit(tmp, d)
+            bar.add(size)
+            return size
+        finally:
+            _unlink(tmp)
+
+    for d, r in await _bounded(jobs, sorted(wanted), down):
+        if isinstance(r, NotFound):
+            result.missing[d] = wanted[d]
+        elif isinstance(r, Corrupt):
+            result.corrupt[d] = wanted[d]
+        else:
+            result.done.append(d)
+            result.bytes += r
+
+
+def _clear_stale_downloads(cache: Cache) -> None:
+    """Temporary downloads of an interrupted fetch (the caller holds the project lock)."""
+    tmp_dir = cache.dir / "tmp"
+    if tmp_dir.is_dir():
+        for p in tmp_dir.glob("dl.*"):
+            _unlink(p)
+
+
+def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int) -> dict[str, str]:
+    """Objects (hash -> output path) the remote lacks. A directory's manifest is read from the
+    local cache, else from the remote (verified)."""
+
+    async def go() -> dict[str, str]:
+        try:
+            await storage.preflight(writing=False)
+            manifests: dict[str, list[str] | None] = {}
+            for d, need in outputs.items():
+                if need.is_dir:
+                    manifests[d] = local_manifest(cache)(d)
+                    if manifests[d] is None:
+                        manifests[d] = await _remote_manifest(storage, d)
+            plan = expand(outputs, lambda d: manifests.get(d))
+            lacking = await _missing(storage, sorted(plan.objects), jobs)
+            return {d: plan.objects[d] for d in lacking}
+        except PivotError:
+            raise
+        except Exception as exc:
+            raise describe(storage, exc, "checking which objects it holds") from None
+
+    return storage.run(go)  # type: ignore[no-any-return]
+
+
+async def _remote_manifest(storage: Storage, digest: str) -> list[str] | None:
+    try:
+        data = await storage.read(object_relpath(digest))
+    except NotFound:
+        return None
+    if hash_bytes(data) != digest:
+        return None
+    return [e.hash for e in parse_manifest(data)]
+
+
+# -- gc ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GcResult:
+    removed: int = 0
+    bytes: int = 0
+    kept: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def gc_local(cache: Cache, outputs: dict[str, Needed], dry_run: bool) -> GcResult:
+    result = GcResult()
+    plan = expand(outputs, local_manifest(cache))
+    keep = set(plan.objects)
+    base = cache.dir / "files"
+    if not base.is_dir():
+        return result
+    for prefix in sorted(os.listdir(base)):
+        folder = base / prefix
+        for entry in os.scandir(folder):
+            digest = prefix + entry.name
+            if digest in keep:
+                result.kept += 1
+                continue
+            result.removed += 1
+            result.bytes += entry.stat().st_size
+            if not dry_run:
+                os.unlink(entry.path)
+        if not dry_run and not os.listdir(folder):
+            os.rmdir(folder)
+    return result
+
+
+def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int, dry_run: bool) -> GcResult:
+    result = GcResult()
+
+    async def go() -> None:
+        doing = "listing its objects"
+        try:
+            await storage.preflight(writing=False)
+            manifests: dict[str, list[str] | None] = {}
+            for d, need in outputs.items():
+                if need.is_dir:
+                    manifests[d] = local_manifest(cache)(d) or await _remote_manifest(storage, d)
+            plan = expand(outputs, lambda d: manifests.get(d))
+            for path in plan.no_manifest:
+                result.notes.append(f"directory '{path}': its manifest is on neither side, so its files "
+                                    "cannot be told apart and may be removed")
+            present = await storage.list_all()
+            drop = sorted(d for d in present if d not in plan.objects)
+            result.kept = len(present) - len(drop)
+            result.removed = len(drop)
+            result.bytes = sum(present[d] for d in drop)
+            if not dry_run:
+                doing = "deleting"
+                batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]
+                await _bounded(jobs, batches, lambda b: storage.delete([object_relpath(d) for d in b]))
+        except PivotError:
+            raise
+        except Exception as exc:
+            raise describe(storage, exc, doing) from None
+
+    storage.run(go)
+    return result
+
+
+def summarize(paths: Iterable[str], limit: int = 5) -> str:
+    unique = sorted(set(paths))
+    more = len(unique) - limit
+    return ", ".join(unique[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def digests_relpaths(digests: Iterable[str]) -> list[str]:  # pragma: no cover - convenience
+    return [object_relpath(d) for d in digests]
+
+
+__all__ = ["push", "fetch", "missing_on_remote", "gc_local", "gc_remote", "open_storage", "needed_outputs",
+           "digest_of"]
