@@ -67,16 +67,6 @@ class Graph:
                 stack.extend(self.upstream[n])
         return seen
 
-    def with_downstream(self, names: set[str]) -> set[str]:
-        seen: set[str] = set()
-        stack = list(names)
-        while stack:
-            n = stack.pop()
-            if n not in seen:
-                seen.add(n)
-                stack.extend(self.downstream[n])
-        return seen
-
     def select(self, targets: list[str], single: bool = False) -> list[str]:
         """The stages to consider, in order: the targets and (unless single) what they need."""
         for t in targets:

@@ -228,7 +228,8 @@ def test_a_directory_output_round_trips_through_the_cache(built: Build) -> None:
     # and the replaced version is kept in the cache
     p.write("tree/sub/extra.txt", "extra")
     out = p.pivot("run").stdout
-    assert "tree: 'tree' differed from its lock; that version (1 changed file(s)) was kept in the cache" in out
+    assert "tree: 'tree' differed from its lock; that version was kept in the cache as manifest" in out
+    assert "(1 file(s) newly stored)" in out
     assert runs(p) == []
     assert tree_of(p.root / "tree") == made
     assert out_record(p, "tree", "tree") == rec
