@@ -392,7 +392,7 @@ def transfer(root: Path, remote: str, plan: PushPlan) -> list[str]:
                          "(add one with 'pivot remote add NAME URL --default')")
             return lines
         spec = resolve(project.config, None)
-        jobs = default_jobs()
+        jobs = default_jobs(spec.url)
         result = push(open_storage(spec, project.root, jobs), Cache(project.cache_dir, project.config.link),
                       plan.outputs, jobs)
     except PivotError as exc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from pivot.cache import Cache, _copy_hashing, _unlink, digest_of, is_digest, object_relpath
+from pivot.cache import Cache, _copy_hashing, _unlink, is_digest, object_relpath
 from pivot.errors import PivotError, RemoteError
 from pivot.hashing import hash_bytes, hash_file, parse_manifest
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pivot.remote_config import RemoteSpec
 
 SMALL = 32 * 1024 * 1024  # objects up to this size are moved in one request, in memory
-PART = 16 * 1024 * 1024  # multipart chunk for large objects; peak memory is about 4 of these
+PART = 8 * 1024 * 1024  # multipart chunk for large objects; peak memory is a few of these
 # Listing a prefix beats asking per object once there are this many objects per prefix on average.
 LIST_RATIO = 3
 
@@ -51,8 +51,13 @@ class Corrupt(Exception):
         self.digest = digest
 
 
-def default_jobs() -> int:
-    return min(64, 8 * (os.cpu_count() or 2))
+def default_jobs(url: str = "") -> int:
+    """Requests in flight: many for network storage (latency-bound); few for a local folder,
+    where more threads only contend for the same directories."""
+    cpus = os.cpu_count() or 2
+    if "://" not in url or url.startswith("file://"):
+        return min(8, max(4, cpus))
+    return min(64, 8 * cpus)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -117,11 +122,55 @@ class Storage:
     async def delete(self, rels: list[str]) -> None: raise NotImplementedError
 
 
-def _check_copy(src: str, dst_fd: int, digest: str) -> int:
-    actual = _copy_hashing(src, dst_fd)
-    if actual != digest:
-        raise Corrupt(digest, actual)
-    return os.fstat(dst_fd).st_size
+def _tmp_name(dest: str) -> str:
+    import threading
+
+    folder, name = os.path.split(dest)
+    return os.path.join(folder, f".tmp.{name}.{os.getpid()}.{threading.get_ident()}")
+
+
+def _write_verified(src: str, dest: str, digest: str) -> int:
+    """Copy src to dest (read-only), hashing on the way; a temporary name, renamed only on a match."""
+    tmp = _tmp_name(dest)
+    _unlink(tmp)  # left by a killed process with the same pid and thread id
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        try:
+            actual = _copy_hashing(src, fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if actual != digest:
+            raise Corrupt(digest, actual)
+        os.replace(tmp, dest)
+        return size
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) -> None:
+    """Put verified bytes in the cache: a temporary name in the object's folder, then rename."""
+    import threading
+
+    dest = cache.path(digest)
+    if not made.get(digest[:2]):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        made[digest[:2]] = True
+    tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
+    _unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 class LocalStorage(Storage):
@@ -129,6 +178,7 @@ class LocalStorage(Storage):
 
     def __init__(self, name: str, url: str, path: Path, jobs: int) -> None:
         self.name, self.url, self.root, self.jobs = name, url, path, jobs
+        self._made: dict[str, bool] = {}  # prefix folders known to exist
 
     def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
         from concurrent.futures import ThreadPoolExecutor
@@ -175,20 +225,10 @@ class LocalStorage(Storage):
     async def put(self, src: str, rel: str, digest: str) -> int:
         def copy() -> int:
             dest = self.root / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=dest.parent)
-            try:
-                size = _check_copy(src, fd, digest)
-                os.close(fd)
-                fd = -1
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
-                return size
-            except BaseException:
-                if fd != -1:
-                    os.close(fd)
-                _unlink(tmp)
-                raise
+            if not self._made.get(rel[:8]):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self._made[rel[:8]] = True
+            return _write_verified(src, str(dest), digest)
         return await asyncio.to_thread(copy)
 
     async def get(self, rel: str, dst: str) -> None:
@@ -329,6 +369,10 @@ def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, 
     config.setdefault("read_timeout", float(opts.pop("read_timeout", 60)))
     config.setdefault("retries", {"max_attempts": max(retries, 1), "mode": "standard"})
     config.setdefault("max_pool_connections", max(jobs, 10))
+    # Pivot checks every object's xxh3 itself; botocore's default CRC trailers (aws-chunked
+    # bodies) cost CPU on both sides of every small request.
+    config.setdefault("request_checksum_calculation", "when_required")
+    config.setdefault("response_checksum_validation", "when_required")
     opts["config_kwargs"] = config
     if client:
         opts["client_kwargs"] = client
@@ -440,9 +484,10 @@ def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches:
 class Expanded:
     objects: dict[str, str] = field(default_factory=dict)  # hash -> the output path it belongs to
     no_manifest: list[str] = field(default_factory=list)  # directory outputs whose manifest is nowhere
+    sizes: dict[str, int] = field(default_factory=dict)  # files of directories: size from the manifest
 
 
-def expand(outputs: dict[str, Needed], manifest: Callable[[str], list[str] | None]) -> Expanded:
+def expand(outputs: dict[str, Needed], manifest: Callable[[str], Manifest | None]) -> Expanded:
     """Every object the outputs need: files, directory manifests and the files they list."""
     out = Expanded()
     for digest, need in outputs.items():
@@ -452,15 +497,19 @@ def expand(outputs: dict[str, Needed], manifest: Callable[[str], list[str] | Non
             if entries is None:
                 out.no_manifest.append(need.path)
                 continue
-            for h in entries:
+            for h, size in entries:
                 out.objects.setdefault(h, need.path)
+                out.sizes[h] = size
     return out
 
 
-def local_manifest(cache: Cache) -> Callable[[str], list[str] | None]:
-    def read(digest: str) -> list[str] | None:
+Manifest = list[tuple[str, int]]  # (hash, size) of a directory's files
+
+
+def local_manifest(cache: Cache) -> Callable[[str], Manifest | None]:
+    def read(digest: str) -> Manifest | None:
         try:
-            return [e.hash for e in parse_manifest(cache.path(digest).read_bytes())]
+            return [(e.hash, e.size) for e in parse_manifest(cache.path(digest).read_bytes())]
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
     return read
@@ -481,15 +530,28 @@ class Transfer:
 
 
 async def _missing(storage: Storage, digests: list[str], jobs: int) -> set[str]:
-    """Which of `digests` the remote lacks: one listing per prefix when that is fewer requests
-    than one question per object."""
+    """Which of `digests` the remote lacks, in as few requests as possible: the whole listing
+    when the remote is small (estimated from one prefix, as objects spread evenly over the 256
+    prefixes), one listing per prefix when that is fewer requests than one question per object,
+    else one question per object."""
     if not digests:
         return set()
     prefixes = sorted({d[:2] for d in digests})
-    if len(digests) >= LIST_RATIO * len(prefixes):
-        listed = await _bounded(jobs, prefixes, lambda p: storage.list_dir(f"files/{p}"))
-        present = {p + name for p, names in listed for name in names}
-        return {d for d in digests if d not in present}
+    if len(digests) <= 8:
+        return await _ask_each(storage, digests, jobs)
+    probe = await storage.list_dir(f"files/{prefixes[0]}")
+    pages = len(probe) * 256 // 1000 + 1  # a listing page holds 1,000 names on S3
+    if pages * 4 <= min(len(prefixes), len(digests)):
+        present = set(await storage.list_all())
+    elif len(digests) >= LIST_RATIO * len(prefixes):
+        listed = await _bounded(jobs, prefixes[1:], lambda p: storage.list_dir(f"files/{p}"))
+        present = {p + name for p, names in [(prefixes[0], probe), *listed] for name in names}
+    else:
+        return await _ask_each(storage, digests, jobs)
+    return {d for d in digests if d not in present}
+
+
+async def _ask_each(storage: Storage, digests: list[str], jobs: int) -> set[str]:
     answers = await _bounded(jobs, digests, lambda d: storage.size(object_relpath(d)))
     return {d for d, r in answers if isinstance(r, NotFound)}
 
@@ -555,7 +617,7 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
             lacking = {d: p for d, p in plan.objects.items() if not cache.has(d)}
             result.present = len(plan.objects) - len(lacking) - len(result.done)
             bar.total = len(dirs) + len(lacking)
-            await _download(storage, cache, lacking, jobs, bar, result)
+            await _download(storage, cache, lacking, jobs, bar, result, plan.sizes)
             bar.close()
         except (PivotError, NotFound, Corrupt):
             raise
@@ -567,11 +629,20 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
 
 
 async def _download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs: int, bar: Progress,
-                    result: Transfer) -> None:
+                    result: Transfer, sizes: dict[str, int] | None = None) -> None:
     tmp_dir = cache.dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, bool] = {}
 
     async def down(d: str) -> int:
+        if (sizes or {}).get(d, SMALL + 1) <= SMALL:  # known to be small: one read, in memory
+            data = await storage.read(object_relpath(d))
+            actual = hash_bytes(data)
+            if actual != d:
+                raise Corrupt(d, actual)
+            _store_bytes(cache, d, data, made)
+            bar.add(len(data))
+            return len(data)
         fd, tmp = tempfile.mkstemp(prefix="dl.", dir=tmp_dir)
         os.close(fd)
         try:
@@ -611,7 +682,7 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed]
     async def go() -> dict[str, str]:
         try:
             await storage.preflight(writing=False)
-            manifests: dict[str, list[str] | None] = {}
+            manifests: dict[str, Manifest | None] = {}
             for d, need in outputs.items():
                 if need.is_dir:
                     manifests[d] = local_manifest(cache)(d)
@@ -628,14 +699,14 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed]
     return storage.run(go)  # type: ignore[no-any-return]
 
 
-async def _remote_manifest(storage: Storage, digest: str) -> list[str] | None:
+async def _remote_manifest(storage: Storage, digest: str) -> Manifest | None:
     try:
         data = await storage.read(object_relpath(digest))
     except NotFound:
         return None
     if hash_bytes(data) != digest:
         return None
-    return [e.hash for e in parse_manifest(data)]
+    return [(e.hash, e.size) for e in parse_manifest(data)]
 
 
 # -- gc ----------------------------------------------------------------------------------------------
@@ -679,7 +750,7 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
         doing = "listing its objects"
         try:
             await storage.preflight(writing=False)
-            manifests: dict[str, list[str] | None] = {}
+            manifests: dict[str, Manifest | None] = {}
             for d, need in outputs.items():
                 if need.is_dir:
                     manifests[d] = local_manifest(cache)(d) or await _remote_manifest(storage, d)
@@ -709,11 +780,3 @@ def summarize(paths: Iterable[str], limit: int = 5) -> str:
     unique = sorted(set(paths))
     more = len(unique) - limit
     return ", ".join(unique[:limit]) + (f" and {more} more" if more > 0 else "")
-
-
-def digests_relpaths(digests: Iterable[str]) -> list[str]:  # pragma: no cover - convenience
-    return [object_relpath(d) for d in digests]
-
-
-__all__ = ["push", "fetch", "missing_on_remote", "gc_local", "gc_remote", "open_storage", "needed_outputs",
-           "digest_of"]

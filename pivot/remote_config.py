@@ -100,12 +100,14 @@ def add(root: Path, name: str, url: str, options: dict[str, Any], default: bool 
                           f"or 'pivot remote remove {name}'")
     for data in (shared, private):
         (data.get("remotes") or {}).pop(name, None)
-    public = {k: v for k, v in options.items() if k not in SECRET_KEYS and not local}
-    secret = {k: v for k, v in options.items() if k in SECRET_KEYS or local}
-    target = private if local else shared
-    target.setdefault("remotes", {})[name] = {"url": url, **public}
-    if secret and not local:
-        private.setdefault("remotes", {})[name] = secret
+    public = {k: v for k, v in options.items() if k not in SECRET_KEYS}
+    secret = {k: v for k, v in options.items() if k in SECRET_KEYS}
+    if local:
+        private.setdefault("remotes", {})[name] = {"url": url, **public, **secret}
+    else:
+        shared.setdefault("remotes", {})[name] = {"url": url, **public}
+        if secret:
+            private.setdefault("remotes", {})[name] = secret
     if default:
         (private if local else shared).setdefault("remote", {})["default"] = name
     written = []

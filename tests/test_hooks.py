@@ -419,7 +419,7 @@ def test_pre_push_names_the_objects_and_uploads_nothing_yet(project: Project, tm
     project.git("remote", "add", "origin", str(remote))
     proc = git(project.root, "push", "-q", "origin", "main")
     assert "the 1 commit(s) being pushed need 2 cache object(s) for 2 output(s)" in proc.stderr
-    assert "Pivot remotes are not available yet, so none were uploaded" in proc.stderr
+    assert "no Pivot remote is configured, so none were uploaded" in proc.stderr
     feature_branch(project)
     proc = git(project.root, "push", "-q", "origin", "feature")
     assert "the 1 commit(s) being pushed need 2 cache object(s)" in proc.stderr  # main's commit is there

@@ -30,7 +30,7 @@ def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: s
         outputs = needed_outputs(project, (), all_branches, all_commits)
         if remote_name:
             spec = resolve(project.config, remote_name)
-            jobs = jobs or default_jobs()
+            jobs = jobs or default_jobs(spec.url)
             result = gc_remote(open_storage(spec, project.root, jobs), cache, outputs, jobs, dry_run)
             where = f"remote '{spec.name}'"
         else:

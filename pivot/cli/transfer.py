@@ -14,7 +14,7 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         stages_argument,
         click.option("-r", "--remote", "remote_name", metavar="NAME", help="The remote (default: the default remote)."),
         click.option("-j", "--jobs", type=click.IntRange(1, 512), default=None,
-                     help="Transfers at a time (default: 8 per CPU, at most 64)."),
+                     help="Transfers at a time (default: 8 per CPU, at most 64; 4 to 8 for a local folder)."),
         click.option("--all-branches", is_flag=True, help="Also the outputs that every local branch's locks need."),
         click.option("--all-commits", is_flag=True, help="Also the outputs of every commit (branches, tags, remotes)."),
     ]):
@@ -30,7 +30,7 @@ def _open(remote_name: str | None, jobs: int | None) -> tuple[Any, Any, Any, int
 
     project = load_project()
     spec = resolve(project.config, remote_name)
-    jobs = jobs or default_jobs()
+    jobs = jobs or default_jobs(spec.url)
     return project, open_storage(spec, project.root, jobs), Cache(project.cache_dir, project.config.link), jobs
 
 

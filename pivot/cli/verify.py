@@ -64,7 +64,7 @@ def _check_remote(stages: tuple[str, ...], remote_name: str | None, as_json: boo
 
     project = load_project()
     spec = resolve(project.config, remote_name)
-    jobs = default_jobs()
+    jobs = default_jobs(spec.url)
     outputs = needed_outputs(project, stages)
     missing = missing_on_remote(open_storage(spec, project.root, jobs), Cache(project.cache_dir), outputs, jobs)
     if as_json:

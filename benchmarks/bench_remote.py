@@ -1,0 +1,229 @@
+"""Remote transfer benchmark: push, no-op push and pull (into an empty cache, in a fresh clone) of
+
+- a directory of many small files (default 10,000 files of 1-4 KiB), and
+- one large file (default 1 GiB; peak memory is reported),
+
+to a local-folder remote and to S3 served by moto's server on localhost, optionally with DVC
+side by side (`--dvc`; DVC's S3 support needs `dvc-s3` in DVC's environment, else S3 is skipped
+for DVC). Each figure is the median of `--repeat` runs, each against a fresh, empty remote.
+
+    .venv/bin/python benchmarks/bench_remote.py [--files 10000] [--big-mib 1024] [--repeat 3]
+        [--backends folder,s3] [--dvc [--dvc-bin /work/dvcvenv/bin/dvc]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from benchlib import Measurement, machine_info, markdown_table, run_timed, tool_env, write_results  # noqa: E402
+from moto_server import DUMMY_CREDENTIALS, MotoServer  # noqa: E402
+
+PIVOT = str(Path(sys.executable).parent / "pivot")
+BUCKET = "bench"
+
+PIPELINE = """\
+from pivot import stage
+
+@stage(deps=["gen/small"], outs=["small"])
+def small():
+    import shutil
+    shutil.copytree("gen/small", "small", dirs_exist_ok=True)
+
+@stage(deps=["gen/big.bin"], outs=["big.bin"])
+def big():
+    import shutil
+    shutil.copyfile("gen/big.bin", "big.bin")
+"""
+
+
+def generate(folder: Path, files: int, big_mib: int) -> None:
+    """Inputs outside any cache: `files` random files of 1-4 KiB, and one big file."""
+    rng = random.Random(42)
+    small = folder / "small"
+    for i in range(files):
+        sub = small / f"{i % 100:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:05d}.bin").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+    block = os.urandom(1024 * 1024)
+    with open(folder / "big.bin", "wb") as f:
+        for i in range(big_mib):
+            f.write(i.to_bytes(8, "little") + block[8:])
+
+
+def sh(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr[-800:]}")
+
+
+def remote_url(backend: str, work: Path, tool: str) -> tuple[str, str]:
+    tag = f"{tool}-{uuid.uuid4().hex[:8]}"
+    if backend == "folder":
+        return str(work / "remotes" / tag), tag
+    return f"s3://{BUCKET}/{tag}", tag
+
+
+# -- pivot ------------------------------------------------------------------------------------------
+
+
+def pivot_project(work: Path, gen: Path, env: dict[str, str]) -> Path:
+    proj = work / "pivot-proj"
+    proj.mkdir()
+    sh(["git", "init", "-q"], proj, env)
+    sh([PIVOT, "init"], proj, env)
+    (proj / "gen").symlink_to(gen)
+    (proj / "pipeline.py").write_text(PIPELINE)
+    (proj / ".gitignore").write_text("/gen\n")
+    sh([PIVOT, "run"], proj, env)
+    sh(["git", "add", "-A"], proj, env)
+    sh(["git", "commit", "-q", "-m", "bench"], proj, env)
+    return proj
+
+
+def bench_pivot(backend: str, work: Path, proj: Path, endpoint: str | None, repeat: int,
+                env: dict[str, str], out: dict[str, Measurement]) -> None:
+    for what, stage in (("small", "small"), ("big", "big")):
+        names = [f"{what}/{backend}/{op}" for op in ("push", "noop-push", "pull")]
+        for n in names:
+            out.setdefault(f"pivot:{n}", Measurement("pivot", n, {"backend": backend}))
+        for _ in range(repeat):
+            url, _tag = remote_url(backend, work, "pivot")
+            opts = ["-o", f"endpoint_url={endpoint}"] if endpoint else []
+            sh([PIVOT, "remote", "add", "r", url, "--default", "--force", "--local", *opts], proj, env)
+            if not out[f"pivot:{names[0]}"].add(run_timed([PIVOT, "push", stage], proj, env=env)):
+                break
+            out[f"pivot:{names[1]}"].add(run_timed([PIVOT, "push", stage], proj, env=env))
+            clone = work / f"clone-{uuid.uuid4().hex[:8]}"
+            sh(["git", "clone", "-q", str(proj), str(clone)], work, env)
+            (clone / "gen").symlink_to(proj / "gen")  # the pipeline's inputs, as a clone would have them
+            sh([PIVOT, "remote", "add", "r", url, "--default", "--force", "--local", *opts], clone, env)
+            out[f"pivot:{names[2]}"].add(run_timed([PIVOT, "pull", stage], clone, env=env))
+            shutil.rmtree(clone)
+            if backend == "folder":
+                shutil.rmtree(url, ignore_errors=True)
+
+
+# -- dvc ----------------------------------------------------------------------------------------------
+
+
+def dvc_project(dvc: str, work: Path, gen: Path, env: dict[str, str]) -> Path:
+    proj = work / "dvc-proj"
+    proj.mkdir()
+    sh(["git", "init", "-q"], proj, env)
+    sh([dvc, "init", "-q"], proj, env)
+    shutil.copytree(gen / "small", proj / "small")
+    shutil.copyfile(gen / "big.bin", proj / "big.bin")
+    sh([dvc, "add", "-q", "small", "big.bin"], proj, env)
+    sh(["git", "add", "-A"], proj, env)
+    sh(["git", "commit", "-q", "-m", "bench"], proj, env)
+    return proj
+
+
+def bench_dvc(dvc: str, backend: str, work: Path, proj: Path, endpoint: str | None, repeat: int,
+              env: dict[str, str], out: dict[str, Measurement]) -> None:
+    for what, target in (("small", "small.dvc"), ("big", "big.bin.dvc")):
+        names = [f"{what}/{backend}/{op}" for op in ("push", "noop-push", "pull")]
+        for n in names:
+            out.setdefault(f"dvc:{n}", Measurement("dvc", n, {"backend": backend}))
+        for _ in range(repeat):
+            url, _tag = remote_url(backend, work, "dvc")
+
+            def configure(where: Path) -> None:
+                sh([dvc, "remote", "add", "--local", "-f", "-d", "r", url], where, env)
+                if endpoint:
+                    sh([dvc, "remote", "modify", "--local", "r", "endpointurl", endpoint], where, env)
+
+            configure(proj)
+            if not out[f"dvc:{names[0]}"].add(run_timed([dvc, "push", target], proj, env=env)):
+                break
+            out[f"dvc:{names[1]}"].add(run_timed([dvc, "push", target], proj, env=env))
+            clone = work / f"dvc-clone-{uuid.uuid4().hex[:8]}"
+            sh(["git", "clone", "-q", str(proj), str(clone)], work, env)
+            configure(clone)
+            out[f"dvc:{names[2]}"].add(run_timed([dvc, "pull", target], clone, env=env))
+            shutil.rmtree(clone)
+            if backend == "folder":
+                shutil.rmtree(url, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--backends", default="folder,s3")
+    ap.add_argument("--dvc", action="store_true")
+    ap.add_argument("--dvc-bin", default="/work/dvcvenv/bin/dvc")
+    ap.add_argument("--keep", action="store_true", help="Keep the work folder.")
+    args = ap.parse_args()
+
+    env = {**tool_env(), **DUMMY_CREDENTIALS}
+    work = Path(tempfile.mkdtemp(prefix="pivot-bench-remote-"))
+    server = None
+    results: dict[str, Measurement] = {}
+    try:
+        gen = work / "gen"
+        gen.mkdir()
+        generate(gen, args.files, args.big_mib)
+        backends = args.backends.split(",")
+        endpoint = None
+        if "s3" in backends:
+            server = MotoServer().start()
+            server.create_bucket(BUCKET)
+            endpoint = server.endpoint
+        proj = pivot_project(work, gen, env)
+        dproj = dvc_project(args.dvc_bin, work, gen, env) if args.dvc else None
+        dvc_s3 = args.dvc and subprocess.run([str(Path(args.dvc_bin).parent / "python"), "-c", "import dvc_s3"],
+                                             capture_output=True).returncode == 0
+        for backend in backends:
+            ep = endpoint if backend == "s3" else None
+            bench_pivot(backend, work, proj, ep, args.repeat, env, results)
+            if dproj is not None:
+                if backend == "s3" and not dvc_s3:
+                    for n in ("push", "noop-push", "pull"):
+                        for what in ("small", "big"):
+                            m = results.setdefault(f"dvc:{what}/s3/{n}", Measurement("dvc", f"{what}/s3/{n}"))
+                            m.skip("dvc-s3 is not installed in DVC's environment")
+                else:
+                    bench_dvc(args.dvc_bin, backend, work, dproj, ep, args.repeat, env, results)
+    finally:
+        if server is not None:
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report(results, args)
+
+
+def report(results: dict[str, Measurement], args: Any) -> None:
+    metrics = sorted({m.metric for m in results.values()})
+    rows = []
+    for metric in metrics:
+        p, d = results.get(f"pivot:{metric}"), results.get(f"dvc:{metric}")
+        cell = lambda m: "-" if m is None else (f"{m.median:.2f} s" if m.median is not None else m.status)  # noqa: E731
+        rss = lambda m: "-" if m is None or m.median is None else f"{m.max_rss_kib / 1024:.0f} MiB"  # noqa: E731
+        ratio = f"{d.median / p.median:.1f}x" if p and d and p.median and d.median else "-"
+        rows.append([metric, cell(p), rss(p), cell(d), rss(d), ratio])
+    print(f"{args.files} small files, {args.big_mib} MiB big file; median of {args.repeat}")
+    print(markdown_table(["case", "pivot", "pivot peak RSS", "dvc", "dvc peak RSS", "dvc / pivot"], rows))
+    for m in results.values():
+        if m.status != "ok":
+            print(f"{m.tool} {m.metric}: {m.status}: {m.error[:300]}")
+    path = write_results("remote", {"machine": machine_info(), "args": vars(args),
+                                    "results": [m.to_json() for m in results.values()]})
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Remotes: one contract suite run against a local folder and against S3 (moto's server over HTTP),
+plus S3 failures (no credentials, no endpoint), gc, verify --remote and the pre-push hook."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from conftest import Project
+from moto_server import DUMMY_CREDENTIALS, MotoServer, free_port
+
+BUCKET = "pivot-tests"
+
+PIPELINE = """\
+import os
+from pivot import stage
+
+@stage(deps=["data/raw.txt"], outs=["model.bin", "features"])
+def build():
+    raw = open("data/raw.txt").read()
+    open("model.bin", "w").write(raw * 3)
+    os.makedirs("features/sub", exist_ok=True)
+    for i in range(5):
+        open(f"features/sub/f{i}.txt", "w").write(f"{raw}{i}\\n")
+"""
+OBJECTS = 7  # model.bin, the features manifest, its 5 files
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    pytest.importorskip("moto", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
+    with MotoServer() as server:
+        server.create_bucket(BUCKET)
+        yield server
+
+
+@dataclass
+class Remote:
+    kind: str
+    url: str
+    options: list[str] = field(default_factory=list)
+    folder: Path | None = None
+    server: MotoServer | None = None
+
+    def _key(self, digest: str) -> str:
+        return f"{self.url.split('/', 3)[3]}/files/{digest[:2]}/{digest[2:]}"
+
+    def objects(self) -> set[str]:
+        if self.folder is not None:
+            base = self.folder / "files"
+            return {p.parent.name + p.name for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")} \
+                if base.exists() else set()
+        assert self.server is not None
+        prefix = self.url.split("/", 3)[3] + "/files/"
+        pages = self.server.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return {"".join(o["Key"].rsplit("/", 2)[1:]) for page in pages for o in page.get("Contents", [])}
+
+    def write(self, digest: str, data: bytes) -> None:
+        if self.folder is not None:
+            path = self.folder / "files" / digest[:2] / digest[2:]
+            path.chmod(0o644)
+            path.write_bytes(data)
+        else:
+            assert self.server is not None
+            self.server.client().put_object(Bucket=BUCKET, Key=self._key(digest), Body=data)
+
+    def delete(self, digest: str) -> None:
+        if self.folder is not None:
+            (self.folder / "files" / digest[:2] / digest[2:]).unlink()
+        else:
+            assert self.server is not None
+            self.server.client().delete_object(Bucket=BUCKET, Key=self._key(digest))
+
+
+@pytest.fixture(params=["folder", "s3"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Remote:
+    if request.param == "folder":
+        return Remote("folder", str(tmp_path / "remote"), folder=tmp_path / "remote")
+    server: MotoServer = request.getfixturevalue("moto")
+    for key, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    return Remote("s3", f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}", [f"-o", f"endpoint_url={server.endpoint}"],
+                  server=server)
+
+
+def setup(project: Project, remote: Remote, raw: str = "raw data\n") -> None:
+    project.pipeline(PIPELINE)
+    project.write("data/raw.txt", raw)
+    project.pivot("run")
+    project.pivot("remote", "add", "store", remote.url, "--default", *remote.options)
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "pipeline")
+
+
+def clone(project: Project, tmp_path: Path, branch: str = "main") -> Project:
+    dest = tmp_path / f"clone-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["git", "clone", "-q", "-b", branch, str(project.root), str(dest)], check=True)
+    return Project(dest)
+
+
+def out_hashes(project: Project, stage: str = "build") -> dict[str, str]:
+    lock = yaml.safe_load(project.lock(stage))
+    return {o["path"]: o["hash"] for o in lock["outs"]}
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# -- the contract, on every backend ----------------------------------------------------------------
+
+
+def test_round_trip_into_a_fresh_clone(project: Project, remote: Remote, tmp_path: Path) -> None:
+    setup(project, remote)
+    assert f"pushed {OBJECTS} object(s)" in project.pivot("push").stdout
+    assert len(remote.objects()) == OBJECTS
+    assert f"'store' already has all {OBJECTS} object(s)" in project.pivot("push").stdout
+
+    other = clone(project, tmp_path)
+    assert f"fetched {OBJECTS} object(s)" in other.pivot("pull").stdout
+    assert other.read("model.bin") == project.read("model.bin")
+    assert other.read("features/sub/f3.txt") == "raw data\n3\n"
+    assert other.pivot("status").stdout.strip() == "all 1 stage(s) up to date"
+    assert other.pivot("run").stdout.strip() == "nothing to run: 1 stage(s) up to date"
+    assert "already has all" in other.pivot("fetch").stdout.replace("the cache already has all", "already has all")
+
+
+def test_an_interrupted_push_finishes_when_rerun(project: Project, remote: Remote) -> None:
+    setup(project, remote)
+    project.pivot("push")
+    hashes = out_hashes(project)
+    remote.delete(hashes["model.bin"])  # as if the push had stopped before this object
+    remote.delete(hashes["features"])
+    assert "pushed 2 object(s)" in project.pivot("push").stdout
+    assert len(remote.objects()) == OBJECTS
+
+
+def test_a_corrupted_remote_object_never_reaches_the_cache(project: Project, remote: Remote, tmp_path: Path) -> None:
+    setup(project, remote)
+    project.pivot("push")
+    digest = out_hashes(project)["model.bin"]
+    remote.write(digest, b"not what was pushed")
+    other = clone(project, tmp_path)
+    error = one_error_line(other.pivot("pull", check=False))
+    assert "1 object(s) were refused because their bytes do not match their hash (model.bin)" in error
+    assert not (other.root / ".pivot/cache/files" / digest[:2] / digest[2:]).exists()
+    assert not other.exists("model.bin")
+    assert other.read("features/sub/f0.txt") == "raw data\n0\n"  # the rest did arrive
+    assert not list((other.root / ".pivot/cache/tmp").glob("dl.*"))
+
+
+def test_objects_missing_on_the_remote_are_named(project: Project, remote: Remote, tmp_path: Path) -> None:
+    setup(project, remote)
+    if remote.folder is not None:
+        remote.folder.mkdir()  # an empty remote (a missing folder is a different error)
+    other = clone(project, tmp_path)
+    error = one_error_line(other.pivot("fetch", check=False))
+    assert "2 object(s) are missing on the remote (features, model.bin)" in error  # features: its manifest
+
+
+def test_gc_keeps_what_other_branches_need(project: Project, remote: Remote, tmp_path: Path) -> None:
+    setup(project, remote)
+    project.git("checkout", "-q", "-b", "feature")
+    project.write("data/raw.txt", "feature data\n")
+    project.pivot("run")
+    project.git("commit", "-q", "-am", "feature")
+    project.pivot("push")
+    project.git("checkout", "-q", "main")
+    project.pivot("push")
+    assert len(remote.objects()) == 2 * OBJECTS
+
+    assert "would remove 0 object(s)" in project.pivot("gc", "--all-branches", "--dry-run").stdout
+    assert "removed 0 object(s)" in project.pivot("gc", "-r", "store", "--all-branches").stdout
+    assert f"would remove {OBJECTS} object(s)" in project.pivot("gc", "--dry-run").stdout
+    assert len(project.cache_objects()) == 2 * OBJECTS
+    assert f"removed {OBJECTS} object(s)" in project.pivot("gc").stdout
+    assert len(project.cache_objects()) == OBJECTS
+    assert f"removed {OBJECTS} object(s)" in project.pivot("gc", "--remote", "store").stdout
+    assert len(remote.objects()) == OBJECTS
+    assert f"fetched {OBJECTS} object(s)" in clone(project, tmp_path).pivot("pull").stdout
+
+
+def test_verify_remote_fails_until_pushed(project: Project, remote: Remote) -> None:
+    setup(project, remote)
+    if remote.folder is not None:
+        remote.folder.mkdir()
+    error = one_error_line(project.pivot("verify", "--remote", check=False))
+    assert f"{OBJECTS} object(s) of 2 output(s) are not on remote 'store': features, model.bin" in error
+    project.pivot("push")
+    assert "remote 'store' holds every output" in project.pivot("verify", "--remote").stdout
+    remote.delete(sorted(remote.objects())[0])
+    one_error_line(project.pivot("verify", "--remote", check=False))
+
+
+# -- S3 failures: an error, never "missing" ---------------------------------------------------------
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(project: Project, moto: MotoServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    setup(project, Remote("s3", f"s3://{BUCKET}/x", ["-o", f"endpoint_url=http://127.0.0.1:{free_port()}",
+                                                      "-o", "retries=1"]))
+    for command in ("push", "pull", "verify"):
+        start = time.monotonic()
+        args = (command, "--remote") if command == "verify" else (command,)
+        error = one_error_line(project.pivot(*args, check=False))
+        assert "Could not connect to the endpoint URL" in error and "endpoint_url" in error
+        assert "missing" not in error
+        assert time.monotonic() - start < 15
+
+
+def test_missing_credentials_are_one_clear_error(project: Project, moto: MotoServer, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    setup(project, Remote("s3", f"s3://{BUCKET}/y", ["-o", f"endpoint_url={moto.endpoint}"]))
+    for command in ("push", "fetch"):
+        error = one_error_line(project.pivot(command, check=False))
+        assert "Unable to locate credentials" in error and "AWS_ACCESS_KEY_ID" in error
+
+
+def test_a_missing_bucket_is_named(project: Project, moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    setup(project, Remote("s3", "s3://no-such-bucket/p", ["-o", f"endpoint_url={moto.endpoint}"]))
+    assert "bucket 'no-such-bucket' does not exist" in one_error_line(project.pivot("push", check=False))
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+
+def test_remote_add_keeps_secrets_out_of_the_committed_config(project: Project) -> None:
+    project.pivot("remote", "add", "a", "s3://bucket/p", "-o", "endpoint_url=http://x:1",
+                  "-o", "secret_access_key=S3CRET", "-o", "profile=dev", "--default")
+    project.pivot("remote", "add", "b", "/srv/cache")
+    committed = project.read(".pivot/config.yaml")
+    assert "S3CRET" not in committed and "profile: dev" in committed
+    assert "S3CRET" in project.read(".pivot/config.local.yaml")
+    listing = project.pivot("remote", "list").stdout
+    assert "a\ts3://bucket/p (default)" in listing and "***" in listing and "S3CRET" not in listing
+    project.pivot("remote", "default", "b")
+    assert project.pivot("remote", "default").stdout.strip() == "b"
+    assert "already exists" in one_error_line(project.pivot("remote", "add", "b", "/x", check=False))
+    project.pivot("remote", "remove", "b")
+    assert "unknown remote 'b'" in one_error_line(project.pivot("push", "-r", "b", check=False))
+    assert "unknown storage protocol 'nope://'" in one_error_line(
+        project.pivot("remote", "add", "c", "nope://x", check=False))
+
+
+def test_push_without_a_remote_says_how_to_add_one(project: Project) -> None:
+    assert "pivot remote add NAME URL --default" in one_error_line(project.pivot("push", check=False))
+
+
+# -- the pre-push hook ---------------------------------------------------------------------------------
+
+
+def test_pre_push_hook_uploads_what_the_pushed_commits_need(project: Project, tmp_path: Path) -> None:
+    folder = Remote("folder", str(tmp_path / "store"), folder=tmp_path / "store")
+    setup(project, folder)
+    project.pivot("hooks", "install")
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    project.git("remote", "add", "origin", str(bare))
+    proc = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=project.root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"uploaded {OBJECTS} object(s)" in proc.stderr
+    assert len(folder.objects()) == OBJECTS
