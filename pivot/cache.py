@@ -173,32 +173,44 @@ class Cache:
         if not src.is_file():
             raise CacheError(f"object {digest} for '{dest}' is not in the cache")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.pivot-tmp"
-        _unlink(tmp)
+        self._link(str(src), str(dest))
+
+    def _link(self, src: str, dest: str) -> None:
+        """Atomically put a link or copy of cache object `src` at `dest`, whose folder exists."""
+        folder, name = os.path.split(dest)
+        tmp = os.path.join(folder, f".{name}.pivot-tmp")
         try:
-            if self.link == "hardlink":
-                os.link(src, tmp)
-            elif self.link == "symlink":
-                os.symlink(os.path.abspath(src), tmp)
-            else:
-                cloned = False
-                if self._reflink_ok is not False:
-                    cloned = _reflink(str(src), str(tmp))
-                    self._reflink_ok = cloned
-                    if not cloned and self.link == "reflink":
-                        raise CacheError(
-                            "cache.link is 'reflink' but this file system cannot clone files; "
-                            "use 'auto' or 'copy' in .pivot/config.yaml"
-                        )
-                if not cloned:
-                    shutil.copyfile(src, tmp)
-                os.chmod(tmp, 0o644)
-            if dest.is_dir() and not dest.is_symlink():
+            try:
+                self._make(src, tmp)
+            except FileExistsError:  # left by a killed run
+                os.unlink(tmp)
+                self._make(src, tmp)
+            try:
+                os.replace(tmp, dest)
+            except IsADirectoryError:
                 shutil.rmtree(dest)
-            os.replace(tmp, dest)
+                os.replace(tmp, dest)
         except BaseException:
             _unlink(tmp)
             raise
+
+    def _make(self, src: str, tmp: str) -> None:
+        if self.link == "hardlink":
+            os.link(src, tmp)
+        elif self.link == "symlink":
+            os.symlink(os.path.abspath(src), tmp)
+        else:
+            if self._reflink_ok is not False:
+                cloned = _reflink(src, tmp)
+                self._reflink_ok = cloned
+                if cloned:
+                    return
+                if self.link == "reflink":
+                    raise CacheError(
+                        "cache.link is 'reflink' but this file system cannot clone files; "
+                        "use 'auto' or 'copy' in .pivot/config.yaml"
+                    )
+            shutil.copyfile(src, tmp)  # a new file: writable, mode from the umask
 
     def checkout_file(self, digest: str, dest: Path) -> None:
         self._place(digest, dest)
@@ -221,9 +233,17 @@ class Cache:
                 if folder != str(dest) and not os.listdir(folder):
                     os.rmdir(folder)
         current = current or {}
+        made: set[str] = set()
+        base = str(dest)
         for entry in entries:
-            if current.get(entry.path) != entry.hash:
-                self._place(entry.hash, dest / entry.path)
+            if current.get(entry.path) == entry.hash:
+                continue
+            target = os.path.join(base, entry.path)
+            folder = os.path.dirname(target)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            self._link(str(self.path(entry.hash)), target)
         dest.mkdir(parents=True, exist_ok=True)
         return entries
 

@@ -155,13 +155,23 @@ class Repo:
         return (f"'{rec.path}' differed from its lock; that version was kept in the cache as manifest "
                 f"{self.cache.path(current.hash).relative_to(self.root)} ({kept} file(s) newly stored)")
 
+    def _current_files(self, path: str) -> dict[str, str]:
+        """Hashes of the files already in a workspace folder (from the memo), so a restore
+        rewrites only what differs."""
+        current = self.hasher.hash_path(path)
+        if current is None or not current.is_dir or current.manifest is None:
+            return {}
+        from pivot.hashing import parse_manifest
+
+        return {e.path: e.hash for e in parse_manifest(current.manifest)}
+
     def restore(self, rec: PathRecord) -> str | None:
         """Bring one locked output back into the workspace from the cache. A different file
         already there is first stored in the cache, so nothing is lost; returns a note saying so."""
         dest = self.root / rec.path
         note = self._keep_modified(rec, dest)
         if rec.is_dir:
-            self.cache.checkout_dir(rec.hash, dest)
+            self.cache.checkout_dir(rec.hash, dest, self._current_files(rec.path))
         else:
             self.cache.checkout_file(rec.hash, dest)
             self.hasher.remember(rec.path, rec.hash)
