@@ -52,12 +52,12 @@ def _reflink(src: str, dst: str) -> bool:
 
 def _copy_hashing(src: str, dst_fd: int) -> str:
     """Copy src into dst_fd, hashing the bytes on the way: one read for both."""
-    h = xxhash.xxh3_128()
     with open(src, "rb", buffering=0) as f:
         if os.fstat(f.fileno()).st_size <= _CHUNK:
             data = f.read()
             _write_all(dst_fd, memoryview(data))
             return xxhash.xxh3_128_hexdigest(data)
+        h = xxhash.xxh3_128()
         view = read_buffer()
         while n := f.readinto(view):
             h.update(view[:n])

@@ -426,6 +426,22 @@ def describe(storage: Storage, exc: BaseException, doing: str) -> RemoteError:
     return RemoteError(f"remote '{storage.name}' ({storage.url}): {doing} failed: {text}{hint}")
 
 
+class _Step:
+    """What a remote operation is doing, so that a storage failure becomes one RemoteError
+    naming it. `passthrough`: exceptions that keep their own meaning."""
+
+    def __init__(self, storage: Storage, doing: str,
+                 passthrough: tuple[type[BaseException], ...] = (PivotError,)) -> None:
+        self.storage, self.doing, self.passthrough = storage, doing, passthrough
+
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, self.passthrough):
+            raise describe(self.storage, exc, self.doing) from None
+
+
 async def _bounded(jobs: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]]) -> list[Any]:
     """fn over items, `jobs` at a time; the first error that is not NotFound/Corrupt cancels the rest."""
     sem = asyncio.Semaphore(jobs)
@@ -566,13 +582,12 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
     result.missing = {d: p for d, p in plan.objects.items() if d not in local}
 
     async def go() -> None:
-        doing = "checking which objects it holds"
-        try:
+        with _Step(storage, "checking which objects it holds", (PivotError, NotFound, Corrupt)) as step:
             await storage.preflight(writing=True)
             lacking = await _missing(storage, sorted(local), jobs)
             result.present = len(local) - len(lacking)
             bar = Progress(f"push to {storage.name}", len(lacking), progress)
-            doing = "uploading"
+            step.doing = "uploading"
 
             async def up(d: str) -> int:
                 size = await storage.put(str(cache.path(d)), object_relpath(d), d)
@@ -590,10 +605,6 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
                     result.done.append(d)
                     result.bytes += r
             bar.close()
-        except (NotFound, Corrupt, PivotError):
-            raise
-        except Exception as exc:
-            raise describe(storage, exc, doing) from None
 
     storage.run(go)
     return result
@@ -607,8 +618,7 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
     _clear_stale_downloads(cache)
 
     async def go() -> None:
-        doing = "downloading"
-        try:
+        with _Step(storage, "downloading", (PivotError, NotFound, Corrupt)):
             await storage.preflight(writing=False)
             dirs = [d for d, n in outputs.items() if n.is_dir and not cache.has(d)]
             bar = Progress(f"fetch from {storage.name}", len(dirs), progress)
@@ -619,10 +629,6 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
             bar.total = len(dirs) + len(lacking)
             await _download(storage, cache, lacking, jobs, bar, result, plan.sizes)
             bar.close()
-        except (PivotError, NotFound, Corrupt):
-            raise
-        except Exception as exc:
-            raise describe(storage, exc, doing) from None
 
     storage.run(go)
     return result
@@ -680,7 +686,7 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed]
     local cache, else from the remote (verified)."""
 
     async def go() -> dict[str, str]:
-        try:
+        with _Step(storage, "checking which objects it holds"):
             await storage.preflight(writing=False)
             manifests: dict[str, Manifest | None] = {}
             for d, need in outputs.items():
@@ -691,10 +697,6 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed]
             plan = expand(outputs, lambda d: manifests.get(d))
             lacking = await _missing(storage, sorted(plan.objects), jobs)
             return {d: plan.objects[d] for d in lacking}
-        except PivotError:
-            raise
-        except Exception as exc:
-            raise describe(storage, exc, "checking which objects it holds") from None
 
     return storage.run(go)  # type: ignore[no-any-return]
 
@@ -747,8 +749,7 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
     result = GcResult()
 
     async def go() -> None:
-        doing = "listing its objects"
-        try:
+        with _Step(storage, "listing its objects") as step:
             await storage.preflight(writing=False)
             manifests: dict[str, Manifest | None] = {}
             for d, need in outputs.items():
@@ -764,13 +765,9 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
             result.removed = len(drop)
             result.bytes = sum(present[d] for d in drop)
             if not dry_run:
-                doing = "deleting"
+                step.doing = "deleting"
                 batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]
                 await _bounded(jobs, batches, lambda b: storage.delete([object_relpath(d) for d in b]))
-        except PivotError:
-            raise
-        except Exception as exc:
-            raise describe(storage, exc, doing) from None
 
     storage.run(go)
     return result

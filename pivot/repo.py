@@ -12,7 +12,7 @@ from pivot import params as params_mod
 from pivot.cache import Cache
 from pivot.fingerprint import Fingerprint, Fingerprinter
 from pivot.graph import Graph, build
-from pivot.hashing import Hasher, PathHash
+from pivot.hashing import DirEntry, Hasher, PathHash, parse_manifest
 from pivot.lock import PathRecord, StageLock
 from pivot.project import Project, load_project
 from pivot.stage import Stage, discover
@@ -131,48 +131,42 @@ class Repo:
         return Prepared(s, fp, inst, cur, lock, dep_hashes)
 
     # -- restoring ---------------------------------------------------------
-    def _keep_modified(self, rec: PathRecord, dest: Path) -> str | None:
+    def _keep_modified(self, rec: PathRecord, dest: Path, current: PathHash | None) -> str | None:
         """Store in the cache whatever restoring `rec` would overwrite and the cache lacks."""
-        if not os.path.lexists(dest) or dest.is_symlink():
-            return None
-        current = self.hasher.hash_path(rec.path)
-        if current is None or current.hash == rec.hash or self.cache.has(current.hash):
+        if current is None or dest.is_symlink() or current.hash == rec.hash or self.cache.has(current.hash):
             return None
         if not current.is_dir:
             self.cache.add_file(dest)
             return (f"'{rec.path}' differed from its lock; that version was kept in the cache as "
                     f"{self.cache.path(current.hash).relative_to(self.root)}")
-        from pivot.hashing import parse_manifest
-
-        assert current.manifest is not None
         locked = {(e.path, e.hash) for e in self.cache.read_manifest(rec.hash)} if rec.is_dir else set()
         kept = 0
-        for e in parse_manifest(current.manifest):
+        for e in _files(current):
             if (e.path, e.hash) not in locked and not self.cache.has(e.hash):
                 self.cache.add_file(dest / e.path)
                 kept += 1
+        assert current.manifest is not None
         self.cache.add_bytes(current.manifest)
         return (f"'{rec.path}' differed from its lock; that version was kept in the cache as manifest "
                 f"{self.cache.path(current.hash).relative_to(self.root)} ({kept} file(s) newly stored)")
 
-    def _current_files(self, path: str) -> dict[str, str]:
-        """Hashes of the files already in a workspace folder (from the memo), so a restore
-        rewrites only what differs."""
-        current = self.hasher.hash_path(path)
-        if current is None or not current.is_dir or current.manifest is None:
-            return {}
-        from pivot.hashing import parse_manifest
-
-        return {e.path: e.hash for e in parse_manifest(current.manifest)}
-
     def restore(self, rec: PathRecord) -> str | None:
         """Bring one locked output back into the workspace from the cache. A different file
-        already there is first stored in the cache, so nothing is lost; returns a note saying so."""
+        already there is first stored in the cache, so nothing is lost; returns a note saying so.
+        In a folder, only the files that differ are rewritten."""
         dest = self.root / rec.path
-        note = self._keep_modified(rec, dest)
+        current = self.hasher.hash_path(rec.path)  # from the memo: one walk serves both steps
+        note = self._keep_modified(rec, dest, current)
         if rec.is_dir:
-            self.cache.checkout_dir(rec.hash, dest, self._current_files(rec.path))
+            self.cache.checkout_dir(rec.hash, dest, {e.path: e.hash for e in _files(current)})
         else:
             self.cache.checkout_file(rec.hash, dest)
             self.hasher.remember(rec.path, rec.hash)
         return note
+
+
+def _files(current: PathHash | None) -> list[DirEntry]:
+    """The files of a hashed workspace folder (none for a file or a missing path)."""
+    if current is None or not current.is_dir or current.manifest is None:
+        return []
+    return parse_manifest(current.manifest)
