@@ -21,12 +21,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "checkout": ("pivot.cli.checkout", "Make workspace outputs match the lock files, from the cache."),
     "logs": ("pivot.cli.logs", "Show what a stage printed the last time it ran."),
     "verify": ("pivot.cli.verify", "Fail when a stage is stale or a metric differs from its lock (for CI)."),
+    "metrics": ("pivot.cli.metrics", "Show metric values, or diff them between git revisions."),
+    "params": ("pivot.cli.params", "Show recorded params, or diff them between git revisions."),
     "hooks": ("pivot.cli.hooks", "Install or remove the git hooks that keep lock files honest."),
     "remote": ("pivot.cli.remote", "Add, list, remove remotes and choose the default."),
     "push": ("pivot.cli.push", "Upload the cache objects the lock files need to a remote."),
     "fetch": ("pivot.cli.fetch", "Download the cache objects the lock files need (verified)."),
     "pull": ("pivot.cli.pull", "fetch, then checkout the outputs."),
     "gc": ("pivot.cli.gc", "Remove cache (or remote) objects no kept lock file refers to."),
+    "plots": ("pivot.cli.plots", "Draw the Plot outputs on one offline HTML page; overlay git revisions."),
 }
 
 
