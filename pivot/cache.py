@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import xxhash
 
@@ -65,6 +66,9 @@ def _copy_hashing(src: str, dst_fd: int) -> str:
     return h.hexdigest()
 
 
+PARALLEL_PLACE = 256  # files placed by one directory checkout before threads pay off
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         written = os.write(fd, data)
@@ -102,6 +106,20 @@ class Cache:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        """Those of `digests` not in the cache: a stat each when they are few, else one listing
+        per prefix folder (10,000 stats cost more than 256 listings)."""
+        digests = list(digests)
+        if len(digests) < 1024:
+            return [d for d in digests if not self.has(d)]
+        listed: dict[str, set[str]] = {}
+        for prefix in {d[:2] for d in digests}:
+            try:
+                listed[prefix] = set(os.listdir(self.dir / "files" / prefix))
+            except (FileNotFoundError, NotADirectoryError):
+                listed[prefix] = set()
+        return [d for d in digests if d[2:] not in listed[d[:2]]]
 
     # -- writing objects ---------------------------------------------------
     def _tmp(self) -> tuple[int, str]:
@@ -218,7 +236,7 @@ class Cache:
     def checkout_dir(self, digest: str, dest: Path, current: dict[str, str] | None = None) -> list[DirEntry]:
         """Make folder `dest` hold exactly the manifest's files. `current`: known hashes of files there."""
         entries = self.read_manifest(digest)
-        missing = [e.hash for e in entries if not self.has(e.hash)]
+        missing = self.missing(e.hash for e in entries)
         if missing:
             raise CacheError(f"{len(missing)} file(s) of directory '{dest}' are missing from the cache")
         if dest.exists() and not dest.is_dir():
@@ -233,19 +251,42 @@ class Cache:
                 if folder != str(dest) and not os.listdir(folder):
                     os.rmdir(folder)
         current = current or {}
-        made: set[str] = set()
         base = str(dest)
-        for entry in entries:
-            if current.get(entry.path) == entry.hash:
-                continue
-            target = os.path.join(base, entry.path)
-            folder = os.path.dirname(target)
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            self._link(str(self.path(entry.hash)), target)
+        todo = [(str(self.path(e.hash)), os.path.join(base, e.path)) for e in entries
+                if current.get(e.path) != e.hash]
+        for folder in sorted({os.path.dirname(target) for _src, target in todo}):
+            os.makedirs(folder, exist_ok=True)
+        self._link_many(todo)
         dest.mkdir(parents=True, exist_ok=True)
         return entries
+
+    def _link_many(self, todo: list[tuple[str, str]]) -> None:
+        """_link over (object, destination) pairs; many of them on a few threads, since creating
+        a file is mostly time in the kernel, which the threads spend in parallel."""
+        if len(todo) < PARALLEL_PLACE:
+            for src, target in todo:
+                self._link(src, target)
+            return
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        stop = threading.Event()
+
+        def place(chunk: list[tuple[str, str]]) -> None:
+            for src, target in chunk:
+                if stop.is_set():
+                    return
+                try:
+                    self._link(src, target)
+                except BaseException:
+                    stop.set()
+                    raise
+
+        threads = min(4, os.cpu_count() or 1)
+        size = max(64, len(todo) // (threads * 8))
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(place, todo[i:i + size]) for i in range(0, len(todo), size)]:
+                future.result()
 
 
 MemoRow = tuple[str, int, int, int, int, str]

@@ -19,6 +19,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,17 +74,19 @@ class Progress:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._last = 0.0
         self._start = time.monotonic()
+        self._lock = threading.Lock()  # a folder remote's transfers report from several threads
 
     def add(self, nbytes: int) -> None:
-        self.files += 1
-        self.bytes += nbytes
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or self.files == self.total):
-            self._last = now
-            rate = self.bytes / max(now - self._start, 1e-6)
-            sys.stderr.write(f"\r{self.verb}: {self.files}/{self.total} files, {human(self.bytes)} "
-                             f"({human(rate)}/s)\x1b[K")
-            sys.stderr.flush()
+        with self._lock:
+            self.files += 1
+            self.bytes += nbytes
+            now = time.monotonic()
+            if self.enabled and (now - self._last > 0.1 or self.files == self.total):
+                self._last = now
+                rate = self.bytes / max(now - self._start, 1e-6)
+                sys.stderr.write(f"\r{self.verb}: {self.files}/{self.total} files, {human(self.bytes)} "
+                                 f"({human(rate)}/s)\x1b[K")
+                sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled and self._last:
@@ -123,20 +126,31 @@ class Storage:
 
 
 def _tmp_name(dest: str) -> str:
-    import threading
-
     folder, name = os.path.split(dest)
     return os.path.join(folder, f".tmp.{name}.{os.getpid()}.{threading.get_ident()}")
 
 
-def _write_verified(src: str, dest: str, digest: str) -> int:
-    """Copy src to dest (read-only), hashing on the way; a temporary name, renamed only on a match."""
-    tmp = _tmp_name(dest)
-    _unlink(tmp)  # left by a killed process with the same pid and thread id
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+def _create(tmp: str) -> int:
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except FileExistsError:  # left by a killed process with the same pid and thread id
+        _unlink(tmp)
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+
+
+def _write_verified(src: str, dest: str, digest: str, tmp: str | None = None) -> int:
+    """Copy src to dest (read-only), hashing on the way; a temporary name (next to dest unless
+    given), renamed only on a match. A missing src is NotFound."""
+    tmp = tmp or _tmp_name(dest)
+    fd = _create(tmp)
     try:
         try:
-            actual = _copy_hashing(src, fd)
+            try:
+                actual = _copy_hashing(src, fd)
+            except FileNotFoundError:
+                if os.path.exists(src):
+                    raise
+                raise NotFound(src) from None
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
@@ -151,8 +165,6 @@ def _write_verified(src: str, dest: str, digest: str) -> int:
 
 def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) -> None:
     """Put verified bytes in the cache: a temporary name in the object's folder, then rename."""
-    import threading
-
     dest = cache.path(digest)
     if not made.get(digest[:2]):
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -174,11 +186,14 @@ def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) 
 
 
 class LocalStorage(Storage):
-    """A folder: plain file copies in threads, each written to a temporary name and renamed."""
+    """A folder: plain file copies in threads, each written to a temporary name and renamed.
+    Besides the async primitives it has blocking ones (`put_now`, `fetch_now`), which push and
+    fetch run in chunks on threads (`_in_threads`): a small file costs a few system calls, and
+    an event-loop round trip per file would cost more than the copy."""
 
     def __init__(self, name: str, url: str, path: Path, jobs: int) -> None:
         self.name, self.url, self.root, self.jobs = name, url, path, jobs
-        self._made: dict[str, bool] = {}  # prefix folders known to exist
+        self._made: dict[str, bool] = {}  # folders known to exist
 
     def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
         from concurrent.futures import ThreadPoolExecutor
@@ -222,14 +237,26 @@ class LocalStorage(Storage):
                     found[prefix + name] = size
         return found
 
+    def _folder(self, dest: str) -> None:
+        folder = os.path.dirname(dest)
+        if not self._made.get(folder):
+            os.makedirs(folder, exist_ok=True)
+            self._made[folder] = True
+
+    def put_now(self, src: str, rel: str, digest: str) -> int:
+        dest = os.path.join(self.root, rel)
+        self._folder(dest)
+        return _write_verified(src, dest, digest)
+
+    def fetch_now(self, rel: str, cache: Cache, digest: str) -> int:
+        """Copy an object into the cache, verified; the temporary file is in the cache's tmp/."""
+        dest = str(cache.path(digest))
+        self._folder(dest)
+        tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
+        return _write_verified(os.path.join(self.root, rel), dest, digest, tmp)
+
     async def put(self, src: str, rel: str, digest: str) -> int:
-        def copy() -> int:
-            dest = self.root / rel
-            if not self._made.get(rel[:8]):
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self._made[rel[:8]] = True
-            return _write_verified(src, str(dest), digest)
-        return await asyncio.to_thread(copy)
+        return await asyncio.to_thread(self.put_now, src, rel, digest)
 
     async def get(self, rel: str, dst: str) -> None:
         def copy() -> None:
@@ -442,6 +469,49 @@ class _Step:
             raise describe(self.storage, exc, self.doing) from None
 
 
+async def _in_threads(items: Iterable[Any], fn: Callable[[Any], Any]) -> list[Any]:
+    """Blocking fn over items on the loop's default thread pool, in chunks, so that an item costs
+    no event-loop round trip. As in `_bounded`, NotFound and Corrupt are results, and the first
+    other error stops the rest."""
+    items = list(items)
+    stop = threading.Event()
+
+    def work(chunk: list[Any]) -> list[Any]:
+        out = []
+        for item in chunk:
+            if stop.is_set():
+                break
+            try:
+                out.append((item, fn(item)))
+            except (NotFound, Corrupt) as exc:
+                out.append((item, exc))
+            except BaseException:
+                stop.set()
+                raise
+        return out
+
+    size = max(1, min(64, len(items) // 64))
+    loop = asyncio.get_running_loop()
+    futures = [loop.run_in_executor(None, work, items[i:i + size]) for i in range(0, len(items), size)]
+    try:
+        done = await asyncio.gather(*futures, return_exceptions=True)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    errors = [r for r in done if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+    return [pair for chunk in done for pair in chunk]
+
+
+async def _each(storage: Storage, jobs: int, items: Iterable[Any], later: Callable[[Any], Awaitable[Any]],
+                now: Callable[[Any], Any]) -> list[Any]:
+    """One transfer per item: `now` (blocking) in thread chunks on a folder remote, else `later`."""
+    if isinstance(storage, LocalStorage):
+        return await _in_threads(items, now)
+    return await _bounded(jobs, items, later)
+
+
 async def _bounded(jobs: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]]) -> list[Any]:
     """fn over items, `jobs` at a time; the first error that is not NotFound/Corrupt cancels the rest."""
     sem = asyncio.Semaphore(jobs)
@@ -578,7 +648,8 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
     plan = expand(outputs, local_manifest(cache))
     for path in plan.no_manifest:
         result.notes.append(f"the manifest of directory '{path}' is not in the local cache")
-    local = {d: p for d, p in plan.objects.items() if cache.has(d)}
+    absent = set(cache.missing(plan.objects))
+    local = {d: p for d, p in plan.objects.items() if d not in absent}
     result.missing = {d: p for d, p in plan.objects.items() if d not in local}
 
     async def go() -> None:
@@ -594,9 +665,17 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
                 bar.add(size)
                 return size
 
+            def up_now(d: str) -> int:
+                assert isinstance(storage, LocalStorage)
+                size = storage.put_now(str(cache.path(d)), object_relpath(d), d)
+                bar.add(size)
+                return size
+
             # Manifests last: a directory is complete on the remote once its manifest is there.
-            order = sorted(lacking, key=lambda d: d in outputs and outputs[d].is_dir)
-            for d, r in await _bounded(jobs, order, up):
+            files = sorted(d for d in lacking if not (d in outputs and outputs[d].is_dir))
+            manifests = sorted(d for d in lacking if d in outputs and outputs[d].is_dir)
+            done = await _each(storage, jobs, files, up, up_now) + await _each(storage, jobs, manifests, up, up_now)
+            for d, r in done:
                 if isinstance(r, Corrupt):
                     result.corrupt[d] = local[d]
                 elif isinstance(r, NotFound):
@@ -624,7 +703,7 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
             bar = Progress(f"fetch from {storage.name}", len(dirs), progress)
             await _download(storage, cache, {d: outputs[d].path for d in dirs}, jobs, bar, result)
             plan = expand(outputs, local_manifest(cache))
-            lacking = {d: p for d, p in plan.objects.items() if not cache.has(d)}
+            lacking = {d: plan.objects[d] for d in cache.missing(plan.objects)}
             result.present = len(plan.objects) - len(lacking) - len(result.done)
             bar.total = len(dirs) + len(lacking)
             await _download(storage, cache, lacking, jobs, bar, result, plan.sizes)
@@ -663,7 +742,13 @@ async def _download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs
         finally:
             _unlink(tmp)
 
-    for d, r in await _bounded(jobs, sorted(wanted), down):
+    def down_now(d: str) -> int:
+        assert isinstance(storage, LocalStorage)
+        size = storage.fetch_now(object_relpath(d), cache, d)
+        bar.add(size)
+        return size
+
+    for d, r in await _each(storage, jobs, sorted(wanted), down, down_now):
         if isinstance(r, NotFound):
             result.missing[d] = wanted[d]
         elif isinstance(r, Corrupt):

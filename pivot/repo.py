@@ -86,7 +86,7 @@ class Repo:
             return False
         if rec.is_dir:
             try:
-                return all(self.cache.has(e.hash) for e in self.cache.read_manifest(rec.hash))
+                return not self.cache.missing(e.hash for e in self.cache.read_manifest(rec.hash))
             except Exception:
                 return False
         return True
