@@ -281,6 +281,18 @@ class LocalStorage(Storage):
                 _unlink(self.root / rel)
         await asyncio.to_thread(rm)
 
+    def stale_temporaries(self, older_than: float) -> list[tuple[str, int]]:
+        """Temporary files (path, size) an interrupted push left, untouched for `older_than` s."""
+        found = []
+        base = self.root / "files"
+        limit = time.time() - older_than
+        for folder in (base.iterdir() if base.is_dir() else ()):
+            with os.scandir(folder) as it:
+                for e in it:
+                    if e.name.startswith(".tmp.") and (st := e.stat()).st_mtime < limit:
+                        found.append((e.path, st.st_size))
+        return found
+
 
 _OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # a PUT is atomic per object
 
@@ -849,6 +861,14 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
             result.kept = len(present) - len(drop)
             result.removed = len(drop)
             result.bytes = sum(present[d] for d in drop)
+            if isinstance(storage, LocalStorage):
+                # An hour: a push in progress keeps writing its temporaries; a killed one's stay.
+                stale = storage.stale_temporaries(3600)
+                if stale:
+                    result.notes.append(f"{'would remove' if dry_run else 'removed'} {len(stale)} temporary "
+                                        f"file(s) ({human(sum(n for _p, n in stale))}) left by interrupted pushes")
+                    if not dry_run:
+                        await storage.delete([p for p, _n in stale])
             if not dry_run:
                 step.doing = "deleting"
                 batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]

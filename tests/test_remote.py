@@ -3,6 +3,7 @@ plus S3 failures (no credentials, no endpoint), gc, verify --remote and the pre-
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -260,6 +261,24 @@ def test_remote_add_keeps_secrets_out_of_the_committed_config(project: Project) 
     assert "unknown remote 'b'" in one_error_line(project.pivot("push", "-r", "b", check=False))
     assert "unknown storage protocol 'nope://'" in one_error_line(
         project.pivot("remote", "add", "c", "nope://x", check=False))
+
+
+def test_gc_of_a_folder_remote_clears_what_a_killed_push_left(project: Project, tmp_path: Path) -> None:
+    remote = Remote("folder", str(tmp_path / "remote"), folder=tmp_path / "remote")
+    setup(project, remote)
+    project.pivot("push")
+    digest = out_hashes(project)["model.bin"]
+    folder = remote.folder / "files" / digest[:2]  # type: ignore[operator]
+    old, fresh = folder / f".tmp.{digest[2:]}.123.456", folder / f".tmp.{digest[2:]}.789.1"
+    old.write_bytes(b"half an obj")
+    fresh.write_bytes(b"a push in progress")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    dry = project.pivot("gc", "-r", "store", "--dry-run")
+    assert "would remove 1 temporary file(s) (11 B)" in dry.stderr and old.exists()
+    gc = project.pivot("gc", "-r", "store")
+    assert "removed 1 temporary file(s) (11 B) left by interrupted pushes" in gc.stderr
+    assert not old.exists() and fresh.exists()
+    assert len(remote.objects()) == OBJECTS  # the objects themselves are all needed and kept
 
 
 def test_push_without_a_remote_says_how_to_add_one(project: Project) -> None:
