@@ -7,6 +7,11 @@ worker imports the pipeline module once and keeps it warm), its params, and wher
 go. The worker runs the function with stdout/stderr captured, checks the declared outputs
 exist, and stores them in the cache (hashing happens in parallel this way). The parent
 computes fingerprints, decides, and writes lock files.
+
+An executor whose workers share nothing with this machine (`remote = True`, see
+pivot/dask_executor.py) also gets the deps' hashes and the code fingerprint in the task, and
+returns results whose outputs are not in the workspace yet (`StageResult.placed` False): the
+runner then brings them in from the cache and writes metrics from `StageResult.inline`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from pivot.lock import PathRecord
+
+if TYPE_CHECKING:
+    from pivot.fingerprint import Fingerprint
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,11 @@ class StageTask:
     cache_dir: Path | None = None
     link: str = "auto"
     log_path: Path | None = None
+    # For remote executors only (the local pool reads the workspace itself):
+    fingerprint: Fingerprint | None = None
+    deps: tuple[PathRecord, ...] = ()  # each dep's hash, as the lock will record it
+    manifests: tuple[tuple[str, bytes], ...] = ()  # hash -> manifest bytes of directory deps
+    inputs: tuple[PathRecord, ...] = ()  # IncrementalOuts to start from (workspace or cache)
 
 
 @dataclass(frozen=True)
@@ -55,9 +68,20 @@ class StageResult:
     records: tuple[PathRecord, ...] = ()
     memo: tuple[tuple[str, int, int, int, int, str], ...] = field(default=())
     pid: int = 0
+    # Remote executors: outputs are in the cache (or left on the remote), not in the workspace.
+    placed: bool = True
+    inline: tuple[tuple[str, bytes], ...] = ()  # path -> bytes of outputs that are not cached (metrics)
+    manifests: tuple[tuple[str, bytes], ...] = ()  # hash -> manifest of directory outputs
+    refused: str | None = None  # the worker cannot be trusted with this stage: stop the run
+    timings: tuple[tuple[str, float], ...] = ()  # (step, seconds): where a remote stage spent its time
+    worker: str = ""
 
 
 class Executor(Protocol):
+    """`remote`: workers do not see this machine's files (see module docstring)."""
+
+    remote: bool
+
     def submit(self, task: StageTask) -> Future[StageResult]: ...
 
     def shutdown(self, kill: bool = False) -> None: ...
@@ -113,9 +137,9 @@ def _captured(log_path: Path | None) -> Iterator[None]:
             root.setLevel(saved_level)
 
 
-def execute(task: StageTask) -> StageResult:
-    """Run one stage to completion: call it, check and cache its outputs. Runs in a worker."""
-    start = time.perf_counter()
+def call_stage(task: StageTask) -> tuple[str | None, str]:
+    """Call the stage function in task.root with its output captured, and check that every
+    declared output exists. Returns (error or None, captured output)."""
     os.chdir(task.root)
     error = None
     with _captured(task.log_path):
@@ -134,6 +158,13 @@ def execute(task: StageTask) -> StageResult:
         if absent:
             error = (f"stage '{task.name}' did not produce declared output '{absent[0]}'; "
                      "write it in the stage or remove it from outs")
+    return error, output
+
+
+def execute(task: StageTask) -> StageResult:
+    """Run one stage to completion: call it, check and cache its outputs. Runs in a worker."""
+    start = time.perf_counter()
+    error, output = call_stage(task)
     if error is not None:
         return StageResult(task.name, False, time.perf_counter() - start, error, output, pid=os.getpid())
     from pivot.cache import Cache, save_output
@@ -151,6 +182,8 @@ def execute(task: StageTask) -> StageResult:
 
 class InlineExecutor:
     """Runs each stage in this process, at submit time. For tests and embedding."""
+
+    remote = False
 
     def submit(self, task: StageTask) -> Future[StageResult]:
         fut: Future[StageResult] = Future()
@@ -187,6 +220,8 @@ def _watch_parent(parent: int) -> None:
 
 class PoolExecutor:
     """A pool of warm worker processes (loky), reused for every stage of a run."""
+
+    remote = False
 
     def __init__(self, jobs: int, root: Path) -> None:
         from loky import ProcessPoolExecutor

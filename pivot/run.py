@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pivot import gitignore
+from pivot import atomic, gitignore
+from pivot.errors import CacheError, PivotError
 from pivot.executor import Executor, OutSpec, PoolExecutor, StageResult, StageTask
+from pivot.hashing import PathHash, parse_manifest
 from pivot.lock import PathRecord, StageLock
 from pivot.outputs import Out
 from pivot.repo import Prepared, Repo
@@ -65,14 +67,21 @@ def _remove(path: Path) -> None:
 class Runner:
     """Schedules stages: each starts as soon as the stages it needs are done, up to `jobs` at
     a time. Decisions, backups and lock writes happen here; running and caching happen in
-    the executor's workers."""
+    the executor's workers.
 
-    def __init__(self, repo: Repo, reporter: Reporter, jobs: int = 1,
+    With a remote executor (a cluster that shares nothing with this machine but the remote),
+    a stage's outputs come back as hashes: they are brought from the cache into the workspace
+    here (or, with --no-download, left on the remote) before its lock is written. A lock is
+    only ever written once its outputs are in the local cache, or on the remote when not
+    downloading. `jobs=None`: as many stages at once as the executor offers (its `slots`)."""
+
+    def __init__(self, repo: Repo, reporter: Reporter, jobs: int | None = 1,
                  executor_factory: Callable[[], Executor] | None = None) -> None:
         self.repo = repo
         self.root = repo.root
         self.reporter = reporter
-        self.jobs = max(1, jobs)
+        self._auto_jobs = jobs is None
+        self.jobs = max(1, jobs or 1)
         # No more workers than stages left to run: each one is a Python interpreter to start.
         self._factory = executor_factory or (lambda: PoolExecutor(min(self.jobs, self._left()), self.root))
         self._executor: Executor | None = None
@@ -97,6 +106,10 @@ class Runner:
         self.stopping = False
         self.retry_alone: set[str] = set()
         self.keep_going = opts.keep_going
+        # Outputs of stages run remotely in this run: deps downstream are taken from here when
+        # the workspace does not have them (--no-download).
+        self.produced: dict[str, PathRecord] = {}
+        self.produced_manifests: dict[str, bytes] = {}
         self.total = len(names)
         self.started = time.monotonic()
         try:
@@ -112,14 +125,20 @@ class Runner:
         except BaseException:
             self._abort()
             raise
-        finally:
-            if self._executor is not None:
-                self._executor.shutdown()
+        problem = None
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            try:
+                executor.shutdown()  # a remote executor finishes its background uploads here
+            except PivotError as exc:
+                problem = exc
         for name in names:
             if self.state[name] == "pending":
                 self.reporter.not_run(name, "stopped after a failure; use --keep-going to run independent stages")
                 self.summary.not_run.append(name)
         self.reporter.summary(self.summary)
+        if problem is not None:
+            raise problem
         return self.summary
 
     def _dry_run(self, opts: RunOptions) -> Summary:
@@ -165,7 +184,7 @@ class Runner:
                     return
                 if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
-                prep = self.repo.prepare(name, forced=force)
+                prep = self._prepare(name, force)
                 decision = decide(prep.current, prep.lock)
                 if not decision.run:
                     for rec in decision.restore:
@@ -177,10 +196,46 @@ class Runner:
                     self.reporter.skipped(name, [r.path for r in decision.restore], decision.reasons)
                     progressed = True
                     continue
+                self._start_executor()  # before saying "running": the cluster may be unreachable
                 self.reporter.running(name, decision.reasons)
                 self._submit(prep)
                 self._progress()
                 progressed = True
+
+    def _start_executor(self) -> None:
+        if self._executor is None:
+            self._executor = self._factory()
+            slots = getattr(self._executor, "slots", None)
+            if self._auto_jobs and isinstance(slots, int):
+                self.jobs = max(1, slots)
+
+    @property
+    def _remote(self) -> bool:
+        return bool(getattr(self._executor, "remote", False))
+
+    def _prepare(self, name: str, force: bool) -> Prepared:
+        if not self.produced:
+            return self.repo.prepare(name, forced=force)
+        expected = {d: r.hash for d in self.repo.graph.deps[name] if (r := self._produced(d)) is not None}
+        prep = self.repo.prepare(name, forced=force, expected=expected or None)
+        for d, h in prep.dep_hashes.items():
+            rec = self._produced(d)
+            if h is None and rec is not None:
+                prep.dep_hashes[d] = PathHash(rec.hash, rec.is_dir, self.produced_manifests.get(rec.hash))
+        return prep
+
+    def _produced(self, dep: str) -> PathRecord | None:
+        """A dep's record when a remote stage of this run produced it (or the folder it is in)
+        and the workspace does not have it (--no-download)."""
+        if dep in self.produced:
+            return self.produced[dep] if not os.path.lexists(self.root / dep) else None
+        for path, rec in self.produced.items():
+            if rec.is_dir and dep.startswith(path + "/") and not os.path.lexists(self.root / dep):
+                rel = dep[len(path) + 1:]
+                for e in parse_manifest(self.produced_manifests.get(rec.hash, b"[]")):
+                    if e.path == rel:
+                        return PathRecord(dep, e.hash)
+        return None
 
     def _alone(self, name: str) -> bool:
         return self.repo.graph.stages[name].exclusive or name in self.retry_alone
@@ -203,8 +258,10 @@ class Runner:
                 tuple(OutSpec(p, o.kind, o.cached) for o, p in outs),
                 self.repo.cache.dir, self.repo.cache.link, self.logs_dir / f"{name}.log",
             )
-            if self._executor is None:
-                self._executor = self._factory()
+            self._start_executor()
+            if self._remote:
+                task = self._remote_task(task, prep, outs)
+            assert self._executor is not None
             fut = self._executor.submit(task)
         except BaseException:
             self._roll_back(name, outs, backups)
@@ -212,15 +269,43 @@ class Runner:
         self.state[name] = "running"
         self.running[fut] = (prep, backups)
 
+    def _remote_task(self, task: StageTask, prep: Prepared, outs: list[tuple[Out, str]]) -> StageTask:
+        """What a worker without the workspace needs: deps by hash, and the versions of
+        IncrementalOuts the stage starts from (as the local pool leaves them in the workspace)."""
+        from dataclasses import replace
+
+        deps = tuple(PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None)
+        manifests = {h.hash: h.manifest for h in prep.dep_hashes.values() if h is not None and h.manifest}
+        inputs = []
+        for o, p in outs:
+            if o.incremental:
+                h = self.repo.hasher.hash_path(p)
+                if h is not None:
+                    inputs.append(PathRecord(p, h.hash, h.is_dir))
+                    if h.manifest:
+                        manifests[h.hash] = h.manifest
+        return replace(task, fingerprint=prep.fingerprint, deps=deps, manifests=tuple(manifests.items()),
+                       inputs=tuple(inputs))
+
     def _finish(self, fut: Future[StageResult]) -> None:
         prep, backups = self.running.pop(fut)
         name = prep.stage.name
         outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
         try:
             result = fut.result()
-        except Exception:  # a worker died (killed, out of memory, os._exit): the pool is broken
+        except Exception as exc:
+            if self._remote:  # the cluster already retried a lost worker: this stage fails
+                self._roll_back(name, outs, backups)
+                if isinstance(exc, PivotError):
+                    raise
+                self._failed(name, f"{type(exc).__name__}: {exc}")
+                return
+            # a worker died (killed, out of memory, os._exit): the pool is broken
             self._worker_died(name, outs, backups)
             return
+        if result.refused:
+            self._roll_back(name, outs, backups)
+            raise WorkerRefused(result.refused)
         if result.output:
             self.reporter.output(name, result.output)
         if not result.ok:
@@ -228,6 +313,8 @@ class Runner:
             self._failed(name, result.error or "failed")
             return
         try:
+            if not result.placed:
+                self._land(result)
             deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
             fp = prep.fingerprint
             lock = StageLock(fp.digest, fp.manifest, prep.current.params, tuple(deps), result.records, fp.notes)
@@ -241,6 +328,22 @@ class Runner:
         self.summary.ran.append(name)
         self.reporter.done(name, result.duration)
         self._progress()
+
+    def _land(self, result: StageResult) -> None:
+        """Outputs of a remote stage: metrics written from their bytes; the rest checked out from
+        the cache, where the executor put them (unless it was told not to download)."""
+        inline = dict(result.inline)
+        self.produced_manifests.update(result.manifests)
+        for rec in result.records:
+            self.produced[rec.path] = rec
+            if rec.path in inline:
+                (self.root / rec.path).parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_bytes(self.root / rec.path, inline[rec.path])
+                self.repo.hasher.remember(rec.path, rec.hash)
+            elif self.repo.in_cache(rec):
+                self.repo.restore(rec)
+            elif getattr(self._executor, "download", True):
+                raise CacheError(f"output '{rec.path}' ({rec.hash}) did not reach the cache; run again")
 
     def _left(self) -> int:
         return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
@@ -360,6 +463,10 @@ class Runner:
                     (self.root / p).parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, self.root / p)
         _remove(self.backup_root)
+
+
+class WorkerRefused(PivotError):
+    """A remote worker refused a stage (its package versions differ from this machine's)."""
 
 
 def _shares_cache(path: Path) -> bool:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 import click
 
 from pivot.cli._common import open_repo, stages_argument
+
+if TYPE_CHECKING:
+    from pivot.executor import Executor
+    from pivot.project import Project
+    from pivot.repo import Repo
 
 
 @click.command("run")
@@ -15,10 +22,20 @@ from pivot.cli._common import open_repo, stages_argument
 @click.option("-s", "--single-stage", is_flag=True, help="Run only the named stages, not what they need.")
 @click.option("-k", "--keep-going", is_flag=True, help="After a failure, keep running stages that do not depend on it.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Stages to run at once (default: the CPUs available).")
+              help="Stages to run at once (default: the CPUs available; with dask, 1.5x the workers).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="Where stages run: the local pool (default) or a Dask cluster (executor.kind in "
+                   ".pivot/config.yaml).")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="The Dask scheduler, e.g. tcp://HOST:8786 (implies --executor dask).")
+@click.option("-r", "--remote", metavar="NAME", default=None,
+              help="With dask: the remote the workers share (default: the default remote).")
+@click.option("--no-download", is_flag=True,
+              help="With dask: leave outputs on the remote instead of bringing them into the workspace.")
 def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, single_stage: bool,
-            keep_going: bool, jobs: int | None, as_json: bool) -> None:
+            keep_going: bool, jobs: int | None, as_json: bool, executor: str | None, scheduler: str | None,
+            remote: str | None, no_download: bool) -> None:
     """Run STAGES (default: all) and the stages they need, skipping what is up to date."""
     from pivot.errors import StageFailed
     from pivot.executor import available_cpus
@@ -29,6 +46,52 @@ def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, 
     reporter = JsonReporter() if as_json else ConsoleReporter(explain=explain or dry_run)
     opts = RunOptions(stages, force, dry_run, single_stage, keep_going)
     with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "run"):
-        summary = Runner(repo, reporter, jobs=jobs or available_cpus()).run(opts)
+        factory = _executor_factory(repo, executor, scheduler, remote, no_download, dry_run)
+        if factory is None:
+            runner = Runner(repo, reporter, jobs=jobs or available_cpus())
+        else:
+            runner = Runner(repo, reporter, jobs=jobs, executor_factory=factory)
+        summary = runner.run(opts)
     if summary.failed:
         raise StageFailed(f"{len(summary.failed)} stage(s) failed: {', '.join(summary.failed)}")
+
+
+def _executor_factory(repo: Repo, executor: str | None, scheduler: str | None, remote: str | None,
+                      no_download: bool, dry_run: bool) -> Callable[[], Executor] | None:
+    """None for the local pool; for dask, a factory that connects when the first stage must run
+    (a run where everything is up to date needs no cluster). Everything that can be checked
+    without the cluster is checked now, before anything changes."""
+    from pivot.errors import ProjectError
+
+    config = executor_config(repo.project) if executor != "local" else {}
+    kind = executor or ("dask" if scheduler else None) or config.get("kind") or "local"
+    if kind not in ("local", "dask"):
+        raise ProjectError(f".pivot/config.yaml: executor.kind is {kind!r}; use 'local' or 'dask'")
+    if kind == "local":
+        for flag, given in (("--scheduler", scheduler), ("--remote", remote), ("--no-download", no_download)):
+            if given:
+                raise click.UsageError(f"{flag} applies to --executor dask only")
+        return None
+    if dry_run:
+        return None
+    from pivot.dask_executor import DaskExecutor, resolve_settings
+
+    settings = resolve_settings(repo.project, scheduler, remote, not no_download, config)
+    return lambda: DaskExecutor(settings, repo.root, repo.cache)
+
+
+def executor_config(project: Project) -> dict[str, Any]:
+    """The `executor:` mapping of .pivot/config.yaml, overridden key by key by config.local.yaml."""
+    from pivot.errors import ProjectError
+    from pivot.project import PIVOT_DIR, _read_yaml
+
+    merged: dict[str, Any] = {}
+    for name in ("config.yaml", "config.local.yaml"):
+        path = project.root / PIVOT_DIR / name
+        value = _read_yaml(path).get("executor")
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ProjectError(f"{path}: 'executor' must be a mapping (kind: dask, scheduler: tcp://HOST:8786)")
+        merged.update(value)
+    return merged
