@@ -16,6 +16,7 @@ fsspec and s3fs are imported inside functions only, so `pivot --help` stays fast
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 from pivot.cache import Cache, _copy_hashing, _unlink, is_digest, object_relpath
 from pivot.errors import PivotError, RemoteError
 from pivot.hashing import hash_bytes, hash_file, parse_manifest
+from pivot.remote_index import MARKER, RemoteIndex
 
 if TYPE_CHECKING:
     from pivot.git import Needed
@@ -111,9 +113,26 @@ class Storage:
 
     name: str
     url: str
+    # What this clone knows the remote holds (network remotes only; see pivot/remote_index.py).
+    index: RemoteIndex | None = None
 
     def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
         raise NotImplementedError
+
+    async def generation(self, create: bool) -> str:
+        """The remote's generation token ("" when it has none and `create` is false)."""
+        try:
+            return (await self.read(MARKER)).decode("ascii", "replace").strip()
+        except NotFound:
+            return await self.new_generation() if create else ""
+
+    async def new_generation(self) -> str:
+        """Write a new token: whatever any clone remembers about this remote stops being trusted."""
+        token = os.urandom(16).hex()
+        await self.write(MARKER, token.encode())
+        return token
+
+    async def write(self, rel: str, data: bytes) -> None: raise NotImplementedError
 
     async def preflight(self, writing: bool) -> None: ...
     async def size(self, rel: str) -> int: raise NotImplementedError
@@ -315,6 +334,13 @@ class FsspecStorage(Storage):
     def _s3(self) -> bool:
         return self.protocol in ("s3", "s3a")
 
+    @functools.cached_property
+    def _cat_splits(self) -> bool:
+        """Whether this s3fs splits whole-object reads (and takes max_concurrency to not do so)."""
+        import inspect
+
+        return "max_concurrency" in inspect.signature(self.fs._cat_file).parameters
+
     async def preflight(self, writing: bool) -> None:
         if self._s3:  # one cheap request that fails clearly on credentials, endpoint or bucket
             bucket = self.root.split("/", 1)[0]
@@ -380,14 +406,19 @@ class FsspecStorage(Storage):
             raise NotFound(rel) from None
 
     async def read(self, rel: str) -> bytes:
+        # s3fs asks for the size first (a second request) unless told not to split the read.
+        kwargs = {"max_concurrency": 1} if self._s3 and self._cat_splits else {}
         try:
-            return bytes(await self.fs._cat_file(self._p(rel)))
+            return bytes(await self.fs._cat_file(self._p(rel), **kwargs))
         except FileNotFoundError:
             raise NotFound(rel) from None
 
     async def delete(self, rels: list[str]) -> None:
         if rels:
             await self.fs._rm([self._p(r) for r in rels])
+
+    async def write(self, rel: str, data: bytes) -> None:
+        await self.fs._pipe_file(self._p(rel), data)
 
 
 def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, Any]:
@@ -442,7 +473,10 @@ def open_storage(spec: RemoteSpec, root: Path, jobs: int) -> Storage:
         from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
         fs = AsyncFileSystemWrapper(fs)
-    return FsspecStorage(spec.name, url, fs, cls._strip_protocol(url), protocol)
+    storage = FsspecStorage(spec.name, url, fs, cls._strip_protocol(url), protocol)
+    where = f"{url}|{spec.options.get('endpoint_url') or ''}"
+    storage.index = RemoteIndex(root / ".pivot" / "tmp" / "remotes.db", where)
+    return storage
 
 
 def describe(storage: Storage, exc: BaseException, doing: str) -> RemoteError:
@@ -667,7 +701,11 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
     async def go() -> None:
         with _Step(storage, "checking which objects it holds", (PivotError, NotFound, Corrupt)) as step:
             await storage.preflight(writing=True)
-            lacking = await _missing(storage, sorted(local), jobs)
+            index, token, known = storage.index, "", set()
+            if index is not None:
+                token = await storage.generation(create=True)
+                known = index.known(token)
+            lacking = await _missing(storage, sorted(d for d in local if d not in known), jobs)
             result.present = len(local) - len(lacking)
             bar = Progress(f"push to {storage.name}", len(lacking), progress)
             step.doing = "uploading"
@@ -696,6 +734,9 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
                     result.done.append(d)
                     result.bytes += r
             bar.close()
+            if index is not None:
+                index.add(token, [d for d in local if d not in lacking])
+                index.add(token, result.done)
 
     storage.run(go)
     return result
@@ -720,6 +761,8 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
             bar.total = len(dirs) + len(lacking)
             await _download(storage, cache, lacking, jobs, bar, result, plan.sizes)
             bar.close()
+            if storage.index is not None and result.done:  # seen there: a later push need not ask
+                storage.index.add(await storage.generation(create=False), result.done)
 
     storage.run(go)
     return result
@@ -793,6 +836,8 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed]
                         manifests[d] = await _remote_manifest(storage, d)
             plan = expand(outputs, lambda d: manifests.get(d))
             lacking = await _missing(storage, sorted(plan.objects), jobs)
+            if storage.index is not None:  # deleted behind Pivot's back: the next push uploads them
+                storage.index.forget(lacking)
             return {d: plan.objects[d] for d in lacking}
 
     return storage.run(go)  # type: ignore[no-any-return]
@@ -869,8 +914,13 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
                                         f"file(s) ({human(sum(n for _p, n in stale))}) left by interrupted pushes")
                     if not dry_run:
                         await storage.delete([p for p, _n in stale])
-            if not dry_run:
+            if not dry_run and drop:
                 step.doing = "deleting"
+                if storage.index is not None:
+                    # First a new generation: no clone trusts its memory of this remote any more.
+                    token = await storage.new_generation()
+                    dropped = set(drop)
+                    storage.index.add(token, [d for d in present if d not in dropped])
                 batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]
                 await _bounded(jobs, batches, lambda b: storage.delete([object_relpath(d) for d in b]))
 

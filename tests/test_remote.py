@@ -72,6 +72,14 @@ class Remote:
             assert self.server is not None
             self.server.client().put_object(Bucket=BUCKET, Key=self._key(digest), Body=data)
 
+    def clear_marker(self) -> None:
+        """Remove the generation token, as emptying the whole bucket or folder would."""
+        if self.folder is not None:
+            (self.folder / "pivot-generation").unlink(missing_ok=True)
+        else:
+            assert self.server is not None
+            self.server.client().delete_object(Bucket=BUCKET, Key=f"{self.url.split('/', 3)[3]}/pivot-generation")
+
     def delete(self, digest: str) -> None:
         if self.folder is not None:
             (self.folder / "files" / digest[:2] / digest[2:]).unlink()
@@ -143,8 +151,48 @@ def test_an_interrupted_push_finishes_when_rerun(project: Project, remote: Remot
     hashes = out_hashes(project)
     remote.delete(hashes["model.bin"])  # as if the push had stopped before this object
     remote.delete(hashes["features"])
+    (project.root / ".pivot/tmp/remotes.db").unlink(missing_ok=True)  # a stopped push remembers nothing
     assert "pushed 2 object(s)" in project.pivot("push").stdout
     assert len(remote.objects()) == OBJECTS
+
+
+def test_gc_from_another_clone_makes_push_ask_again(project: Project, remote: Remote, tmp_path: Path) -> None:
+    setup(project, remote)
+    project.pivot("push")
+    project.git("checkout", "-q", "-b", "feature")
+    project.write("data/raw.txt", "feature data\n")
+    project.pivot("run")
+    project.git("commit", "-q", "-am", "feature")
+    project.pivot("push")
+    assert len(remote.objects()) == 2 * OBJECTS
+    other = clone(project, tmp_path)  # main only: the feature branch's objects are garbage to it
+    other.pivot("remote", "add", "store", remote.url, "--default", "--force", *remote.options)
+    assert f"removed {OBJECTS} object(s)" in other.pivot("gc", "--remote", "store").stdout
+    assert f"pushed {OBJECTS} object(s)" in project.pivot("push").stdout
+    assert len(remote.objects()) == 2 * OBJECTS
+    assert "already has all" in project.pivot("push").stdout
+
+
+def test_an_emptied_remote_is_filled_again(project: Project, remote: Remote) -> None:
+    setup(project, remote)
+    project.pivot("push")
+    for digest in remote.objects():
+        remote.delete(digest)
+    remote.clear_marker()
+    assert f"pushed {OBJECTS} object(s)" in project.pivot("push").stdout
+    assert len(remote.objects()) == OBJECTS
+
+
+def test_an_object_deleted_by_hand_is_mended_by_verify_then_push(project: Project, remote: Remote) -> None:
+    setup(project, remote)
+    project.pivot("push")
+    gone = out_hashes(project)["model.bin"]
+    remote.delete(gone)
+    if remote.kind == "s3":  # remembered as pushed, and nothing told this clone otherwise
+        assert "already has all" in project.pivot("push").stdout
+    assert "model.bin" in one_error_line(project.pivot("verify", "--remote", check=False))
+    assert "pushed 1 object(s)" in project.pivot("push").stdout
+    assert gone in remote.objects()
 
 
 def test_a_corrupted_remote_object_never_reaches_the_cache(project: Project, remote: Remote, tmp_path: Path) -> None:
