@@ -43,9 +43,28 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
             with os.fdopen(fd, "wb") as f:
                 f.write(marshal.dumps(code))
             os.replace(tmp, cached)
+            _prune(self.cache_dir)
         except OSError:
             pass  # a read-only project still imports; it just compiles each time
         return code  # type: ignore[no-any-return]
+
+
+KEEP = 512  # compiled modules kept; every edit adds one, so the oldest go past twice this
+
+
+def _prune(cache_dir: str, keep: int = KEEP) -> None:
+    """After a compile (an edit), drop the oldest entries once there are more than 2 * keep.
+    An entry still in use is simply compiled again the next time it is imported."""
+    with os.scandir(cache_dir) as it:
+        entries = [e for e in it if e.is_file(follow_symlinks=False)]
+    if len(entries) <= 2 * keep:
+        return
+    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    for e in entries[:len(entries) - keep]:
+        try:
+            os.unlink(e.path)
+        except OSError:
+            pass
 
 
 class _ProjectFinder:

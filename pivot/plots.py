@@ -163,7 +163,9 @@ def resolve(history: History | None, names: list[str]) -> list[Revision]:
             resolved.append(Revision(WORKSPACE))
         else:
             assert history is not None
-            resolved.append(Revision(name, str(history.commit(name).id)))
+            from pivot.metrics import resolve as commit_id  # says so when there are no commits yet
+
+            resolved.append(Revision(name, commit_id(history, name)))
     return resolved
 
 

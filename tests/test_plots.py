@@ -250,6 +250,14 @@ def test_a_version_missing_from_the_cache_is_a_note_not_a_failure(history: Proje
     assert series(data, "acc.tsv", "first")
 
 
+def test_no_commits_yet_says_so(project: Project) -> None:
+    project.pipeline(PIPELINE)
+    project.pivot("run")
+    proc = project.pivot("plots", "diff", "--json", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "this repository has no commits yet" in proc.stderr, proc.stderr
+
+
 def test_a_revision_without_the_plot_is_a_note(project: Project) -> None:
     project.pipeline(PIPELINE)
     commit_all(project, "pipeline, not run yet")

@@ -848,3 +848,24 @@ def test_plan_and_runner_in_process(project: Project, clean_modules: None) -> No
     assert runs(project) == ["upper"]
     assert project.read("data/upper.txt") == "OTHER\n"
     assert project.read("data/final.txt") == "HELLO\n!"
+
+
+def test_compiled_code_cache_keeps_the_newest_entries(tmp_path: Path) -> None:
+    """Every edit of a project module adds a compiled entry; past 2 * KEEP the oldest go."""
+    from pivot.importing import KEEP, FreshSourceLoader
+
+    cache = tmp_path / "pycache"
+    cache.mkdir()
+    for i in range(2 * KEEP):
+        entry = cache / f"old{i:04d}"
+        entry.write_bytes(b"x")
+        os.utime(entry, (1_000_000 + i, 1_000_000 + i))
+    module = tmp_path / "mod.py"
+    module.write_text("VALUE = 41\n")
+    namespace: dict[str, object] = {}
+    exec(FreshSourceLoader("mod", str(module), str(cache)).get_code("mod"), namespace)  # one new entry
+    assert namespace["VALUE"] == 41
+    left = {p.name for p in cache.iterdir()}
+    assert len(left) == KEEP
+    assert f"old{2 * KEEP - 1:04d}" in left and "old0000" not in left
+    assert len(left - {f"old{i:04d}" for i in range(2 * KEEP)}) == 1  # the new entry stays
