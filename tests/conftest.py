@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+# The Ctrl-C tests send SIGINT to `pivot`. A shell starts background jobs (`cmd &`) with SIGINT
+# ignored, children inherit that, and Python then never raises KeyboardInterrupt: those tests
+# would hang. Give this process a handler, so the children it starts get the default again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PIVOT = str(Path(sys.executable).parent / "pivot")
 
