@@ -138,6 +138,12 @@ def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock 
     return lock
 
 
+def prune_memo(stages_dir: Path, state: State) -> int:
+    """Forget parsed locks that no lock file in the workspace has now (run by `pivot gc`)."""
+    keep = {f"lock{LOCK_SCHEMA}:{hash_bytes(p.read_bytes())}" for p in stages_dir.rglob("*.lock")}
+    return state.drop_json(f"lock{LOCK_SCHEMA}:", keep)
+
+
 def write(stages_dir: Path, stage: str, lock: StageLock) -> None:
     """Write atomically; an identical lock is left untouched (replacing a file costs a flush)."""
     path = lock_path(stages_dir, stage)

@@ -84,6 +84,13 @@ class State:
     def put_json(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, json.dumps(value)))
 
+    def drop_json(self, prefix: str, keep: set[str]) -> int:
+        """Delete the values whose key starts with `prefix`, except those in `keep`."""
+        keys = [k for (k,) in self.db.execute("SELECT key FROM kv WHERE key >= ? AND key < ?",
+                                              (prefix, prefix + "\U0010ffff")) if k not in keep]
+        self.db.executemany("DELETE FROM kv WHERE key=?", ((k,) for k in keys))
+        return len(keys)
+
     def commit(self) -> None:
         if self._db is not None:
             self._db.commit()

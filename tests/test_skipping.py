@@ -869,3 +869,29 @@ def test_compiled_code_cache_keeps_the_newest_entries(tmp_path: Path) -> None:
     assert len(left) == KEEP
     assert f"old{2 * KEEP - 1:04d}" in left and "old0000" not in left
     assert len(left - {f"old{i:04d}" for i in range(2 * KEEP)}) == 1  # the new entry stays
+
+
+def test_gc_forgets_parsed_locks_no_lock_file_has(project: Project) -> None:
+    import sqlite3
+
+    project.pipeline(textwrap.dedent("""\
+        from pivot import stage
+
+        @stage(deps=["in.txt"], outs=["out.txt"])
+        def copy():
+            open("out.txt", "w").write(open("in.txt").read())
+        """))
+
+    def memo() -> int:
+        with sqlite3.connect(project.root / ".pivot/state.db") as db:
+            return int(db.execute("SELECT count(*) FROM kv WHERE key LIKE 'lock%'").fetchone()[0])
+
+    for text in ("one\n", "two\n", "three\n"):
+        project.write("in.txt", text)
+        project.pivot("run")
+        project.pivot("status")  # reads (and remembers) the lock just written
+    assert memo() >= 2
+    project.pivot("gc")
+    assert memo() == 1
+    assert "up to date" in project.pivot("status").stdout
+    assert memo() == 1  # the kept entry still serves; nothing new was parsed

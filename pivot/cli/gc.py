@@ -36,6 +36,15 @@ def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: s
         else:
             result = gc_local(cache, outputs, dry_run)
             where = "the cache"
+            if not dry_run:
+                from pivot.lock import prune_memo
+                from pivot.state import State
+
+                state = State(project.state_path)
+                try:
+                    prune_memo(project.stages_dir, state)
+                finally:
+                    state.close()
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     verb = "would remove" if dry_run else "removed"
