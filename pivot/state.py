@@ -6,6 +6,7 @@ Nothing here is committed; deleting the file only costs re-hashing.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,16 @@ class State:
                                               (prefix, prefix + "\U0010ffff")) if k not in keep]
         self.db.executemany("DELETE FROM kv WHERE key=?", ((k,) for k in keys))
         return len(keys)
+
+    def drop_missing(self, root: Path) -> int:
+        """Forget the hashes of files and folders (relative to root) that no longer exist."""
+        gone = 0
+        for table in ("hashes", "dirs"):
+            paths = [p for (p,) in self.db.execute(f"SELECT path FROM {table}")
+                     if not os.path.lexists(os.path.join(root, p))]
+            self.db.executemany(f"DELETE FROM {table} WHERE path=?", ((p,) for p in paths))
+            gone += len(paths)
+        return gone
 
     def commit(self) -> None:
         if self._db is not None:

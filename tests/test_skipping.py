@@ -895,3 +895,27 @@ def test_gc_forgets_parsed_locks_no_lock_file_has(project: Project) -> None:
     assert memo() == 1
     assert "up to date" in project.pivot("status").stdout
     assert memo() == 1  # the kept entry still serves; nothing new was parsed
+
+
+def test_gc_forgets_hashes_of_files_that_are_gone(project: Project) -> None:
+    import sqlite3
+
+    project.pipeline(textwrap.dedent("""\
+        from pivot import stage
+
+        @stage(deps=["a.txt", "b.txt"], outs=["out.txt"])
+        def join():
+            open("out.txt", "w").write(open("a.txt").read() + open("b.txt").read())
+        """))
+    project.write("a.txt", "a\n")
+    project.write("b.txt", "b\n")
+    project.pivot("run")
+
+    def remembered() -> set[str]:
+        with sqlite3.connect(project.root / ".pivot/state.db") as db:
+            return {p for (p,) in db.execute("SELECT path FROM hashes")}
+
+    assert {"a.txt", "b.txt"} <= remembered()
+    (project.root / "b.txt").unlink()
+    project.pivot("gc")
+    assert "a.txt" in remembered() and "b.txt" not in remembered()

@@ -43,6 +43,7 @@ def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: s
                 state = State(project.state_path)
                 try:
                     prune_memo(project.stages_dir, state)
+                    state.drop_missing(project.root)
                 finally:
                     state.close()
     for note in result.notes:
