@@ -18,7 +18,8 @@ class Summary:
 
 class Reporter:
     def running(self, stage: str, reasons: tuple[str, ...]) -> None: ...
-    def done(self, stage: str, seconds: float) -> None: ...
+    def done(self, stage: str, seconds: float, worker: str = "",
+             timings: tuple[tuple[str, float], ...] = ()) -> None: ...
     def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None: ...
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None: ...
     def failed(self, stage: str, error: str) -> None: ...
@@ -73,7 +74,8 @@ class ConsoleReporter(Reporter):
             more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
             self._line(f"{stage}: running ({reasons[0]}{more})" if reasons else f"{stage}: running")
 
-    def done(self, stage: str, seconds: float) -> None:
+    def done(self, stage: str, seconds: float, worker: str = "",
+             timings: tuple[tuple[str, float], ...] = ()) -> None:
         self._line(f"{stage}: done in {seconds:.2f}s")
 
     def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None:
@@ -130,8 +132,12 @@ class JsonReporter(Reporter):
     def running(self, stage: str, reasons: tuple[str, ...]) -> None:
         self._emit(event="running", stage=stage, reasons=list(reasons))
 
-    def done(self, stage: str, seconds: float) -> None:
-        self._emit(event="done", stage=stage, seconds=round(seconds, 6))
+    def done(self, stage: str, seconds: float, worker: str = "",
+             timings: tuple[tuple[str, float], ...] = ()) -> None:
+        extra: dict[str, object] = {}
+        if worker:  # a stage run on a cluster: where, and how its time was spent there
+            extra = {"worker": worker, "timings": {step: round(t, 6) for step, t in timings}}
+        self._emit(event="done", stage=stage, seconds=round(seconds, 6), **extra)
 
     def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None:
         self._emit(event="skipped", stage=stage, restored=restored)

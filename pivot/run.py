@@ -326,7 +326,7 @@ class Runner:
         self._drop_backups(name, backups)
         self.state[name] = "ok"
         self.summary.ran.append(name)
-        self.reporter.done(name, result.duration)
+        self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
 
     def _land(self, result: StageResult) -> None:

@@ -209,6 +209,11 @@ def test_diamond_on_the_cluster_matches_a_local_run(tmp_path: Path, cluster: Any
     proc = on_cluster(remote, cluster, "--json")
     evts = events(proc.stdout)
     assert sorted(e["stage"] for e in evts if e["event"] == "done") == ["clean", "features", "stats", "train"]
+    for e in evts:
+        if e["event"] == "done":  # which worker ran it, and where its time went there
+            assert e["worker"].startswith("tcp://127.0.0.1:"), e
+            assert set(e["timings"]) == {"fetch", "run", "upload"}, e
+            assert all(t >= 0 for t in e["timings"].values()) and e["timings"]["run"] <= e["seconds"] + 1, e
 
     # Stages ran in the workers' scratch space, with no project in sight.
     for name in ("clean", "features", "stats", "train"):
