@@ -125,6 +125,10 @@ show rm model.json
 show pivot run
 show ls -l model.json
 
+step "Compare with the last commit: metrics and params, read from git without checking out"
+show pivot metrics diff
+show pivot params diff
+
 step "Done"
 show git status --short
 echo
