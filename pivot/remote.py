@@ -107,6 +107,14 @@ def human(n: float) -> str:
 # -- storages -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Listed:
+    """An object seen in a listing: its size, and when it was written (None: not known)."""
+
+    size: int
+    mtime: float | None = None
+
+
 class Storage:
     """Async primitives over one remote. Paths are relative to the remote's root (files/ab/…).
     Every primitive raises NotFound for an absent object and lets any other error through."""
@@ -137,7 +145,7 @@ class Storage:
     async def preflight(self, writing: bool) -> None: ...
     async def size(self, rel: str) -> int: raise NotImplementedError
     async def list_dir(self, rel: str) -> dict[str, int]: raise NotImplementedError  # name -> size
-    async def list_all(self) -> dict[str, int]: raise NotImplementedError  # digest -> size
+    async def list_all(self) -> dict[str, Listed]: raise NotImplementedError
     async def put(self, src: str, rel: str, digest: str) -> int: raise NotImplementedError
     async def get(self, rel: str, dst: str) -> None: raise NotImplementedError
     async def read(self, rel: str) -> bytes: raise NotImplementedError
@@ -245,11 +253,24 @@ class LocalStorage(Storage):
                 return {}
         return await asyncio.to_thread(scan)
 
-    async def list_all(self) -> dict[str, int]:
-        found: dict[str, int] = {}
+    async def list_all(self) -> dict[str, Listed]:
         base = self.root / "files"
+
+        def scan(prefix: str) -> dict[str, Listed]:
+            try:
+                with os.scandir(base / prefix) as it:
+                    return {prefix + e.name: Listed(st.st_size, st.st_mtime) for e in it
+                            if not e.name.startswith(".") and is_digest(prefix + e.name)
+                            for st in (e.stat(),)}
+            except FileNotFoundError:
+                return {}
+
         if not base.is_dir():
-            return found
+            return {}
+        found: dict[str, Listed] = {}
+        for prefix in sorted(os.listdir(base)):
+            found.update(await asyncio.to_thread(scan, prefix))
+        return found
         for prefix in sorted(os.listdir(base)):
             for name, size in (await self.list_dir(f"files/{prefix}")).items():
                 if is_digest(prefix + name):
@@ -365,7 +386,7 @@ class FsspecStorage(Storage):
         return {path.rsplit("/", 1)[-1]: int(info.get("size") or 0) for path, info in found.items()
                 if info.get("type") != "directory"}
 
-    async def list_all(self) -> dict[str, int]:
+    async def list_all(self) -> dict[str, Listed]:
         try:
             found = await self.fs._find(self._p("files"), detail=True)
         except FileNotFoundError:
@@ -374,7 +395,7 @@ class FsspecStorage(Storage):
         for path, info in found.items():
             parts = path.rsplit("/", 2)
             if len(parts) == 3 and is_digest(parts[1] + parts[2]):
-                out[parts[1] + parts[2]] = int(info.get("size") or 0)
+                out[parts[1] + parts[2]] = Listed(int(info.get("size") or 0), _mtime(info))
         return out
 
     async def put(self, src: str, rel: str, digest: str) -> int:
@@ -419,6 +440,17 @@ class FsspecStorage(Storage):
 
     async def write(self, rel: str, data: bytes) -> None:
         await self.fs._pipe_file(self._p(rel), data)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """When a listed object was written, from whichever field this fsspec backend fills."""
+    for key in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(key)
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
 
 
 def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, Any]:
@@ -862,6 +894,7 @@ class GcResult:
     bytes: int = 0
     kept: int = 0
     notes: list[str] = field(default_factory=list)
+    young: int = 0  # unreferenced but written less than min_age ago: kept (remote gc)
 
 
 def gc_local(cache: Cache, outputs: dict[str, Needed], dry_run: bool) -> GcResult:
@@ -887,7 +920,11 @@ def gc_local(cache: Cache, outputs: dict[str, Needed], dry_run: bool) -> GcResul
     return result
 
 
-def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int, dry_run: bool) -> GcResult:
+def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int, dry_run: bool,
+              min_age: float = 3600.0) -> GcResult:
+    """Remove the remote's objects no kept lock refers to, except those written less than
+    `min_age` seconds ago: a push in progress (from any clone) uploads objects before the lock
+    that refers to them is committed anywhere."""
     result = GcResult()
 
     async def go() -> None:
@@ -902,10 +939,19 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
                 result.notes.append(f"directory '{path}': its manifest is on neither side, so its files "
                                     "cannot be told apart and may be removed")
             present = await storage.list_all()
-            drop = sorted(d for d in present if d not in plan.objects)
+            unused = [d for d in present if d not in plan.objects]
+            now = time.time()
+            young = [d for d in unused if (t := present[d].mtime) is not None and now - t < min_age]
+            if young:
+                result.young = len(young)
+                result.notes.append(
+                    f"kept {len(young)} unreferenced object(s) ({human(sum(present[d].size for d in young))}) "
+                    f"written in the last {_duration(min_age)}: a push in progress may need them; "
+                    "run gc again later, or with --min-age 0 if no one is pushing")
+            drop = sorted(set(unused) - set(young))
             result.kept = len(present) - len(drop)
             result.removed = len(drop)
-            result.bytes = sum(present[d] for d in drop)
+            result.bytes = sum(present[d].size for d in drop)
             if isinstance(storage, LocalStorage):
                 # An hour: a push in progress keeps writing its temporaries; a killed one's stay.
                 stale = storage.stale_temporaries(3600)
@@ -926,6 +972,12 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
 
     storage.run(go)
     return result
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 60)} min" if seconds >= 60 else f"{int(seconds)} s"
 
 
 def summarize(paths: Iterable[str], limit: int = 5) -> str:

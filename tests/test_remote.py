@@ -167,7 +167,7 @@ def test_gc_from_another_clone_makes_push_ask_again(project: Project, remote: Re
     assert len(remote.objects()) == 2 * OBJECTS
     other = clone(project, tmp_path)  # main only: the feature branch's objects are garbage to it
     other.pivot("remote", "add", "store", remote.url, "--default", "--force", *remote.options)
-    assert f"removed {OBJECTS} object(s)" in other.pivot("gc", "--remote", "store").stdout
+    assert f"removed {OBJECTS} object(s)" in other.pivot("gc", "--remote", "store", "--min-age", "0").stdout
     assert f"pushed {OBJECTS} object(s)" in project.pivot("push").stdout
     assert len(remote.objects()) == 2 * OBJECTS
     assert "already has all" in project.pivot("push").stdout
@@ -235,7 +235,10 @@ def test_gc_keeps_what_other_branches_need(project: Project, remote: Remote, tmp
     assert len(project.cache_objects()) == 2 * OBJECTS
     assert f"removed {OBJECTS} object(s)" in project.pivot("gc").stdout
     assert len(project.cache_objects()) == OBJECTS
-    assert f"removed {OBJECTS} object(s)" in project.pivot("gc", "--remote", "store").stdout
+    recent = project.pivot("gc", "--remote", "store")  # just pushed: a push in progress may need them
+    assert "removed 0 object(s)" in recent.stdout and len(remote.objects()) == 2 * OBJECTS
+    assert f"kept {OBJECTS} unreferenced object(s)" in recent.stderr and "--min-age 0" in recent.stderr
+    assert f"removed {OBJECTS} object(s)" in project.pivot("gc", "--remote", "store", "--min-age", "0").stdout
     assert len(remote.objects()) == OBJECTS
     assert f"fetched {OBJECTS} object(s)" in clone(project, tmp_path).pivot("pull").stdout
 
@@ -327,6 +330,25 @@ def test_gc_of_a_folder_remote_clears_what_a_killed_push_left(project: Project, 
     assert "removed 1 temporary file(s) (11 B) left by interrupted pushes" in gc.stderr
     assert not old.exists() and fresh.exists()
     assert len(remote.objects()) == OBJECTS  # the objects themselves are all needed and kept
+
+
+def test_remote_gc_removes_unreferenced_objects_once_they_are_old(project: Project, tmp_path: Path) -> None:
+    remote = Remote("folder", str(tmp_path / "remote"), folder=tmp_path / "remote")
+    setup(project, remote)
+    project.pivot("push")
+    first = set(remote.objects())
+    project.write("data/raw.txt", "newer data\n")
+    project.pivot("run")
+    project.pivot("push")
+    assert len(remote.objects()) == 2 * OBJECTS
+    for digest in first:  # the first version's objects were pushed two hours ago
+        path = remote.folder / "files" / digest[:2] / digest[2:]  # type: ignore[operator]
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    gc = project.pivot("gc", "-r", "store")
+    assert f"removed {OBJECTS} object(s)" in gc.stdout and "unreferenced" not in gc.stderr
+    assert not remote.objects() & first and len(remote.objects()) == OBJECTS
+    bad = project.pivot("gc", "-r", "store", "--min-age", "-1", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
 def test_push_without_a_remote_says_how_to_add_one(project: Project) -> None:

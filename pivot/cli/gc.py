@@ -12,7 +12,11 @@ import click
 @click.option("-r", "--remote", "remote_name", metavar="NAME",
               help="Clean remote NAME instead of the local cache.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 512), default=None, help="Requests at a time (remote only).")
-def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: str | None, jobs: int | None) -> None:
+@click.option("--min-age", "min_age", type=click.IntRange(0), default=60, show_default=True, metavar="MINUTES",
+              help="Remote only: keep unreferenced objects written less than this long ago "
+                   "(a push in progress may need them).")
+def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: str | None, jobs: int | None,
+            min_age: int) -> None:
     """Remove cache objects that no kept lock file refers to.
 
     Kept: the workspace's lock files, plus every local branch's (--all-branches) or every
@@ -31,7 +35,8 @@ def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: s
         if remote_name:
             spec = resolve(project.config, remote_name)
             jobs = jobs or default_jobs(spec.url)
-            result = gc_remote(open_storage(spec, project.root, jobs), cache, outputs, jobs, dry_run)
+            result = gc_remote(open_storage(spec, project.root, jobs), cache, outputs, jobs, dry_run,
+                               min_age=min_age * 60.0)
             where = f"remote '{spec.name}'"
         else:
             result = gc_local(cache, outputs, dry_run)
