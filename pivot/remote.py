@@ -975,8 +975,6 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: 
 
 
 def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)} h"
     return f"{int(seconds // 60)} min" if seconds >= 60 else f"{int(seconds)} s"
 
 
