@@ -612,16 +612,9 @@ async def _bounded(jobs: int, items: Iterable[Any], fn: Callable[[Any], Awaitabl
 
 
 async def _present(storage: Storage, digests: list[str]) -> set[str]:
-    from pivot.remote import NotFound
+    from pivot.remote import _missing
 
-    async def ask(d: str) -> str | None:
-        try:
-            await storage.size(object_relpath(d))
-            return d
-        except NotFound:
-            return None
-
-    return {d for d in await _bounded(TRANSFERS, digests, ask) if d is not None}
+    return set(digests) - await _missing(storage, digests, TRANSFERS)
 
 
 async def _read_verified(storage: Storage, digest: str) -> bytes:
@@ -637,42 +630,18 @@ async def _read_verified(storage: Storage, digest: str) -> bytes:
 
 
 async def _fetch_into(storage: Storage, cache: Cache, wanted: dict[str, int]) -> list[str]:
-    """Download objects into `cache`, each verified before it enters; returns those not found."""
-    from pivot.remote import NotFound
+    """Download objects into `cache`, each verified before it enters (as `pivot fetch` does);
+    returns those not found. `wanted`: hash -> size, negative when not known."""
+    from pivot.remote import Progress, Transfer, _download
 
-    tmp_dir = cache.dir / "tmp"
-
-    async def one(d: str) -> str | None:
-        if cache.has(d):
-            return None
-        size = wanted[d]
-        try:
-            if 0 <= size <= SMALL:
-                data = await storage.read(object_relpath(d))
-                if hash_bytes(data) != d:
-                    raise RemoteError(f"object {d} on remote '{storage.name}' does not match its hash; it was refused")
-                cache.add_bytes(data)
-                return None
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix="dl.", dir=tmp_dir)
-            os.close(fd)
-            try:
-                await storage.get(object_relpath(d), tmp)
-                actual = await asyncio.to_thread(hash_file, tmp)
-                if actual != d:
-                    raise RemoteError(f"object {d} on remote '{storage.name}' does not match its hash; it was refused")
-                dest = cache.path(d)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            return None
-        except NotFound:
-            return d
-
-    return [d for d in await _bounded(TRANSFERS, sorted(wanted), one) if d is not None]
+    lacking = {d: d for d in sorted(wanted) if not cache.has(d)}
+    result = Transfer(storage.name)
+    sizes = {d: n for d, n in wanted.items() if n >= 0}
+    await _download(storage, cache, lacking, TRANSFERS, Progress("", len(lacking), False), result, sizes)
+    if result.corrupt:
+        raise RemoteError(f"object {min(result.corrupt)} on remote '{storage.name}' does not match its hash; "
+                          "it was refused")
+    return sorted(result.missing)
 
 
 # -- the worker side -----------------------------------------------------------------------------------
@@ -857,14 +826,11 @@ def _keep(cache: Cache, digest: str, data: bytes | None = None, src: str | None 
         _CACHED += len(data)
         return
     assert src is not None
-    dest = cache.path(digest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.chmod(src, 0o444)
-        os.replace(src, dest)
+        cache._commit(src, digest)
     except OSError:
         return
-    _CACHED += os.path.getsize(dest)
+    _CACHED += os.path.getsize(cache.path(digest))
 
 
 def _reply(wt: WorkerTask, result: StageResult) -> WorkerReply:

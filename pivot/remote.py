@@ -244,37 +244,26 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise NotFound(rel) from None
 
+    def _scan(self, rel: str) -> dict[str, Listed]:
+        """The objects in one folder of the remote (temporaries, named .tmp.*, left out)."""
+        try:
+            with os.scandir(self.root / rel) as it:
+                return {e.name: Listed(st.st_size, st.st_mtime) for e in it if not e.name.startswith(".")
+                        for st in (e.stat(),)}
+        except FileNotFoundError:
+            return {}
+
     async def list_dir(self, rel: str) -> dict[str, int]:
-        def scan() -> dict[str, int]:
-            try:
-                with os.scandir(self.root / rel) as it:
-                    return {e.name: e.stat().st_size for e in it if not e.name.startswith(".")}
-            except FileNotFoundError:
-                return {}
-        return await asyncio.to_thread(scan)
+        return {name: e.size for name, e in (await asyncio.to_thread(self._scan, rel)).items()}
 
     async def list_all(self) -> dict[str, Listed]:
         base = self.root / "files"
-
-        def scan(prefix: str) -> dict[str, Listed]:
-            try:
-                with os.scandir(base / prefix) as it:
-                    return {prefix + e.name: Listed(st.st_size, st.st_mtime) for e in it
-                            if not e.name.startswith(".") and is_digest(prefix + e.name)
-                            for st in (e.stat(),)}
-            except FileNotFoundError:
-                return {}
-
         if not base.is_dir():
             return {}
         found: dict[str, Listed] = {}
         for prefix in sorted(os.listdir(base)):
-            found.update(await asyncio.to_thread(scan, prefix))
-        return found
-        for prefix in sorted(os.listdir(base)):
-            for name, size in (await self.list_dir(f"files/{prefix}")).items():
-                if is_digest(prefix + name):
-                    found[prefix + name] = size
+            listed = await asyncio.to_thread(self._scan, f"files/{prefix}")
+            found.update((prefix + name, e) for name, e in listed.items() if is_digest(prefix + name))
         return found
 
     def _folder(self, dest: str) -> None:
@@ -767,8 +756,8 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int,
                     result.bytes += r
             bar.close()
             if index is not None:
-                index.add(token, [d for d in local if d not in lacking])
-                index.add(token, result.done)
+                uploaded = set(result.done)
+                index.add(token, [d for d in local if d not in lacking or d in uploaded])
 
     storage.run(go)
     return result

@@ -127,9 +127,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Itera
     home = tmp_path_factory.mktemp("worker-home")
     preload = home / "chdir_preload.py"
     preload.write_text(f"import os\n\ndef dask_setup(worker):\n    os.chdir({str(home)!r})\n")
-    saved = {k: os.environ.get(k) for k in DUMMY_CREDENTIALS}
-    os.environ.update(DUMMY_CREDENTIALS)  # workers find S3 credentials in their environment
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in DUMMY_CREDENTIALS.items():  # workers find S3 credentials in their environment
+            env.setenv(key, value)
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                           local_directory=str(home / "scratch"), preload=[str(preload)]) as lc, \
                 Client(lc) as client:
@@ -137,12 +137,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Itera
             lc.home = home
             lc.client = client
             yield lc
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
