@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -24,18 +28,45 @@ def _umask() -> int:
     return umask
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then deliver it: what the block began, it finishes.
+
+    Python raises KeyboardInterrupt between any two bytecodes, so without this a Ctrl-C can land
+    between creating a temporary file and the `try` that would remove it, or between writing a
+    lock and recording that the stage is done. Only the main thread receives signals; elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            if callable(previous):  # default_int_handler raises KeyboardInterrupt; an outer deferral queues it
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: readers see the old file or the new one, never a part, and
+    an interrupted write leaves no temporary behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    with interrupts_deferred():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), mode)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
 
 
 def write_text(path: Path, text: str) -> None:

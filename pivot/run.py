@@ -288,44 +288,50 @@ class Runner:
                        inputs=tuple(inputs))
 
     def _finish(self, fut: Future[StageResult]) -> None:
-        prep, backups = self.running.pop(fut)
+        # The stage stays in self.running, which Ctrl-C or an error rolls back (_abort), until it
+        # is settled; settling (rolled back and marked failed, or locked and marked done) is not
+        # interrupted halfway, so a lock never lacks its outputs nor outputs their lock.
+        prep, backups = self.running[fut]
         name = prep.stage.name
         outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
         try:
             result = fut.result()
         except Exception as exc:
             if self._remote:  # the cluster already retried a lost worker: this stage fails
-                self._roll_back(name, outs, backups)
                 if isinstance(exc, PivotError):
                     raise
-                self._failed(name, f"{type(exc).__name__}: {exc}")
+                with atomic.interrupts_deferred():
+                    del self.running[fut]
+                    self._roll_back(name, outs, backups)
+                    self._failed(name, f"{type(exc).__name__}: {exc}")
                 return
             # a worker died (killed, out of memory, os._exit): the pool is broken
-            self._worker_died(name, outs, backups)
+            with atomic.interrupts_deferred():
+                del self.running[fut]
+                self._worker_died(name, outs, backups)
             return
         if result.refused:
-            self._roll_back(name, outs, backups)
             raise WorkerRefused(result.refused)
         if result.output:
             self.reporter.output(name, result.output)
         if not result.ok:
-            self._roll_back(name, outs, backups)
-            self._failed(name, result.error or "failed")
+            with atomic.interrupts_deferred():
+                del self.running[fut]
+                self._roll_back(name, outs, backups)
+                self._failed(name, result.error or "failed")
             return
-        try:
-            if not result.placed:
-                self._land(result)
+        if not result.placed:
+            self._land(result)
+        with atomic.interrupts_deferred():
             deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
             fp = prep.fingerprint
             lock = StageLock(fp.digest, fp.manifest, prep.current.params, tuple(deps), result.records, fp.notes)
             self.repo.write_lock(name, lock)
-        except BaseException:
-            self._roll_back(name, outs, backups)
-            raise
+            del self.running[fut]
+            self.state[name] = "ok"
+            self.summary.ran.append(name)
         self.repo.state.put_files(list(result.memo))
         self._drop_backups(name, backups)
-        self.state[name] = "ok"
-        self.summary.ran.append(name)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
 
@@ -375,15 +381,21 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(kill=True)
             self._executor = None
-        for prep, backups in self.running.values():
-            name = prep.stage.name
-            self._roll_back(name, list(zip(prep.stage.outs, self.repo.graph.outs[name])), backups)
-        self.running.clear()
+        with atomic.interrupts_deferred():  # a second Ctrl-C must not stop a roll back halfway
+            for prep, backups in self.running.values():
+                name = prep.stage.name
+                self._roll_back(name, list(zip(prep.stage.outs, self.repo.graph.outs[name])), backups)
+            self.running.clear()
         self._clean_tmp()
 
     def _clean_tmp(self) -> None:
-        """Partial cache objects left by killed workers (we hold the project lock)."""
+        """Partial cache objects left by killed workers, and half-written lock files of a
+        killed run (we hold the project lock)."""
         shutil.rmtree(self.repo.cache.dir / "tmp", ignore_errors=True)
+        stages_dir = self.repo.project.stages_dir
+        if stages_dir.is_dir():
+            for f in stages_dir.glob(".*.lock.*.tmp"):
+                f.unlink(missing_ok=True)
         if self.logs_dir.is_dir():
             for f in self.logs_dir.glob("*.running"):
                 f.unlink(missing_ok=True)

@@ -454,3 +454,80 @@ def test_second_run_fails_at_once_naming_the_first_pid(done: Project, procs: lis
     after = project.pivot("run", "--json")
     assert started_stages(after) == []
     assert_locks_match_workspace(project)
+
+
+# -- Ctrl-C inside a single write ------------------------------------------------------------
+
+
+def _sigint_storm(action, rounds: int, longest: float) -> int:
+    """Run `action` `rounds` times, each with a real SIGINT due at a random moment within
+    `longest` seconds (a SIGALRM timer that raises SIGINT), so interrupts land at every point of
+    it. Returns how many rounds were interrupted."""
+    import random
+
+    interrupted = 0
+    rng = random.Random(7)
+    old_alarm = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for i in range(rounds):
+            try:
+                signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, longest))
+                action(i)
+                time.sleep(longest)  # the interrupt, if not yet delivered, comes here
+            except KeyboardInterrupt:
+                interrupted += 1
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        signal.signal(signal.SIGINT, old_int)
+    return interrupted
+
+
+def test_ctrl_c_during_an_atomic_write_leaves_the_old_or_new_file_and_no_temporary(tmp_path: Path) -> None:
+    """A Ctrl-C that lands between creating the temporary and the `try` that removes it used
+    to leave `.x.lock.*.tmp` behind (seen in CI as a stray `.other.lock.*.tmp`)."""
+    from pivot import atomic
+
+    target = tmp_path / "x.lock"
+    versions = {str(i).encode() * 1000 for i in range(-1, 600)}
+    atomic.write_bytes(target, b"-1" * 1000)
+
+    def write(i: int) -> None:
+        atomic.write_bytes(target, str(i).encode() * 1000)
+
+    interrupted = _sigint_storm(write, 600, 0.0003)
+    assert interrupted == 600, "every round should have been interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lock"]
+    assert target.read_bytes() in versions
+
+
+def test_interrupts_deferred_delivers_ctrl_c_after_the_block() -> None:
+    from pivot import atomic
+
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("after the signal")
+            with atomic.interrupts_deferred():  # nested: the inner one hands it to the outer
+                signal.raise_signal(signal.SIGINT)
+                steps.append("inner")
+            steps.append("outer end")
+    assert steps == ["after the signal", "inner", "outer end"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with atomic.interrupts_deferred():  # no signal: nothing raised
+        steps.append("quiet")
+    assert steps[-1] == "quiet"
+
+
+def test_a_lock_temporary_left_by_a_killed_run_is_removed_by_the_next(project: Project) -> None:
+    project.write("data/raw.txt", "raw\n")
+    project.pipeline(pipeline_text())
+    project.pivot("run")
+    stray = project.root / ".pivot" / "stages" / ".other.lock.faohj0ff.tmp"
+    stray.write_text("half a lock")
+    project.pivot("run")
+    assert sorted(p.name for p in stray.parent.iterdir()) == ["early.lock", "other.lock", "slow.lock"]
