@@ -11,6 +11,7 @@ from typing import Iterable
 
 import xxhash
 
+from pivot import atomic
 from pivot.errors import CacheError
 from pivot.hashing import _CHUNK, DirEntry, hash_bytes, parse_manifest, read_buffer
 from pivot.lock import PathRecord
@@ -106,6 +107,30 @@ class Cache:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    def is_linked(self, digest: str, workspace_file: str | Path) -> bool:
+        """True when `workspace_file` is the cache object of `digest` itself, not a copy: a
+        hardlink to it (same inode) or a symlink resolving to it."""
+        obj = self.path(digest)
+        try:
+            if os.path.islink(workspace_file):
+                return os.path.realpath(workspace_file) == os.path.realpath(obj)
+            a, b = os.stat(workspace_file), os.stat(obj)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    def evict_damaged(self, digest: str, workspace_file: str | Path) -> None:
+        """Take out of the cache an object that no longer holds the content its name says,
+        because `workspace_file`, a link to it, was written in place. The changed content stays
+        in the workspace as an ordinary file: a hardlink keeps the inode; a symlink is replaced
+        by the object itself, made writable."""
+        obj = self.path(digest)
+        if os.path.islink(workspace_file):
+            os.chmod(obj, 0o666 & ~atomic._umask())
+            os.replace(obj, workspace_file)
+        else:
+            _unlink(obj)
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         """Those of `digests` not in the cache: a stat each when they are few, else one listing

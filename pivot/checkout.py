@@ -13,6 +13,7 @@ class CheckoutResult:
     restored: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # not in the cache
     kept: list[tuple[str, str]] = field(default_factory=list)  # not overwritten, with why
+    warnings: list[str] = field(default_factory=list)
 
 
 def checkout(repo: Repo, stages: tuple[str, ...] = (), force: bool = False) -> CheckoutResult:
@@ -31,6 +32,11 @@ def checkout(repo: Repo, stages: tuple[str, ...] = (), force: bool = False) -> C
                 continue
             current = repo.hasher.hash_path(rec.path)
             if current is not None and current.hash == rec.hash:
+                continue
+            damaged = repo.damaged_objects(rec, current)
+            if damaged:  # its locked version is lost here: as if it were not in the cache
+                result.warnings.append(repo.evict_damaged(rec.path, damaged))
+                result.missing.append(rec.path)
                 continue
             if not repo.in_cache(rec):
                 result.missing.append(rec.path)

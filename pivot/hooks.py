@@ -294,7 +294,8 @@ def checkout_replacing(repo: Repo) -> tuple[CheckoutResult, list[tuple[str, str]
         return first, []
     saved = [(path, _save_to_cache(repo, path)) for path, _why in first.kept]
     second = checkout(repo)
-    return CheckoutResult(first.restored + second.restored, second.missing, second.kept), saved
+    return CheckoutResult(first.restored + second.restored, second.missing, second.kept,
+                          first.warnings + second.warnings), saved
 
 
 def _save_to_cache(repo: Repo, path: str) -> str:
@@ -312,7 +313,7 @@ def _save_to_cache(repo: Repo, path: str) -> str:
 
 
 def _checkout_messages(repo: Repo, result: CheckoutResult, saved: list[tuple[str, str]]) -> list[str]:
-    lines = []
+    lines = list(result.warnings)
     if result.restored:
         lines.append(f"restored {len(result.restored)} output(s) to match the lock files: {_listed(result.restored)}")
     for path, digest in saved:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class Prepared:
     current: Current
     lock: StageLock | None
     dep_hashes: dict[str, PathHash | None]
+    # Outputs changed in place through a hardlink/symlink into the cache, which damaged their
+    # locked cache objects: output path -> [(workspace file, object hash)].
+    damaged: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 class Repo:
@@ -108,14 +111,20 @@ class Repo:
             # In a plan, an upstream stage that will be skipped restores its locked outputs first.
             deps[d] = (expected or {}).get(d) or (h.hash if h else None)
         outs: dict[str, tuple[str, str | None]] = {}
+        out_hashes: dict[str, PathHash | None] = {}
         for o, path in zip(s.outs, self.graph.outs[name]):
-            h = self.hasher.hash_path(path)
+            h = out_hashes[path] = self.hasher.hash_path(path)
             outs[path] = (o.kind, h.hash if h else None)
         cached: set[str] = set()
+        damaged: dict[str, list[tuple[str, str]]] = {}
         if lock is not None:
             for rec in lock.outs:
-                if rec.path in outs and outs[rec.path][1] != rec.hash and rec.kind != "metric" \
-                        and self.in_cache(rec):
+                if rec.path not in outs or outs[rec.path][1] == rec.hash or rec.kind == "metric":
+                    continue
+                hit = self.damaged_objects(rec, out_hashes[rec.path])
+                if hit:
+                    damaged[rec.path] = hit
+                elif self.in_cache(rec):
                     cached.add(rec.path)
         cur = Current(
             fingerprint=fp.digest,
@@ -124,11 +133,51 @@ class Repo:
             deps=deps,
             outs=outs,
             cached=frozenset(cached),
+            damaged=frozenset(damaged),
             upstream_running=upstream_running,
             forced=forced,
             notes=fp.notes,
         )
-        return Prepared(s, fp, inst, cur, lock, dep_hashes)
+        return Prepared(s, fp, inst, cur, lock, dep_hashes, damaged)
+
+    # -- outputs changed through a link into the cache ---------------------
+    def damaged_objects(self, rec: PathRecord, current: PathHash | None) -> list[tuple[str, str]]:
+        """The cache objects of locked output `rec` that its workspace copy changed in place.
+
+        With cache.link hardlink or symlink, a workspace file *is* its cache object, so writing
+        into it (as root, or after a chmod) changes the object under its old name. Restoring
+        from such an object would hand back the edited content as if it were the locked one, so
+        it must be recognised: the workspace differs from the lock, yet is the object itself.
+        Returns [(workspace file, object hash)]; costs nothing unless the output differs."""
+        if current is None or current.hash == rec.hash:
+            return []
+        if not rec.is_dir:
+            return [(rec.path, rec.hash)] if not current.is_dir and self.cache.is_linked(rec.hash, rec.path) else []
+        if not current.is_dir:
+            return []
+        try:
+            locked = {e.path: e.hash for e in self.cache.read_manifest(rec.hash)}
+        except Exception:  # no manifest here: nothing of it can be checked out anyway
+            return []
+        hit = []
+        for e in _files(current):
+            was = locked.get(e.path)
+            if was is not None and was != e.hash:
+                path = f"{rec.path}/{e.path}"
+                if self.cache.is_linked(was, path):
+                    hit.append((path, was))
+        return hit
+
+    def evict_damaged(self, output: str, hit: list[tuple[str, str]]) -> str:
+        """Take damaged objects out of the cache (the edited files stay in the workspace);
+        returns a note for the user."""
+        for path, digest in hit:
+            self.cache.evict_damaged(digest, path)
+        link = "symlink" if self.cache.link == "symlink" else "hardlink"
+        what = f"'{hit[0][0]}'" if len(hit) == 1 else f"{len(hit)} files of '{output}'"
+        return (f"{what} changed in place through a {link} into the cache, which damaged the cached "
+                f"copy of the locked version; removed it from the cache (the changed content stays "
+                f"in the workspace). 'pivot pull' gets it back from a remote, or run the stage again")
 
     # -- restoring ---------------------------------------------------------
     def _keep_modified(self, rec: PathRecord, dest: Path, current: PathHash | None) -> str | None:

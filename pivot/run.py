@@ -197,6 +197,8 @@ class Runner:
                     progressed = True
                     continue
                 self._start_executor()  # before saying "running": the cluster may be unreachable
+                for out, hit in prep.damaged.items():  # never restore them again, here or downstream
+                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, hit)}")
                 self.reporter.running(name, decision.reasons)
                 self._submit(prep)
                 self._progress()

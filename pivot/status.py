@@ -18,6 +18,7 @@ class Current:
     deps: dict[str, str | None]  # path -> hash (None: missing)
     outs: dict[str, tuple[str, str | None]]  # path -> (kind, hash or None when missing)
     cached: frozenset[str] = frozenset()  # lock output paths whose object is in the cache
+    damaged: frozenset[str] = frozenset()  # lock output paths whose object the workspace changed through a link
     upstream_running: tuple[str, ...] = ()
     forced: bool = False
     notes: tuple[str, ...] = ()
@@ -156,6 +157,9 @@ def decide(cur: Current, lock: StageLock | None) -> Decision:
         elif digest != rec.hash:
             if path in cur.cached:  # the locked version is in the cache: restore, don't re-run
                 restore.append(rec)
+            elif path in cur.damaged:
+                reasons.append(f"output '{path}' was changed in place through a link into the cache, "
+                               "which damaged its locked version there")
             else:
                 reasons.append(f"output '{path}' was modified" if kind == "metric"
                                else f"output '{path}' was modified and its locked version is not in the cache")

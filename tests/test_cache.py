@@ -390,6 +390,81 @@ def test_symlink_mode_links_outputs_to_objects(project: Project) -> None:
     assert p.pivot("status").stdout.strip() == "all 1 stage(s) up to date"
 
 
+def edit_in_place(path: Path, text: str) -> None:
+    """What an editor saving in place, or `>>`, does: write into the existing file. A non-root
+    user would first need a chmod; root (as in CI) needs nothing."""
+    target = path.resolve()
+    os.chmod(target, 0o644)
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def assert_objects_hold_their_names(p: Project) -> None:
+    for o in p.cache_objects():
+        assert xxh(o.read_bytes()) == o.parent.name + o.name, f"{o} no longer holds its content"
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "symlink"])
+def test_an_edit_through_a_link_into_the_cache_is_caught_and_the_stage_runs(project: Project, mode: str) -> None:
+    """The workspace file is the cache object, so an edit in place changes the object under its
+    old name. Pivot used to "restore" the output from that object, record it as up to date and
+    keep the edited content for ever; now it sees the damage, takes the object out and re-runs."""
+    set_link_mode(project, mode)
+    p = setup(project, LINKED)
+    runs(p)
+    up, b = p.root / "data/upper.txt", p.root / "tree/sub/b.txt"
+    edit_in_place(up, "EDITED\n")
+    edit_in_place(b, "EDITED\n")
+
+    before = sorted(str(o) for o in p.cache_objects())
+    status = p.pivot("status", "--explain")
+    assert "output 'data/upper.txt' was changed in place through a link into the cache" in status.stdout
+    assert "output 'tree' was changed in place through a link into the cache" in status.stdout
+    assert sorted(str(o) for o in p.cache_objects()) == before, "status must change nothing"
+
+    out = p.pivot("run").stdout
+    assert f"'data/upper.txt' changed in place through a {mode} into the cache" in out
+    assert f"'tree/sub/b.txt' changed in place through a {mode} into the cache" in out
+    assert runs(p) == ["linked"]
+    assert up.read_text() == "HELLO\n" and b.read_text() == "hello\n"
+    assert_objects_hold_their_names(p)
+    assert p.pivot("status").stdout.strip() == "all 1 stage(s) up to date"
+    assert runs(p) == []
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "symlink"])
+def test_checkout_and_pull_do_not_hand_back_a_damaged_object(project: Project, mode: str, tmp_path: Path) -> None:
+    set_link_mode(project, mode)
+    p = setup(project, LINKED)
+    p.pivot("remote", "add", "store", str(tmp_path / "store"), "--default")
+    p.pivot("push")
+    up = p.root / "data/upper.txt"
+    edit_in_place(up, "EDITED\n")
+
+    co = p.pivot("checkout", check=False)
+    assert f"warning: 'data/upper.txt' changed in place through a {mode} into the cache" in co.stderr
+    assert "not in the cache: data/upper.txt" in co.stderr
+    # the edit is kept, as an ordinary file, and the cache holds nothing false
+    assert up.read_text() == "HELLO\nEDITED\n" and not up.is_symlink()
+    assert not obj(p, xxh("HELLO\n")).exists()
+    assert_objects_hold_their_names(p)
+
+    # the remote still has the locked version: pull brings it back (over the edit with --force)
+    pulled = p.pivot("pull", "--force")
+    assert "fetched 1 object(s)" in pulled.stdout, pulled.stdout
+    assert up.read_text() == "HELLO\n"
+    assert_objects_hold_their_names(p)
+    assert p.pivot("status").stdout.strip() == "all 1 stage(s) up to date"
+
+    # pull, when the damage is found by pull itself: it fetches the good copy at once
+    edit_in_place(up, "AGAIN\n")
+    pulled = p.pivot("pull", "--force")
+    assert f"warning: 'data/upper.txt' changed in place through a {mode}" in pulled.stderr
+    assert up.read_text() == "HELLO\n"
+    assert_objects_hold_their_names(p)
+    assert runs(p) == ["linked"]  # only the setup run: nothing was re-run
+
+
 # -- IncrementalOut -------------------------------------------------------------------
 
 GROW = logged('''

@@ -18,6 +18,8 @@ def command(stages: tuple[str, ...], force: bool) -> None:
 
     with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "checkout"):
         result = checkout(repo, stages, force)
+    for text in result.warnings:
+        click.echo(f"warning: {text}", err=True)
     for path in result.restored:
         click.echo(f"restored {path}")
     for path, why in result.kept:

@@ -110,6 +110,12 @@ def pull_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | N
     result = _fetch(stages, remote_name, jobs, all_branches, all_commits)
     with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "pull"):
         done = checkout(repo, stages, force)
+    if done.warnings:  # damaged cache objects were taken out: fetch good copies, then place them
+        for text in done.warnings:
+            click.echo(f"warning: {text}", err=True)
+        result = _fetch(stages, remote_name, jobs, all_branches, all_commits)
+        with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "pull"):
+            done = checkout(repo, stages, force)
     click.echo(f"restored {len(done.restored)} output(s)" if done.restored
                else "all outputs already match their lock files" if not done.missing else "no output restored")
     for path, why in done.kept:
