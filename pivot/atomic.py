@@ -36,8 +36,8 @@ def interrupts_deferred() -> Iterator[None]:
     between creating a temporary file and the `try` that would remove it, or between writing a
     lock and recording that the stage is done. Only the main thread receives signals; elsewhere
     this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # signals go to the main thread; a handler set outside Python could not be put back
         return
     pending: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
