@@ -128,7 +128,20 @@ class Cache:
         obj = self.path(digest)
         if os.path.islink(workspace_file):
             os.chmod(obj, 0o666 & ~atomic._umask())
-            os.replace(obj, workspace_file)
+            try:
+                os.replace(obj, workspace_file)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:  # a symlink may point to another file system
+                    raise
+                folder, name = os.path.split(workspace_file)
+                tmp = os.path.join(folder, f".{name}.pivot-tmp")
+                try:
+                    shutil.copyfile(obj, tmp)
+                    os.replace(tmp, workspace_file)
+                except BaseException:
+                    _unlink(tmp)
+                    raise
+                _unlink(obj)
         else:
             _unlink(obj)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import stat
 import subprocess
 import textwrap
@@ -463,6 +464,31 @@ def test_checkout_and_pull_do_not_hand_back_a_damaged_object(project: Project, m
     assert up.read_text() == "HELLO\n"
     assert_objects_hold_their_names(p)
     assert runs(p) == ["linked"]  # only the setup run: nothing was re-run
+
+
+def test_a_damaged_object_on_another_file_system_is_moved_back_as_a_copy(project: Project) -> None:
+    """Symlinks may cross file systems (here .pivot/cache lives on /dev/shm), where the object
+    cannot be renamed into the workspace: it is copied there, then removed."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(project.root).st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the project's")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        (project.root / ".pivot" / "cache").symlink_to(elsewhere)
+        set_link_mode(project, "symlink")
+        p = setup(project, LINKED)
+        up = p.root / "data/upper.txt"
+        assert up.is_symlink()
+        edit_in_place(up, "EDITED\n")
+        co = p.pivot("checkout", check=False)
+        assert "warning: 'data/upper.txt' changed in place through a symlink" in co.stderr, co.stderr
+        assert "Traceback" not in co.stderr
+        assert not up.is_symlink() and up.read_text() == "HELLO\nEDITED\n"
+        assert not obj(p, xxh("HELLO\n")).exists()
+        assert_objects_hold_their_names(p)
+        assert sorted(f.name for f in up.parent.iterdir()) == ["raw.txt", "upper.txt"]
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
 
 
 # -- IncrementalOut -------------------------------------------------------------------
