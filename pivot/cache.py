@@ -252,7 +252,19 @@ class Cache:
 
     def _make(self, src: str, tmp: str) -> None:
         if self.link == "hardlink":
-            os.link(src, tmp)
+            try:
+                os.link(src, tmp)
+            except OSError as exc:
+                if exc.errno == errno.EMLINK:  # the object has the most links the file system allows
+                    shutil.copyfile(src, tmp)
+                    return
+                if exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOTSUP):
+                    raise CacheError(
+                        f"cache.link is 'hardlink' but '{os.path.dirname(tmp) or '.'}' cannot be hardlinked to "
+                        f"the cache in '{self.dir}' ({exc.strerror}); hardlinks need both on one file "
+                        "system that supports them: use 'symlink', 'copy' or 'auto' in .pivot/config.yaml"
+                    ) from None
+                raise
         elif self.link == "symlink":
             os.symlink(os.path.abspath(src), tmp)
         else:

@@ -307,10 +307,15 @@ class Runner:
                     self._roll_back(name, outs, backups)
                     self._failed(name, f"{type(exc).__name__}: {exc}")
                 return
-            # a worker died (killed, out of memory, os._exit): the pool is broken
+            from concurrent.futures.process import BrokenProcessPool  # loaded already by the pool
+
             with atomic.interrupts_deferred():
                 del self.running[fut]
-                self._worker_died(name, outs, backups)
+                if isinstance(exc, BrokenProcessPool):  # a worker died (killed, out of memory, os._exit)
+                    self._worker_died(name, outs, backups)
+                else:  # storing the outputs failed in the worker (the stage itself is caught there)
+                    self._roll_back(name, outs, backups)
+                    self._failed(name, str(exc) if isinstance(exc, PivotError) else f"{type(exc).__name__}: {exc}")
             return
         if result.refused:
             raise WorkerRefused(result.refused)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import stat
 import subprocess
+import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import xxhash
@@ -466,29 +466,50 @@ def test_checkout_and_pull_do_not_hand_back_a_damaged_object(project: Project, m
     assert runs(p) == ["linked"]  # only the setup run: nothing was re-run
 
 
-def test_a_damaged_object_on_another_file_system_is_moved_back_as_a_copy(project: Project) -> None:
+def test_a_damaged_object_on_another_file_system_is_moved_back_as_a_copy(project: Project,
+                                                                        cache_elsewhere: Path) -> None:
     """Symlinks may cross file systems (here .pivot/cache lives on /dev/shm), where the object
     cannot be renamed into the workspace: it is copied there, then removed."""
+    set_link_mode(project, "symlink")
+    p = setup(project, LINKED)
+    up = p.root / "data/upper.txt"
+    assert up.is_symlink()
+    edit_in_place(up, "EDITED\n")
+    co = p.pivot("checkout", check=False)
+    assert "warning: 'data/upper.txt' changed in place through a symlink" in co.stderr, co.stderr
+    assert "Traceback" not in co.stderr
+    assert not up.is_symlink() and up.read_text() == "HELLO\nEDITED\n"
+    assert not obj(p, xxh("HELLO\n")).exists()
+    assert_objects_hold_their_names(p)
+    assert sorted(f.name for f in up.parent.iterdir()) == ["raw.txt", "upper.txt"]
+
+
+@pytest.fixture
+def cache_elsewhere(project: Project) -> Iterator[Path]:
+    """.pivot/cache as a symlink to a folder on another file system (/dev/shm)."""
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(project.root).st_dev:
         pytest.skip("needs /dev/shm on a file system other than the project's")
     elsewhere = Path(tempfile.mkdtemp(dir=shm))
-    try:
-        (project.root / ".pivot" / "cache").symlink_to(elsewhere)
-        set_link_mode(project, "symlink")
-        p = setup(project, LINKED)
-        up = p.root / "data/upper.txt"
-        assert up.is_symlink()
-        edit_in_place(up, "EDITED\n")
-        co = p.pivot("checkout", check=False)
-        assert "warning: 'data/upper.txt' changed in place through a symlink" in co.stderr, co.stderr
-        assert "Traceback" not in co.stderr
-        assert not up.is_symlink() and up.read_text() == "HELLO\nEDITED\n"
-        assert not obj(p, xxh("HELLO\n")).exists()
-        assert_objects_hold_their_names(p)
-        assert sorted(f.name for f in up.parent.iterdir()) == ["raw.txt", "upper.txt"]
-    finally:
-        shutil.rmtree(elsewhere, ignore_errors=True)
+    (project.root / ".pivot" / "cache").symlink_to(elsewhere)
+    yield elsewhere
+    shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_hardlink_mode_across_file_systems_fails_the_stage_with_advice(project: Project, cache_elsewhere: Path) -> None:
+    """The worker's error used to be taken for a dead worker ("its worker process died"), and
+    the stage retried; now it is the stage's failure, said plainly, and nothing is kept."""
+    set_link_mode(project, "hardlink")
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(LINKED)
+    run = project.pivot("run", check=False)
+    assert run.returncode == 1
+    assert "cache.link is 'hardlink' but" in run.stderr and "use 'symlink', 'copy' or 'auto'" in run.stderr, run.stderr
+    assert "worker process died" not in run.stderr + run.stdout
+    assert "retrying" not in run.stdout
+    assert "Traceback" not in run.stderr
+    assert not (project.root / ".pivot/stages/linked.lock").exists()
+    assert not (project.root / "data/upper.txt").exists()
 
 
 # -- IncrementalOut -------------------------------------------------------------------
