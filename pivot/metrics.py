@@ -71,13 +71,13 @@ def read_at(root: Path, rev: str | None, path: str) -> bytes | None:
     """The bytes of `path` (relative to the project root) in the workspace (rev None) or at git
     revision `rev`, read from git objects; None when the file is absent there."""
     if rev is None:
-        return _read_workspace(root, path)
+        return read_workspace(root, path)
     from pivot.git import read_blob
 
     return read_blob(root, rev, path)
 
 
-def _read_workspace(root: Path, path: str) -> bytes | None:
+def read_workspace(root: Path, path: str) -> bytes | None:
     full = root / path
     if full.is_dir():
         raise MetricsError(f"{path} is a folder; a Metric output must be one JSON or YAML file")
@@ -153,7 +153,7 @@ def metrics_snapshot(root: Path, rev: str | None) -> Snapshot:
     """Every metric value in the workspace (rev None) or at git revision `rev`."""
     if rev is None:
         files = _pipeline_metrics(root)
-        values, notes = _collect(files, lambda p: _read_workspace(root, p), "in the workspace",
+        values, notes = _collect(files, lambda p: read_workspace(root, p), "in the workspace",
                                  lambda s, p: f"{p} (stage {s}) is not in the workspace; run 'pivot run {s}'")
         return Snapshot(WORKSPACE, None, values, notes)
     from pivot.git import History

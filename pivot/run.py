@@ -329,6 +329,13 @@ class Runner:
             return
         if not result.placed:
             self._land(result)
+        problem = self._bad_metric(name, result)
+        if problem is not None:  # caught now, not at the next `pivot metrics show`
+            with atomic.interrupts_deferred():
+                del self.running[fut]
+                self._roll_back(name, outs, backups)
+                self._failed(name, problem)
+            return
         with atomic.interrupts_deferred():
             deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
             fp = prep.fingerprint
@@ -341,6 +348,22 @@ class Runner:
         self._drop_backups(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
+
+    def _bad_metric(self, name: str, result: StageResult) -> str | None:
+        """Why a Metric output the stage just wrote cannot be read as metrics, or None."""
+        metrics = [rec.path for rec in result.records if rec.kind == "metric"]
+        if not metrics:
+            return None
+        from pivot.metrics import MetricsError, read_workspace, parse_metric
+
+        for path in metrics:
+            try:
+                data = read_workspace(self.root, path)
+                if data is not None:
+                    parse_metric(data, path, f"as stage '{name}' wrote it")
+            except MetricsError as exc:
+                return str(exc)
+        return None
 
     def _land(self, result: StageResult) -> None:
         """Outputs of a remote stage: metrics written from their bytes; the rest checked out from

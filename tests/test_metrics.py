@@ -362,6 +362,29 @@ def test_malformed_metric_at_a_revision_names_the_revision(two_commits: tuple[Pr
                  "column 1); a Metric must be a JSON or YAML mapping of names to values")
 
 
+def test_a_stage_writing_an_unreadable_metric_fails_and_keeps_nothing(two_commits: tuple[Project, str, str]) -> None:
+    """Caught when the stage finishes, not at the next `pivot metrics show` (or after a commit):
+    the stage fails with the reason, its outputs are put back as they were, no lock is written."""
+    project, _, _ = two_commits
+    lock_before = project.lock("evaluate")
+    summary_before = project.read("eval/summary.yaml")
+    suffix = "a Metric must be a JSON or YAML mapping of names to values"
+    for source, problem in (("f1: [0.7\n", "not valid YAML (did not find expected ',' or ']' at line 2)"),
+                            ("- 0.7\n- 0.8\n", "the top level is a list, not a mapping")):
+        project.write("eval_source.yaml", source)
+        run = project.pivot("run", check=False)
+        assert run.returncode == 1
+        assert "Traceback" not in run.stderr
+        assert f"eval/summary.yaml as stage 'evaluate' wrote it: {problem}; {suffix}" in run.stderr, run.stderr
+        assert project.lock("evaluate") == lock_before
+        assert project.read("eval/summary.yaml") == summary_before
+    project.write("eval_source.yaml", "f1: 0.9\n")
+    project.pivot("run")
+    values = out_json(project, "metrics", "show")["values"]
+    assert {"path": "eval/summary.yaml", "key": "f1", "value": 0.9} in values
+    assert project.lock("evaluate") != lock_before
+
+
 # -- the pure parts -----------------------------------------------------------------------------
 
 
