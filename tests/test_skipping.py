@@ -511,7 +511,7 @@ from pivot import stage, Metric
 def make():
     log("make")
     open("x.txt", "w").write("x")
-    open("y.txt", "w").write("y")
+    open("y.txt", "w").write("y: 1\\n")  # a YAML mapping: y.txt becomes a Metric below
 '''
 
 
