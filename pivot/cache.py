@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import xxhash
 
@@ -133,14 +133,7 @@ class Cache:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:  # a symlink may point to another file system
                     raise
-                folder, name = os.path.split(workspace_file)
-                tmp = os.path.join(folder, f".{name}.pivot-tmp")
-                try:
-                    shutil.copyfile(obj, tmp)
-                    os.replace(tmp, workspace_file)
-                except BaseException:
-                    _unlink(tmp)
-                    raise
+                self._link(str(obj), str(workspace_file), make=shutil.copyfile)
                 _unlink(obj)
         else:
             _unlink(obj)
@@ -231,16 +224,18 @@ class Cache:
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._link(str(src), str(dest))
 
-    def _link(self, src: str, dest: str) -> None:
-        """Atomically put a link or copy of cache object `src` at `dest`, whose folder exists."""
+    def _link(self, src: str, dest: str, make: Callable[[str, str], object] | None = None) -> None:
+        """Atomically put a link or copy of cache object `src` at `dest`, whose folder exists
+        (made by `make`, by default as the link mode says)."""
+        make = make or self._make
         folder, name = os.path.split(dest)
         tmp = os.path.join(folder, f".{name}.pivot-tmp")
         try:
             try:
-                self._make(src, tmp)
+                make(src, tmp)
             except FileExistsError:  # left by a killed run
                 os.unlink(tmp)
-                self._make(src, tmp)
+                make(src, tmp)
             try:
                 os.replace(tmp, dest)
             except IsADirectoryError:

@@ -299,42 +299,31 @@ class Runner:
         try:
             result = fut.result()
         except Exception as exc:
-            if self._remote:  # the cluster already retried a lost worker: this stage fails
-                if isinstance(exc, PivotError):
-                    raise
-                with atomic.interrupts_deferred():
-                    del self.running[fut]
-                    self._roll_back(name, outs, backups)
-                    self._failed(name, f"{type(exc).__name__}: {exc}")
-                return
+            if self._remote and isinstance(exc, PivotError):
+                raise
             from concurrent.futures.process import BrokenProcessPool  # loaded already by the pool
 
-            with atomic.interrupts_deferred():
-                del self.running[fut]
-                if isinstance(exc, BrokenProcessPool):  # a worker died (killed, out of memory, os._exit)
+            if not self._remote and isinstance(exc, BrokenProcessPool):
+                # a local worker died (killed, out of memory, os._exit); the cluster retries its own
+                with atomic.interrupts_deferred():
+                    del self.running[fut]
                     self._worker_died(name, outs, backups)
-                else:  # storing the outputs failed in the worker (the stage itself is caught there)
-                    self._roll_back(name, outs, backups)
-                    self._failed(name, str(exc) if isinstance(exc, PivotError) else f"{type(exc).__name__}: {exc}")
+            else:  # storing the outputs failed on the worker (the stage's own errors are caught there)
+                self._settle_failed(fut, outs, backups,
+                                    str(exc) if isinstance(exc, PivotError) else f"{type(exc).__name__}: {exc}")
             return
         if result.refused:
             raise WorkerRefused(result.refused)
         if result.output:
             self.reporter.output(name, result.output)
         if not result.ok:
-            with atomic.interrupts_deferred():
-                del self.running[fut]
-                self._roll_back(name, outs, backups)
-                self._failed(name, result.error or "failed")
+            self._settle_failed(fut, outs, backups, result.error or "failed")
             return
         if not result.placed:
             self._land(result)
         problem = self._bad_metric(name, result)
         if problem is not None:  # caught now, not at the next `pivot metrics show`
-            with atomic.interrupts_deferred():
-                del self.running[fut]
-                self._roll_back(name, outs, backups)
-                self._failed(name, problem)
+            self._settle_failed(fut, outs, backups, problem)
             return
         with atomic.interrupts_deferred():
             deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
@@ -348,6 +337,15 @@ class Runner:
         self._drop_backups(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
+
+    def _settle_failed(self, fut: Future[StageResult], outs: list[tuple[Out, str]], backups: list[str],
+                       error: str) -> None:
+        """A running stage failed: undo what it wrote and record the failure, not interrupted halfway."""
+        name = self.running[fut][0].stage.name
+        with atomic.interrupts_deferred():
+            del self.running[fut]
+            self._roll_back(name, outs, backups)
+            self._failed(name, error)
 
     def _bad_metric(self, name: str, result: StageResult) -> str | None:
         """Why a Metric output the stage just wrote cannot be read as metrics, or None."""
