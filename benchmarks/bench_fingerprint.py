@@ -145,7 +145,7 @@ def generate(dest: Path, stages: int, modules: int) -> None:
 
 
 def check(result: object, what: str) -> None:
-    if not getattr(result, "ok"):
+    if not result.ok:
         raise SystemExit(f"{what} failed: {result.failure()}")  # type: ignore[attr-defined]
 
 

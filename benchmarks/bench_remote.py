@@ -28,8 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from benchlib import Measurement, machine_info, markdown_table, run_timed, tool_env, write_results  # noqa: E402
-from moto_server import DUMMY_CREDENTIALS, MotoServer  # noqa: E402
+from benchlib import Measurement, machine_info, markdown_table, run_timed, tool_env, write_results
+from moto_server import DUMMY_CREDENTIALS, MotoServer
 
 PIVOT = str(Path(sys.executable).parent / "pivot")
 BUCKET = "bench"

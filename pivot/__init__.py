@@ -3,5 +3,5 @@
 from pivot.outputs import IncrementalOut, Metric, Out, Plot
 from pivot.stage import stage
 
-__all__ = ["stage", "Out", "Metric", "Plot", "IncrementalOut"]
+__all__ = ["IncrementalOut", "Metric", "Out", "Plot", "stage"]
 __version__ = "0.1.0"

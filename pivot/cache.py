@@ -6,8 +6,8 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import xxhash
 

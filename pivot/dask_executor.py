@@ -53,10 +53,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pivot import atomic
 from pivot.cache import Cache, object_relpath
@@ -245,7 +246,7 @@ class DaskExecutor:
                     try:
                         importlib.import_module(name)
                         imported = True
-                    except Exception:  # noqa: BLE001 - the worker's import fails the stage, with the traceback
+                    except Exception:
                         continue
                 modules[name] = sys.modules[name]
         if imported:
@@ -429,7 +430,7 @@ class DaskExecutor:
     def _complete(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
         try:
             fut.set_result(self._answer(task, wt, dfut))
-        except BaseException as exc:  # noqa: BLE001 - handed to the runner, which reports it
+        except BaseException as exc:
             fut.set_exception(exc)
         finally:
             with self._lock:
@@ -534,13 +535,13 @@ class DaskExecutor:
             # nothing it did reaches the workspace (it wrote only to its scratch folder).
             try:
                 self.client.cancel(pending, force=True)
-            except Exception:  # noqa: BLE001 - shutting down; the scheduler forgets them anyway
+            except Exception:
                 pass
         self._post.shutdown(wait=not kill, cancel_futures=kill)
         self._bg.shutdown(wait=not kill, cancel_futures=kill)
         try:
             self.client.close(timeout=2 if kill else 10)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         if self._upload_errors and not kill:
             raise RemoteError(f"{self._upload_errors[0]}; the outputs are in the local cache and their locks are "

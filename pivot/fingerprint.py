@@ -46,9 +46,10 @@ import re
 import sys
 import time
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import xxhash
 
@@ -289,9 +290,7 @@ def _bindings(kind: str, nodes: Iterable[ast.AST], params: Iterable[str] = (),
             for a in n.names:
                 if a.name != "*":
                     scope.bind(a.asname or a.name, n)
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            scope.bind(n.name, n)
-        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+        elif (isinstance(n, ast.ExceptHandler) and n.name) or (isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name):
             scope.bind(n.name, n)
         elif isinstance(n, ast.MatchMapping) and n.rest:
             scope.bind(n.rest, n)
@@ -300,7 +299,7 @@ def _bindings(kind: str, nodes: Iterable[ast.AST], params: Iterable[str] = (),
 
 
 class _Acc:
-    __slots__ = ("refs", "flags")
+    __slots__ = ("flags", "refs")
 
     def __init__(self) -> None:
         self.refs: set[str] = set()
@@ -524,7 +523,7 @@ class _Item:
     """Something reached: code ("obj"), a bound value ("const"/"closure"), a whole user module
     ("file", obj = module name), or an installed package ("pkg", obj = module name)."""
 
-    __slots__ = ("kind", "label", "obj", "module", "name", "key")
+    __slots__ = ("key", "kind", "label", "module", "name", "obj")
 
     def __init__(self, kind: str, label: str, obj: Any, module: str = "", name: str = "") -> None:
         self.kind = kind

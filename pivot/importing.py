@@ -15,8 +15,9 @@ import marshal
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from types import CodeType, ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 import xxhash
 

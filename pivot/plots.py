@@ -23,9 +23,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pivot.errors import PivotError
 
@@ -497,7 +498,7 @@ def _version_json(ver: Version) -> dict[str, Any]:
 def require_plotly() -> Any:
     """The plotly package, or a PlotError saying how to install it."""
     try:
-        import plotly.graph_objects  # noqa: F401
+        import plotly.graph_objects
         import plotly.io
         import plotly.offline
     except ImportError:

@@ -18,8 +18,8 @@ objects by hand is mended by running it once.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 MARKER = "pivot-generation"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pivot import atomic, gitignore
 from pivot.errors import CacheError, PivotError
@@ -352,7 +352,7 @@ class Runner:
         metrics = [rec.path for rec in result.records if rec.kind == "metric"]
         if not metrics:
             return None
-        from pivot.metrics import MetricsError, read_workspace, parse_metric
+        from pivot.metrics import MetricsError, parse_metric, read_workspace
 
         for path in metrics:
             try:

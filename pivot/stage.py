@@ -8,9 +8,10 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from pivot.errors import PipelineError
 from pivot.outputs import Out

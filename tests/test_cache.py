@@ -14,13 +14,13 @@ import stat
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import xxhash
 import yaml
-
 from conftest import Project, make_git_repo
 
 LOG_HELPER = '''
@@ -628,7 +628,7 @@ def test_restore_in_process(project: Project, clean_modules: None) -> None:
     from pivot.executor import InlineExecutor
     from pivot.repo import Repo
     from pivot.reporter import Reporter
-    from pivot.run import RunOptions, Runner, plan
+    from pivot.run import Runner, RunOptions, plan
 
     project.write("data/raw.txt", "hello\n")
     project.pipeline(UPPER_TREE)

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import PIVOT, Project, make_git_repo
 from moto_server import DUMMY_CREDENTIALS, MotoServer, free_port
 

@@ -13,12 +13,11 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
-
 from conftest import PIVOT, Project, make_git_repo
 
 # -- helpers -------------------------------------------------------------------------------

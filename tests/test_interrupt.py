@@ -15,13 +15,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import xxhash
 import yaml
-
 from conftest import PIVOT, Project, make_git_repo
 
 # -- helpers -------------------------------------------------------------------------------
@@ -508,14 +507,13 @@ def test_interrupts_deferred_delivers_ctrl_c_after_the_block() -> None:
     from pivot import atomic
 
     steps: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        with atomic.interrupts_deferred():
+    with pytest.raises(KeyboardInterrupt), atomic.interrupts_deferred():
+        signal.raise_signal(signal.SIGINT)
+        steps.append("after the signal")
+        with atomic.interrupts_deferred():  # nested: the inner one hands it to the outer
             signal.raise_signal(signal.SIGINT)
-            steps.append("after the signal")
-            with atomic.interrupts_deferred():  # nested: the inner one hands it to the outer
-                signal.raise_signal(signal.SIGINT)
-                steps.append("inner")
-            steps.append("outer end")
+            steps.append("inner")
+        steps.append("outer end")
     assert steps == ["after the signal", "inner", "outer end"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with atomic.interrupts_deferred():  # no signal: nothing raised

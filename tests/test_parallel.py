@@ -16,12 +16,12 @@ import select
 import signal
 import subprocess
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import xxhash
 import yaml
-
 from conftest import PIVOT, Project
 
 PRELUDE = '''

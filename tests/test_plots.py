@@ -9,11 +9,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from conftest import PIVOT, Project
+from conftest import Project
 
 from pivot.plots import PlotDataError, parse_table
 

@@ -7,13 +7,12 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from conftest import Project
 from moto_server import DUMMY_CREDENTIALS, MotoServer, free_port
 
@@ -95,7 +94,7 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
     server: MotoServer = request.getfixturevalue("moto")
     for key, value in DUMMY_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-    return Remote("s3", f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}", [f"-o", f"endpoint_url={server.endpoint}"],
+    return Remote("s3", f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}", ["-o", f"endpoint_url={server.endpoint}"],
                   server=server)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import xxhash
 import yaml
-
 from conftest import Project, make_git_repo
+
 from pivot.reporter import Reporter, Summary
 
 LOG_HELPER = '''
@@ -804,7 +804,7 @@ class Recorder(Reporter):
 def test_plan_and_runner_in_process(project: Project, clean_modules: None) -> None:
     from pivot.executor import InlineExecutor
     from pivot.repo import Repo
-    from pivot.run import RunOptions, Runner, plan
+    from pivot.run import Runner, RunOptions, plan
 
     def run_inline(repo: Repo, opts: RunOptions, reporter: Reporter | None = None) -> Summary:
         return Runner(repo, reporter or Reporter(), executor_factory=InlineExecutor).run(opts)

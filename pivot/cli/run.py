@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -40,7 +41,7 @@ def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, 
     from pivot.errors import StageFailed
     from pivot.executor import available_cpus
     from pivot.reporter import ConsoleReporter, JsonReporter
-    from pivot.run import RunOptions, Runner
+    from pivot.run import Runner, RunOptions
     from pivot.runlock import ProjectLock
 
     reporter = JsonReporter() if as_json else ConsoleReporter(explain=explain or dry_run)
