@@ -13,17 +13,15 @@ import xxhash
 
 from pivot import atomic
 from pivot.errors import CacheError
-from pivot.hashing import _CHUNK, DirEntry, hash_bytes, parse_manifest, read_buffer
-from pivot.lock import PathRecord
+from pivot.hashing import CHUNK, hash_bytes, parse_manifest, read_buffer
+from pivot.records import DirEntry, FileMemoRow, OutputKind, PathRecord
+from pivot.records import is_digest as is_hex_digest
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
 
 
-_HEX = frozenset("0123456789abcdef")
-
-
 def is_digest(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 32 and set(value) <= _HEX
+    return isinstance(value, str) and is_hex_digest(value)
 
 
 def object_relpath(digest: str) -> str:
@@ -52,10 +50,10 @@ def _reflink(src: str, dst: str) -> bool:
             raise
 
 
-def _copy_hashing(src: str, dst_fd: int) -> str:
+def copy_hashing(src: str, dst_fd: int) -> str:
     """Copy src into dst_fd, hashing the bytes on the way: one read for both."""
     with open(src, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size <= _CHUNK:
+        if os.fstat(f.fileno()).st_size <= CHUNK:
             data = f.read()
             _write_all(dst_fd, memoryview(data))
             return xxhash.xxh3_128_hexdigest(data)
@@ -76,7 +74,7 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
-def _unlink(path: str | Path) -> None:
+def unlink_quiet(path: str | Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -134,9 +132,9 @@ class Cache:
                 if exc.errno != errno.EXDEV:  # a symlink may point to another file system
                     raise
                 self._link(str(obj), str(workspace_file), make=shutil.copyfile)
-                _unlink(obj)
+                unlink_quiet(obj)
         else:
-            _unlink(obj)
+            unlink_quiet(obj)
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         """Those of `digests` not in the cache: a stat each when they are few, else one listing
@@ -161,7 +159,7 @@ class Cache:
     def _commit(self, tmp: str, digest: str) -> None:
         dest = self.path(digest)
         if dest.exists():
-            _unlink(tmp)
+            unlink_quiet(tmp)
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
@@ -184,7 +182,7 @@ class Cache:
             else:
                 if fd == -1:
                     fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
-                digest = _copy_hashing(str(src), fd)
+                digest = copy_hashing(str(src), fd)
                 os.close(fd)
                 fd = -1
             self._commit(tmp, digest)
@@ -192,7 +190,7 @@ class Cache:
         except BaseException:
             if fd != -1:
                 os.close(fd)
-            _unlink(tmp)
+            unlink_quiet(tmp)
             raise
 
     def add_bytes(self, data: bytes) -> str:
@@ -205,7 +203,7 @@ class Cache:
                 f.write(data)
             self._commit(tmp, digest)
         except BaseException:
-            _unlink(tmp)
+            unlink_quiet(tmp)
             raise
         return digest
 
@@ -242,7 +240,7 @@ class Cache:
                 shutil.rmtree(dest)
                 os.replace(tmp, dest)
         except BaseException:
-            _unlink(tmp)
+            unlink_quiet(tmp)
             raise
 
     def _make(self, src: str, tmp: str) -> None:
@@ -334,26 +332,24 @@ class Cache:
                 future.result()
 
 
-MemoRow = tuple[str, int, int, int, int, str]
-
-
-def save_output(cache: Cache, root: Path, path: str, kind: str, cached: bool) -> tuple[PathRecord, list[MemoRow]]:
+def save_output(cache: Cache, root: Path, path: str, kind: OutputKind,
+                cached: bool) -> tuple[PathRecord, list[FileMemoRow]]:
     """Hash a freshly produced output and (when cached) store it; returns its lock record and
     hash-memo rows for the parent to remember. With hardlink/symlink modes the workspace copy
     is replaced by a link to the stored object."""
     import time
 
-    from pivot.hashing import _walk, hash_file, manifest_bytes
+    from pivot.hashing import hash_file, manifest_bytes, walk_files
 
     full = root / path
     now = time.time_ns()
     if full.is_dir():
         entries: list[DirEntry] = []
-        rows: list[MemoRow] = []
-        for rel, st in _walk(str(full)):
+        rows: list[FileMemoRow] = []
+        for rel, st in walk_files(str(full)):
             digest = cache.add_file(full / rel) if cached else hash_file(full / rel)
             entries.append(DirEntry(rel, digest, st.st_size))
-            rows.append((f"{path}/{rel}", st.st_size, st.st_mtime_ns, st.st_ino, now, digest))
+            rows.append(FileMemoRow(f"{path}/{rel}", st.st_size, st.st_mtime_ns, st.st_ino, now, digest))
         manifest = manifest_bytes(entries)
         digest = cache.add_bytes(manifest) if cached else hash_bytes(manifest)
         if cached and cache.link in ("hardlink", "symlink"):
@@ -364,4 +360,4 @@ def save_output(cache: Cache, root: Path, path: str, kind: str, cached: bool) ->
     if cached and cache.link in ("hardlink", "symlink"):
         cache.checkout_file(digest, full)
     st = os.stat(full)
-    return PathRecord(path, digest, False, kind), [(path, st.st_size, st.st_mtime_ns, st.st_ino, now, digest)]
+    return PathRecord(path, digest, False, kind), [FileMemoRow(path, st.st_size, st.st_mtime_ns, st.st_ino, now, digest)]

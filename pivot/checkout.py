@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pivot.hashing import PathHash, parse_manifest
+from pivot.hashing import parse_manifest
+from pivot.records import PathHash
 from pivot.repo import Repo
 
 

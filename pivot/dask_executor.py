@@ -63,8 +63,8 @@ from pivot import atomic
 from pivot.cache import Cache, object_relpath
 from pivot.errors import PivotError, RemoteError
 from pivot.executor import OutSpec, StageResult, StageTask
-from pivot.hashing import DirEntry, hash_bytes, hash_file, manifest_bytes, parse_manifest
-from pivot.lock import PathRecord
+from pivot.hashing import hash_bytes, hash_file, manifest_bytes, parse_manifest
+from pivot.records import DirEntry, PathRecord
 
 if TYPE_CHECKING:
     from pivot.project import Project
@@ -896,7 +896,7 @@ def _hash_outputs(work: Path, outs: Iterable[OutSpec]) -> tuple[
         list[PathRecord], dict[str, tuple[str, int]], dict[str, bytes], list[tuple[OutSpec, list[str]]]]:
     """Each output's lock record; every object to upload (hash -> (file, size)); directory
     manifests; each output's objects."""
-    from pivot.hashing import _walk
+    from pivot.hashing import walk_files
 
     records: list[PathRecord] = []
     objects: dict[str, tuple[str, int]] = {}
@@ -906,7 +906,7 @@ def _hash_outputs(work: Path, outs: Iterable[OutSpec]) -> tuple[
         full = work / o.path
         if full.is_dir():
             entries = []
-            for rel, st in _walk(str(full)):
+            for rel, st in walk_files(str(full)):
                 digest = hash_file(full / rel)
                 entries.append(DirEntry(rel, digest, st.st_size))
                 objects.setdefault(digest, (str(full / rel), st.st_size))

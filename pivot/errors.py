@@ -47,3 +47,7 @@ class VerifyFailed(PivotError):
 
 class RemoteError(PivotError):
     """A remote is unknown or misconfigured, could not be reached, refused access, or holds bad data."""
+
+
+class YamlError(PivotError):
+    """A YAML file Pivot reads is not valid YAML, or not the shape it should be."""

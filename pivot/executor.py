@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pivot.lock import PathRecord
+from pivot.records import FileMemoRow, PathRecord
 
 if TYPE_CHECKING:
     from pivot.fingerprint import Fingerprint
@@ -67,7 +67,7 @@ class StageResult:
     error: str | None = None  # the user's traceback, or why the stage is refused
     output: str = ""  # captured stdout, stderr and logging
     records: tuple[PathRecord, ...] = ()
-    memo: tuple[tuple[str, int, int, int, int, str], ...] = field(default=())
+    memo: tuple[FileMemoRow, ...] = field(default=())
     pid: int = 0
     # Remote executors: outputs are in the cache (or left on the remote), not in the workspace.
     placed: bool = True
@@ -172,7 +172,7 @@ def execute(task: StageTask) -> StageResult:
 
     cache = Cache(task.cache_dir or task.root / ".pivot" / "cache", task.link)
     records: list[PathRecord] = []
-    memo: list[tuple[str, int, int, int, int, str]] = []
+    memo: list[FileMemoRow] = []
     for o in task.outs:
         rec, rows = save_output(cache, task.root, o.path, o.kind, o.cached)
         records.append(rec)

@@ -1,8 +1,8 @@
 """Git, two ways.
 
-- History (pygit2): read lock files, params.yaml or metrics at any revision straight from git
-  objects, without touching the work tree. Used by `status --rev`, the pre-push hook, and later
-  by metrics/params diff, gc and push.
+- GitHistory (pygit2): read files (params.yaml, metrics, the blobs of a folder) at any revision
+  straight from git objects, without touching the work tree, and walk commits. It knows nothing
+  of lock files: `pivot.history.History` parses those on top of it.
 - The work tree and index (the git CLI, which honours GIT_INDEX_FILE while a hook runs): what
   is staged, and setting unstaged changes aside while the pre-commit check looks at exactly what
   is being committed.
@@ -19,15 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pivot.errors import GitError
 
-if TYPE_CHECKING:
-    from pivot.lock import StageLock
-
 ZERO_SHA = "0" * 40
-STAGES_DIR = ".pivot/stages"
 
 
 # -- the git command line ---------------------------------------------------------------------
@@ -186,18 +182,7 @@ def _is_sha(text: str) -> bool:
 # -- history (pygit2) ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Needed:
-    """A cache object that a revision's lock files refer to."""
-
-    hash: str
-    path: str
-    stage: str
-    is_dir: bool
-    commit: str  # the first commit (in walk order) that needs it
-
-
-class History:
+class GitHistory:
     """Read-only access to a project's files at any revision. Paths are relative to the
     project root, which may be a subfolder of the repository."""
 
@@ -213,10 +198,9 @@ class History:
             raise GitError(f"{found} is a bare repository; run pivot inside a work tree")
         self.root = root
         self.prefix = project_prefix(Path(self.repo.workdir), root)
-        self._locks_by_tree: dict[Any, dict[str, StageLock]] = {}
-        self._lock_by_blob: dict[Any, StageLock] = {}
+        self._blobs_by_tree: dict[Any, list[Any]] = {}
 
-    def __enter__(self) -> History:
+    def __enter__(self) -> GitHistory:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -284,30 +268,23 @@ class History:
         obj = self._entry(self.commit(rev), path)
         return obj.data if isinstance(obj, self._pygit2.Blob) else None
 
-    def locks_at(self, rev: str) -> dict[str, StageLock]:
-        """Every lock file recorded at `rev`, by stage name."""
-        return self._locks_of(self.commit(rev))
-
-    def _locks_of(self, commit: Any) -> dict[str, StageLock]:
-        tree = self._entry(commit, STAGES_DIR)
+    def blobs_in(self, commit: Any, folder: str) -> list[Any]:
+        """The blobs (pygit2 objects: .id, .name, .data) directly inside `folder` at `commit`,
+        remembered per tree so that commits sharing the folder read it once."""
+        tree = self._entry(commit, folder)
         if not isinstance(tree, self._pygit2.Tree):
-            return {}
-        if tree.id not in self._locks_by_tree:
-            locks: dict[str, StageLock] = {}
-            for entry in tree:
-                name = entry.name or ""
-                if name.endswith(".lock") and isinstance(entry, self._pygit2.Blob):
-                    locks[name[: -len(".lock")]] = self._parse_lock(entry, commit)
-            self._locks_by_tree[tree.id] = locks
-        return self._locks_by_tree[tree.id]
+            return []
+        if tree.id not in self._blobs_by_tree:
+            self._blobs_by_tree[tree.id] = [e for e in tree if isinstance(e, self._pygit2.Blob)]
+        return self._blobs_by_tree[tree.id]
 
-    def _parse_lock(self, blob: Any, commit: Any) -> StageLock:
-        if blob.id not in self._lock_by_blob:
-            from pivot import lock as lockfile
+    def where(self, commit: Any, folder: str, name: str) -> str:
+        """How a file at a commit is named in messages: `<short sha>:<path in the repository>`."""
+        return f"{str(commit.id)[:10]}:{self._full(folder)}/{name}"
 
-            where = Path(f"{str(commit.id)[:10]}:{self._full(STAGES_DIR)}/{blob.name}")
-            self._lock_by_blob[blob.id] = lockfile.loads(blob.data.decode(), where)
-        return self._lock_by_blob[blob.id]
+    def commit_or_none(self, sha: str) -> Any:
+        """The commit `sha` names, or None when this repository does not have it."""
+        return self._commit_or_none(sha)
 
     # -- what a push needs ----------------------------------------------------------------
     def commits_to_push(self, updates: list[RefUpdate], remote: str) -> list[str]:
@@ -332,34 +309,15 @@ class History:
                         hide.append(commit.id)
         return self._walk(tips, hide)
 
-    def outputs_needed(self, commits: list[str]) -> dict[str, Needed]:
-        """The cache objects the lock files of `commits` refer to (cached outputs only: metrics
-        travel in git). Directory outputs are listed by their manifest's hash."""
-        needed: dict[str, Needed] = {}
-        for sha in commits:
-            commit = self._commit_or_none(sha)
-            if commit is None:
-                continue
-            for stage, lock in self._locks_of(commit).items():
-                for rec in lock.outs:
-                    if rec.kind != "metric" and rec.hash not in needed:
-                        needed[rec.hash] = Needed(rec.hash, rec.path, stage, rec.is_dir, sha)
-        return needed
-
 
 # -- conveniences for callers that need one answer ----------------------------------------------
 
 
 def read_blob(root: Path, rev: str, path: str) -> bytes | None:
-    with History(root) as h:
+    with GitHistory(root) as h:
         return h.read_blob(rev, path)
 
 
-def locks_at(root: Path, rev: str) -> dict[str, StageLock]:
-    with History(root) as h:
-        return h.locks_at(rev)
-
-
 def revisions(root: Path, all_branches: bool = False, all_commits: bool = False) -> list[str]:
-    with History(root) as h:
+    with GitHistory(root) as h:
         return h.revisions(all_branches, all_commits)

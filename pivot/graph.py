@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import os
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pivot.errors import GraphError
@@ -79,7 +79,9 @@ class Graph:
 
 
 def build(stages: list[Stage], root: Path) -> Graph:
-    by_name = {s.name: s for s in stages}
+    """Check the stages and order them. The graph's stages carry their paths resolved: every
+    dep and output path is normalised (project-relative POSIX), so later code never re-pairs
+    declarations with paths."""
     deps = {s.name: tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps)) for s in stages}
     outs: dict[str, tuple[str, ...]] = {}
     producer: dict[str, str] = {}
@@ -94,6 +96,9 @@ def build(stages: list[Stage], root: Path) -> Graph:
             producer[p] = s.name
             paths.append(p)
         outs[s.name] = tuple(paths)
+    by_name = {s.name: replace(s, deps=deps[s.name], outs=tuple(replace(o, path=p) for o, p in
+                                                                 zip(s.outs, outs[s.name], strict=True)))
+               for s in stages}
     for p, s in producer.items():
         for anc in _ancestors(p):
             if anc in producer:
@@ -118,7 +123,7 @@ def build(stages: list[Stage], root: Path) -> Graph:
             for u in ups:
                 g.upstream[s.name].add(u)
                 g.downstream[u].add(s.name)
-    g.order = _order(stages, g.upstream, g.downstream)
+    g.order = _order(list(by_name.values()), g.upstream, g.downstream)
     return g
 
 

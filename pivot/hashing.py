@@ -6,14 +6,14 @@ import json
 import os
 import stat as stat_mod
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
 
+from pivot.records import DirEntry, FileMemoRow, PathHash
 from pivot.state import State
 
-_CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024
 # A hash recorded less than this long after the file's mtime is not trusted later: the
 # file may have been rewritten within the file system's timestamp granularity.
 RACY_NS = 2_000_000_000
@@ -24,14 +24,14 @@ def read_buffer() -> memoryview:
     bytearray comes from malloc's mmap path, into which reads measured 3x slower here."""
     import mmap
 
-    return memoryview(mmap.mmap(-1, _CHUNK))
+    return memoryview(mmap.mmap(-1, CHUNK))
 
 
 def hash_file(path: str | os.PathLike[str]) -> str:
     """The xxh3-128 hex digest of a file's bytes."""
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        if size <= _CHUNK:
+        if size <= CHUNK:
             return xxhash.xxh3_128_hexdigest(f.read())
         h = xxhash.xxh3_128()
         view = read_buffer()
@@ -44,13 +44,6 @@ def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-@dataclass(frozen=True)
-class DirEntry:
-    path: str  # relative to the directory, POSIX
-    hash: str
-    size: int
-
-
 def manifest_bytes(entries: list[DirEntry]) -> bytes:
     """The manifest object of a directory: its files' relative paths, hashes and sizes."""
     rows = [{"hash": e.hash, "path": e.path, "size": e.size} for e in sorted(entries, key=lambda e: e.path)]
@@ -61,14 +54,7 @@ def parse_manifest(data: bytes) -> list[DirEntry]:
     return [DirEntry(r["path"], r["hash"], r["size"]) for r in json.loads(data)]
 
 
-@dataclass(frozen=True)
-class PathHash:
-    hash: str
-    is_dir: bool
-    manifest: bytes | None = None  # directories only
-
-
-def _walk(root: str) -> list[tuple[str, os.stat_result]]:
+def walk_files(root: str) -> list[tuple[str, os.stat_result]]:
     """Every file below root (following symlinks), as (relative POSIX path, stat)."""
     found: list[tuple[str, os.stat_result]] = []
     stack = [("", root)]
@@ -109,19 +95,20 @@ class Hasher:
 
     def _hash_one(self, rel: str, full: str, st: os.stat_result) -> str:
         row = self.state.get_file(rel)
-        if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino) and self._trusted(row[3], row[1]):
-            return row[4]
+        if row and (row.size, row.mtime, row.inode) == (st.st_size, st.st_mtime_ns, st.st_ino) \
+                and self._trusted(row.checked, row.mtime):
+            return row.hash
         digest = hash_file(full)
-        self.state.put_files([(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
+        self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
         return digest
 
     def remember(self, rel: str, digest: str) -> None:
         """Record the hash of a file we just wrote from a known object."""
         st = os.stat(os.path.join(self.root, rel))
-        self.state.put_files([(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
+        self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
 
     def _hash_dir(self, rel: str, full: str) -> PathHash:
-        files = _walk(full)
+        files = walk_files(full)
         sig = xxhash.xxh3_128()
         newest = 0
         for name, st in files:
@@ -129,20 +116,21 @@ class Hasher:
             newest = max(newest, st.st_mtime_ns)
         signature = sig.hexdigest()
         row = self.state.get_dir(rel)
-        if row and row[0] == signature and self._trusted(row[1], newest):
-            return PathHash(row[2], is_dir=True, manifest=row[3].encode())
+        if row and row.signature == signature and self._trusted(row.checked, newest):
+            return PathHash(row.hash, is_dir=True, manifest=row.manifest.encode())
         known = self.state.get_files_under(rel)
         now = time.time_ns()
         entries: list[DirEntry] = []
-        fresh: list[tuple[str, int, int, int, int, str]] = []
+        fresh: list[FileMemoRow] = []
         for name, st in files:
             key = f"{rel}/{name}"
             row_f = known.get(key)
-            if row_f and row_f[:3] == (st.st_size, st.st_mtime_ns, st.st_ino) and self._trusted(row_f[3], row_f[1]):
-                digest = row_f[4]
+            if row_f and (row_f.size, row_f.mtime, row_f.inode) == (st.st_size, st.st_mtime_ns, st.st_ino) \
+                    and self._trusted(row_f.checked, row_f.mtime):
+                digest = row_f.hash
             else:
                 digest = hash_file(os.path.join(full, name))
-                fresh.append((key, st.st_size, st.st_mtime_ns, st.st_ino, now, digest))
+                fresh.append(FileMemoRow(key, st.st_size, st.st_mtime_ns, st.st_ino, now, digest))
             entries.append(DirEntry(name, digest, st.st_size))
         self.state.put_files(fresh)
         manifest = manifest_bytes(entries)

@@ -22,7 +22,7 @@ from pivot.errors import GitError, PivotError
 
 if TYPE_CHECKING:
     from pivot.checkout import CheckoutResult
-    from pivot.git import Needed
+    from pivot.records import NeededOutput as Needed
     from pivot.repo import Repo
 
 HOOK_TYPES = ("pre-commit", "post-checkout", "post-merge", "pre-push")
@@ -344,7 +344,8 @@ class PushPlan:
 def push_plan(root: Path, remote: str, refs: str) -> PushPlan:
     """Parse the refs git gives a pre-push hook and list the cache objects those commits need."""
     from pivot.cache import Cache
-    from pivot.git import History, parse_push_refs
+    from pivot.git import parse_push_refs
+    from pivot.history import History
     from pivot.project import load_project
 
     updates = parse_push_refs(refs)

@@ -6,40 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pivot import atomic
+from pivot import atomic, yamlio
 from pivot.errors import LockError
 from pivot.hashing import hash_bytes
+from pivot.records import PathRecord
 from pivot.state import State
 
 LOCK_SCHEMA = 1
-_HEX = frozenset("0123456789abcdef")
-
-
-@dataclass(frozen=True)
-class PathRecord:
-    path: str
-    hash: str
-    is_dir: bool = False
-    kind: str | None = None  # outputs only: out, metric, plot, incremental
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"path": self.path, "hash": self.hash}
-        if self.is_dir:
-            d["dir"] = True
-        if self.kind is not None:
-            d["type"] = self.kind
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PathRecord:
-        path, digest, kind = d["path"], d["hash"], d.get("type")
-        if not isinstance(path, str) or not path:
-            raise TypeError(f"path must be a string, got {path!r}")
-        if not (isinstance(digest, str) and len(digest) == 32 and set(digest) <= _HEX):
-            raise TypeError(f"hash of '{path}' must be 32 hex digits, got {digest!r}")
-        if kind is not None and not isinstance(kind, str):
-            raise TypeError(f"type of '{path}' must be a string")
-        return cls(path=path, hash=digest, is_dir=bool(d.get("dir", False)), kind=kind)
 
 
 @dataclass(frozen=True)
@@ -92,31 +65,20 @@ def lock_path(stages_dir: Path, stage: str) -> Path:
 
 
 def dumps(lock: StageLock) -> str:
-    import yaml
-
-    return yaml.dump(
-        lock.to_dict(),
-        Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-        sort_keys=True,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=1000,
-    )
+    return yamlio.dumps(lock.to_dict())
 
 
-def loads(text: str | bytes, where: Path) -> StageLock:
-    import yaml
-
+def loads(text: str | bytes, where: str | Path) -> StageLock:
+    """Parse a lock file's bytes; `where` names it in errors (a path, or `<sha>:<path>`)."""
+    fix = "restore it from git or delete it to re-run the stage"
     try:
-        if isinstance(text, bytes):
-            text = text.decode()
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yamlio.loads(text, where, LockError)
+    except LockError as exc:
+        raise LockError(f"{exc}".replace("; fix the file and try again", f"; {fix}")) from None
+    try:
         return StageLock.from_dict(data)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise LockError(
-            f"{where}: unreadable lock file ({type(exc).__name__}); "
-            "restore it from git or delete it to re-run the stage"
-        ) from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise LockError(f"{where}: unreadable lock file ({type(exc).__name__}); {fix}") from None
 
 
 def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock | None:

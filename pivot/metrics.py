@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pivot.errors import GitError, PivotError
 
 if TYPE_CHECKING:
-    from pivot.git import History
+    from pivot.history import History
     from pivot.lock import StageLock
     from pivot.stage import Stage
 
@@ -157,7 +157,7 @@ def metrics_snapshot(root: Path, rev: str | None) -> Snapshot:
         values, notes = _collect(files, lambda p: read_workspace(root, p), "in the workspace",
                                  lambda s, p: f"{p} (stage {s}) is not in the workspace; run 'pivot run {s}'")
         return Snapshot(WORKSPACE, None, values, notes)
-    from pivot.git import History
+    from pivot.history import History
 
     with History(root) as history:
         commit = resolve(history, rev)
@@ -211,7 +211,7 @@ def params_snapshot(root: Path, rev: str | None) -> Snapshot:
     if rev is None:
         locks = _workspace_locks(root)
         return Snapshot(WORKSPACE, None, params_values(locks), tuple(_stale_params(root, locks)))
-    from pivot.git import History
+    from pivot.history import History
 
     with History(root) as history:
         commit = resolve(history, rev)
@@ -225,7 +225,7 @@ def params_values(locks: dict[str, StageLock]) -> Values:
 
 def _workspace_locks(root: Path) -> dict[str, StageLock]:
     from pivot import lock as lockfile
-    from pivot.git import STAGES_DIR
+    from pivot.layout import STAGES_DIR
 
     stages_dir = root / STAGES_DIR
     names = sorted(p.name[: -len(".lock")] for p in stages_dir.glob("*.lock"))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pivot.records import OutputKind
+
 
 @dataclass(frozen=True)
 class Out:
     """A cached, git-ignored output (data, models)."""
 
     path: str
-    kind = "out"
+    kind = OutputKind.OUT
     cached = True
     incremental = False
 
@@ -19,7 +21,7 @@ class Out:
 class Metric(Out):
     """A small JSON/YAML metrics file: not cached, committed to git."""
 
-    kind = "metric"
+    kind = OutputKind.METRIC
     cached = False
 
 
@@ -29,17 +31,17 @@ class Plot(Out):
 
     x: str | None = None
     y: str | None = None
-    kind = "plot"
+    kind = OutputKind.PLOT
 
 
 @dataclass(frozen=True)
 class IncrementalOut(Out):
     """An append-only output, restored as a writable copy before its stage runs."""
 
-    kind = "incremental"
+    kind = OutputKind.INCREMENTAL
     incremental = True
 
 
-OUTPUT_KINDS: dict[str, type[Out]] = {
+OUTPUT_KINDS: dict[OutputKind, type[Out]] = {
     cls.kind: cls for cls in (Out, Metric, Plot, IncrementalOut)
 }

@@ -5,24 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pivot import yamlio
 from pivot.errors import ParamsError
+from pivot.layout import PARAMS_FILE
 from pivot.stage import Stage
-
-PARAMS_FILE = "params.yaml"
 
 
 def load_overrides(root: Path) -> dict[str, Any]:
     path = root / PARAMS_FILE
-    if not path.exists():
-        return {}
-    import yaml
-
     try:
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{PARAMS_FILE}:{mark.line + 1}" if mark else PARAMS_FILE
-        raise ParamsError(f"{where}: malformed YAML ({getattr(exc, 'problem', None) or exc}); fix the file") from None
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    data = yamlio.loads(text, PARAMS_FILE, ParamsError)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -32,8 +32,8 @@ from pivot.errors import PivotError
 
 if TYPE_CHECKING:
     from pivot.cache import Cache
-    from pivot.git import History
     from pivot.graph import Graph
+    from pivot.history import History
 
 WORKSPACE = "workspace"
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -141,7 +141,8 @@ def definitions(graph: Graph) -> list[PlotDef]:
 
     found = []
     for name in graph.order:
-        for out, path in zip(graph.stages[name].outs, graph.outs[name]):
+        for out in graph.stages[name].outs:
+            path = out.path
             if isinstance(out, Plot):
                 found.append(PlotDef(path, name, out.x, out.y))
     return found

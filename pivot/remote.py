@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pivot.cache import Cache, _copy_hashing, _unlink, is_digest, object_relpath
+from pivot.cache import Cache, copy_hashing, is_digest, object_relpath, unlink_quiet
 from pivot.errors import PivotError, RemoteError
 from pivot.hashing import hash_bytes, hash_file, parse_manifest
 from pivot.remote_index import MARKER, RemoteIndex
 
 if TYPE_CHECKING:
-    from pivot.git import Needed
     from pivot.project import Project
+    from pivot.records import NeededOutput as Needed
     from pivot.remote_config import RemoteSpec
 
 SMALL = 32 * 1024 * 1024  # objects up to this size are moved in one request, in memory
@@ -162,7 +162,7 @@ def _create(tmp: str) -> int:
     try:
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     except FileExistsError:  # left by a killed process with the same pid and thread id
-        _unlink(tmp)
+        unlink_quiet(tmp)
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
 
 
@@ -174,7 +174,7 @@ def _write_verified(src: str, dest: str, digest: str, tmp: str | None = None) ->
     try:
         try:
             try:
-                actual = _copy_hashing(src, fd)
+                actual = copy_hashing(src, fd)
             except FileNotFoundError:
                 if os.path.exists(src):
                     raise
@@ -187,7 +187,7 @@ def _write_verified(src: str, dest: str, digest: str, tmp: str | None = None) ->
         os.replace(tmp, dest)
         return size
     except BaseException:
-        _unlink(tmp)
+        unlink_quiet(tmp)
         raise
 
 
@@ -198,7 +198,7 @@ def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) 
         dest.parent.mkdir(parents=True, exist_ok=True)
         made[digest[:2]] = True
     tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
-    _unlink(tmp)
+    unlink_quiet(tmp)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         try:
@@ -209,7 +209,7 @@ def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) 
             os.close(fd)
         os.replace(tmp, dest)
     except BaseException:
-        _unlink(tmp)
+        unlink_quiet(tmp)
         raise
 
 
@@ -308,7 +308,7 @@ class LocalStorage(Storage):
     async def delete(self, rels: list[str]) -> None:
         def rm() -> None:
             for rel in rels:
-                _unlink(self.root / rel)
+                unlink_quiet(self.root / rel)
         await asyncio.to_thread(rm)
 
     def stale_temporaries(self, older_than: float) -> list[tuple[str, int]]:
@@ -612,7 +612,8 @@ def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches:
     """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
     --all-branches / --all-commits of those revisions' lock files too."""
     from pivot import lock as lockfile
-    from pivot.git import History, Needed
+    from pivot.history import History
+    from pivot.records import NeededOutput as Needed
 
     needed: dict[str, Needed] = {}
     names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
@@ -817,7 +818,7 @@ async def _download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs
             bar.add(size)
             return size
         finally:
-            _unlink(tmp)
+            unlink_quiet(tmp)
 
     def down_now(d: str) -> int:
         assert isinstance(storage, LocalStorage)
@@ -840,7 +841,7 @@ def _clear_stale_downloads(cache: Cache) -> None:
     tmp_dir = cache.dir / "tmp"
     if tmp_dir.is_dir():
         for p in tmp_dir.glob("dl.*"):
-            _unlink(p)
+            unlink_quiet(p)
 
 
 def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, Needed], jobs: int) -> dict[str, str]:

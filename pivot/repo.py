@@ -12,9 +12,10 @@ from pivot import params as params_mod
 from pivot.cache import Cache
 from pivot.fingerprint import Fingerprint, Fingerprinter
 from pivot.graph import Graph, build
-from pivot.hashing import DirEntry, Hasher, PathHash, parse_manifest
-from pivot.lock import PathRecord, StageLock
+from pivot.hashing import Hasher, parse_manifest
+from pivot.lock import StageLock
 from pivot.project import Project, load_project
+from pivot.records import DirEntry, PathHash, PathRecord
 from pivot.stage import Stage, discover
 from pivot.state import State
 from pivot.status import Current
@@ -44,8 +45,8 @@ class Repo:
         self.cache = Cache(project.cache_dir, project.config.link)
         self.fingerprinter = Fingerprinter(self.root, self.state)
         os.chdir(self.root)
-        self.stages = discover(self.root, project.config.pipeline)
-        self.graph: Graph = build(self.stages, self.root)
+        self.graph: Graph = build(discover(self.root, project.config.pipeline), self.root)
+        self.stages = list(self.graph.stages.values())  # paths resolved
         self.overrides = params_mod.load_overrides(self.root)
         params_mod.check_sections(self.overrides, self.stages)
         self._params: dict[str, tuple[Any, dict[str, Any] | None]] = {}
@@ -112,9 +113,9 @@ class Repo:
             deps[d] = (expected or {}).get(d) or (h.hash if h else None)
         outs: dict[str, tuple[str, str | None]] = {}
         out_hashes: dict[str, PathHash | None] = {}
-        for o, path in zip(s.outs, self.graph.outs[name]):
-            h = out_hashes[path] = self.hasher.hash_path(path)
-            outs[path] = (o.kind, h.hash if h else None)
+        for o in s.outs:
+            h = out_hashes[o.path] = self.hasher.hash_path(o.path)
+            outs[o.path] = (o.kind, h.hash if h else None)
         cached: set[str] = set()
         damaged: dict[str, list[tuple[str, str]]] = {}
         if lock is not None:

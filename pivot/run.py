@@ -13,9 +13,10 @@ from pathlib import Path
 from pivot import atomic, gitignore
 from pivot.errors import CacheError, PivotError
 from pivot.executor import Executor, OutSpec, PoolExecutor, StageResult, StageTask
-from pivot.hashing import PathHash, parse_manifest
-from pivot.lock import PathRecord, StageLock
+from pivot.hashing import parse_manifest
+from pivot.lock import StageLock
 from pivot.outputs import Out
+from pivot.records import PathHash, PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
 from pivot.status import Decision, decide
@@ -248,16 +249,16 @@ class Runner:
         if missing:
             self._failed(name, f"dep '{missing[0]}' is missing; create it or run the stage that produces it")
             return
-        outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
+        outs = prep.stage.outs
         backups: list[str] = []
         try:
             self._prepare_incremental(prep, outs)
             backups = self._move_aside(name, outs)
-            for _o, p in outs:
-                (self.root / p).parent.mkdir(parents=True, exist_ok=True)
+            for o in outs:
+                (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
             task = StageTask(
                 name, prep.stage.func, prep.params, self.root,
-                tuple(OutSpec(p, o.kind, o.cached) for o, p in outs),
+                tuple(OutSpec(o.path, o.kind, o.cached) for o in outs),
                 self.repo.cache.dir, self.repo.cache.link, self.logs_dir / f"{name}.log",
             )
             self._start_executor()
@@ -271,7 +272,7 @@ class Runner:
         self.state[name] = "running"
         self.running[fut] = (prep, backups)
 
-    def _remote_task(self, task: StageTask, prep: Prepared, outs: list[tuple[Out, str]]) -> StageTask:
+    def _remote_task(self, task: StageTask, prep: Prepared, outs: tuple[Out, ...]) -> StageTask:
         """What a worker without the workspace needs: deps by hash, and the versions of
         IncrementalOuts the stage starts from (as the local pool leaves them in the workspace)."""
         from dataclasses import replace
@@ -279,11 +280,11 @@ class Runner:
         deps = tuple(PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None)
         manifests = {h.hash: h.manifest for h in prep.dep_hashes.values() if h is not None and h.manifest}
         inputs = []
-        for o, p in outs:
+        for o in outs:
             if o.incremental:
-                h = self.repo.hasher.hash_path(p)
+                h = self.repo.hasher.hash_path(o.path)
                 if h is not None:
-                    inputs.append(PathRecord(p, h.hash, h.is_dir))
+                    inputs.append(PathRecord(o.path, h.hash, h.is_dir))
                     if h.manifest:
                         manifests[h.hash] = h.manifest
         return replace(task, fingerprint=prep.fingerprint, deps=deps, manifests=tuple(manifests.items()),
@@ -295,7 +296,7 @@ class Runner:
         # interrupted halfway, so a lock never lacks its outputs nor outputs their lock.
         prep, backups = self.running[fut]
         name = prep.stage.name
-        outs = list(zip(prep.stage.outs, self.repo.graph.outs[name]))
+        outs = prep.stage.outs
         try:
             result = fut.result()
         except Exception as exc:
@@ -338,7 +339,7 @@ class Runner:
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
 
-    def _settle_failed(self, fut: Future[StageResult], outs: list[tuple[Out, str]], backups: list[str],
+    def _settle_failed(self, fut: Future[StageResult], outs: tuple[Out, ...], backups: list[str],
                        error: str) -> None:
         """A running stage failed: undo what it wrote and record the failure, not interrupted halfway."""
         name = self.running[fut][0].stage.name
@@ -382,7 +383,7 @@ class Runner:
     def _left(self) -> int:
         return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
 
-    def _worker_died(self, name: str, outs: list[tuple[Out, str]], backups: list[str]) -> None:
+    def _worker_died(self, name: str, outs: tuple[Out, ...], backups: list[str]) -> None:
         """When a worker dies, the pool fails every stage it was running. Each is rolled back and
         retried alone in a fresh pool; only a stage whose worker dies while it runs alone fails."""
         if self._executor is not None:
@@ -412,7 +413,7 @@ class Runner:
         with atomic.interrupts_deferred():  # a second Ctrl-C must not stop a roll back halfway
             for prep, backups in self.running.values():
                 name = prep.stage.name
-                self._roll_back(name, list(zip(prep.stage.outs, self.repo.graph.outs[name])), backups)
+                self._roll_back(name, prep.stage.outs, backups)
             self.running.clear()
         self._clean_tmp()
 
@@ -429,16 +430,17 @@ class Runner:
                 f.unlink(missing_ok=True)
 
     def _update_gitignore(self) -> None:
-        paths = [p for s in self.repo.stages for o, p in zip(s.outs, self.repo.graph.outs[s.name]) if o.cached]
+        paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]
         gitignore.update(self.root, paths)
 
     # -- one stage ---------------------------------------------------------
-    def _prepare_incremental(self, prep: Prepared, outs: list[tuple[Out, str]]) -> None:
+    def _prepare_incremental(self, prep: Prepared, outs: tuple[Out, ...]) -> None:
         """An IncrementalOut starts from its last locked version, as a writable copy."""
         locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
-        for o, p in outs:
+        for o in outs:
             if not o.incremental:
                 continue
+            p = o.path
             rec = locked.get(p)
             full = self.root / p
             if rec is None or not self.repo.in_cache(rec):
@@ -458,11 +460,12 @@ class Runner:
         # One flat folder: a rename in and an unlink out per output, no folders to make or prune.
         return self.backup_root / f"{stage}@{path.replace('%', '%25').replace('/', '%2F')}"
 
-    def _move_aside(self, stage: str, outs: list[tuple[Out, str]]) -> list[str]:
+    def _move_aside(self, stage: str, outs: tuple[Out, ...]) -> list[str]:
         """Move previous outputs to the backup folder; an IncrementalOut is copied, as the stage
         starts from it."""
         moved = []
-        for o, p in outs:
+        for o in outs:
+            p = o.path
             src = self.root / p
             if os.path.lexists(src):
                 dest = self._backup_path(stage, p)
@@ -478,10 +481,10 @@ class Runner:
                 moved.append(p)
         return moved
 
-    def _roll_back(self, stage: str, outs: list[tuple[Out, str]], backups: list[str]) -> None:
+    def _roll_back(self, stage: str, outs: tuple[Out, ...], backups: list[str]) -> None:
         """Remove what a failed stage wrote and put the previous outputs back."""
-        for _o, p in outs:
-            _remove(self.root / p)
+        for o in outs:
+            _remove(self.root / o.path)
         for p in backups:
             src = self._backup_path(stage, p)
             if os.path.lexists(src):

@@ -11,6 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from pivot.records import DirMemo, FileMemo, FileMemoRow
+
 # Bump when the way a stored value is computed changes: old rows are then ignored.
 SCHEMA = 1
 
@@ -49,28 +51,28 @@ class State:
         return self._db
 
     # -- file hashes -------------------------------------------------------
-    def get_file(self, path: str) -> tuple[int, int, int, int, str] | None:
+    def get_file(self, path: str) -> FileMemo | None:
         row = self.db.execute(
             "SELECT size, mtime, inode, checked, hash FROM hashes WHERE path=?", (path,)
         ).fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return FileMemo(*row) if row else None
 
-    def get_files_under(self, prefix: str) -> dict[str, tuple[int, int, int, int, str]]:
+    def get_files_under(self, prefix: str) -> dict[str, FileMemo]:
         rows = self.db.execute(
             "SELECT path, size, mtime, inode, checked, hash FROM hashes WHERE path >= ? AND path < ?",
             (prefix + "/", prefix + "0"),  # '0' sorts right after '/'
         )
-        return {r[0]: tuple(r[1:]) for r in rows}  # type: ignore[misc]
+        return {r[0]: FileMemo(*r[1:]) for r in rows}
 
-    def put_files(self, rows: list[tuple[str, int, int, int, int, str]]) -> None:
+    def put_files(self, rows: list[FileMemoRow]) -> None:
         self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", rows)
 
     # -- directory hashes --------------------------------------------------
-    def get_dir(self, path: str) -> tuple[str, int, str, str] | None:
+    def get_dir(self, path: str) -> DirMemo | None:
         row = self.db.execute(
             "SELECT signature, checked, hash, manifest FROM dirs WHERE path=?", (path,)
         ).fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return DirMemo(*row) if row else None
 
     def put_dir(self, path: str, signature: str, checked: int, hash_: str, manifest: str) -> None:
         self.db.execute(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pivot.lock import PathRecord, StageLock
+from pivot.lock import StageLock
+from pivot.records import PathRecord
 
 
 @dataclass(frozen=True)

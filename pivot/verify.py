@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pivot.records import OutputKind
+
 if TYPE_CHECKING:
     from pivot.git import WorkTreeChanges
     from pivot.lock import StageLock
@@ -172,7 +174,7 @@ class Staging:
     @classmethod
     def of(cls, repo: Repo) -> Staging:
         g = repo.graph
-        metrics = [(n, p) for n in g.order for o, p in zip(g.stages[n].outs, g.outs[n]) if o.kind == "metric"]
+        metrics = [(n, o.path) for n in g.order for o in g.stages[n].outs if o.kind is OutputKind.METRIC]
         return cls(list(g.order), metrics, sorted(_user_modules(repo)))
 
 
@@ -371,7 +373,7 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
     """For each stage, what differs between the lock recorded at `rev` and the workspace now:
     the decision `pivot run` would make if REV's lock files were the current ones. Each stage is
     compared on its own (no 'upstream will run'), so every difference is named where it is."""
-    from pivot.git import History
+    from pivot.history import History
     from pivot.run import Planned
     from pivot.status import Decision, decide
 

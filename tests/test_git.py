@@ -12,6 +12,7 @@ import pytest
 from conftest import Project
 
 from pivot import git as pgit
+from pivot import history as phist
 from pivot.errors import GitError
 
 PIPELINE = '''
@@ -69,8 +70,8 @@ def test_read_blob_at_revisions_without_touching_the_work_tree(history: Project)
 
 
 def test_locks_at_a_revision(history: Project) -> None:
-    old = pgit.locks_at(history.root, "old")
-    new = pgit.locks_at(history.root, "HEAD")
+    old = phist.locks_at(history.root, "old")
+    new = phist.locks_at(history.root, "HEAD")
     assert set(old) == set(new) == {"grow", "count"}
     assert old["grow"].params == {"factor": 2} and new["grow"].params == {"factor": 3}
     big_old = next(r for r in old["grow"].outs if r.path == "data/big.txt")
@@ -114,7 +115,7 @@ def test_project_in_a_subfolder_and_a_linked_worktree(tmp_path: Path) -> None:
     p.pivot("run")
     commit_all(p, "one")
     assert pgit.read_blob(p.root, "HEAD", "metrics.json") == b'{"size": 6}\n'
-    assert set(pgit.locks_at(p.root, "HEAD")) == {"grow", "count"}
+    assert set(phist.locks_at(p.root, "HEAD")) == {"grow", "count"}
 
     wt = tmp_path / "wt"
     p.git("worktree", "add", "-q", str(wt), "-b", "wt")
@@ -134,13 +135,13 @@ def test_push_refs_and_the_objects_commits_need(history: Project, tmp_path: Path
     assert [u.creates for u in updates] == [True, False] and updates[1].deletes
     with pytest.raises(GitError, match="unexpected line"):
         pgit.parse_push_refs("garbage\n")
-    with pgit.History(history.root) as h:
+    with phist.History(history.root) as h:
         assert h.commits_to_push(updates, "origin") == [head, first]
         assert h.commits_to_push(pgit.parse_push_refs(f"refs/heads/main {head} refs/heads/main {first}\n"),
                                  "origin") == [head]
         needed = h.outputs_needed([head, first])
-    locks = {**{f"old:{r.hash}": r for lock in pgit.locks_at(history.root, "old").values() for r in lock.outs},
-             **{f"new:{r.hash}": r for lock in pgit.locks_at(history.root, "HEAD").values() for r in lock.outs}}
+    locks = {**{f"old:{r.hash}": r for lock in phist.locks_at(history.root, "old").values() for r in lock.outs},
+             **{f"new:{r.hash}": r for lock in phist.locks_at(history.root, "HEAD").values() for r in lock.outs}}
     cached = {r.hash for r in locks.values() if r.kind != "metric"}
     assert set(needed) == cached  # every cached output of both commits, and no metric
     assert {n.path for n in needed.values()} == {"data/big.txt", "data/count.txt"}

@@ -17,7 +17,7 @@ def command(as_json: bool) -> None:
             {
                 "stage": name,
                 "deps": list(g.deps[name]),
-                "outs": [{"path": p, "type": o.kind} for o, p in zip(g.stages[name].outs, g.outs[name])],
+                "outs": [{"path": o.path, "type": str(o.kind)} for o in g.stages[name].outs],
                 "upstream": sorted(g.upstream[name]),
                 "params": g.stages[name].params.__name__ if g.stages[name].params else None,
                 "exclusive": g.stages[name].exclusive,

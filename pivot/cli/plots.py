@@ -48,7 +48,7 @@ def diff(revs: tuple[str, ...], out: Path | None, open_page: bool, as_json: bool
 
 def _run(names: list[str], out: Path | None, open_page: bool, as_json: bool) -> None:
     from pivot import plots
-    from pivot.git import History
+    from pivot.history import History
 
     out = out.resolve() if out is not None else None  # before open_repo moves to the root
     if not as_json:

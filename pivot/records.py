@@ -1,0 +1,122 @@
+"""Value records shared by storage, locks, history and execution: the bottom of the import graph.
+
+Nothing here imports another `pivot` module, so the cache, lock files, git history, the
+executors and the remote can all speak in these records without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class OutputKind(StrEnum):
+    """What a stage output is; the value is the word written in lock files (`type:`)."""
+
+    OUT = "out"
+    METRIC = "metric"
+    PLOT = "plot"
+    INCREMENTAL = "incremental"
+
+
+def is_digest(text: str) -> bool:
+    """A 32-hex-digit xxh3-128 digest, as object names and lock files use."""
+    return len(text) == 32 and set(text) <= _HEX
+
+
+@dataclass(frozen=True)
+class PathRecord:
+    """A path (relative to the project root, POSIX) and the hash of its content, as a lock
+    file or a tracked-data record writes it. Directories are hashed by their manifest."""
+
+    path: str
+    hash: str
+    is_dir: bool = False
+    kind: OutputKind | None = None  # outputs only
+
+    @property
+    def cached(self) -> bool:
+        """Whether the content lives in the cache (every output kind but a metric, which git keeps)."""
+        return self.kind is not OutputKind.METRIC
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "hash": self.hash}
+        if self.is_dir:
+            d["dir"] = True
+        if self.kind is not None:
+            d["type"] = str(self.kind)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PathRecord:
+        path, digest, kind = d["path"], d["hash"], d.get("type")
+        if not isinstance(path, str) or not path:
+            raise TypeError(f"path must be a string, got {path!r}")
+        if not (isinstance(digest, str) and is_digest(digest)):
+            raise TypeError(f"hash of '{path}' must be 32 hex digits, got {digest!r}")
+        if kind is not None and not isinstance(kind, str):
+            raise TypeError(f"type of '{path}' must be a string")
+        return cls(path=path, hash=digest, is_dir=bool(d.get("dir", False)),
+                   kind=None if kind is None else OutputKind(kind))
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One file of a directory's manifest."""
+
+    path: str  # relative to the directory, POSIX
+    hash: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PathHash:
+    """The hash of a workspace path as found now; a directory carries its manifest's bytes."""
+
+    hash: str
+    is_dir: bool
+    manifest: bytes | None = None  # directories only
+
+
+class FileMemo(NamedTuple):
+    """A remembered file hash, keyed by the stat fields that must match for it to hold."""
+
+    size: int
+    mtime: int  # ns
+    inode: int
+    checked: int  # ns: when the hash was taken (a hash taken too soon after mtime is not trusted)
+    hash: str
+
+
+class FileMemoRow(NamedTuple):
+    """A FileMemo with its path, as stored."""
+
+    path: str
+    size: int
+    mtime: int
+    inode: int
+    checked: int
+    hash: str
+
+
+class DirMemo(NamedTuple):
+    """A remembered directory hash, keyed by a signature of its files' stat fields."""
+
+    signature: str
+    checked: int
+    hash: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class NeededOutput:
+    """A cache object that the lock files of a revision (or the workspace) refer to."""
+
+    hash: str
+    path: str
+    stage: str
+    is_dir: bool
+    commit: str  # the first commit (in walk order) that needs it, or "workspace"
