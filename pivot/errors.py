@@ -51,3 +51,15 @@ class RemoteError(PivotError):
 
 class YamlError(PivotError):
     """A YAML file Pivot reads is not valid YAML, or not the shape it should be."""
+
+
+class PlotError(PivotError):
+    """A plot file that cannot be drawn, or plotly is missing."""
+
+
+class PlotDataError(ValueError):
+    """A file does not fit its Plot; the caller says where (workspace error, or revision note)."""
+
+
+class MetricsError(PivotError):
+    """A metric file that is not a JSON or YAML mapping."""

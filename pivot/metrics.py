@@ -26,7 +26,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pivot.errors import GitError, PivotError
+from pivot.errors import GitError, MetricsError
+from pivot.outputs import Metric
 
 if TYPE_CHECKING:
     from pivot.history import History
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 
 WORKSPACE = "workspace"
 Values = dict[tuple[str, str], Any]  # (group, key) -> value
-
-
-class MetricsError(PivotError):
-    """A metric file that is not a JSON or YAML mapping."""
 
 
 class _Absent:
@@ -187,11 +184,11 @@ def _pipeline_metrics(root: Path) -> list[tuple[str, str]]:
     from pivot.graph import normalize_path
 
     return [(s.name, normalize_path(o.path, s.name, "output"))
-            for s in _load_stages(root) for o in s.outs if o.kind == "metric"]
+            for s in _load_stages(root) for o in s.outs if isinstance(o, Metric)]
 
 
 def _locked_metrics(locks: dict[str, StageLock]) -> list[tuple[str, str]]:
-    return [(stage, rec.path) for stage, lock in sorted(locks.items()) for rec in lock.outs if rec.kind == "metric"]
+    return [(stage, rec.path) for stage, lock in sorted(locks.items()) for rec in lock.outs if rec.kind == Metric.kind]
 
 
 def _load_stages(root: Path) -> list[Stage]:
@@ -371,8 +368,9 @@ def render(header: list[str], rows: list[list[str]], markdown: bool = False) -> 
         lines = ["| " + " | ".join(row) + " |" for row in cells]
         lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
         return "\n".join(lines)
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *rows])
 
 
 def show_json(snapshot: Snapshot, group: str) -> dict[str, Any]:

@@ -353,7 +353,8 @@ class Runner:
         metrics = [rec.path for rec in result.records if rec.kind == "metric"]
         if not metrics:
             return None
-        from pivot.metrics import MetricsError, parse_metric, read_workspace
+        from pivot.errors import MetricsError
+        from pivot.metrics import parse_metric, read_workspace
 
         for path in metrics:
             try:
