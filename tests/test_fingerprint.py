@@ -430,7 +430,7 @@ def test_summaries_are_cached_by_file_stat(tmp_path: Path, clean_modules: None,
     def fail(*_a: Any) -> None:
         raise AssertionError("re-parsed a file whose stat did not change")
 
-    monkeypatch.setattr("pivot.fingerprint.summarise", fail)
+    monkeypatch.setattr("pivot.fingerprint.modules.summarise", fail)
     assert Fingerprinter(root, state).fingerprint(mod_cached.f) == first
     state.close()
 
