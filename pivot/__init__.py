@@ -2,6 +2,6 @@
 
 from pivot.outputs import IncrementalOut, Metric, Out, Plot
 from pivot.stage import stage
+from pivot.version import __version__
 
-__all__ = ["IncrementalOut", "Metric", "Out", "Plot", "stage"]
-__version__ = "0.1.0"
+__all__ = ["IncrementalOut", "Metric", "Out", "Plot", "__version__", "stage"]

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pivot.errors import GitError
 
@@ -200,7 +200,7 @@ class GitHistory:
         self.prefix = project_prefix(Path(self.repo.workdir), root)
         self._blobs_by_tree: dict[Any, list[Any]] = {}
 
-    def __enter__(self) -> GitHistory:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -82,38 +82,17 @@ def build(stages: list[Stage], root: Path) -> Graph:
     """Check the stages and order them. The graph's stages carry their paths resolved: every
     dep and output path is normalised (project-relative POSIX), so later code never re-pairs
     declarations with paths."""
-    deps = {s.name: tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps)) for s in stages}
-    outs: dict[str, tuple[str, ...]] = {}
-    producer: dict[str, str] = {}
-    for s in stages:
-        paths = []
-        for o in s.outs:
-            p = normalize_path(o.path, s.name, "output")
-            if p in producer:
-                other = producer[p]
-                who = f"stages '{other}' and '{s.name}' both" if other != s.name else f"stage '{s.name}' twice"
-                raise GraphError(f"{who} declare output '{p}'; an output must have one producer")
-            producer[p] = s.name
-            paths.append(p)
-        outs[s.name] = tuple(paths)
-    by_name = {s.name: replace(s, deps=deps[s.name], outs=tuple(replace(o, path=p) for o, p in
-                                                                 zip(s.outs, outs[s.name], strict=True)))
-               for s in stages}
-    for p, s in producer.items():
-        for anc in _ancestors(p):
-            if anc in producer:
-                raise GraphError(
-                    f"output '{p}' of stage '{s}' is inside output '{anc}' of stage '{producer[anc]}'; "
-                    "outputs may not nest"
-                )
-    g = Graph(stages=by_name, deps=deps, outs=outs, producer=producer)
+    resolved = [_resolve(s) for s in stages]
+    producer = _producers(resolved)
+    g = Graph(stages={s.name: s for s in resolved}, deps={s.name: s.deps for s in resolved},
+              outs={s.name: tuple(o.path for o in s.outs) for s in resolved}, producer=producer)
     for p, s_name in producer.items():
         for anc in _ancestors(p):
             g.inside.setdefault(anc, set()).add(s_name)
-    g.upstream = {n: set() for n in by_name}
-    g.downstream = {n: set() for n in by_name}
-    for s in stages:
-        for d in deps[s.name]:
+    g.upstream = {s.name: set() for s in resolved}
+    g.downstream = {s.name: set() for s in resolved}
+    for s in resolved:
+        for d in s.deps:
             ups = g.producers_of(d)
             if not ups and not os.path.exists(os.path.join(root, d)):
                 raise GraphError(
@@ -123,8 +102,35 @@ def build(stages: list[Stage], root: Path) -> Graph:
             for u in ups:
                 g.upstream[s.name].add(u)
                 g.downstream[u].add(s.name)
-    g.order = _order(list(by_name.values()), g.upstream, g.downstream)
+    g.order = _order(resolved, g.upstream, g.downstream)
     return g
+
+
+def _resolve(s: Stage) -> Stage:
+    """The stage with every dep and output path normalised (duplicate deps dropped)."""
+    deps = tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps))
+    outs = tuple(replace(o, path=normalize_path(o.path, s.name, "output")) for o in s.outs)
+    return replace(s, deps=deps, outs=outs)
+
+
+def _producers(stages: list[Stage]) -> dict[str, str]:
+    """Output path -> the stage that produces it; one producer per output, and no nesting."""
+    producer: dict[str, str] = {}
+    for s in stages:
+        for o in s.outs:
+            if o.path in producer:
+                other = producer[o.path]
+                who = f"stages '{other}' and '{s.name}' both" if other != s.name else f"stage '{s.name}' twice"
+                raise GraphError(f"{who} declare output '{o.path}'; an output must have one producer")
+            producer[o.path] = s.name
+    for p, name in producer.items():
+        for anc in _ancestors(p):
+            if anc in producer:
+                raise GraphError(
+                    f"output '{p}' of stage '{name}' is inside output '{anc}' of stage '{producer[anc]}'; "
+                    "outputs may not nest"
+                )
+    return producer
 
 
 def _order(stages: list[Stage], upstream: dict[str, set[str]], downstream: dict[str, set[str]]) -> list[str]:
@@ -156,5 +162,5 @@ def _find_cycle(upstream: dict[str, set[str]], done: set[str]) -> list[str]:
         seen[node] = len(path)
         path.append(node)
         node = min(u for u in upstream[node] if u not in done)
-    cycle = path[seen[node]:] + [node]
+    cycle = [*path[seen[node]:], node]
     return list(reversed(cycle))

@@ -9,6 +9,7 @@ which is never stale by construction.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import marshal
@@ -34,7 +35,9 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
         cached = os.path.join(self.cache_dir, key)
         try:
             with open(cached, "rb") as f:
-                return marshal.loads(f.read())  # type: ignore[no-any-return]
+                loaded = marshal.loads(f.read())
+            if isinstance(loaded, CodeType):
+                return loaded
         except (OSError, ValueError, EOFError, TypeError):
             pass
         code = self.source_to_code(source, path)
@@ -47,7 +50,7 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
             _prune(self.cache_dir)
         except OSError:
             pass  # a read-only project still imports; it just compiles each time
-        return code  # type: ignore[no-any-return]
+        return code
 
 
 KEEP = 512  # compiled modules kept; every edit adds one, so the oldest go past twice this
@@ -62,10 +65,8 @@ def _prune(cache_dir: str, keep: int = KEEP) -> None:
         return
     entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime)
     for e in entries[:len(entries) - keep]:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(e.path)
-        except OSError:
-            pass
 
 
 class _ProjectFinder:

@@ -65,4 +65,5 @@ def resolve(s: Stage, overrides: dict[str, Any]) -> Any:
 
 
 def as_record(instance: Any) -> dict[str, Any]:
-    return instance.model_dump(mode="json")
+    record: dict[str, Any] = instance.model_dump(mode="json")
+    return record

@@ -132,7 +132,8 @@ def discover(root: Path, pipeline: str) -> list[Stage]:
                     f"pipeline file {pipeline} not found in {root}; create it or set 'pipeline:' in .pivot/config.yaml"
                 )
             mod_name = Path(pipeline).with_suffix("").as_posix().replace("/", ".")
-            spec = importlib.util.spec_from_file_location(mod_name, path, loader=loader_for(str(root), mod_name, str(path)))
+            loader = loader_for(str(root), mod_name, str(path))
+            spec = importlib.util.spec_from_file_location(mod_name, path, loader=loader)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module

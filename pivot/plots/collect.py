@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pivot.cache import Cache
     from pivot.graph import Graph
     from pivot.history import History
-    from pivot.lock import PathRecord
+    from pivot.records import PathRecord
 
 # A found file: (bytes, where they came from) or a note saying why there are none.
 Found = tuple[bytes, str] | str
