@@ -29,6 +29,7 @@ Results: a markdown table on stdout, raw samples in benchmarks/results/dask-*.js
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -65,7 +66,8 @@ def wide_pipeline(n: int, seconds: float) -> str:
     lines = ["import time", "", "from pivot import stage", ""]
     for i in range(n):
         lines += ["", f"@stage(deps=['data/input.txt'], outs=['out/w{i}.txt'])", f"def w{i}():",
-                  f"    time.sleep({seconds})", f"    open('out/w{i}.txt', 'w').write(open('data/input.txt').read() + '{i}')",
+                  f"    time.sleep({seconds})",
+                  f"    open('out/w{i}.txt', 'w').write(open('data/input.txt').read() + '{i}')",
                   ""]
     return "\n".join(lines)
 
@@ -101,7 +103,7 @@ def done_gaps(root: Path, args: list[str], env: dict[str, str]) -> tuple[list[fl
     """Seconds between consecutive `done` events, and the wall time."""
     stamps, wall = stream(root, args, env)
     done = [t for e, t in stamps if e == "done"]
-    return [b - a for a, b in zip(done, done[1:])], wall
+    return [b - a for a, b in itertools.pairwise(done)], wall
 
 
 def timed_run(root: Path, args: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -187,7 +189,8 @@ def main() -> None:
         [f"chain of {args.chain}, `--force` re-run: per-stage time", spread(forced_dask, "ms", 1000),
          spread(forced_local, "ms", 1000)],
         [f"chain of {args.chain}: whole command", spread(chain_dask_wall), spread(chain_local_wall)],
-        [f"{args.wide} wide stages of {args.sleep} s: whole command (ideal {ideal_d:.1f} s / {ideal_l:.1f} s + start-up)",
+        [f"{args.wide} wide stages of {args.sleep} s: whole command "
+         f"(ideal {ideal_d:.1f} s / {ideal_l:.1f} s + start-up)",
          spread(wide_dask), spread(wide_local)],
         [f"{args.wide} wide stages: stage phase, first `running` to last `done` (ideal {ideal_d:.1f} s / "
          f"{ideal_l:.1f} s)", spread(phase_dask), spread(phase_local)],

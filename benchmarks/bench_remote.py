@@ -163,7 +163,7 @@ def bench_dvc(dvc: str, backend: str, work: Path, proj: Path, endpoint: str | No
         for _ in range(repeat):
             url, _tag = remote_url(backend, work, "dvc")
 
-            def configure(where: Path) -> None:
+            def configure(where: Path, url: str = url) -> None:
                 sh([dvc, "remote", "add", "--local", "-f", "-d", "r", url], where, env)
                 if endpoint:
                     sh([dvc, "remote", "modify", "--local", "r", "endpointurl", endpoint], where, env)

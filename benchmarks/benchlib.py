@@ -9,6 +9,7 @@ prints as "Maximum resident set size").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -45,19 +46,14 @@ class CmdResult:
 
     def failure(self) -> str:
         """A one-paragraph description of why the command did not succeed."""
-        if self.returncode is None:
-            what = f"timed out after {self.seconds:.0f}s"
-        else:
-            what = f"exit code {self.returncode}"
+        what = f"timed out after {self.seconds:.0f}s" if self.returncode is None else f"exit code {self.returncode}"
         tail = (self.stderr.strip() or self.stdout.strip())[-STDERR_TAIL_CHARS:]
         return f"`{' '.join(self.argv)}` {what}" + (f": {tail}" if tail else "")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_timed(

@@ -213,7 +213,7 @@ def test_a_directory_output_round_trips_through_the_cache(built: Build) -> None:
     assert rec["dir"] is True and rec["type"] == "out"
     manifest = json.loads(obj(p, str(rec["hash"])).read_bytes())
     assert {(e["path"], e["hash"]) for e in manifest} == {(k, xxh(v)) for k, v in made.items()}
-    for rel, data in made.items():
+    for _rel, data in made.items():
         assert obj(p, xxh(data)).read_bytes() == data
 
     # deleted: restored identically, by `run` and by `checkout`, without running the stage

@@ -144,7 +144,8 @@ def side(tmp_path: Path) -> Path:
     return tmp_path / "side"
 
 
-def make_project(root: Path, pipeline: str, moto: MotoServer | None, raw: str = "The quick brown Fox\njumps\n") -> Project:
+def make_project(root: Path, pipeline: str, moto: MotoServer | None,
+                 raw: str = "The quick brown Fox\njumps\n") -> Project:
     make_git_repo(root)
     p = Project(root)
     p.pivot("init")
@@ -164,7 +165,8 @@ def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
-def on_cluster(project: Project, cluster: Any, *args: str, check: bool | None = True) -> subprocess.CompletedProcess[str]:
+def on_cluster(project: Project, cluster: Any, *args: str,
+               check: bool | None = True) -> subprocess.CompletedProcess[str]:
     return project.pivot("run", "--executor", "dask", "--scheduler", cluster.scheduler_address, *args, check=check)
 
 

@@ -79,9 +79,8 @@ def start(project: Project, *args: str, to_files: bool = False) -> subprocess.Po
     """Start `pivot ARGS` in a new session (its own process group). to_files: its output goes to
     files next to the project rather than pipes, for when other processes may keep pipes open."""
     if to_files:
-        out = open(project.root.parent / "pivot.stdout", "w")
-        err = open(project.root.parent / "pivot.stderr", "w")
-        with out, err:
+        with open(project.root.parent / "pivot.stdout", "w") as out, \
+                open(project.root.parent / "pivot.stderr", "w") as err:
             return subprocess.Popen([PIVOT, *args], cwd=project.root, stdout=out, stderr=err, text=True,
                                     start_new_session=True)
     return subprocess.Popen([PIVOT, *args], cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

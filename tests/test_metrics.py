@@ -85,7 +85,7 @@ def two_commits(project: Project) -> tuple[Project, str, str]:
 
 
 def test_metrics_show_flattens_json_and_yaml_metrics(two_commits: tuple[Project, str, str]) -> None:
-    project, _, c2 = two_commits
+    project, _, _c2 = two_commits
     data = out_json(project, "metrics", "show")
     assert data["rev"] == "workspace" and data["commit"] is None and data["notes"] == []
     assert data["values"] == [

@@ -9,6 +9,8 @@ assertions use generous margins. Interrupt tests poll for marker files the stage
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import pty
@@ -99,10 +101,8 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
     yield started
     for p in started:
         if p.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         p.communicate(timeout=30)
 
 
@@ -134,7 +134,7 @@ def test_two_jobs_are_faster_than_one(project: Project) -> None:
 
     # -j 1: strictly one after another; -j 2: pairs overlap
     ordered = sorted(one_spans.values(), key=lambda x: x["start"])
-    assert all(a["end"] <= b["start"] for a, b in zip(ordered, ordered[1:])), one_spans
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(ordered)), one_spans
     assert sum(overlap(a, b) for a in two_spans.values() for b in two_spans.values() if a is not b) >= 2
     # Ideal: 3.2 s of stage time at -j 1, 1.6 s at -j 2. Each command also pays a fixed start-up
     # (process, imports, fingerprints, starting workers: 0.5-2.5 s on a busy machine) that -j cannot
@@ -197,7 +197,7 @@ def test_workers_are_reused_and_keep_imports_warm(project: Project) -> None:
     project.pipeline(body)
     proc = subprocess.Popen([PIVOT, "run", "-j", "2"], cwd=project.root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
 
     imports = project.read("imports.txt").split()

@@ -431,7 +431,8 @@ def test_a_modified_output_whose_locked_version_is_not_cached_reruns_its_stage(t
     out = run(p)
     # upper rebuilds byte-identical output, so final (whose dep is unchanged) is skipped
     assert runs(p) == ["upper"]
-    assert reasons(out) == {"upper": ["output 'data/upper.txt' was modified and its locked version is not in the cache"]}
+    assert reasons(out) == {
+        "upper": ["output 'data/upper.txt' was modified and its locked version is not in the cache"]}
     assert p.read("data/upper.txt") == "HELLO\n"
     assert cached_object(p, "HELLO\n").read_text() == "HELLO\n"
 
