@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pivot import yamlio
 from pivot.errors import GitError, MetricsError
 from pivot.outputs import Metric
 
@@ -113,14 +114,13 @@ def _load_json(text: str, fail: Callable[[str], MetricsError]) -> Any:
 
 
 def _load_yaml(text: str, fail: Callable[[str], MetricsError]) -> Any:
-    import yaml
-
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise fail(f"not valid YAML ({getattr(exc, 'problem', None) or exc}{at})") from None
+        data = yamlio.parse(text)
+    except yamlio.Problem as exc:
+        at = f" at line {exc.line}" if exc.line is not None else ""
+        problem = exc.problem.removeprefix("invalid YAML (").removesuffix(")") \
+            if exc.problem.startswith("invalid YAML (") else exc.problem
+        raise fail(f"not valid YAML ({problem}{at})") from None
     return {} if data is None else data
 
 

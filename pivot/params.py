@@ -12,10 +12,8 @@ from pivot.stage import Stage
 
 
 def load_overrides(root: Path) -> dict[str, Any]:
-    path = root / PARAMS_FILE
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
+    text = yamlio.read_limited(root / PARAMS_FILE, ParamsError, PARAMS_FILE)
+    if text is None:
         return {}
     data = yamlio.loads(text, PARAMS_FILE, ParamsError)
     if data is None:

@@ -1,56 +1,158 @@
 """The one YAML reader: safe loading, and every error names the file and, where the parser
 knows it, the line.
 
+Hostile input is refused with a PivotError, never a traceback: text that is not UTF-8, control
+characters, nesting too deep for the parser, numbers Python will not convert, tags that would
+construct objects (the safe loader knows none), duplicate keys, files larger than MAX_BYTES, and
+alias "bombs" (a few hundred bytes whose aliases expand to billions of values): the parsed
+value is walked with a budget of MAX_VALUES, counting every path through a shared alias.
+
 PyYAML (its C loader when present) is imported only when a file is read, so importing this
 module costs nothing at start-up.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
 from pivot.errors import PivotError, YamlError
 
+MAX_BYTES = 64 * 1024 * 1024  # no file Pivot reads as YAML is anywhere near this
+MAX_VALUES = 1_000_000  # values in a parsed document, aliases expanded
 
+
+class DuplicateKey(ValueError):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.line = line
+
+
+@functools.cache
 def _loader() -> Any:
     import yaml  # lazy: PyYAML costs start-up time that `pivot --help` does not need
 
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[valid-type,misc]  # PyYAML's loaders are untyped classes
+        """The safe loader, refusing a key that appears twice in one mapping."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[object] = set()
+            for key_node, _value in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if duplicate:
+                    raise DuplicateKey(key, key_node.start_mark.line + 1)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
+class Problem(ValueError):
+    """Why a YAML text cannot be read, and the line (1-based) when the parser knows it."""
+
+    def __init__(self, problem: str, line: int | None = None, fix: str = "fix the file and try again") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+        self.fix = fix
+
+
+def parse(text: str | bytes) -> Any:
+    """Parse YAML text; any failure is a Problem (one line, no traceback)."""
+    import yaml  # lazy: see _loader
+
+    if len(text) > MAX_BYTES:
+        raise Problem(f"{len(text)} bytes is too large for a file Pivot reads as YAML "
+                      f"(at most {MAX_BYTES // (1024 * 1024)} MiB)", fix="keep data out of it")
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        value = yaml.load(text, Loader=_loader())
+    except UnicodeDecodeError as exc:
+        raise Problem(f"not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8") from None
+    except DuplicateKey as exc:
+        raise Problem(str(exc), exc.line, fix="keep one of them") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise Problem(f"invalid YAML ({problem})", mark.line + 1 if mark is not None else None) from None
+    except RecursionError:
+        raise Problem("nested too deeply to read", fix="flatten the file") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of thousands of digits
+        raise Problem("a number too long to read" if "digits" in str(exc) else str(exc).splitlines()[0]) from None
+    if not within_budget(value, MAX_VALUES):
+        raise Problem(f"expands to more than {MAX_VALUES:,} values (YAML aliases?)",
+                      fix="write the values out instead of aliasing them")
+    return value
 
 
 def loads(text: str | bytes, where: str | Path, error: type[PivotError] = YamlError) -> Any:
     """Parse YAML text read from `where` (a path, or `<sha>:<path>` for a git blob).
 
-    Raises `error` (a PivotError subclass) with the file, the line and the parser's words."""
-    import yaml  # lazy: see _loader
-
+    Raises `error` (a PivotError subclass) naming the file, the line and the fix."""
     try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return yaml.load(text, Loader=_loader())
-    except UnicodeDecodeError as exc:
-        raise error(f"{where}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise error(f"{where}{line}: invalid YAML ({problem}); fix the file and try again") from None
+        return parse(text)
+    except Problem as exc:
+        line = f":{exc.line}" if exc.line is not None else ""
+        raise error(f"{where}{line}: {exc.problem}; {exc.fix}") from None
 
 
-def load_mapping(path: Path, error: type[PivotError] = YamlError, *, missing_ok: bool = True) -> dict[str, Any]:
-    """The top-level mapping of a YAML file; {} for an empty (or, with missing_ok, absent) file."""
+def within_budget(value: Any, budget: int) -> bool:
+    """Whether `value` holds at most `budget` values, counting each path through a shared
+    (aliased) container anew: the size the document has once written out."""
+    stack = [value]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+    return True
+
+
+def read_limited(path: Path, error: type[PivotError] = YamlError, where: str | Path | None = None) -> bytes | None:
+    """A small text file's bytes, None when absent; refused (without reading it) when over MAX_BYTES."""
+    where = path if where is None else where
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BYTES:
+                raise error(f"{where}: {size} bytes is too large for a file Pivot reads as YAML "
+                            f"(at most {MAX_BYTES // (1024 * 1024)} MiB); keep data out of it")
+            return f.read()
     except FileNotFoundError:
+        return None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise error(f"{where}: cannot be read ({exc.strerror})") from None
+
+
+def load_mapping(path: Path, error: type[PivotError] = YamlError, *, where: str | Path | None = None,
+                 missing_ok: bool = True) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; {} for an empty (or, with missing_ok, absent) file.
+    `where` names the file in errors (default: the path)."""
+    where = path if where is None else where
+    data = read_limited(path, error, where)
+    if data is None:
         if missing_ok:
             return {}
-        raise error(f"{path}: no such file") from None
-    value = loads(data, path, error)
+        raise error(f"{where}: no such file")
+    value = loads(data, where, error)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise error(f"{path}: expected a mapping (key: value lines) at the top level")
+        raise error(f"{where}: expected a mapping (key: value lines) at the top level")
     return value
 
 
