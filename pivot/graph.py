@@ -8,6 +8,7 @@ import posixpath
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pivot.confine import Confinement
 from pivot.errors import GraphError
 from pivot.stage import Stage
 
@@ -83,6 +84,7 @@ def build(stages: list[Stage], root: Path) -> Graph:
     dep and output path is normalised (project-relative POSIX), so later code never re-pairs
     declarations with paths."""
     resolved = [_resolve(s) for s in stages]
+    _confine(resolved, root)
     producer = _producers(resolved)
     g = Graph(stages={s.name: s for s in resolved}, deps={s.name: s.deps for s in resolved},
               outs={s.name: tuple(o.path for o in s.outs) for s in resolved}, producer=producer)
@@ -111,6 +113,17 @@ def _resolve(s: Stage) -> Stage:
     deps = tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps))
     outs = tuple(replace(o, path=normalize_path(o.path, s.name, "output")) for o in s.outs)
     return replace(s, deps=deps, outs=outs)
+
+
+def _confine(stages: list[Stage], root: Path) -> None:
+    """No dep or output may lead outside the project, or into .pivot/, through a symlink."""
+    confinement = Confinement(root)
+    for s in stages:
+        for role, path in [*(("dep", d) for d in s.deps), *(("output", o.path) for o in s.outs)]:
+            problem = confinement.problem(path)
+            if problem is not None:
+                raise GraphError(f"stage '{s.name}': {role} '{path}' {problem}; "
+                                 "declare a path inside the project, or replace the link with a folder")
 
 
 def _producers(stages: list[Stage]) -> dict[str, str]:

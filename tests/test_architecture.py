@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pivot"
 # A name ending in ".*" covers a package and every module in it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("pivot.errors", "pivot.records", "pivot.layout", "pivot.atomic", "pivot.yamlio",
-                     "pivot.version")),
+                     "pivot.version", "pivot.confine")),
     ("storage", ("pivot.state", "pivot.hashing", "pivot.cache", "pivot.lock", "pivot.git", "pivot.history",
                  "pivot.gitignore", "pivot.runlock", "pivot.importing", "pivot.reporter", "pivot.config",
                  "pivot.project", "pivot.remote_config")),
