@@ -74,7 +74,8 @@ class Runner:
     a stage's outputs come back as hashes: they are brought from the cache into the workspace
     here (or, with --no-download, left on the remote) before its lock is written. A lock is
     only ever written once its outputs are in the local cache, or on the remote when not
-    downloading. `jobs=None`: as many stages at once as the executor offers (its `slots`)."""
+    downloading (see pivot/landing.py). `jobs=None`: as many stages at once as the executor
+    offers (`capabilities.slots`)."""
 
     def __init__(self, repo: Repo, reporter: Reporter, jobs: int | None = 1,
                  executor_factory: Callable[[], Executor] | None = None) -> None:
