@@ -156,7 +156,8 @@ class Cache:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
 
-    def _commit(self, tmp: str, digest: str) -> None:
+    def commit_file(self, tmp: str, digest: str) -> None:
+        """Move finished temporary file `tmp` into the cache as object `digest` (dropped if there)."""
         dest = self.path(digest)
         if dest.exists():
             unlink_quiet(tmp)
@@ -185,7 +186,7 @@ class Cache:
                 digest = copy_hashing(str(src), fd)
                 os.close(fd)
                 fd = -1
-            self._commit(tmp, digest)
+            self.commit_file(tmp, digest)
             return digest
         except BaseException:
             if fd != -1:
@@ -201,7 +202,7 @@ class Cache:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            self._commit(tmp, digest)
+            self.commit_file(tmp, digest)
         except BaseException:
             unlink_quiet(tmp)
             raise
@@ -214,18 +215,19 @@ class Cache:
             raise CacheError(f"directory manifest {digest} is missing from the cache") from None
 
     # -- workspace links ---------------------------------------------------
-    def _place(self, digest: str, dest: Path) -> None:
-        """Put object `digest` at `dest` atomically, using the configured link mode."""
+    def _place(self, digest: str, dest: Path, link: str | None = None) -> None:
+        """Put object `digest` at `dest` atomically, using link mode `link` (default: the cache's)."""
         src = self.path(digest)
         if not src.is_file():
             raise CacheError(f"object {digest} for '{dest}' is not in the cache")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._link(str(src), str(dest))
+        self._link(str(src), str(dest), link=link)
 
-    def _link(self, src: str, dest: str, make: Callable[[str, str], object] | None = None) -> None:
+    def _link(self, src: str, dest: str, make: Callable[[str, str], object] | None = None,
+              link: str | None = None) -> None:
         """Atomically put a link or copy of cache object `src` at `dest`, whose folder exists
-        (made by `make`, by default as the link mode says)."""
-        make = make or self._make
+        (made by `make`, by default as link mode `link` says, or else the cache's)."""
+        make = make or (lambda s, t: self._make(s, t, link or self.link))
         folder, name = os.path.split(dest)
         tmp = os.path.join(folder, f".{name}.pivot-tmp")
         try:
@@ -243,8 +245,8 @@ class Cache:
             unlink_quiet(tmp)
             raise
 
-    def _make(self, src: str, tmp: str) -> None:
-        if self.link == "hardlink":
+    def _make(self, src: str, tmp: str, link: str) -> None:
+        if link == "hardlink":
             try:
                 os.link(src, tmp)
             except OSError as exc:
@@ -258,26 +260,29 @@ class Cache:
                         "system that supports them: use 'symlink', 'copy' or 'auto' in .pivot/config.yaml"
                     ) from None
                 raise
-        elif self.link == "symlink":
+        elif link == "symlink":
             os.symlink(os.path.abspath(src), tmp)
         else:
-            if self._reflink_ok is not False:
+            if link in ("auto", "reflink") and self._reflink_ok is not False:
                 cloned = _reflink(src, tmp)
                 self._reflink_ok = cloned
                 if cloned:
                     return
-                if self.link == "reflink":
+                if link == "reflink":
                     raise CacheError(
                         "cache.link is 'reflink' but this file system cannot clone files; "
                         "use 'auto' or 'copy' in .pivot/config.yaml"
                     )
             shutil.copyfile(src, tmp)  # a new file: writable, mode from the umask
 
-    def checkout_file(self, digest: str, dest: Path) -> None:
-        self._place(digest, dest)
+    def checkout_file(self, digest: str, dest: Path, link: str | None = None) -> None:
+        """Put object `digest` at `dest`, by link mode `link` (default: the cache's)."""
+        self._place(digest, dest, link)
 
-    def checkout_dir(self, digest: str, dest: Path, current: dict[str, str] | None = None) -> list[DirEntry]:
-        """Make folder `dest` hold exactly the manifest's files. `current`: known hashes of files there."""
+    def checkout_dir(self, digest: str, dest: Path, current: dict[str, str] | None = None,
+                     link: str | None = None) -> list[DirEntry]:
+        """Make folder `dest` hold exactly the manifest's files. `current`: known hashes of files
+        there; `link`: the link mode (default: the cache's)."""
         entries = self.read_manifest(digest)
         missing = self.missing(e.hash for e in entries)
         if missing:
@@ -299,16 +304,16 @@ class Cache:
                 if current.get(e.path) != e.hash]
         for folder in sorted({os.path.dirname(target) for _src, target in todo}):
             os.makedirs(folder, exist_ok=True)
-        self._link_many(todo)
+        self._link_many(todo, link)
         dest.mkdir(parents=True, exist_ok=True)
         return entries
 
-    def _link_many(self, todo: list[tuple[str, str]]) -> None:
+    def _link_many(self, todo: list[tuple[str, str]], link: str | None = None) -> None:
         """_link over (object, destination) pairs; many of them on a few threads, since creating
         a file is mostly time in the kernel, which the threads spend in parallel."""
         if len(todo) < PARALLEL_PLACE:
             for src, target in todo:
-                self._link(src, target)
+                self._link(src, target, link=link)
             return
         import threading
         from concurrent.futures import ThreadPoolExecutor
@@ -320,7 +325,7 @@ class Cache:
                 if stop.is_set():
                     return
                 try:
-                    self._link(src, target)
+                    self._link(src, target, link=link)
                 except BaseException:
                     stop.set()
                     raise

@@ -63,3 +63,11 @@ class PlotDataError(ValueError):
 
 class MetricsError(PivotError):
     """A metric file that is not a JSON or YAML mapping."""
+
+
+class DaskError(PivotError):
+    """`--executor dask` cannot be used: distributed missing, no scheduler, no remote."""
+
+
+class WorkerRefused(PivotError):
+    """A remote worker refused a stage (its package versions differ from this machine's)."""

@@ -200,17 +200,18 @@ class Repo:
         return (f"'{rec.path}' differed from its lock; that version was kept in the cache as manifest "
                 f"{self.cache.path(current.hash).relative_to(self.root)} ({kept} file(s) newly stored)")
 
-    def restore(self, rec: PathRecord) -> str | None:
+    def restore(self, rec: PathRecord, link: str | None = None) -> str | None:
         """Bring one locked output back into the workspace from the cache. A different file
         already there is first stored in the cache, so nothing is lost; returns a note saying so.
-        In a folder, only the files that differ are rewritten."""
+        In a folder, only the files that differ are rewritten. `link`: the link mode (default:
+        the cache's; "copy" for a writable copy)."""
         dest = self.root / rec.path
         current = self.hasher.hash_path(rec.path)  # from the memo: one walk serves both steps
         note = self._keep_modified(rec, dest, current)
         if rec.is_dir:
-            self.cache.checkout_dir(rec.hash, dest, {e.path: e.hash for e in _files(current)})
+            self.cache.checkout_dir(rec.hash, dest, {e.path: e.hash for e in _files(current)}, link)
         else:
-            self.cache.checkout_file(rec.hash, dest)
+            self.cache.checkout_file(rec.hash, dest, link)
             self.hasher.remember(rec.path, rec.hash)
         return note
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pivot import atomic, gitignore
-from pivot.errors import CacheError, PivotError
-from pivot.executor import Executor, OutSpec, PoolExecutor, StageResult, StageTask
-from pivot.hashing import parse_manifest
+from pivot.errors import PivotError, WorkerRefused
+from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
+from pivot.landing import Landing
 from pivot.lock import StageLock
 from pivot.outputs import Out
-from pivot.records import PathHash, PathRecord
+from pivot.records import PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
 from pivot.status import Decision, decide
@@ -74,7 +74,8 @@ class Runner:
     a stage's outputs come back as hashes: they are brought from the cache into the workspace
     here (or, with --no-download, left on the remote) before its lock is written. A lock is
     only ever written once its outputs are in the local cache, or on the remote when not
-    downloading. `jobs=None`: as many stages at once as the executor offers (its `slots`)."""
+    downloading (see pivot/landing.py). `jobs=None`: as many stages at once as the executor
+    offers (`capabilities.slots`)."""
 
     def __init__(self, repo: Repo, reporter: Reporter, jobs: int | None = 1,
                  executor_factory: Callable[[], Executor] | None = None) -> None:
@@ -84,7 +85,8 @@ class Runner:
         self._auto_jobs = jobs is None
         self.jobs = max(1, jobs or 1)
         # No more workers than stages left to run: each one is a Python interpreter to start.
-        self._factory = executor_factory or (lambda: PoolExecutor(min(self.jobs, self._left()), self.root))
+        self._factory = executor_factory or (lambda: make_executor(
+            "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
         self._executor: Executor | None = None
         self.backup_root = repo.project.tmp_dir / "backup"
         self.logs_dir = repo.project.pivot_dir / "logs"
@@ -109,8 +111,7 @@ class Runner:
         self.keep_going = opts.keep_going
         # Outputs of stages run remotely in this run: deps downstream are taken from here when
         # the workspace does not have them (--no-download).
-        self.produced: dict[str, PathRecord] = {}
-        self.produced_manifests: dict[str, bytes] = {}
+        self.landing = Landing(self.repo)
         self.total = len(names)
         self.started = time.monotonic()
         try:
@@ -185,7 +186,7 @@ class Runner:
                     return
                 if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
-                prep = self._prepare(name, force)
+                prep = self.landing.prepare(name, force)
                 decision = decide(prep.current, prep.lock)
                 if not decision.run:
                     for rec in decision.restore:
@@ -208,37 +209,17 @@ class Runner:
     def _start_executor(self) -> None:
         if self._executor is None:
             self._executor = self._factory()
-            slots = getattr(self._executor, "slots", None)
-            if self._auto_jobs and isinstance(slots, int):
+            slots = self._executor.capabilities.slots
+            if self._auto_jobs and slots is not None:
                 self.jobs = max(1, slots)
 
     @property
+    def _caps(self) -> Capabilities:
+        return self._executor.capabilities if self._executor is not None else LOCAL
+
+    @property
     def _remote(self) -> bool:
-        return bool(getattr(self._executor, "remote", False))
-
-    def _prepare(self, name: str, force: bool) -> Prepared:
-        if not self.produced:
-            return self.repo.prepare(name, forced=force)
-        expected = {d: r.hash for d in self.repo.graph.deps[name] if (r := self._produced(d)) is not None}
-        prep = self.repo.prepare(name, forced=force, expected=expected or None)
-        for d, h in prep.dep_hashes.items():
-            rec = self._produced(d)
-            if h is None and rec is not None:
-                prep.dep_hashes[d] = PathHash(rec.hash, rec.is_dir, self.produced_manifests.get(rec.hash))
-        return prep
-
-    def _produced(self, dep: str) -> PathRecord | None:
-        """A dep's record when a remote stage of this run produced it (or the folder it is in)
-        and the workspace does not have it (--no-download)."""
-        if dep in self.produced:
-            return self.produced[dep] if not os.path.lexists(self.root / dep) else None
-        for path, rec in self.produced.items():
-            if rec.is_dir and dep.startswith(path + "/") and not os.path.lexists(self.root / dep):
-                rel = dep[len(path) + 1:]
-                for e in parse_manifest(self.produced_manifests.get(rec.hash, b"[]")):
-                    if e.path == rel:
-                        return PathRecord(dep, e.hash)
-        return None
+        return self._caps.remote
 
     def _alone(self, name: str) -> bool:
         return self.repo.graph.stages[name].exclusive or name in self.retry_alone
@@ -321,7 +302,7 @@ class Runner:
             self._settle_failed(fut, outs, backups, result.error or "failed")
             return
         if not result.placed:
-            self._land(result)
+            self.landing.land(result, self._caps.downloads)
         problem = self._bad_metric(name, result)
         if problem is not None:  # caught now, not at the next `pivot metrics show`
             self._settle_failed(fut, outs, backups, problem)
@@ -364,22 +345,6 @@ class Runner:
             except MetricsError as exc:
                 return str(exc)
         return None
-
-    def _land(self, result: StageResult) -> None:
-        """Outputs of a remote stage: metrics written from their bytes; the rest checked out from
-        the cache, where the executor put them (unless it was told not to download)."""
-        inline = dict(result.inline)
-        self.produced_manifests.update(result.manifests)
-        for rec in result.records:
-            self.produced[rec.path] = rec
-            if rec.path in inline:
-                (self.root / rec.path).parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(self.root / rec.path, inline[rec.path])
-                self.repo.hasher.remember(rec.path, rec.hash)
-            elif self.repo.in_cache(rec):
-                self.repo.restore(rec)
-            elif getattr(self._executor, "download", True):
-                raise CacheError(f"output '{rec.path}' ({rec.hash}) did not reach the cache; run again")
 
     def _left(self) -> int:
         return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
@@ -449,12 +414,7 @@ class Runner:
             current = self.repo.hasher.hash_path(p)
             if current is not None and current.hash == rec.hash and not _shares_cache(full):
                 continue
-            saved_link = self.repo.cache.link
-            self.repo.cache.link = "copy" if saved_link in ("hardlink", "symlink") else saved_link
-            try:
-                self.repo.restore(rec)
-            finally:
-                self.repo.cache.link = saved_link
+            self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
 
     # -- backups: previous outputs are moved aside, and come back if the stage fails ----
     def _backup_path(self, stage: str, path: str) -> Path:
@@ -464,7 +424,7 @@ class Runner:
     def _move_aside(self, stage: str, outs: tuple[Out, ...]) -> list[str]:
         """Move previous outputs to the backup folder; an IncrementalOut is copied, as the stage
         starts from it."""
-        moved = []
+        moved: list[str] = []
         for o in outs:
             p = o.path
             src = self.root / p
@@ -507,10 +467,6 @@ class Runner:
                     (self.root / p).parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, self.root / p)
         _remove(self.backup_root)
-
-
-class WorkerRefused(PivotError):
-    """A remote worker refused a stage (its package versions differ from this machine's)."""
 
 
 def _shares_cache(path: Path) -> bool:

@@ -550,7 +550,7 @@ def test_a_worker_killed_mid_stage_is_replaced_and_the_stage_recorded_once(tmp_p
 
 
 def _fake_version(dist: str, version: str | None) -> None:
-    from pivot import dask_executor
+    from pivot.executor import dask_worker as dask_executor
 
     if version is None:
         dask_executor._VERSIONS.pop(dist, None)

@@ -62,12 +62,10 @@ def _executor_factory(repo: Repo, executor: str | None, scheduler: str | None, r
     """None for the local pool; for dask, a factory that connects when the first stage must run
     (a run where everything is up to date needs no cluster). Everything that can be checked
     without the cluster is checked now, before anything changes."""
-    from pivot.errors import ProjectError
+    from pivot.executor import check_kind, executor_factory
 
     config = executor_config(repo.project) if executor != "local" else {}
-    kind = executor or ("dask" if scheduler else None) or config.get("kind") or "local"
-    if kind not in ("local", "dask"):
-        raise ProjectError(f".pivot/config.yaml: executor.kind is {kind!r}; use 'local' or 'dask'")
+    kind = check_kind(executor or ("dask" if scheduler else None) or config.get("kind") or "local")
     if kind == "local":
         for flag, given in (("--scheduler", scheduler), ("--remote", remote), ("--no-download", no_download)):
             if given:
@@ -75,10 +73,10 @@ def _executor_factory(repo: Repo, executor: str | None, scheduler: str | None, r
         return None
     if dry_run:
         return None
-    from pivot.dask_executor import DaskExecutor, resolve_settings
-
-    settings = resolve_settings(repo.project, scheduler, remote, not no_download, config)
-    return lambda: DaskExecutor(settings, repo.root, repo.cache)
+    # The command line over the configuration, key by key.
+    options = {**config, "download": not no_download}
+    options.update({k: v for k, v in (("scheduler", scheduler), ("remote", remote)) if v})
+    return executor_factory(kind, options, 1, root=repo.root, cache=repo.cache, project=repo.project)
 
 
 def executor_config(project: Project) -> dict[str, Any]:

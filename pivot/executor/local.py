@@ -1,18 +1,6 @@
-"""Executors run stages. The runner talks to them through a small interface — submit a task,
-get a future of its result — so a local process pool, an in-process runner or a distributed
-engine are interchangeable.
-
-A task carries everything a worker needs: the stage function (pickled by reference, so the
-worker imports the pipeline module once and keeps it warm), its params, and where its outputs
-go. The worker runs the function with stdout/stderr captured, checks the declared outputs
-exist, and stores them in the cache (hashing happens in parallel this way). The parent
-computes fingerprints, decides, and writes lock files.
-
-An executor whose workers share nothing with this machine (`remote = True`, see
-pivot/dask_executor.py) also gets the deps' hashes and the code fingerprint in the task, and
-returns results whose outputs are not in the workspace yet (`StageResult.placed` False): the
-runner then brings them in from the cache and writes metrics from `StageResult.inline`.
-"""
+"""The local executors: a pool of warm worker processes (loky) reused for every stage of a
+run, and an inline executor that runs each stage in this process (tests, embedding). Also the
+stage call itself (`call_stage`), which the Dask worker uses as well."""
 
 from __future__ import annotations
 
@@ -22,70 +10,13 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
+from pivot.executor.base import LOCAL, Capabilities, StageResult, StageTask
 from pivot.records import FileMemoRow, PathRecord
-
-if TYPE_CHECKING:
-    from pivot.fingerprint import Fingerprint
-
-
-@dataclass(frozen=True)
-class OutSpec:
-    path: str
-    kind: str
-    cached: bool
-
-
-@dataclass(frozen=True)
-class StageTask:
-    name: str
-    func: Callable[..., Any]
-    params: Any  # the params instance, or None
-    root: Path
-    outs: tuple[OutSpec, ...] = ()
-    cache_dir: Path | None = None
-    link: str = "auto"
-    log_path: Path | None = None
-    # For remote executors only (the local pool reads the workspace itself):
-    fingerprint: Fingerprint | None = None
-    deps: tuple[PathRecord, ...] = ()  # each dep's hash, as the lock will record it
-    manifests: tuple[tuple[str, bytes], ...] = ()  # hash -> manifest bytes of directory deps
-    inputs: tuple[PathRecord, ...] = ()  # IncrementalOuts to start from (workspace or cache)
-
-
-@dataclass(frozen=True)
-class StageResult:
-    name: str
-    ok: bool
-    duration: float
-    error: str | None = None  # the user's traceback, or why the stage is refused
-    output: str = ""  # captured stdout, stderr and logging
-    records: tuple[PathRecord, ...] = ()
-    memo: tuple[FileMemoRow, ...] = field(default=())
-    pid: int = 0
-    # Remote executors: outputs are in the cache (or left on the remote), not in the workspace.
-    placed: bool = True
-    inline: tuple[tuple[str, bytes], ...] = ()  # path -> bytes of outputs that are not cached (metrics)
-    manifests: tuple[tuple[str, bytes], ...] = ()  # hash -> manifest of directory outputs
-    refused: str | None = None  # the worker cannot be trusted with this stage: stop the run
-    timings: tuple[tuple[str, float], ...] = ()  # (step, seconds): where a remote stage spent its time
-    worker: str = ""
-
-
-class Executor(Protocol):
-    """`remote`: workers do not see this machine's files (see module docstring)."""
-
-    remote: bool
-
-    def submit(self, task: StageTask) -> Future[StageResult]: ...
-
-    def shutdown(self, kill: bool = False) -> None: ...
 
 
 def format_user_traceback(exc: BaseException) -> str:
@@ -168,7 +99,7 @@ def execute(task: StageTask) -> StageResult:
     error, output = call_stage(task)
     if error is not None:
         return StageResult(task.name, False, time.perf_counter() - start, error, output, pid=os.getpid())
-    from pivot.cache import Cache, save_output
+    from pivot.cache import Cache, save_output  # lazy: only workers store outputs
 
     cache = Cache(task.cache_dir or task.root / ".pivot" / "cache", task.link)
     records: list[PathRecord] = []
@@ -184,7 +115,7 @@ def execute(task: StageTask) -> StageResult:
 class InlineExecutor:
     """Runs each stage in this process, at submit time. For tests and embedding."""
 
-    remote = False
+    capabilities: Capabilities = LOCAL
 
     def submit(self, task: StageTask) -> Future[StageResult]:
         fut: Future[StageResult] = Future()
@@ -197,7 +128,7 @@ class InlineExecutor:
 
 def _worker_init(root: str, parent: int) -> None:
     # Workers import the pipeline by module name, exactly as the parent registered it.
-    from pivot.importing import install
+    from pivot.importing import install  # lazy: runs in the worker only
 
     install(root)
     os.chdir(root)
@@ -209,7 +140,7 @@ def _worker_init(root: str, parent: int) -> None:
 def _watch_parent(parent: int) -> None:
     """A worker whose pivot process died (kill -9) must not live on and write outputs later.
     The parent's pid comes from the parent: it may already be gone when this worker boots."""
-    import threading
+    import threading  # lazy: workers only
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -222,10 +153,10 @@ def _watch_parent(parent: int) -> None:
 class PoolExecutor:
     """A pool of warm worker processes (loky), reused for every stage of a run."""
 
-    remote = False
+    capabilities: Capabilities = LOCAL
 
     def __init__(self, jobs: int, root: Path) -> None:
-        from loky import ProcessPoolExecutor
+        from loky import ProcessPoolExecutor  # lazy: start-up
 
         self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                          initargs=(str(root), os.getpid()))
@@ -233,10 +164,12 @@ class PoolExecutor:
         # the whole process group while they boot cannot print their tracebacks; the parent
         # handles Ctrl-C by stopping them. A Ctrl-C in these few milliseconds is dropped.
         with _sigint_ignored():
-            self._pool._ensure_executor_running()
+            # loky offers no public way to start the workers now.
+            self._pool._ensure_executor_running()  # noqa: SLF001
 
     def submit(self, task: StageTask) -> Future[StageResult]:
-        return self._pool.submit(execute, task)
+        fut: Future[StageResult] = self._pool.submit(execute, task)  # loky is not annotated
+        return fut
 
     def shutdown(self, kill: bool = False) -> None:
         self._pool.shutdown(wait=not kill, kill_workers=kill)

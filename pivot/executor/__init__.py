@@ -1,0 +1,39 @@
+"""Executors run stages. The runner talks to them through a small interface (pivot/executor/
+base.py): submit a task, get a future of its result, and read the executor's `capabilities`,
+so a local process pool, an in-process runner or a distributed engine are interchangeable.
+
+    base.py           the interface: StageTask, OutSpec, StageResult, Capabilities, Executor
+    local.py          the loky process pool, the inline executor, call_stage, available_cpus
+    factory.py        make_executor / executor_factory: an executor from the `executor:` config
+    dask_settings.py  the `executor:` mapping resolved and checked (no cluster needed)
+    dask_client.py    DaskExecutor, the half on this machine (imports distributed when built)
+    dask_worker.py    the half that runs on a Dask worker
+    dask_transfer.py  objects between a cache and the shared remote, for both halves
+
+Importing this package imports neither dask, distributed nor cloudpickle.
+"""
+
+from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask
+from pivot.executor.dask_settings import KINDS, DaskSettings, check_kind, resolve_settings
+from pivot.executor.factory import executor_factory, make_executor
+from pivot.executor.local import InlineExecutor, PoolExecutor, available_cpus, call_stage, execute
+
+__all__ = [
+    "KINDS",
+    "LOCAL",
+    "Capabilities",
+    "DaskSettings",
+    "Executor",
+    "InlineExecutor",
+    "OutSpec",
+    "PoolExecutor",
+    "StageResult",
+    "StageTask",
+    "available_cpus",
+    "call_stage",
+    "check_kind",
+    "execute",
+    "executor_factory",
+    "make_executor",
+    "resolve_settings",
+]

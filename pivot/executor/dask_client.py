@@ -1,0 +1,522 @@
+"""Run stages on a Dask cluster (`pivot run --executor dask --scheduler ADDRESS`), with the
+remote as the only thing the workers share with this machine.
+
+What goes where, for one stage:
+
+    client (this process)                          worker (any machine of the cluster)
+    ---------------------                          -----------------------------------
+    fingerprint, decide (as for the local pool)
+    deps: small ones into the task; others
+      uploaded if the remote lacks them      -->   remote
+    send a WorkerTask: the stage's code by
+      value (cloudpickle), params, deps'
+      hashes, the package versions the code
+      uses, the remote's url and options     -->   refuse it if a package version differs;
+                                                   fetch the deps by hash (task or remote)
+                                                   into a private scratch folder; call the
+                                                   stage there, output captured; hash the
+                                                   outputs; upload the large ones  --> remote
+    check the reply belongs to the code sent <--   WorkerReply: hashes, timings, output,
+                                                     small outputs' bytes
+    bring outputs into the cache by hash
+      (unless --no-download), write the lock;
+      upload the small ones in the background --> remote
+
+With --no-download the worker uploads every output before it answers, and the lock is
+written once they are on the remote. Every object is checked against its hash where it
+arrives. Small objects travel inside the task and the reply because a remote round trip per
+stage is what dominates a short stage's cost; large ones go through the remote.
+
+Code goes by value: every module of the project (a file under the root) is registered with
+cloudpickle's `register_pickle_by_value`, so the stage function, the helpers, classes and
+constants it reaches travel inside the task, and the worker needs no checkout, only the same
+third-party packages. Those are checked per stage: the fingerprint manifest lists each
+installed package the code reaches (`pkg:numpy: 1.26.4`); the worker compares them (and the
+Python, pivot and cloudpickle versions) with its own and refuses the stage if one differs.
+
+A worker that dies mid-stage is Dask's business: the scheduler runs the task again elsewhere
+(`distributed.scheduler.allowed-failures`). The client gets one answer per task, under a key
+unique to this submission, and writes the lock from that answer only. Objects an abandoned
+attempt uploaded are content-addressed, so they are harmless.
+
+This module is the client half; dask_worker.py is the half that runs on the workers (and
+imports neither this module nor dask or distributed at module level), dask_transfer.py moves
+objects over the remote for both. `pivot run` with the local pool never imports any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pivot import atomic
+from pivot.cache import Cache
+from pivot.errors import DaskError, PivotError, RemoteError
+from pivot.executor.base import Capabilities, StageResult, StageTask
+from pivot.executor.dask_settings import DaskSettings
+from pivot.executor.dask_transfer import (
+    INLINE,
+    INLINE_TOTAL,
+    TRANSFERS,
+    fetch_into,
+    present,
+    put_objects,
+    read_verified,
+    run_storage,
+)
+from pivot.executor.dask_worker import WorkerReply, WorkerTask, run_on_worker
+from pivot.hashing import hash_bytes, parse_manifest
+from pivot.records import PathRecord
+
+if TYPE_CHECKING:
+    from pivot.remote import Storage
+
+# -- the client side ---------------------------------------------------------------------------------
+
+
+class DaskExecutor:
+    """Submits stages to a Dask scheduler; the remote carries deps and outputs both ways."""
+
+    capabilities: Capabilities  # known once connected: slots come from the cluster's size
+
+    def __init__(self, settings: DaskSettings, root: Path, cache: Cache) -> None:
+        try:
+            import cloudpickle  # lazy: only a Dask run needs it
+            from distributed import Client  # lazy: start-up (distributed is heavy)
+        except ImportError as exc:
+            raise DaskError(f"--executor dask: cannot import distributed ({exc}); "
+                            "install it with: pip install 'pivot[dask]'") from None
+        self.settings = settings
+        self.root = root
+        self.cache = cache
+        self.download = settings.download
+        self._pickle = cloudpickle
+        self._storage: Storage | None = None
+        self._register_project_modules()
+        try:
+            # distributed ships partial annotations: its Client is an untyped call.
+            self.client: Any = Client(settings.scheduler, timeout=settings.connect_timeout,  # type: ignore[no-untyped-call]
+                                      set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise DaskError(f"cannot reach the Dask scheduler at {settings.scheduler} within "
+                            f"{settings.connect_timeout:g}s ({type(exc).__name__}: {exc}); start it "
+                            "('dask scheduler', see docs/dask.md) or fix --scheduler / executor.scheduler") from None
+        workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        # A worker process runs one stage at a time (a stage owns its cwd and fds 1-2). Half as
+        # many again are submitted, so a worker that finishes finds its next stage waiting at the
+        # scheduler instead of idling for a round trip through this machine.
+        self.capabilities = Capabilities(remote=True, slots=max(1, workers + (workers + 1) // 2),
+                                         downloads=settings.download)
+        self._on_remote: set[str] = set()  # objects known to be on the remote in this run
+        self._manifests: dict[str, bytes] = {}
+        self._sizes: dict[str, int] = {}
+        self._sources: dict[str, str | None] = {}
+        self._base_versions: dict[str, str] | None = None
+        self._lock = threading.Lock()
+        self._futures: dict[str, Any] = {}  # key -> dask future, while running
+        self._answered: set[str] = set()
+        self._post = ThreadPoolExecutor(4, thread_name_prefix="pivot-dask-finish")
+        # Small outputs come back in the reply; this machine uploads them off the critical path.
+        self._bg = ThreadPoolExecutor(2, thread_name_prefix="pivot-dask-upload")
+        self._pending: dict[str, Future[None]] = {}
+        self._upload_errors: list[str] = []
+        self._closed = False
+
+    @property
+    def storage(self) -> Storage:
+        """Opened when first needed: small deps and outputs travel inside the task and the reply,
+        so a run of small stages may never need the remote from this machine (nor s3fs)."""
+        with self._lock:
+            if self._storage is None:
+                from pivot.remote import open_storage  # lazy: start-up
+
+                self._storage = open_storage(self.settings.remote, self.root, TRANSFERS)
+            return self._storage
+
+    # -- code by value -------------------------------------------------------------------------
+    def _register_project_modules(self) -> None:
+        """Every loaded module whose file is in the project goes by value; anything else (the
+        standard library, installed packages, pivot) by reference, to be imported on the worker."""
+        base = str(self.root) + os.sep
+        for name, mod in list(sys.modules.items()):
+            filename = getattr(mod, "__file__", None) or ""
+            if filename.startswith(base) and "site-packages" not in filename and "dist-packages" not in filename \
+                    and name.split(".")[0] != "pivot":
+                try:
+                    self._pickle.register_pickle_by_value(mod)
+                except ValueError:  # not importable by that name (a __main__ script)
+                    continue
+
+    def _code(self, task: StageTask) -> bytes:
+        import importlib  # lazy: used per submission only
+        import io  # lazy: used per submission only
+
+        manifest = task.fingerprint.manifest if task.fingerprint else {}
+        # A project module imported inside a function is not reached through globals: send it
+        # whole (importing it here first if nothing has yet, as a local worker would).
+        modules = {}
+        imported = False
+        for key in manifest:
+            if key.startswith("module:"):
+                name = key[7:]
+                if name not in sys.modules:
+                    try:
+                        importlib.import_module(name)
+                        imported = True
+                    except Exception:
+                        continue
+                modules[name] = sys.modules[name]
+        if imported:
+            self._register_project_modules()
+
+        buf = io.BytesIO()
+        _pickler_class()(buf, protocol=self._pickle.DEFAULT_PROTOCOL).dump((task.func, task.params, modules))
+        return buf.getvalue()
+
+    def _versions(self, task: StageTask) -> tuple[tuple[str, str], ...]:
+        if self._base_versions is None:
+            from importlib import metadata  # lazy: once per run
+
+            self._base_versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+            for dist in ("pivot", "cloudpickle", "pydantic"):
+                with contextlib.suppress(metadata.PackageNotFoundError):
+                    self._base_versions[dist] = metadata.version(dist)
+        found = {k: v for k, v in self._base_versions.items() if k != "pydantic" or task.params is not None}
+        for key, version in (task.fingerprint.manifest if task.fingerprint else {}).items():
+            if key.startswith("pkg:") and version != "unknown":
+                found[key[4:]] = version
+        return tuple(sorted(found.items()))
+
+    def _source_texts(self, task: StageTask) -> tuple[tuple[str, str], ...]:
+        files = {str(self.root / v.partition(" ")[2]) for v in (task.fingerprint.manifest if task.fingerprint else {})
+                 .values() if " " in v}
+        code = getattr(task.func, "__code__", None)
+        if code is not None:
+            files.add(code.co_filename)
+        out = []
+        for f in sorted(files):
+            if f not in self._sources:
+                try:
+                    self._sources[f] = Path(f).read_text(errors="replace") if os.path.getsize(f) < 2 ** 20 else None
+                except OSError:
+                    self._sources[f] = None
+            text = self._sources[f]
+            if text is not None:
+                out.append((f, text))
+        return tuple(out)
+
+    # -- submit ----------------------------------------------------------------------------------
+    def submit(self, task: StageTask) -> Future[StageResult]:
+        fut: Future[StageResult] = Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            code = self._code(task)
+        except Exception as exc:  # an unpicklable global, say: this stage fails, the run goes on
+            fut.set_result(_failed(task.name, f"stage '{task.name}': its code could not be sent to the cluster "
+                                              f"({type(exc).__name__}: {exc}); keep unpicklable objects (open "
+                                              "files, locks, clients) out of module-level values the stage uses"))
+            return fut
+        sizes, blobs = self._send_inputs(task)
+        key = f"pivot-{task.name}-{uuid.uuid4().hex}"
+        wt = WorkerTask(
+            key=key, name=task.name, code=code, code_digest=hash_bytes(code),
+            fingerprint=task.fingerprint.digest if task.fingerprint else "",
+            versions=self._versions(task), outs=task.outs, deps=task.deps, inputs=task.inputs,
+            manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self.settings.remote,
+            sources=self._source_texts(task), blobs=tuple(blobs.items()), download=self.download,
+        )
+        dfut = self.client.submit(run_on_worker, wt, key=key, pure=False, retries=0)
+        with self._lock:
+            self._futures[key] = dfut
+        dfut.add_done_callback(lambda d: self._on_done(task, wt, d, fut))
+        return fut
+
+    def _on_done(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
+        """In Dask's callback thread: hand over to ours (downloads must not hold up other answers)."""
+        try:
+            self._post.submit(self._complete, task, wt, dfut, fut)
+        except RuntimeError:  # shut down (Ctrl-C): nobody waits for this answer any more
+            fut.cancel()
+
+    def _send_inputs(self, task: StageTask) -> tuple[dict[str, int], dict[str, bytes]]:
+        """Upload the deps (and IncrementalOuts' starting versions) the remote lacks, from the
+        cache or else from the workspace. Returns the size of every object the worker needs, and
+        the bytes of small ones, which travel inside the task instead (the worker checks them
+        against their hash all the same): one remote round trip less per stage."""
+        manifests = dict(task.manifests)
+        sources: dict[str, str] = {}  # hash -> local file with those bytes
+        sizes: dict[str, int] = {}
+        tmp_files: list[str] = []
+
+        def add(digest: str, path: Path) -> None:
+            src = self.cache.path(digest) if self.cache.has(digest) else path
+            sources.setdefault(digest, str(src))
+            try:
+                sizes.setdefault(digest, os.path.getsize(src))
+            except OSError:  # not here (--no-download): on the remote, from this run
+                if digest in self._sizes:
+                    sizes.setdefault(digest, self._sizes[digest])
+
+        try:
+            for rec in (*task.deps, *task.inputs):
+                if not rec.is_dir:
+                    add(rec.hash, self.root / rec.path)
+                    continue
+                data = manifests.get(rec.hash) or self._manifests.get(rec.hash)
+                if data is None and self.cache.has(rec.hash):
+                    data = self.cache.path(rec.hash).read_bytes()
+                if data is None:
+                    continue  # produced on the cluster in this run: its objects are on the remote
+                manifests[rec.hash] = data
+                sizes[rec.hash] = len(data)
+                for e in parse_manifest(data):
+                    add(e.hash, self.root / rec.path / e.path)
+                    sizes[e.hash] = e.size
+                if not self.cache.has(rec.hash):
+                    tmp_files.append(self._manifest_file(data))
+                    sources[rec.hash] = tmp_files[-1]
+            blobs = self._small(sources, sizes)
+            self._send_lacking(sources, blobs, task.name)
+        finally:
+            for tmp in tmp_files:
+                os.unlink(tmp)
+        with self._lock:
+            self._manifests.update(manifests)
+        return sizes, blobs
+
+    def _manifest_file(self, data: bytes) -> str:
+        """A temporary file in the cache's tmp folder holding `data`, to upload from."""
+        tmp_dir = self.cache.dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="manifest.", dir=tmp_dir)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return tmp
+
+    def _send_lacking(self, sources: dict[str, str], blobs: dict[str, bytes], name: str) -> None:
+        """Upload those of `sources` (hash -> local file) the remote lacks and the task does not carry."""
+        with self._lock:
+            waits = {self._pending[d] for d in sources if d not in blobs and d in self._pending}
+        for pending in waits:  # being uploaded in the background: let it finish rather than upload twice
+            pending.exception()
+        with self._lock:
+            wanted = {d: s for d, s in sources.items() if d not in self._on_remote and d not in blobs}
+        if wanted:
+            self._upload(wanted, f"uploading the deps of stage '{name}'")
+            with self._lock:
+                self._on_remote.update(wanted)
+
+    def _small(self, sources: dict[str, str], sizes: dict[str, int]) -> dict[str, bytes]:
+        blobs: dict[str, bytes] = {}
+        total = 0
+        for d, src in sources.items():
+            size = sizes.get(d, -1)
+            if 0 <= size <= INLINE and total + size <= INLINE_TOTAL:
+                try:
+                    data = Path(src).read_bytes()
+                except OSError:
+                    continue
+                if hash_bytes(data) == d:  # a workspace file changed since it was hashed: not sent
+                    blobs[d] = data
+                    total += size
+        return blobs
+
+    def _upload(self, sources: dict[str, str], doing: str, check: bool = True) -> None:
+        """Put objects on the remote (only those it lacks, with `check`); directory manifests
+        after their files, so a directory on the remote is complete once its manifest is there."""
+        storage = self.storage
+
+        async def go() -> None:
+            on_remote = await present(storage, list(sources)) if check else set()
+            todo = {d: sources[d] for d in sources if d not in on_remote}
+            await put_objects(storage, todo, set(self._manifests))
+
+        run_storage(storage, doing, go)
+
+    def _upload_later(self, sources: dict[str, str], name: str) -> None:
+        def go() -> None:
+            try:
+                self._upload(sources, f"uploading the outputs of stage '{name}'", check=False)
+            except PivotError as exc:
+                with self._lock:
+                    self._upload_errors.append(str(exc))
+                raise
+            with self._lock:
+                self._on_remote.update(sources)
+
+        fut = self._bg.submit(go)
+        with self._lock:
+            for d in sources:
+                self._pending[d] = fut
+
+    # -- completion (in a thread of self._post) ---------------------------------------------------
+    def _complete(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
+        try:
+            fut.set_result(self._answer(task, wt, dfut))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        finally:
+            with self._lock:
+                self._futures.pop(wt.key, None)
+
+    def _answer(self, task: StageTask, wt: WorkerTask, dfut: Any) -> StageResult:
+        from distributed import CancelledError  # lazy: imported already by the client
+
+        with self._lock:
+            if wt.key in self._answered:  # never twice: one answer per submission
+                return _failed(task.name, "answered twice (ignored)")
+            self._answered.add(wt.key)
+        try:
+            reply: WorkerReply = dfut.result()
+        except CancelledError:
+            return _failed(task.name, "cancelled")
+        except Exception as exc:
+            return _failed(task.name, _cluster_failure(task.name, exc))
+        result = reply.result
+        if result.refused:
+            return result
+        if result.ok and (reply.fingerprint != wt.fingerprint or reply.code_digest != wt.code_digest):
+            return _failed(task.name, f"stage '{task.name}': the worker's answer is for other code "
+                                      f"(fingerprint {reply.fingerprint or '?'}, sent {wt.fingerprint}); not recorded")
+        if task.log_path is not None:
+            atomic.write_text(task.log_path, result.output)
+        if not result.ok:
+            return result
+        sizes = dict(reply.sizes)
+        manifests = dict(reply.manifests)
+        with self._lock:
+            self._on_remote.update(reply.uploaded)
+            self._sizes.update(sizes)
+            self._manifests.update(manifests)
+        try:
+            inline = self._bring_back(task, result.records, sizes, manifests, dict(reply.blobs))
+        except PivotError as exc:
+            return _failed(task.name, f"stage '{task.name}' ran, but its outputs could not be brought back: {exc}")
+        later = {d: str(self.cache.path(d)) for d in sizes if d not in reply.uploaded and self.cache.has(d)}
+        if later:
+            self._upload_later(later, task.name)
+        return StageResult(
+            result.name, True, result.duration, None, result.output, result.records, (), result.pid,
+            placed=False, inline=tuple(inline.items()), timings=result.timings, worker=result.worker,
+            manifests=tuple(manifests.items()),
+        )
+
+    def _wanted(self, task: StageTask, records: Iterable[PathRecord], sizes: dict[str, int],
+                manifests: dict[str, bytes]) -> tuple[dict[str, int], dict[str, str]]:
+        """The objects to bring into the cache (hash -> size, negative when not known), and the
+        metrics to read (path -> hash)."""
+        cached = {o.path: o.cached for o in task.outs}
+        wanted: dict[str, int] = {}
+        metrics: dict[str, str] = {}
+        for rec in records:
+            if not cached.get(rec.path, True) and not rec.is_dir:
+                metrics[rec.path] = rec.hash
+                continue
+            if not self.download and cached.get(rec.path, True):
+                continue
+            wanted[rec.hash] = sizes.get(rec.hash, -1)
+            if rec.is_dir:
+                for e in parse_manifest(manifests[rec.hash]):
+                    wanted[e.hash] = e.size
+        return wanted, metrics
+
+    def _bring_back(self, task: StageTask, records: Iterable[PathRecord], sizes: dict[str, int],
+                    manifests: dict[str, bytes], blobs: dict[str, bytes]) -> dict[str, bytes]:
+        """Cached outputs into the cache (unless --no-download); metrics as bytes, always: they
+        belong in git. Every object is checked against its hash before it is used."""
+        wanted, metrics = self._wanted(task, records, sizes, manifests)
+        for d in list(wanted):
+            data = blobs.get(d)
+            if data is not None and hash_bytes(data) == d:
+                self.cache.add_bytes(data)
+            if self.cache.has(d):
+                del wanted[d]
+        inline: dict[str, bytes] = {}
+        need_read = {}
+        for path, d in metrics.items():
+            data = blobs.get(d)
+            if data is not None and hash_bytes(data) == d:
+                inline[path] = data
+            else:
+                need_read[path] = d
+        if not wanted and not need_read:
+            return inline
+        storage, cache = self.storage, self.cache
+
+        async def go() -> None:
+            missing = await fetch_into(storage, cache, wanted)
+            for path, d in need_read.items():
+                inline[path] = await read_verified(storage, d)
+            if missing:
+                raise RemoteError(f"the remote lacks {len(missing)} object(s) the worker uploaded "
+                                  f"(first: {missing[0]})")
+
+        run_storage(storage, f"downloading the outputs of stage '{task.name}'", go)
+        return inline
+
+    def shutdown(self, kill: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            pending = list(self._futures.values())
+        if pending:
+            # A cancelled task's worker finishes the call it is in; its answer is dropped and
+            # nothing it did reaches the workspace (it wrote only to its scratch folder).
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                self.client.cancel(pending, force=True)
+        self._post.shutdown(wait=not kill, cancel_futures=kill)
+        self._bg.shutdown(wait=not kill, cancel_futures=kill)
+        with contextlib.suppress(Exception):  # the cluster may be gone already
+            self.client.close(timeout=2 if kill else 10)
+        if self._upload_errors and not kill:
+            raise RemoteError(f"{self._upload_errors[0]}; the outputs are in the local cache and their locks are "
+                              "written: run 'pivot push' to put them on the remote")
+
+
+_PICKLER: type | None = None
+
+
+def _pickler_class() -> type:
+    """cloudpickle's Pickler, except that code keeps its file name (cloudpickle writes
+    "<dynamic-code>"), so a traceback on a worker names the file and line as it does here."""
+    global _PICKLER
+    if _PICKLER is None:
+        import types  # lazy: once per process
+        from collections import ChainMap  # lazy: once per process
+
+        import cloudpickle  # lazy: only a Dask run needs it
+
+        base = cloudpickle.Pickler
+        reduce_code = base.dispatch_table[types.CodeType]
+
+        def code_reduce(obj: types.CodeType) -> Any:
+            fn, args = reduce_code(obj)
+            return fn, tuple(obj.co_filename if isinstance(a, str) and a == "<dynamic-code>" else a for a in args)
+
+        _PICKLER = type("CodePickler", (base,), {"dispatch_table": ChainMap({types.CodeType: code_reduce},
+                                                                             base.dispatch_table)})
+    return _PICKLER
+
+
+def _failed(name: str, error: str) -> StageResult:
+    return StageResult(name, False, 0.0, error, placed=False)
+
+
+def _cluster_failure(name: str, exc: BaseException) -> str:
+    kind = type(exc).__name__
+    if kind == "KilledWorker":
+        return (f"the workers running stage '{name}' died each time it was tried ({exc}); the stage may "
+                "use more memory than a worker has, or crash the interpreter")
+    if isinstance(exc, (ModuleNotFoundError, ImportError)):
+        return (f"a worker could not load stage '{name}': {kind}: {exc}; install the same packages "
+                "(and pivot) on the workers as here")
+    return f"the cluster could not run stage '{name}': {kind}: {exc}"
