@@ -103,7 +103,7 @@ class Repo:
         expected: dict[str, str] | None = None,
     ) -> Prepared:
         s = self.graph.stages[name]
-        fp = self.fingerprinter.fingerprint(s.func)
+        fp = self.fingerprinter.fingerprint(s.func, s.params)
         inst, record = self.params_of(name)
         lock = self.read_lock(name)
         dep_hashes = {d: self.hasher.hash_path(d) for d in self.graph.deps[name]}

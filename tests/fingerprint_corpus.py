@@ -1507,6 +1507,95 @@ case("helper called from a method changed", {"models.py": MODELS, "pipeline.py":
 case("unrelated class changed", {"models.py": MODELS, "pipeline.py": MODELS_PIPELINE},
      {"models.py": MODELS.replace("def go(self):\n        return 1", "def go(self):\n        return 2")})
 
+# The params model (`@stage(params=Hparams)`): its methods, validators and computed fields count for
+# every stage taking it, called or not (`params.scaled()` is a call on a local), and what they reach.
+# Its fields do not: their values are compared as params.
+TUNING = '''
+def boost(x):
+    return x + 1
+'''
+
+PARAMS_MODEL = '''
+from pivot import stage
+import pydantic
+from tuning import boost
+
+
+class Hparams(pydantic.BaseModel):
+    lr: float = 0.5
+    depth: int = 3
+
+    def scaled(self):
+        return boost(self.lr) * 2
+
+    @pydantic.field_validator("depth")
+    @classmethod
+    def check_depth(cls, v):
+        if v < 1:
+            raise ValueError("depth must be at least 1")
+        return v
+
+    @pydantic.computed_field
+    @property
+    def area(self) -> int:
+        return self.depth * 2
+
+
+class Oparams(pydantic.BaseModel):
+    lr: float = 0.5
+
+    def scaled(self):
+        return self.lr * 3
+
+
+class Unrelated:
+    def scaled(self):
+        return 1
+
+
+@stage(params=Hparams)
+def train(params):
+    return params.scaled()
+
+
+@stage(params=Hparams)
+def fit(params):
+    return params.area
+
+
+@stage(params=Oparams)
+def other(params):
+    return params.scaled()
+
+
+@stage()
+def plain():
+    return 1
+'''
+
+case("params model method changed", {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"pipeline.py": PARAMS_MODEL.replace("return boost(self.lr) * 2", "return boost(self.lr) * 4")},
+     ("train", "fit"))
+
+case("params model validator changed", {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"pipeline.py": PARAMS_MODEL.replace("if v < 1:", "if v < 2:")}, ("train", "fit"))
+
+case("params model computed field changed", {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"pipeline.py": PARAMS_MODEL.replace("return self.depth * 2", "return 2 * self.depth")}, ("train", "fit"))
+
+case("helper called from a params model method changed", {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"tuning.py": TUNING.replace("return x + 1", "return x + 2")}, ("train", "fit"))
+
+case("another stage's params model method changed", {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"pipeline.py": PARAMS_MODEL.replace("return self.lr * 3", "return self.lr * 5")}, ("other",))
+
+case("method of a class that is no params model changed", {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"pipeline.py": PARAMS_MODEL.replace("        return 1\n", "        return 2\n")})
+
+case("params model field default changed (a params change, not a code one)",
+     {"tuning.py": TUNING, "pipeline.py": PARAMS_MODEL},
+     {"pipeline.py": PARAMS_MODEL.replace("depth: int = 3", "depth: int = 4")})
+
 case("class attribute read as Cls.attr", {"pipeline.py": '''
 from pivot import stage
 

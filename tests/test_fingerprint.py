@@ -147,8 +147,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusRun]:
     _cli(root, env, "run")
     for c in CASES:
         r = renamers[c.name]
-        for rel, text in c.after.items():
-            _write(root, r.path(rel), r.text(text) if text is not None else None)
+        for rel, edited in c.after.items():
+            _write(root, r.path(rel), r.text(edited) if edited is not None else None)
     stale = _status(root, env)
     out = _cli(root, env, "run").stdout
     ran = set(re.findall(r"^(\S+): running", out, re.MULTILINE))
@@ -220,6 +220,69 @@ def test_explain_names_what_changed(project: Project) -> None:
     assert "- code: constant THRESHOLD changed (pipeline.py)" in lines
     assert "- code: new dependency pkg.sub.scale (pkg/sub.py)" in lines
     assert "- code: pipeline.train changed (pipeline.py)" in lines
+
+
+def test_explain_names_params_model_members(project: Project) -> None:
+    project.write("tuning.py", '''
+        def boost(x):
+            return x + 1
+    ''')
+    before = '''
+        from pivot import stage
+        import pydantic
+        from tuning import boost
+
+
+        class Hparams(pydantic.BaseModel):
+            lr: float = 0.5
+            depth: int = 3
+
+            def scaled(self):
+                return boost(self.lr) * 2
+
+            @pydantic.field_validator("depth")
+            @classmethod
+            def check_depth(cls, v):
+                if v < 1:
+                    raise ValueError("depth must be at least 1")
+                return v
+
+            @pydantic.computed_field
+            @property
+            def area(self) -> int:
+                return self.depth * 2
+
+
+        @stage(params=Hparams)
+        def train(params):
+            return params.scaled()
+    '''
+    project.pipeline(before)
+    project.pivot("run")
+    assert "Hparams" in project.lock("train")
+    project.pipeline(before.replace("return boost(self.lr) * 2", "return boost(self.lr) * 4")
+                     .replace("if v < 1:", "if v < 2:")
+                     .replace("return self.depth * 2", "return 2 * self.depth"))
+    project.write("tuning.py", '''
+        def boost(x):
+            return x + 2
+    ''')
+    lines = [line.strip() for line in project.pivot("status", "--explain").stdout.splitlines()]
+    assert "train: stale" in lines
+    assert [line for line in lines if line.startswith("- ")] == [
+        "- code: pipeline.Hparams.area changed (pipeline.py)",
+        "- code: pipeline.Hparams.check_depth changed (pipeline.py)",
+        "- code: pipeline.Hparams.scaled changed (pipeline.py)",
+        "- code: tuning.boost changed (tuning.py)",
+    ]
+    project.pipeline(before.replace("depth: int = 3", "depth: int = 4"))
+    project.write("tuning.py", '''
+        def boost(x):
+            return x + 1
+    ''')
+    lines = [line.strip() for line in project.pivot("status", "--explain").stdout.splitlines()]
+    # a field's default is a params change (with the computed field it feeds), never a code one
+    assert [line for line in lines if line.startswith("- ")] == ["- param area: 6 -> 8", "- param depth: 3 -> 4"]
 
 
 def test_explain_notes_for_conservative_rules(project: Project) -> None:
@@ -366,6 +429,70 @@ def test_manifest_keys(tmp_path: Path, clean_modules: None) -> None:
     assert fp.notes == ()
     again = Fingerprinter(root, None).fingerprint(mod_keys.f)
     assert again == fp
+
+
+def test_params_model_manifest(tmp_path: Path, clean_modules: None) -> None:
+    """The params model adds its members' code and class attributes; fields add nothing, so a
+    model with fields only leaves the fingerprint as it is without params."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "mod_pm.py").write_text(textwrap.dedent('''
+        import functools
+        from typing import Annotated, ClassVar
+        import pydantic
+
+        def check(v):
+            return v
+
+        class Base(pydantic.BaseModel):
+            def shared(self):
+                return 1
+
+        class Hparams(Base):
+            model_config = pydantic.ConfigDict(extra="forbid")
+            FACTOR: ClassVar[int] = 2
+            _seen: int = pydantic.PrivateAttr(default=0)
+            lr: float = 0.5
+            depth: Annotated[int, pydantic.AfterValidator(check)] = 3
+
+            def scaled(self):
+                return self.lr * self.FACTOR
+
+            @pydantic.model_validator(mode="after")
+            def whole(self):
+                return self
+
+            @staticmethod
+            def unit():
+                return 1
+
+            @functools.cached_property
+            def cached(self):
+                return 2
+
+        class Fields(pydantic.BaseModel):
+            lr: float = 0.5
+            depth: int = pydantic.Field(default=3, ge=1)
+
+        def f(params):
+            return params.scaled()
+    '''))
+    sys.path.insert(0, str(root))
+    import mod_pm  # type: ignore[import-not-found]
+
+    fingerprinter = Fingerprinter(root, None)
+    plain = fingerprinter.fingerprint(mod_pm.f)
+    fp = fingerprinter.fingerprint(mod_pm.f, mod_pm.Hparams)
+    assert sorted(set(fp.manifest) - set(plain.manifest)) == [
+        "const:mod_pm.Hparams.FACTOR", "const:mod_pm.Hparams._seen", "const:mod_pm.Hparams.model_config",
+        "func:mod_pm.Base.shared", "func:mod_pm.Hparams.cached", "func:mod_pm.Hparams.scaled",
+        "func:mod_pm.Hparams.unit", "func:mod_pm.Hparams.whole", "func:mod_pm.check", "pkg:pydantic",
+        "pkg:pydantic_core",
+    ]
+    assert fp.notes == ()
+    assert Fingerprinter(root, None).fingerprint(mod_pm.f, mod_pm.Hparams) == fp
+    assert fingerprinter.fingerprint(mod_pm.f, mod_pm.Fields) == plain
+    assert Fingerprinter(root, None).fingerprint(mod_pm.f) == plain
 
 
 def test_values_that_cannot_be_hashed_never_crash(tmp_path: Path, clean_modules: None) -> None:

@@ -16,6 +16,9 @@ qualified name, so helpers with the same name in different modules never collide
 User-code values are "<digest> <file relative to the root>" so `status --explain` can name
 the file. The fingerprint is the hash of the sorted manifest.
 
+A stage's params model counts by its members (methods, validators, computed fields, class
+attributes), not its fields, whose values the params record compares.
+
 What a definition reaches is found statically, with Python's scoping rules (parameters and
 assigned names are local; class bodies are not visible from methods; comprehensions have
 their own scope): free names and dotted chains (`helpers.fn`, `pkg.sub.scale`). They are

@@ -34,6 +34,7 @@ from pivot.fingerprint.objects import (
     identity,
     importable,
     is_plain,
+    member_code,
     shallow_code,
     split_label,
     wraps_code,
@@ -65,12 +66,17 @@ class Fingerprinter:
         self.portable_forms = sorted(forms.items(), key=lambda f: len(f[0]), reverse=True)
 
     # -- public ------------------------------------------------------------
-    def fingerprint(self, func: Callable[..., Any]) -> Fingerprint:
+    def fingerprint(self, func: Callable[..., Any], params: type | None = None) -> Fingerprint:
+        """The manifest of everything `func` reaches; with `params` (the stage's params model),
+        also of what the model's methods, validators and computed fields reach (its fields are
+        not: their values are compared as params). Without params, nothing is added."""
         found: dict[str, str] = {"python:stdlib": PYTHON_VERSION}
         clashes: dict[str, set[str]] = {}  # keys reached with different values
         notes: set[str] = set()
         seen: set[tuple[str, str, int, str, str]] = set()
         stack = [self.classify(func, ".".join(identity(func)), "const", "", "", "")]
+        if params is not None:
+            stack.append(Item("params", "", params))
         while stack:
             item = stack.pop()
             if item.key in seen:
@@ -177,6 +183,8 @@ class Fingerprinter:
             return self._file_node(item.obj, item.module)
         if item.kind in ("const", "closure"):
             return self._value_node(item)
+        if item.kind == "params":
+            return self._params_node(item.obj)
         obj = item.obj
         if isinstance(obj, types.FunctionType):
             return self._function_node(obj, item.label)
@@ -324,6 +332,49 @@ class Fingerprinter:
                 parts.append(f"{name}={ValueHasher(self, key).digest(raw)}")
         return entry_digest(";".join(parts)) if parts else ""
 
+    def _params_node(self, model: type) -> Node:
+        """A stage's params model: the code of its members, and of its bases' (methods,
+        validators, computed fields and properties, as functions, so `--explain` names each), and
+        the values of its other class attributes (`model_config` when set, class variables);
+        installed bases by version. Field declarations are left out, and so is pydantic itself:
+        the params record compares the values they give. A model with fields only adds nothing."""
+        children: list[Item] = []
+        for cls in model.__mro__:
+            if cls is object or cls.__module__.partition(".")[0] == "pydantic":
+                continue
+            if not self.modules.owns(cls):
+                children.append(self._pkg_item(cls.__module__))
+                continue
+            if type(cls).__module__.partition(".")[0] not in ("builtins", "pydantic"):  # a metaclass
+                children.append(self.classify(type(cls), "", "const", "", "", ""))
+            children.extend(self._params_members(cls))
+        return Node({}, children, [])
+
+    def _params_members(self, cls: type) -> list[Item]:
+        """One params model class's own members (see _params_node)."""
+        label = f"{cls.__module__}.{cls.__qualname__}"
+        out: list[Item] = []
+        # private attributes' defaults (`_seen: int = PrivateAttr(0)`) are not in the params record
+        private = vars(cls).get("__private_attributes__")
+        private = private if isinstance(private, dict) else {}
+        members = [*vars(cls).items(), *private.items()]
+        for name, value in members:
+            if (name.startswith("__") and name.endswith("__")) or (name == "model_config" and not value):
+                continue
+            code = member_code(value)
+            if code:
+                out.extend(self.classify(c, f"{label}.{name}", "const", "", "", label) for c in code)
+            elif is_plain(value) or not name.startswith("_") or name in private:  # not abc's state
+                out.append(Item("const", f"{label}.{name}", value, cls.__module__, f"{cls.__qualname__}.{name}"))
+        # validators given in a field's annotation: `x: Annotated[int, AfterValidator(check)]`
+        fields = vars(cls).get("__pydantic_fields__")
+        for name, field in (fields.items() if isinstance(fields, dict) else ()):
+            for meta in getattr(field, "metadata", ()):
+                func = getattr(meta, "func", None)
+                if callable(func):
+                    out.append(self.classify(func, f"{label}.{name}", "const", "", "", label))
+        return out
+
     def _wrapper_node(self, obj: Any, label: str) -> Node:
         """A callable wrapping user code (functools.lru_cache, ...): the wrapped function counts,
         and the wrapper by its package."""
@@ -358,7 +409,8 @@ class Fingerprinter:
         what = f"a {type(value).__module__}.{type(value).__qualname__} value cannot be hashed ({why})"
         children = [self.classify(type(value), "", "const", "", "", item.label)]
         if item.kind == "const":
-            stmt = self.modules.statement(item.module, item.name)
+            # a class attribute (`Params.model_config`): the class statement assigns it
+            stmt = self.modules.statement(item.module, item.name.split(".")[0])
             if stmt is not None:
                 digest, refs = stmt
                 globals_ = vars(sys.modules[item.module]) if item.module in sys.modules else {}

@@ -71,6 +71,21 @@ def is_plain(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def member_code(value: Any) -> list[Any]:
+    """The code a class attribute holds: a function, the function of a staticmethod or
+    classmethod, the accessors of a property (pydantic's computed fields are properties), the
+    function of a functools.cached_property, or a wrapper of code (functools.lru_cache...)."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, types.FunctionType):
+        return [value]
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset, value.fdel) if f is not None]
+    if isinstance(value, functools.cached_property):
+        return [value.func]
+    return [value] if wraps_code(value) else []
+
+
 def wraps_code(obj: Any) -> bool:
     """A callable object wrapping a function or class (functools.lru_cache and the like)."""
     if isinstance(obj, (functools.partial, types.MethodType)):
