@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli._common import open_repo, stages_argument
+from pivot.cli.common import open_repo, stages_argument
 
 
 @click.command("checkout")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pivot.cli._common import echo_json, open_repo
+from pivot.cli.common import echo_json, open_repo
 
 DEFAULT_PAGE = ".pivot/plots/index.html"
 

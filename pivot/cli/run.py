@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pivot.cli._common import open_repo, stages_argument
+from pivot.cli.common import open_repo, stages_argument
 
 if TYPE_CHECKING:
     from pivot.executor import Executor

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pivot.cli._common import stages_argument
+from pivot.cli.common import stages_argument
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,7 +104,7 @@ def pull_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | N
                  all_commits: bool, force: bool) -> None:
     """fetch, then checkout: bring the outputs of the lock files into the workspace."""
     from pivot.checkout import checkout
-    from pivot.cli._common import open_repo
+    from pivot.cli.common import open_repo
     from pivot.errors import CacheError
     from pivot.runlock import ProjectLock
 

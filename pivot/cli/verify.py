@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
+from pivot.cli.common import echo_json, json_option, open_repo, stages_argument
 
 
 @click.command("verify")
