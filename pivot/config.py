@@ -164,7 +164,7 @@ def _yaml() -> Any:
 def _new_map() -> dict[str, Any]:
     from ruamel.yaml.comments import CommentedMap  # lazy: see _yaml
 
-    return CommentedMap()  # type: ignore[no-any-return]  # ruamel ships no type for this constructor
+    return CommentedMap()
 
 
 def _round_trip_load(text: str) -> dict[str, Any]:

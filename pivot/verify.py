@@ -358,7 +358,8 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
     from pivot.run import Planned
     from pivot.status import Decision, decide
 
-    with History(repo.root) as history:
+    history = History(repo.root)  # bound first: GitHistory.__enter__ is typed as returning GitHistory
+    with history:
         commit = str(history.commit(rev).id)
         locks = history.locks_at(commit)
     names = repo.graph.select(list(targets), False)

@@ -29,7 +29,8 @@ def add(name: str, url: str, make_default: bool, options: tuple[str, ...], local
     from pivot.ops.remotes import add_remote
 
     done = add_remote(name, url, options, default=make_default, local=local, force=force)
-    click.echo(f"added remote '{name}' ({url}) to {', '.join(done.files)}" + (" as the default" if make_default else ""))
+    suffix = " as the default" if make_default else ""
+    click.echo(f"added remote '{name}' ({url}) to {', '.join(done.files)}{suffix}")
     if done.secret_keys and not local:
         click.echo(f"{', '.join(done.secret_keys)} kept in .pivot/config.local.yaml (not committed)")
 
