@@ -14,23 +14,20 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pivot.errors import GitError, PivotError
+from pivot.errors import GitError
 
 if TYPE_CHECKING:
-    from pivot.checkout import CheckoutResult
-    from pivot.records import NeededOutput as Needed
-    from pivot.repo import Repo
+    from pivot.ops.hooks import HookOutcome
 
 HOOK_TYPES = ("pre-commit", "post-checkout", "post-merge", "pre-push")
 GUARDS = ("pre-commit", "pre-push")  # hooks whose exit code can stop git
 MARKER = "pivot-hook-marker"
 LEGACY_SUFFIX = ".pre-pivot"
 _RUNNING_LEGACY = "PIVOT_RUNNING_LEGACY_HOOK"
-_LIST_AT_MOST = 10
 
 
 # -- the scripts ----------------------------------------------------------------------------------
@@ -209,206 +206,37 @@ def _say(text: str) -> None:
     print(f"pivot: {text}", file=sys.stderr, flush=True)
 
 
-def _listed(paths: list[str]) -> str:
-    more = len(paths) - _LIST_AT_MOST
-    return ", ".join(paths[:_LIST_AT_MOST]) + (f" and {more} more" if more > 0 else "")
-
-
-# pre-commit ----------------------------------------------------------------------------------------
+def _print(outcome: HookOutcome) -> int:
+    for line in outcome.lines:
+        print(line, file=sys.stderr)
+    for line in outcome.said:
+        _say(line)
+    return outcome.code
 
 
 def _pre_commit(root: Path, args: tuple[str, ...], stdin: bytes) -> int:
-    from pivot.project import load_project
-    from pivot.verify import verify_staged
+    from pivot.ops.hooks import pre_commit
 
-    if not (root / ".pivot").is_dir():
-        return 0  # no Pivot project on this branch: nothing to guard
-    try:
-        pipeline = load_project(root).config.pipeline
-        if pipeline.endswith(".py") and not (root / pipeline).exists():
-            return 0  # a project without stages yet
-        report = verify_staged(root)
-    except PivotError as exc:
-        _say(f"cannot check this commit: {exc}")
-        _say("fix that, or skip this check once with 'git commit --no-verify'")
-        return 1
-    if report.ok:
-        return 0
-    for line in report.lines(limit=_LIST_AT_MOST):
-        print(line, file=sys.stderr)
-    _say(f"commit refused: {report.summary()}.")
-    _say("Run the fixes above (then 'git add' the lock files and metrics), or skip this check once "
-         "with 'git commit --no-verify'.")
-    return 1
-
-
-# post-checkout / post-merge --------------------------------------------------------------------
+    return _print(pre_commit(root))
 
 
 def _post_checkout(root: Path, args: tuple[str, ...], stdin: bytes) -> int:
-    previous, new, branch_switch = (args + ("", "", ""))[:3]
-    if branch_switch != "1" or previous == new:
-        return 0  # a file checkout, or the same commit: outputs already match
-    return _post_merge(root, args, stdin)
+    from pivot.ops.hooks import post_checkout
+
+    previous, new, branch_switch = (*args, "", "", "")[:3]
+    return _print(post_checkout(root, previous, new, branch_switch))
 
 
 def _post_merge(root: Path, args: tuple[str, ...], stdin: bytes) -> int:
-    try:
-        lines = follow_locks(root)
-    except Exception as exc:  # a bug must not fail the user's checkout either
-        lines = [f"outputs not updated: internal error {type(exc).__name__}: {exc}; run 'pivot checkout'"]
-    for line in lines:
-        _say(line)
-    return 0
+    from pivot.ops.hooks import post_merge
 
-
-def follow_locks(root: Path) -> list[str]:
-    """Bring workspace outputs in line with the lock files now checked out, from the cache.
-    Never raises for a user problem: the messages say what was not done and how to finish."""
-    from pivot.repo import Repo
-    from pivot.runlock import ProjectLock
-
-    if not (root / ".pivot").is_dir():
-        return []
-    try:
-        repo = Repo.load(root)
-    except PivotError as exc:
-        return [f"outputs not updated: {exc}", "fix that, then run 'pivot checkout'"]
-    try:
-        with ProjectLock(repo.project.pivot_dir, "checkout (git hook)"):
-            result, saved = checkout_replacing(repo)
-    except PivotError as exc:
-        return [f"outputs not updated: {exc}", "then run 'pivot checkout'"]
-    finally:
-        repo.close()
-    return _checkout_messages(repo, result, saved)
-
-
-def checkout_replacing(repo: Repo) -> tuple[CheckoutResult, list[tuple[str, str]]]:
-    """`pivot checkout`, except that an output whose content is in no cache object is first
-    saved to the cache and then replaced too: after a branch switch the workspace must follow
-    the branch, and nothing may be lost. Returns the result and the (path, hash) saved."""
-    from pivot.checkout import CheckoutResult, checkout
-
-    first = checkout(repo)
-    if not first.kept:
-        return first, []
-    saved = [(path, _save_to_cache(repo, path)) for path, _why in first.kept]
-    second = checkout(repo)
-    return CheckoutResult(first.restored + second.restored, second.missing, second.kept,
-                          first.warnings + second.warnings), saved
-
-
-def _save_to_cache(repo: Repo, path: str) -> str:
-    current = repo.hasher.hash_path(path)
-    if current is None:
-        return ""
-    full = repo.root / path
-    if current.is_dir:
-        for folder, _dirs, names in os.walk(full):
-            for name in names:
-                repo.cache.add_file(Path(folder) / name)
-        assert current.manifest is not None
-        return repo.cache.add_bytes(current.manifest)
-    return repo.cache.add_file(full)
-
-
-def _checkout_messages(repo: Repo, result: CheckoutResult, saved: list[tuple[str, str]]) -> list[str]:
-    lines = list(result.warnings)
-    if result.restored:
-        lines.append(f"restored {len(result.restored)} output(s) to match the lock files: {_listed(result.restored)}")
-    for path, digest in saved:
-        lines.append(f"{path} had changes recorded in no lock file; they were saved in the cache as "
-                     f"{repo.cache.path(digest)} before it was replaced")
-    if result.missing:
-        lines.append(f"{len(result.missing)} output(s) are not in the local cache: {_listed(result.missing)}; "
-                     "run 'pivot pull' to fetch them (or 'pivot run' to rebuild them)")
-    for path, why in result.kept:
-        lines.append(f"{path} was not replaced: {why}; run 'pivot checkout --force' to replace it")
-    return lines
-
-
-# pre-push ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class PushPlan:
-    """What the pushed commits need from the cache."""
-
-    commits: list[str] = field(default_factory=list)
-    outputs: dict[str, Needed] = field(default_factory=dict)  # hash -> the output that needs it
-    objects: set[str] = field(default_factory=set)  # every object: files, manifests, files in folders
-    missing: list[str] = field(default_factory=list)  # hashes of outputs not in the local cache
-
-
-def push_plan(root: Path, remote: str, refs: str) -> PushPlan:
-    """Parse the refs git gives a pre-push hook and list the cache objects those commits need."""
-    from pivot.cache import Cache
-    from pivot.git import parse_push_refs
-    from pivot.history import History
-    from pivot.project import load_project
-
-    updates = parse_push_refs(refs)
-    with History(root) as history:
-        commits = history.commits_to_push(updates, remote)
-        outputs = history.outputs_needed(commits)
-    project = load_project(root)
-    cache = Cache(project.cache_dir, project.config.link)
-    objects = set(outputs)
-    for digest, need in outputs.items():
-        if need.is_dir and cache.has(digest):
-            objects.update(e.hash for e in cache.read_manifest(digest))
-    missing = sorted(d for d in outputs if not cache.has(d))
-    return PushPlan(commits, outputs, objects, missing)
+    return _print(post_merge(root))
 
 
 def _pre_push(root: Path, args: tuple[str, ...], stdin: bytes) -> int:
-    remote = args[0] if args else "origin"
-    if not (root / ".pivot").is_dir():
-        return 0
-    try:
-        plan = push_plan(root, remote, stdin.decode(errors="replace"))
-    except PivotError as exc:
-        _say(f"could not work out which cache objects this push needs: {exc}")
-        return 0
-    for line in transfer(root, remote, plan):
-        _say(line)
-    return 0
+    from pivot.ops.hooks import pre_push
 
-
-def transfer(root: Path, remote: str, plan: PushPlan) -> list[str]:
-    """Upload what the pushed commits need to the default Pivot remote (`pivot push` of
-    `plan.outputs`). A failure is reported, with the command that finishes the job."""
-    if not plan.outputs:
-        return []
-    from pivot.cache import Cache
-    from pivot.project import load_project
-    from pivot.remote import default_jobs, human, open_storage, push
-    from pivot.remote_config import resolve
-
-    lines = [f"the {len(plan.commits)} commit(s) being pushed need {len(plan.objects)} cache object(s) "
-             f"for {len(plan.outputs)} output(s)"]
-    try:
-        project = load_project(root)
-        if not project.config.remotes:
-            lines[0] += ("; no Pivot remote is configured, so none were uploaded "
-                         "(add one with 'pivot remote add NAME URL --default')")
-            return lines
-        spec = resolve(project.config, None)
-        jobs = default_jobs(spec.url)
-        result = push(open_storage(spec, project.root, jobs), Cache(project.cache_dir, project.config.link),
-                      plan.outputs, jobs)
-    except PivotError as exc:
-        lines.append(f"could not upload them: {exc}")
-        lines.append("fix that, then run 'pivot push --all-branches'")
-        return lines
-    lines.append(f"uploaded {len(result.done)} object(s) ({human(result.bytes)}) to Pivot remote '{spec.name}'; "
-                 f"{result.present} were already there")
-    problems = {**result.missing, **result.corrupt}
-    if problems:
-        lines.append(f"{len(problems)} of them are not in the local cache (or are damaged there), so the remote lacks "
-                     f"them: {_listed(sorted(set(problems.values())))}; 'pivot run' rebuilds them")
-    return lines
+    return _print(pre_push(root, args[0] if args else "origin", stdin.decode(errors="replace")))
 
 
 ACTIONS: dict[str, Callable[[Path, tuple[str, ...], bytes], int]] = {

@@ -1,5 +1,6 @@
 """Remotes in the project configuration: `remotes:` in .pivot/config.yaml (committed) and
-.pivot/config.local.yaml (this machine: credentials), `remote: {default: NAME}`.
+.pivot/config.local.yaml (this machine: credentials), `remote: {default: NAME}`. Both files are
+read and written through `pivot.config` (its writer keeps comments and key order).
 
 Options that are secrets never go to the committed file."""
 
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pivot import atomic
+from pivot import yamlio
+from pivot.config import Config, ConfigFile, config_paths
 from pivot.errors import RemoteError
-from pivot.project import PIVOT_DIR, Config, _read_yaml
 
 # Option names (as typed after -o) that are credentials: written to config.local.yaml only.
 SECRET_KEYS = frozenset({
@@ -62,93 +63,89 @@ def parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise RemoteError(f"option '{text}' must look like key=value (for example -o endpoint_url=http://…)")
-    import yaml
-
     try:  # numbers and booleans keep their type: retries=2, use_ssl=false
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
+        parsed = yamlio.loads(value, f"-o {key}", RemoteError) if value else ""
+    except RemoteError:
         parsed = value
     if not isinstance(parsed, (str, int, float, bool)):
         parsed = value
     return key.strip(), parsed
 
 
-def _paths(root: Path) -> tuple[Path, Path]:
-    return root / PIVOT_DIR / "config.yaml", root / PIVOT_DIR / "config.local.yaml"
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    import yaml
-
-    for key in ("remotes", "remote"):
-        if key in data and not data[key]:
-            del data[key]
-    atomic.write_text(path, yaml.safe_dump(data, sort_keys=True, default_flow_style=False) if data else "")
-
-
 def add(root: Path, name: str, url: str, options: dict[str, Any], default: bool = False,
         local: bool = False, force: bool = False) -> list[str]:
-    """Add (or with `force` replace) a remote; returns the files written."""
+    """Add (or with `force` replace) a remote; returns the files that hold it. With `local`, only
+    config.local.yaml is edited (a remote of the same name in config.yaml is left there, and the
+    local one overrides it key by key)."""
     if not _NAME.match(name):
         raise RemoteError(f"'{name}' is not a valid remote name; use letters, digits, '.', '-' and '_'")
     check_url(url)
-    shared_path, local_path = _paths(root)
-    shared, private = _read_yaml(shared_path), _read_yaml(local_path)
-    exists = name in (shared.get("remotes") or {}) or name in (private.get("remotes") or {})
+    shared_path, local_path = config_paths(root)
+    shared, private = ConfigFile(shared_path), ConfigFile(local_path)
+    exists = name in shared.get_section("remotes") or name in private.get_section("remotes")
     if exists and not force:
         raise RemoteError(f"remote '{name}' already exists; use --force to replace it, "
                           f"or 'pivot remote remove {name}'")
-    for data in (shared, private):
-        (data.get("remotes") or {}).pop(name, None)
     public = {k: v for k, v in options.items() if k not in SECRET_KEYS}
     secret = {k: v for k, v in options.items() if k in SECRET_KEYS}
+    private.get_section("remotes").pop(name, None)
     if local:
-        private.setdefault("remotes", {})[name] = {"url": url, **public, **secret}
+        private.section("remotes")[name] = {"url": url, **public, **secret}
     else:
-        shared.setdefault("remotes", {})[name] = {"url": url, **public}
+        shared.section("remotes")[name] = {"url": url, **public}
         if secret:
-            private.setdefault("remotes", {})[name] = secret
+            private.section("remotes")[name] = secret
     if default:
-        (private if local else shared).setdefault("remote", {})["default"] = name
-    written = []
-    _write(shared_path, shared)
-    written.append(str(shared_path.relative_to(root)))
-    if secret or local or private:
-        _write(local_path, private)
-        written.append(str(local_path.relative_to(root)))
-    return written
+        (private if local else shared).section("remote")["default"] = name
+    holders = ([] if local else [shared]) + ([private] if local or secret else [])
+    for edited in (shared, private):
+        edited.save()
+    return [str(f.path.relative_to(root)) for f in holders]
 
 
-def remove(root: Path, name: str) -> None:
+def remove(root: Path, name: str, local: bool = False) -> None:
+    """Remove remote `name` (and the default naming it) from both files, or with `local` from
+    config.local.yaml only."""
+    shared_path, local_path = config_paths(root)
     found = False
-    for path in _paths(root):
-        data = _read_yaml(path)
-        if name in (data.get("remotes") or {}):
-            del data["remotes"][name]
+    for path in (local_path,) if local else (shared_path, local_path):
+        edited = ConfigFile(path)
+        if name in edited.get_section("remotes"):
+            del edited.data["remotes"][name]
             found = True
-        if (data.get("remote") or {}).get("default") == name:
-            del data["remote"]["default"]
-        if path.exists():
-            _write(path, data)
+        if edited.get_section("remote").get("default") == name:
+            del edited.data["remote"]["default"]
+        edited.save()
     if not found:
-        raise RemoteError(f"unknown remote '{name}'; see 'pivot remote list'")
+        where = " in .pivot/config.local.yaml" if local else ""
+        raise RemoteError(f"unknown remote '{name}'{where}; see 'pivot remote list'")
 
 
-def set_default(root: Path, config: Config, name: str | None) -> None:
-    """Make `name` the default remote (None: no default)."""
+def set_default(root: Path, config: Config, name: str | None, local: bool = False) -> None:
+    """Make `name` the default remote (None: no default). Without `local`, a default set in
+    config.local.yaml (which would override) is dropped and config.yaml says it; with `local`,
+    only config.local.yaml changes."""
     if name is not None and name not in config.remotes:
         raise RemoteError(f"unknown remote '{name}'; see 'pivot remote list'")
-    shared_path, local_path = _paths(root)
-    private = _read_yaml(local_path)
-    if (private.get("remote") or {}).get("default") is not None:  # the local file would override
-        del private["remote"]["default"]
-        _write(local_path, private)
-    shared = _read_yaml(shared_path)
+    shared_path, local_path = config_paths(root)
+    private = ConfigFile(local_path)
+    if local:
+        _set(private, name)
+        private.save()
+        return
+    if private.get_section("remote").get("default") is not None:  # the local file would override
+        del private.data["remote"]["default"]
+        private.save()
+    shared = ConfigFile(shared_path)
+    _set(shared, name)
+    shared.save()
+
+
+def _set(edited: ConfigFile, name: str | None) -> None:
     if name is None:
-        (shared.get("remote") or {}).pop("default", None)
+        edited.get_section("remote").pop("default", None)
     else:
-        shared.setdefault("remote", {})["default"] = name
-    _write(shared_path, shared)
+        edited.section("remote")["default"] = name
 
 
 def check_url(url: str) -> None:

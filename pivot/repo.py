@@ -181,24 +181,41 @@ class Repo:
                 f"in the workspace). 'pivot pull' gets it back from a remote, or run the stage again")
 
     # -- restoring ---------------------------------------------------------
-    def _keep_modified(self, rec: PathRecord, dest: Path, current: PathHash | None) -> str | None:
-        """Store in the cache whatever restoring `rec` would overwrite and the cache lacks."""
-        if current is None or dest.is_symlink() or current.hash == rec.hash or self.cache.has(current.hash):
+    def keep_workspace_copy(self, path: str, current: PathHash | None,
+                            locked: PathRecord | None = None) -> tuple[str, int] | None:
+        """Store in the cache the workspace version of output `path` (hashed as `current`) when
+        the cache lacks it, so that overwriting it loses nothing. The one place that saves a
+        workspace copy: restoring an output and checking out with SAVE_TO_CACHE both call it.
+        Returns (the version's hash, files newly stored), or None when nothing needed storing."""
+        dest = self.root / path
+        if current is None or dest.is_symlink() or self.cache.has(current.hash):
+            return None
+        if locked is not None and current.hash == locked.hash:
             return None
         if not current.is_dir:
             self.cache.add_file(dest)
-            return (f"'{rec.path}' differed from its lock; that version was kept in the cache as "
-                    f"{self.cache.path(current.hash).relative_to(self.root)}")
-        locked = {(e.path, e.hash) for e in self.cache.read_manifest(rec.hash)} if rec.is_dir else set()
-        kept = 0
+            return current.hash, 1
+        in_lock: set[tuple[str, str]] = set()
+        if locked is not None and locked.is_dir:
+            in_lock = {(e.path, e.hash) for e in self.cache.read_manifest(locked.hash)}
+        stored = 0
         for e in _files(current):
-            if (e.path, e.hash) not in locked and not self.cache.has(e.hash):
+            if (e.path, e.hash) not in in_lock and not self.cache.has(e.hash):
                 self.cache.add_file(dest / e.path)
-                kept += 1
+                stored += 1
         assert current.manifest is not None
         self.cache.add_bytes(current.manifest)
-        return (f"'{rec.path}' differed from its lock; that version was kept in the cache as manifest "
-                f"{self.cache.path(current.hash).relative_to(self.root)} ({kept} file(s) newly stored)")
+        return current.hash, stored
+
+    def _keep_modified(self, rec: PathRecord, current: PathHash | None) -> str | None:
+        kept = self.keep_workspace_copy(rec.path, current, rec)
+        if kept is None:
+            return None
+        where = self.cache.path(kept[0]).relative_to(self.root)
+        if current is not None and current.is_dir:
+            return (f"'{rec.path}' differed from its lock; that version was kept in the cache as manifest "
+                    f"{where} ({kept[1]} file(s) newly stored)")
+        return f"'{rec.path}' differed from its lock; that version was kept in the cache as {where}"
 
     def restore(self, rec: PathRecord, link: str | None = None) -> str | None:
         """Bring one locked output back into the workspace from the cache. A different file
@@ -207,7 +224,7 @@ class Repo:
         the cache's; "copy" for a writable copy)."""
         dest = self.root / rec.path
         current = self.hasher.hash_path(rec.path)  # from the memo: one walk serves both steps
-        note = self._keep_modified(rec, dest, current)
+        note = self._keep_modified(rec, current)
         if rec.is_dir:
             self.cache.checkout_dir(rec.hash, dest, {e.path: e.hash for e in _files(current)}, link)
         else:

@@ -19,7 +19,7 @@ from pivot.outputs import Out
 from pivot.records import PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
-from pivot.status import Decision, decide
+from pivot.status import Decision, Policy, decide
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,11 @@ class Planned:
     name: str
     decision: Decision
     notes: tuple[str, ...] = ()
+    prepared: Prepared | None = None  # what the decision was made from (verify reads it)
 
 
-def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force: bool = False) -> list[Planned]:
+def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force: bool = False,
+         policy: Policy = Policy.RUN) -> list[Planned]:
     """What `pivot run` would do, without changing anything. Downstream of a stage that would run
     is reported as running too, since its deps are about to change."""
     names = repo.graph.select(list(targets), single)
@@ -49,12 +51,12 @@ def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force:
     for name in names:
         ups = tuple(sorted(u for u in repo.graph.upstream[name] if u in will_run))
         prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected)
-        decision = decide(prep.current, prep.lock)
+        decision = decide(prep.current, prep.lock, policy)
         if decision.run:
             will_run.add(name)
         elif prep.lock is not None:
             expected.update({r.path: r.hash for r in prep.lock.outs})
-        result.append(Planned(name, decision, prep.current.notes))
+        result.append(Planned(name, decision, prep.current.notes, prep))
     return result
 
 

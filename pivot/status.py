@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from pivot.lock import StageLock
-from pivot.records import PathRecord
+from pivot.records import OutputKind, PathRecord
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,37 @@ def param_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> lis
     return out
 
 
-def decide(cur: Current, lock: StageLock | None) -> Decision:
+class Policy(Enum):
+    """Which rule `decide` applies to an output missing from the workspace.
+
+    RUN (pivot run, status): it must be restorable from the cache, else the stage runs.
+    VERIFY (pivot verify, pre-commit): a lock is honest whether or not its data is here (a fresh
+    clone, a CI job without the cache), so a missing output that is not a metric counts as
+    restorable. A metric is committed to git, so a missing one still makes the lock dishonest."""
+
+    RUN = "run"
+    VERIFY = "verify"
+
+
+def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) -> Decision:
     if lock is None:
         return Decision(True, ("never run: no lock file",))
+    reasons = _definition_reasons(cur, lock)
+    reasons.extend(_dep_reasons(cur, lock))
+    restore: list[PathRecord] = []
+    locked_outs = {r.path: r for r in lock.outs}
+    for path in sorted(set(locked_outs) | set(cur.outs)):
+        why = _out_reason(cur, locked_outs.get(path), path, policy)
+        if isinstance(why, str):
+            reasons.append(why)
+        elif why is not None:
+            restore.append(why)
+    if reasons:
+        return Decision(True, tuple(reasons))
+    return Decision(False, (), tuple(restore))
+
+
+def _definition_reasons(cur: Current, lock: StageLock) -> list[str]:
     reasons: list[str] = []
     if cur.forced:
         reasons.append("forced")
@@ -124,7 +153,11 @@ def decide(cur: Current, lock: StageLock | None) -> Decision:
     if cur.params != lock.params:
         reasons.extend(param_changes(lock.params, cur.params) or ["params changed"])
     reasons.extend(f"upstream stage '{u}' will run" for u in cur.upstream_running)
+    return reasons
 
+
+def _dep_reasons(cur: Current, lock: StageLock) -> list[str]:
+    reasons: list[str] = []
     locked_deps = {r.path: r.hash for r in lock.deps}
     for path in sorted(set(locked_deps) | set(cur.deps)):
         if path not in locked_deps:
@@ -136,34 +169,29 @@ def decide(cur: Current, lock: StageLock | None) -> Decision:
                 reasons.append(f"dep '{path}' is missing")
         elif cur.deps[path] != locked_deps[path]:
             reasons.append(f"dep '{path}' changed")
+    return reasons
 
-    locked_outs = {r.path: r for r in lock.outs}
-    restore: list[PathRecord] = []
-    for path in sorted(set(locked_outs) | set(cur.outs)):
-        rec = locked_outs.get(path)
-        if rec is None:
-            reasons.append(f"output '{path}' added")
-            continue
-        if path not in cur.outs:
-            reasons.append(f"output '{path}' removed from the stage")
-            continue
-        kind, digest = cur.outs[path]
-        if kind != rec.kind:
-            reasons.append(f"output '{path}' type changed {rec.kind} -> {kind}")
-        elif digest is None:
-            if path in cur.cached:
-                restore.append(rec)
-            else:
-                reasons.append(f"output '{path}' is missing" + ("" if kind == "metric" else " and not in the cache"))
-        elif digest != rec.hash:
-            if path in cur.cached:  # the locked version is in the cache: restore, don't re-run
-                restore.append(rec)
-            elif path in cur.damaged:
-                reasons.append(f"output '{path}' was changed in place through a link into the cache, "
-                               "which damaged its locked version there")
-            else:
-                reasons.append(f"output '{path}' was modified" if kind == "metric"
-                               else f"output '{path}' was modified and its locked version is not in the cache")
-    if reasons:
-        return Decision(True, tuple(reasons))
-    return Decision(False, (), tuple(restore))
+
+def _out_reason(cur: Current, rec: PathRecord | None, path: str, policy: Policy) -> str | PathRecord | None:
+    """Why output `path` makes the stage run (a reason), or the record to restore, or None."""
+    if rec is None:
+        return f"output '{path}' added"
+    if path not in cur.outs:
+        return f"output '{path}' removed from the stage"
+    kind, digest = cur.outs[path]
+    if kind != rec.kind:
+        return f"output '{path}' type changed {rec.kind} -> {kind}"
+    if digest is None:
+        if path in cur.cached or (policy is Policy.VERIFY and kind != OutputKind.METRIC):
+            return rec
+        return f"output '{path}' is missing" + ("" if kind == OutputKind.METRIC else " and not in the cache")
+    if digest == rec.hash:
+        return None
+    if path in cur.cached:  # the locked version is in the cache: restore, don't re-run
+        return rec
+    if path in cur.damaged:
+        return (f"output '{path}' was changed in place through a link into the cache, "
+                "which damaged its locked version there")
+    if kind == OutputKind.METRIC:
+        return f"output '{path}' was modified"
+    return f"output '{path}' was modified and its locked version is not in the cache"

@@ -12,17 +12,18 @@ import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from pivot.layout import CONFIG, CONFIG_LOCAL, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TMP_DIR
 from pivot.records import OutputKind
 
 if TYPE_CHECKING:
     from pivot.git import WorkTreeChanges
     from pivot.lock import StageLock
-    from pivot.repo import Prepared, Repo
+    from pivot.repo import Repo
     from pivot.run import Planned
 
-LOCKS_DIR = ".pivot/stages"
+LOCKS_DIR = STAGES_DIR
 
 
 @dataclass(frozen=True)
@@ -97,45 +98,25 @@ class Report:
 # -- the workspace against its own lock files ----------------------------------------------------
 
 
-class _AbsentOutputsRestorable:
-    """The repo as plan() sees it, except that cached outputs missing from the workspace count as
-    restorable: verify asks whether a lock is honest, not whether its data is here. Keeps what
-    plan() prepared, so the metric check needs no second read."""
-
-    def __init__(self, repo: Repo) -> None:
-        self._repo = repo
-        self.prepared: dict[str, Prepared] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._repo, name)
-
-    def prepare(self, name: str, *args: Any, **kwargs: Any) -> Prepared:
-        prep = self._repo.prepare(name, *args, **kwargs)
-        cur = prep.current
-        absent = frozenset(p for p, (kind, digest) in cur.outs.items() if digest is None and kind != "metric")
-        if absent - cur.cached:
-            prep.current = replace(cur, cached=cur.cached | absent)
-        self.prepared[name] = prep
-        return prep
-
-
 def verify(repo: Repo, targets: tuple[str, ...] = ()) -> Report:
-    """Stale stages (with reasons) and metrics whose content does not match their lock."""
+    """Stale stages (with reasons) and metrics whose content does not match their lock. Decided
+    with Policy.VERIFY: cached outputs missing from the workspace count as restorable."""
     from pivot.run import plan
+    from pivot.status import Policy
 
-    view = _AbsentOutputsRestorable(repo)
-    planned = plan(cast("Repo", view), targets)
+    planned = plan(repo, targets, policy=Policy.VERIFY)
     report = Report(stages=len(planned))
     modified = False  # an output present but not as locked, restorable only while its object is cached
     for p in planned:
         if p.decision.run:
             report.stale.append(StaleStage(p.name, p.decision.reasons, f"pivot run {p.name}"))
         report.restorable.extend(r.path for r in p.decision.restore)
-        prep = view.prepared.get(p.name)
-        if prep is not None and prep.lock is not None:
+        prep = p.prepared
+        if prep is None:
+            continue
+        if prep.lock is not None:
             report.metrics.extend(_metric_problems(p.name, prep.lock, prep.current.outs))
-        if prep is not None:
-            modified |= any(prep.current.outs.get(r.path, ("", None))[1] is not None for r in p.decision.restore)
+        modified |= any(prep.current.outs.get(r.path, ("", None))[1] is not None for r in p.decision.restore)
     if not targets:
         if report.ok and not modified:
             _record_memo(repo)
@@ -189,7 +170,7 @@ def verify_staged(start: Path) -> Report:
     top = git.toplevel(root)
     prefix = git.project_prefix(top, root)
     changes = git.worktree_changes(top, prefix)
-    with git.unstaged_changes_set_aside(top, prefix, root / ".pivot" / "tmp" / "hooks") as set_aside:
+    with git.unstaged_changes_set_aside(top, prefix, root / TMP_DIR / "hooks") as set_aside:
         project = load_project(root)
         staging: Staging | None = _memo_hit(project.root, project.state_path)
         if staging is not None:
@@ -220,9 +201,9 @@ def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> 
         _staged_as_in_workspace(root, f"{LOCKS_DIR}/{name}.lock", "lock file", name, changes, problems)
         for path in metrics.get(name, ()):
             _staged_as_in_workspace(root, path, "metric", name, changes, problems)
-    for path in staging.modules + ["params.yaml"]:
+    for path in [*staging.modules, PARAMS_FILE]:
         if changes.is_untracked(path) and (root / path).is_file():
-            what = "parameters file" if path == "params.yaml" else "module imported by the pipeline"
+            what = "parameters file" if path == PARAMS_FILE else "module imported by the pipeline"
             problems.append(FileProblem(path, f"{what}, but not staged: the commit would lack it", f"git add {path}"))
     return problems
 
@@ -243,7 +224,7 @@ def _user_modules(repo: Repo) -> set[str]:
     """Project files of the modules the pipeline imported (a helper left untracked would be
     missing from the commit that records its fingerprint)."""
     is_user = repo.fingerprinter.is_user_file
-    pivot_dir = str(repo.root / ".pivot") + os.sep
+    pivot_dir = str(repo.root / PIVOT_DIR) + os.sep
     found = set()
     for mod in list(sys.modules.values()):
         filename = getattr(mod, "__file__", None)
@@ -328,7 +309,7 @@ def _record_memo(repo: Repo) -> None:
     g = repo.graph
     folders = sorted({os.path.dirname(m) or "." for m in staging.modules})
     outside = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(str(repo.root))]
-    stat_paths = (".pivot/config.yaml", ".pivot/config.local.yaml", "params.yaml", *staging.modules, *folders,
+    stat_paths = (CONFIG, CONFIG_LOCAL, PARAMS_FILE, *staging.modules, *folders,
                   *outside)
     tree_paths = (LOCKS_DIR, *sorted({p for n in g.order for p in (*g.deps[n], *g.outs[n])}))
     digest = _signature(repo.root, stat_paths, tree_paths, record=True)
@@ -377,7 +358,8 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
     from pivot.run import Planned
     from pivot.status import Decision, decide
 
-    with History(repo.root) as history:
+    history = History(repo.root)  # bound first: GitHistory.__enter__ is typed as returning GitHistory
+    with history:
         commit = str(history.commit(rev).id)
         locks = history.locks_at(commit)
     names = repo.graph.select(list(targets), False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli._common import open_repo, stages_argument
+from pivot.cli.common import stages_argument
 
 
 @click.command("checkout")
@@ -12,12 +12,10 @@ from pivot.cli._common import open_repo, stages_argument
 @click.option("--force", is_flag=True, help="Also overwrite outputs whose current content is not in the cache.")
 def command(stages: tuple[str, ...], force: bool) -> None:
     """Make the outputs of STAGES (default: all) match their lock files, from the cache."""
-    from pivot.checkout import checkout
     from pivot.errors import CacheError
-    from pivot.runlock import ProjectLock
+    from pivot.ops.checkout import checkout_outputs
 
-    with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "checkout"):
-        result = checkout(repo, stages, force)
+    result = checkout_outputs(stages, force)
     for text in result.warnings:
         click.echo(f"warning: {text}", err=True)
     for path in result.restored:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli._common import echo_json, json_option, open_repo
+from pivot.cli.common import echo_json, json_option, open_repo
 
 
 def _levels(order: list[str], upstream: dict[str, set[str]]) -> dict[str, int]:

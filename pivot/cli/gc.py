@@ -22,36 +22,12 @@ def command(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: s
     Kept: the workspace's lock files, plus every local branch's (--all-branches) or every
     commit's (--all-commits). Anything else is removed, from the local cache or with --remote
     from that remote."""
-    from pivot.cache import Cache
-    from pivot.project import load_project
-    from pivot.remote import default_jobs, gc_local, gc_remote, human, needed_outputs, open_storage
-    from pivot.remote_config import resolve
-    from pivot.runlock import ProjectLock
+    from pivot.ops.gc import collect_garbage
+    from pivot.ops.transfer import human
 
-    project = load_project()
-    cache = Cache(project.cache_dir, project.config.link)
-    with ProjectLock(project.pivot_dir, "gc"):
-        outputs = needed_outputs(project, (), all_branches, all_commits)
-        if remote_name:
-            spec = resolve(project.config, remote_name)
-            jobs = jobs or default_jobs(spec.url)
-            result = gc_remote(open_storage(spec, project.root, jobs), cache, outputs, jobs, dry_run,
-                               min_age=min_age * 60.0)
-            where = f"remote '{spec.name}'"
-        else:
-            result = gc_local(cache, outputs, dry_run)
-            where = "the cache"
-            if not dry_run:
-                from pivot.lock import prune_memo
-                from pivot.state import State
-
-                state = State(project.state_path)
-                try:
-                    prune_memo(project.stages_dir, state)
-                    state.drop_missing(project.root)
-                finally:
-                    state.close()
+    done = collect_garbage(all_branches, all_commits, dry_run, remote_name, jobs, min_age)
+    result = done.result
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {result.removed} object(s) ({human(result.bytes)}) from {where}; kept {result.kept}")
+    click.echo(f"{verb} {result.removed} object(s) ({human(result.bytes)}) from {done.where}; kept {result.kept}")

@@ -51,6 +51,7 @@ def command() -> None:
     folder = Path(os.getcwd())
     if init_project(folder):
         click.echo(f"Initialised a Pivot project in {folder}/.pivot")
-        click.echo("Next: define stages in pipeline.py, then 'pivot run'. Commit .pivot/config.yaml and .pivot/.gitignore.")
+        click.echo("Next: define stages in pipeline.py, then 'pivot run'. "
+                   "Commit .pivot/config.yaml and .pivot/.gitignore.")
     else:
         click.echo(f"{folder}/.pivot already exists; nothing to do")

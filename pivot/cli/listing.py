@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from pivot.cli._common import echo_json, json_option, open_repo
+from pivot.cli.common import echo_json, json_option, open_repo
 
 
 @click.command("list")
@@ -13,13 +15,13 @@ def command(as_json: bool) -> None:
     """List the stages in run order, with their deps and outputs."""
     with open_repo() as repo:
         g = repo.graph
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "stage": name,
                 "deps": list(g.deps[name]),
                 "outs": [{"path": o.path, "type": str(o.kind)} for o in g.stages[name].outs],
                 "upstream": sorted(g.upstream[name]),
-                "params": g.stages[name].params.__name__ if g.stages[name].params else None,
+                "params": getattr(g.stages[name].params, "__name__", None),
                 "exclusive": g.stages[name].exclusive,
                 "defined_at": g.stages[name].where,
             }

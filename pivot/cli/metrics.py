@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pivot.cli._common import echo_json, json_option
+from pivot.cli.common import echo_json, json_option
 
 if TYPE_CHECKING:
     from pivot.metrics import Snapshot

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli._common import json_option
+from pivot.cli.common import json_option
 from pivot.cli.metrics import all_option, check_format, md_option, print_diff, print_show, project_root, rev_a, rev_b
 
 

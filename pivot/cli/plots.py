@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pivot.cli._common import echo_json, open_repo
+from pivot.cli.common import echo_json
 
 DEFAULT_PAGE = ".pivot/plots/index.html"
 
@@ -48,17 +47,13 @@ def diff(revs: tuple[str, ...], out: Path | None, open_page: bool, as_json: bool
 
 def _run(names: list[str], out: Path | None, open_page: bool, as_json: bool) -> None:
     from pivot import plots
-    from pivot.history import History
+    from pivot.ops.plots import collect_plots
 
-    out = out.resolve() if out is not None else None  # before open_repo moves to the root
+    out = out.resolve() if out is not None else None  # before loading the pipeline moves to the root
     if not as_json:
         plots.require_plotly()  # fail before reading anything
-    with open_repo() as repo:
-        needs_git = any(n != plots.WORKSPACE for n in names)
-        with History(repo.root) if needs_git else nullcontext() as history:
-            revisions = plots.resolve(history, names)
-            views = plots.collect(repo.root, repo.cache, plots.definitions(repo.graph), revisions, history)
-        root = repo.root
+    collected = collect_plots(names)
+    views, revisions, root = collected.views, collected.revisions, collected.root
     for note in plots.notes(views):
         click.echo(f"note: {note}", err=True)
     if as_json:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli._common import echo_json, json_option
+from pivot.cli.common import echo_json, json_option
+
+local_option = click.option("--local", is_flag=True,
+                            help="Edit only .pivot/config.local.yaml (this machine, not committed).")
 
 
 @click.group("remote")
@@ -23,60 +26,55 @@ def command() -> None:
 @click.option("--force", is_flag=True, help="Replace a remote of the same name.")
 def add(name: str, url: str, make_default: bool, options: tuple[str, ...], local: bool, force: bool) -> None:
     """Add remote NAME at URL: a local folder, s3://bucket/prefix, or any fsspec URL."""
-    from pivot import remote_config
-    from pivot.project import find_root
+    from pivot.ops.remotes import add_remote
 
-    parsed = dict(remote_config.parse_option(o) for o in options)
-    written = remote_config.add(find_root(), name, url, parsed, default=make_default, local=local, force=force)
-    secret = sorted(k for k in parsed if k in remote_config.SECRET_KEYS)
-    click.echo(f"added remote '{name}' ({url}) to {', '.join(written)}" + (" as the default" if make_default else ""))
-    if secret and not local:
-        click.echo(f"{', '.join(secret)} kept in .pivot/config.local.yaml (not committed)")
+    done = add_remote(name, url, options, default=make_default, local=local, force=force)
+    suffix = " as the default" if make_default else ""
+    click.echo(f"added remote '{name}' ({url}) to {', '.join(done.files)}{suffix}")
+    if done.secret_keys and not local:
+        click.echo(f"{', '.join(done.secret_keys)} kept in .pivot/config.local.yaml (not committed)")
 
 
 @command.command("list")
 @json_option
 def list_(as_json: bool) -> None:
     """List the remotes and their options (secrets hidden)."""
-    from pivot.project import load_project
-    from pivot.remote_config import resolve
+    from pivot.ops.remotes import list_remotes
 
-    config = load_project().config
-    specs = [resolve(config, n) for n in sorted(config.remotes)]
+    listing = list_remotes()
     if as_json:
-        echo_json([{"name": s.name, "url": s.url, "default": s.name == config.default_remote,
-                    "options": s.public()} for s in specs])
+        echo_json([{"name": s.name, "url": s.url, "default": s.name == listing.default,
+                    "options": s.public()} for s in listing.remotes])
         return
-    if not specs:
+    if not listing.remotes:
         click.echo("no remotes; add one with 'pivot remote add NAME URL --default'")
-    for s in specs:
+    for s in listing.remotes:
         opts = " ".join(f"{k}={v}" for k, v in s.public().items())
-        mark = " (default)" if s.name == config.default_remote else ""
+        mark = " (default)" if s.name == listing.default else ""
         click.echo(f"{s.name}\t{s.url}{mark}" + (f"\t{opts}" if opts else ""))
 
 
 @command.command("remove")
 @click.argument("name")
-def remove(name: str) -> None:
+@local_option
+def remove(name: str, local: bool) -> None:
     """Remove remote NAME from the configuration (its objects are left alone)."""
-    from pivot import remote_config
-    from pivot.project import find_root
+    from pivot.ops.remotes import remove_remote
 
-    remote_config.remove(find_root(), name)
+    remove_remote(name, local=local)
     click.echo(f"removed remote '{name}'")
 
 
 @command.command("default")
 @click.argument("name", required=False)
 @click.option("--unset", is_flag=True, help="Have no default remote.")
-def default(name: str | None, unset: bool) -> None:
+@local_option
+def default(name: str | None, unset: bool, local: bool) -> None:
     """Show the default remote, or make NAME the default."""
-    from pivot import remote_config
-    from pivot.project import load_project
+    from pivot.ops.remotes import default_remote, set_default_remote
 
-    project = load_project()
     if name is None and not unset:
-        click.echo(project.config.default_remote or "no default remote")
+        click.echo(default_remote() or "no default remote")
         return
-    remote_config.set_default(project.root, project.config, None if unset else name)
+    set_default_remote(None if unset else name, local=local)
     click.echo("no default remote" if unset else f"default remote: {name}")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from pivot.cli._common import open_repo, stages_argument
+from pivot.cli.common import open_repo, stages_argument
 
 if TYPE_CHECKING:
     from pivot.executor import Executor
-    from pivot.project import Project
     from pivot.repo import Repo
 
 
@@ -64,7 +63,7 @@ def _executor_factory(repo: Repo, executor: str | None, scheduler: str | None, r
     without the cluster is checked now, before anything changes."""
     from pivot.executor import check_kind, executor_factory
 
-    config = executor_config(repo.project) if executor != "local" else {}
+    config = dict(repo.project.config.executor) if executor != "local" else {}
     kind = check_kind(executor or ("dask" if scheduler else None) or config.get("kind") or "local")
     if kind == "local":
         for flag, given in (("--scheduler", scheduler), ("--remote", remote), ("--no-download", no_download)):
@@ -77,20 +76,3 @@ def _executor_factory(repo: Repo, executor: str | None, scheduler: str | None, r
     options = {**config, "download": not no_download}
     options.update({k: v for k, v in (("scheduler", scheduler), ("remote", remote)) if v})
     return executor_factory(kind, options, 1, root=repo.root, cache=repo.cache, project=repo.project)
-
-
-def executor_config(project: Project) -> dict[str, Any]:
-    """The `executor:` mapping of .pivot/config.yaml, overridden key by key by config.local.yaml."""
-    from pivot.errors import ProjectError
-    from pivot.project import PIVOT_DIR, _read_yaml
-
-    merged: dict[str, Any] = {}
-    for name in ("config.yaml", "config.local.yaml"):
-        path = project.root / PIVOT_DIR / name
-        value = _read_yaml(path).get("executor")
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise ProjectError(f"{path}: 'executor' must be a mapping (kind: dask, scheduler: tcp://HOST:8786)")
-        merged.update(value)
-    return merged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
+from pivot.cli.common import echo_json, json_option, stages_argument
 
 
 @click.command("status")
@@ -14,7 +14,7 @@ from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
 @json_option
 def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bool) -> None:
     """Show which stages are stale and why (changes nothing)."""
-    from pivot.run import plan
+    from pivot.ops.status import plan_stages
 
     if rev is not None:
         from pivot.cli.verify import status_against_rev
@@ -22,8 +22,7 @@ def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bo
         status_against_rev(stages, rev, explain, as_json)
         return
 
-    with open_repo() as repo:
-        planned = plan(repo, stages)
+    planned = plan_stages(stages)
     if as_json:
         echo_json([
             {"stage": p.name, "stale": p.decision.run, "reasons": list(p.decision.reasons),

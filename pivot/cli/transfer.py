@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pivot.cli._common import stages_argument
+from pivot.cli.common import stages_argument
+
+if TYPE_CHECKING:
+    from pivot.ops.transfer import Moved, Selection
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,22 +26,18 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _open(remote_name: str | None, jobs: int | None) -> tuple[Any, Any, Any, int]:
-    from pivot.cache import Cache
-    from pivot.project import load_project
-    from pivot.remote import default_jobs, open_storage
-    from pivot.remote_config import resolve
+def _selection(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
+               all_commits: bool) -> Selection:
+    from pivot.ops.transfer import Selection
 
-    project = load_project()
-    spec = resolve(project.config, remote_name)
-    jobs = jobs or default_jobs(spec.url)
-    return project, open_storage(spec, project.root, jobs), Cache(project.cache_dir, project.config.link), jobs
+    return Selection(stages, remote_name, jobs, all_branches, all_commits)
 
 
-def _report_problems(result: Any, where: str, fix: str) -> None:
+def _report_problems(moved: Moved, where: str, fix: str) -> None:
     from pivot.errors import RemoteError
-    from pivot.remote import summarize
+    from pivot.ops.transfer import summarize
 
+    result = moved.result
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     problems = []
@@ -56,36 +55,29 @@ def _report_problems(result: Any, where: str, fix: str) -> None:
 def push_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
                  all_commits: bool) -> None:
     """Upload the cache objects the lock files need and the remote lacks."""
-    from pivot.remote import human, needed_outputs, push
+    from pivot.ops.transfer import human, push
 
-    project, storage, cache, jobs = _open(remote_name, jobs)
-    outputs = needed_outputs(project, stages, all_branches, all_commits)
-    result = push(storage, cache, outputs, jobs)
+    moved = push(_selection(stages, remote_name, jobs, all_branches, all_commits))
+    result = moved.result
     if result.done:
-        click.echo(f"pushed {len(result.done)} object(s) ({human(result.bytes)}) to '{storage.name}'; "
+        click.echo(f"pushed {len(result.done)} object(s) ({human(result.bytes)}) to '{moved.remote}'; "
                    f"{result.present} already there")
     else:
-        click.echo(f"'{storage.name}' already has all {result.present} object(s)")
-    _report_problems(result, "from the local cache, so they were not pushed",
+        click.echo(f"'{moved.remote}' already has all {result.present} object(s)")
+    _report_problems(moved, "from the local cache, so they were not pushed",
                      "run 'pivot run' to rebuild them (or 'pivot pull' from another remote)")
 
 
-def _fetch(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
-           all_commits: bool) -> Any:
-    from pivot.remote import fetch, human, needed_outputs
-    from pivot.runlock import ProjectLock
+def _echo_fetched(moved: Moved) -> None:
+    from pivot.ops.transfer import human
 
-    project, storage, cache, jobs = _open(remote_name, jobs)
-    outputs = needed_outputs(project, stages, all_branches, all_commits)
-    with ProjectLock(project.pivot_dir, "fetch"):
-        result = fetch(storage, cache, outputs, jobs)
+    result = moved.result
     if result.done:
-        click.echo(f"fetched {len(result.done)} object(s) ({human(result.bytes)}) from '{storage.name}'; "
+        click.echo(f"fetched {len(result.done)} object(s) ({human(result.bytes)}) from '{moved.remote}'; "
                    f"{result.present} already in the cache")
     else:
         click.echo(f"the cache already has all {result.present} object(s) it needs"
                    if not result.missing and not result.corrupt else "nothing fetched")
-    return result
 
 
 @click.command("fetch")
@@ -93,8 +85,11 @@ def _fetch(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, a
 def fetch_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
                   all_commits: bool) -> None:
     """Download the cache objects the lock files need and the cache lacks (verified)."""
-    result = _fetch(stages, remote_name, jobs, all_branches, all_commits)
-    _report_problems(result, "on the remote", "push them from a clone that has them ('pivot push')")
+    from pivot.ops.transfer import fetch
+
+    moved = fetch(_selection(stages, remote_name, jobs, all_branches, all_commits))
+    _echo_fetched(moved)
+    _report_problems(moved, "on the remote", "push them from a clone that has them ('pivot push')")
 
 
 @click.command("pull")
@@ -103,24 +98,20 @@ def fetch_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | 
 def pull_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
                  all_commits: bool, force: bool) -> None:
     """fetch, then checkout: bring the outputs of the lock files into the workspace."""
-    from pivot.checkout import checkout
-    from pivot.cli._common import open_repo
     from pivot.errors import CacheError
-    from pivot.runlock import ProjectLock
+    from pivot.ops.transfer import pull
 
-    result = _fetch(stages, remote_name, jobs, all_branches, all_commits)
-    with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "pull"):
-        done = checkout(repo, stages, force)
-    if done.warnings:  # damaged cache objects were taken out: fetch good copies, then place them
-        for text in done.warnings:
-            click.echo(f"warning: {text}", err=True)
-        result = _fetch(stages, remote_name, jobs, all_branches, all_commits)
-        with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "pull"):
-            done = checkout(repo, stages, force)
+    pulled = pull(_selection(stages, remote_name, jobs, all_branches, all_commits), force)
+    _echo_fetched(pulled.fetches[0])
+    for text in pulled.evicted:  # damaged cache objects were taken out: good copies fetched, then placed
+        click.echo(f"warning: {text}", err=True)
+    for moved in pulled.fetches[1:]:
+        _echo_fetched(moved)
+    done = pulled.checkout
     click.echo(f"restored {len(done.restored)} output(s)" if done.restored
                else "all outputs already match their lock files" if not done.missing else "no output restored")
     for path, why in done.kept:
         click.echo(f"kept {path}: {why}", err=True)
-    _report_problems(result, "on the remote", "push them from a clone that has them ('pivot push')")
+    _report_problems(pulled.fetches[-1], "on the remote", "push them from a clone that has them ('pivot push')")
     if done.kept:
         raise CacheError("some outputs were not overwritten; see above (use --force to overwrite)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pivot.cli._common import echo_json, json_option, open_repo, stages_argument
+from pivot.cli.common import echo_json, json_option, stages_argument
 
 
 @click.command("verify")
@@ -26,15 +26,14 @@ def command(stages: tuple[str, ...], staged: bool, as_json: bool, check_remote: 
     For CI and git hooks. Outputs that are only absent from this workspace (not pulled yet) are
     not a failure: a lock is checked against the code, params, deps and what is present."""
     from pivot.errors import VerifyFailed
-    from pivot.verify import verify, verify_staged
+    from pivot.ops.verify import verify_staged, verify_workspace
 
     if staged:
         if stages:
             raise click.UsageError("--staged checks every stage; do not name stages with it")
         report = verify_staged(Path(os.getcwd()))
     else:
-        with open_repo() as repo:
-            report = verify(repo, stages)
+        report = verify_workspace(stages)
     if as_json:
         echo_json(report.to_json())
     else:
@@ -56,26 +55,20 @@ def command(stages: tuple[str, ...], staged: bool, as_json: bool, check_remote: 
 
 def _check_remote(stages: tuple[str, ...], remote_name: str | None, as_json: bool, fail: bool) -> None:
     """`verify --remote`: every object the lock files need must be on the remote."""
-    from pivot.cache import Cache
     from pivot.errors import VerifyFailed
-    from pivot.project import load_project
-    from pivot.remote import default_jobs, missing_on_remote, needed_outputs, open_storage, summarize
-    from pivot.remote_config import resolve
+    from pivot.ops.transfer import summarize
+    from pivot.ops.verify import verify_remote
 
-    project = load_project()
-    spec = resolve(project.config, remote_name)
-    jobs = default_jobs(spec.url)
-    outputs = needed_outputs(project, stages)
-    missing = missing_on_remote(open_storage(spec, project.root, jobs), Cache(project.cache_dir), outputs, jobs)
+    check = verify_remote(stages, remote_name)
     if as_json:
-        echo_json({"remote": spec.name, "missing": sorted(set(missing.values()))})
-    elif not missing:
-        click.echo(f"remote '{spec.name}' holds every output of the lock files")
-    if not missing:
+        echo_json({"remote": check.remote, "missing": check.paths})
+    elif not check.missing:
+        click.echo(f"remote '{check.remote}' holds every output of the lock files")
+    if not check.missing:
         return
-    paths = sorted(set(missing.values()))
-    message = (f"{len(missing)} object(s) of {len(paths)} output(s) are not on remote '{spec.name}': "
-               f"{summarize(paths)}; run 'pivot push -r {spec.name}'")
+    paths = check.paths
+    message = (f"{len(check.missing)} object(s) of {len(paths)} output(s) are not on remote '{check.remote}': "
+               f"{summarize(paths)}; run 'pivot push -r {check.remote}'")
     if not fail:
         raise VerifyFailed(message)
     click.echo(message, err=True)
@@ -83,10 +76,9 @@ def _check_remote(stages: tuple[str, ...], remote_name: str | None, as_json: boo
 
 def status_against_rev(stages: tuple[str, ...], rev: str, explain: bool, as_json: bool) -> None:
     """`pivot status --rev REV`: what differs between REV's lock files and the workspace now."""
-    from pivot.verify import compare_with_rev
+    from pivot.ops.verify import compare_rev
 
-    with open_repo() as repo:
-        cmp = compare_with_rev(repo, rev, stages)
+    cmp = compare_rev(stages, rev)
     if as_json:
         echo_json({
             "rev": rev, "commit": cmp.commit, "only_at_rev": cmp.only_at_rev,

@@ -1,0 +1,108 @@
+"""push, fetch and pull: cache objects between the local cache and a remote."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pivot.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pivot.checkout import CheckoutResult
+    from pivot.records import NeededOutput
+    from pivot.remote import Storage, Transfer
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which lock files' outputs: `stages` (default: all) of the workspace, and with the flags
+    those of every local branch or every commit too."""
+
+    stages: tuple[str, ...] = ()
+    remote: str | None = None
+    jobs: int | None = None
+    all_branches: bool = False
+    all_commits: bool = False
+
+
+@dataclass(frozen=True)
+class Moved:
+    remote: str  # the remote's name
+    result: Transfer
+
+
+@dataclass(frozen=True)
+class Pulled:
+    fetches: list[Moved]  # a second fetch follows when the first checkout evicted damaged objects
+    checkout: CheckoutResult  # the last checkout
+    evicted: list[str] = field(default_factory=list)  # the first checkout's warnings (damaged objects taken out)
+
+
+def _open(ws: Workspace, sel: Selection) -> tuple[Storage, int]:
+    from pivot.remote import default_jobs  # lazy: start-up
+
+    spec = ws.remote(sel.remote)
+    jobs = sel.jobs or default_jobs(spec.url)
+    return ws.storage(spec, jobs), jobs
+
+
+def _needed(ws: Workspace, sel: Selection) -> dict[str, NeededOutput]:
+    from pivot.remote import needed_outputs  # lazy: start-up
+
+    return needed_outputs(ws.project, sel.stages, sel.all_branches, sel.all_commits)
+
+
+def push(sel: Selection) -> Moved:
+    """Upload the cache objects the lock files need and the remote lacks."""
+    from pivot.remote import push as push_objects  # lazy: start-up
+
+    with Workspace.find() as ws:
+        storage, jobs = _open(ws, sel)
+        return Moved(storage.name, push_objects(storage, ws.cache, _needed(ws, sel), jobs))
+
+
+def _fetch(ws: Workspace, sel: Selection) -> Moved:
+    from pivot.remote import fetch as fetch_objects  # lazy: start-up
+
+    storage, jobs = _open(ws, sel)
+    outputs = _needed(ws, sel)
+    with ws.lock("fetch"):
+        return Moved(storage.name, fetch_objects(storage, ws.cache, outputs, jobs))
+
+
+def fetch(sel: Selection) -> Moved:
+    """Download the cache objects the lock files need and the cache lacks (verified)."""
+    with Workspace.find() as ws:
+        return _fetch(ws, sel)
+
+
+def pull(sel: Selection, force: bool) -> Pulled:
+    """fetch, then checkout. A checkout that took damaged objects out of the cache fetches good
+    copies and checks out again."""
+    fetches = [fetch(sel)]
+    done = _checkout(sel, force)
+    if not done.warnings:
+        return Pulled(fetches, done)
+    fetches.append(fetch(sel))
+    return Pulled(fetches, _checkout(sel, force), done.warnings)
+
+
+def _checkout(sel: Selection, force: bool) -> CheckoutResult:
+    from pivot.ops.checkout import checkout_outputs  # lazy: loads the pipeline
+
+    return checkout_outputs(sel.stages, force, action="pull")
+
+
+def human(n: float) -> str:
+    """A byte count for people (1.2 MB)."""
+    from pivot.remote import human as render  # lazy: start-up
+
+    return render(n)
+
+
+def summarize(paths: Iterable[str], limit: int = 5) -> str:
+    """A few paths, then how many more."""
+    from pivot.remote import summarize as render  # lazy: start-up
+
+    return render(paths, limit)
