@@ -156,7 +156,7 @@ class Cache:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
 
-    def _commit(self, tmp: str, digest: str) -> None:
+    def commit_file(self, tmp: str, digest: str) -> None:
         dest = self.path(digest)
         if dest.exists():
             unlink_quiet(tmp)
@@ -185,7 +185,7 @@ class Cache:
                 digest = copy_hashing(str(src), fd)
                 os.close(fd)
                 fd = -1
-            self._commit(tmp, digest)
+            self.commit_file(tmp, digest)
             return digest
         except BaseException:
             if fd != -1:
@@ -201,7 +201,7 @@ class Cache:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            self._commit(tmp, digest)
+            self.commit_file(tmp, digest)
         except BaseException:
             unlink_quiet(tmp)
             raise

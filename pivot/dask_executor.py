@@ -613,9 +613,9 @@ async def _bounded(jobs: int, items: Iterable[Any], fn: Callable[[Any], Awaitabl
 
 
 async def _present(storage: Storage, digests: list[str]) -> set[str]:
-    from pivot.remote import _missing
+    from pivot.remote import missing
 
-    return set(digests) - await _missing(storage, digests, TRANSFERS)
+    return set(digests) - await missing(storage, digests, TRANSFERS)
 
 
 async def _read_verified(storage: Storage, digest: str) -> bytes:
@@ -633,12 +633,12 @@ async def _read_verified(storage: Storage, digest: str) -> bytes:
 async def _fetch_into(storage: Storage, cache: Cache, wanted: dict[str, int]) -> list[str]:
     """Download objects into `cache`, each verified before it enters (as `pivot fetch` does);
     returns those not found. `wanted`: hash -> size, negative when not known."""
-    from pivot.remote import Progress, Transfer, _download
+    from pivot.remote import Progress, Transfer, download
 
     lacking = {d: d for d in sorted(wanted) if not cache.has(d)}
     result = Transfer(storage.name)
     sizes = {d: n for d, n in wanted.items() if n >= 0}
-    await _download(storage, cache, lacking, TRANSFERS, Progress("", len(lacking), False), result, sizes)
+    await download(storage, cache, lacking, TRANSFERS, Progress("", len(lacking), False), result, sizes)
     if result.corrupt:
         raise RemoteError(f"object {min(result.corrupt)} on remote '{storage.name}' does not match its hash; "
                           "it was refused")
@@ -828,7 +828,7 @@ def _keep(cache: Cache, digest: str, data: bytes | None = None, src: str | None 
         return
     assert src is not None
     try:
-        cache._commit(src, digest)
+        cache.commit_file(src, digest)
     except OSError:
         return
     _CACHED += os.path.getsize(cache.path(digest))

@@ -63,3 +63,15 @@ class PlotDataError(ValueError):
 
 class MetricsError(PivotError):
     """A metric file that is not a JSON or YAML mapping."""
+
+
+class NotFound(Exception):
+    """A remote answered that an object does not exist: an answer, not a failure (no PivotError)."""
+
+
+class Corrupt(Exception):
+    """An object's bytes do not hash to its name."""
+
+    def __init__(self, digest: str, actual: str) -> None:
+        super().__init__(f"object {digest} hashes to {actual}")
+        self.digest = digest
