@@ -71,3 +71,15 @@ class DaskError(PivotError):
 
 class WorkerRefused(PivotError):
     """A remote worker refused a stage (its package versions differ from this machine's)."""
+
+
+class NotFound(Exception):
+    """A remote answered that an object does not exist: an answer, not a failure (no PivotError)."""
+
+
+class Corrupt(Exception):
+    """An object's bytes do not hash to its name."""
+
+    def __init__(self, digest: str, actual: str) -> None:
+        super().__init__(f"object {digest} hashes to {actual}")
+        self.digest = digest

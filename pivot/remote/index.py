@@ -77,7 +77,8 @@ class RemoteIndex:
             db = self._conn()
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("DELETE FROM object WHERE remote = ? AND digest = ?", ((self.remote, d) for d in digests))
+                db.executemany("DELETE FROM object WHERE remote = ? AND digest = ?",
+                               ((self.remote, d) for d in digests))
         except sqlite3.Error:
             pass
 

@@ -1,0 +1,241 @@
+"""Remotes on any fsspec file system (S3 through s3fs, GCS, Azure, SFTP…), driven asynchronously.
+
+fsspec and s3fs are imported only when such a remote is opened, so `pivot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pivot.cache import is_digest
+from pivot.errors import Corrupt, NotFound, RemoteError
+from pivot.hashing import hash_bytes, hash_file
+from pivot.layout import TMP_DIR
+from pivot.remote.index import RemoteIndex
+from pivot.remote.storage import PART, SMALL, Listed, Storage
+
+if TYPE_CHECKING:
+    from pivot.remote_config import RemoteSpec
+
+_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # a PUT is atomic per object
+
+
+class AsyncFs:
+    """fsspec's async API, in one place. An async fsspec file system offers its coroutines under
+    names with a leading underscore (`_info`, `_find`, `_pipe_file`, …): that is fsspec's
+    documented async interface (https://filesystem-spec.readthedocs.io/en/latest/async.html),
+    not private state. Each call below therefore carries one targeted `noqa: SLF001`."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+
+    @property
+    def loop(self) -> Any:
+        return self.fs.loop
+
+    @functools.cached_property
+    def cat_takes_max_concurrency(self) -> bool:
+        """Whether this s3fs splits whole-object reads (and takes max_concurrency to not do so)."""
+        import inspect  # lazy: start-up
+
+        return "max_concurrency" in inspect.signature(self.fs._cat_file).parameters  # noqa: SLF001 - fsspec async API
+
+    async def call_s3(self, method: str, **kwargs: Any) -> Any:
+        return await self.fs._call_s3(method, **kwargs)  # noqa: SLF001 - s3fs's async client call
+
+    async def info(self, path: str) -> dict[str, Any]:
+        return dict(await self.fs._info(path))  # noqa: SLF001 - fsspec async API
+
+    async def find(self, path: str) -> dict[str, dict[str, Any]]:
+        return dict(await self.fs._find(path, detail=True))  # noqa: SLF001 - fsspec async API
+
+    async def pipe_file(self, path: str, data: bytes) -> None:
+        await self.fs._pipe_file(path, data)  # noqa: SLF001 - fsspec async API
+
+    async def put_file(self, src: str, path: str, **kwargs: Any) -> None:
+        await self.fs._put_file(src, path, **kwargs)  # noqa: SLF001 - fsspec async API
+
+    async def get_file(self, path: str, dst: str, **kwargs: Any) -> None:
+        await self.fs._get_file(path, dst, **kwargs)  # noqa: SLF001 - fsspec async API
+
+    async def cat_file(self, path: str, **kwargs: Any) -> bytes:
+        return bytes(await self.fs._cat_file(path, **kwargs))  # noqa: SLF001 - fsspec async API
+
+    async def mv(self, src: str, dst: str) -> None:
+        await self.fs._mv(src, dst)  # noqa: SLF001 - fsspec async API
+
+    async def rm(self, paths: list[str]) -> None:
+        await self.fs._rm(paths)  # noqa: SLF001 - fsspec async API
+
+
+class FsspecStorage(Storage):
+    """Any fsspec file system, driven through its async interface (sync ones are wrapped)."""
+
+    def __init__(self, name: str, url: str, fs: Any, root: str, protocol: str) -> None:
+        self.name, self.url, self.root, self.protocol = name, url, root.rstrip("/"), protocol
+        self.fs = fs
+        self.afs = AsyncFs(fs)
+
+    def _p(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if self.root else rel
+
+    def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+        from fsspec.asyn import sync  # lazy: fsspec is heavy
+
+        return sync(self.afs.loop, coro_fn)
+
+    @property
+    def _s3(self) -> bool:
+        return self.protocol in ("s3", "s3a")
+
+    async def preflight(self, writing: bool) -> None:
+        if self._s3:  # one cheap request that fails clearly on credentials, endpoint or bucket
+            bucket = self.root.split("/", 1)[0]
+            try:
+                await self.afs.call_s3("head_bucket", Bucket=bucket)
+            except FileNotFoundError:
+                raise RemoteError(f"remote '{self.name}': bucket '{bucket}' does not exist ({self.url}); "
+                                  "create it or fix the url with 'pivot remote add --force'") from None
+
+    async def size(self, rel: str) -> int:
+        try:
+            info = await self.afs.info(self._p(rel))
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+        return int(info.get("size") or 0)
+
+    async def list_dir(self, rel: str) -> dict[str, int]:
+        try:
+            found = await self.afs.find(self._p(rel))
+        except FileNotFoundError:
+            return {}
+        return {path.rsplit("/", 1)[-1]: int(info.get("size") or 0) for path, info in found.items()
+                if info.get("type") != "directory"}
+
+    async def list_all(self) -> dict[str, Listed]:
+        try:
+            found = await self.afs.find(self._p("files"))
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for path, info in found.items():
+            parts = path.rsplit("/", 2)
+            if len(parts) == 3 and is_digest(parts[1] + parts[2]):
+                out[parts[1] + parts[2]] = Listed(int(info.get("size") or 0), _mtime(info))
+        return out
+
+    async def put(self, src: str, rel: str, digest: str) -> int:
+        size = os.path.getsize(src)
+        target = self._p(rel)
+        atomic = self.protocol in _OBJECT_STORES
+        dest = target if atomic else f"{target}.tmp.{os.getpid()}.{id(src)}"
+        if size <= SMALL:
+            with open(src, "rb") as f:
+                data = f.read()
+            if hash_bytes(data) != digest:
+                raise Corrupt(digest, hash_bytes(data))
+            await self.afs.pipe_file(dest, data)
+        else:
+            actual = await asyncio.to_thread(hash_file, src)
+            if actual != digest:
+                raise Corrupt(digest, actual)
+            kwargs = {"chunksize": PART, "max_concurrency": 4} if self._s3 else {}
+            await self.afs.put_file(src, dest, **kwargs)
+        if not atomic:
+            await self.afs.mv(dest, target)
+        return size
+
+    async def get(self, rel: str, dst: str) -> None:
+        kwargs = {"max_concurrency": 1} if self._s3 else {}
+        try:
+            await self.afs.get_file(self._p(rel), dst, **kwargs)
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+
+    async def read(self, rel: str) -> bytes:
+        # s3fs asks for the size first (a second request) unless told not to split the read.
+        kwargs = {"max_concurrency": 1} if self._s3 and self.afs.cat_takes_max_concurrency else {}
+        try:
+            return await self.afs.cat_file(self._p(rel), **kwargs)
+        except FileNotFoundError:
+            raise NotFound(rel) from None
+
+    async def delete(self, rels: list[str]) -> None:
+        if rels:
+            await self.afs.rm([self._p(r) for r in rels])
+
+    async def write(self, rel: str, data: bytes) -> None:
+        await self.afs.pipe_file(self._p(rel), data)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """When a listed object was written, from whichever field this fsspec backend fills."""
+    for key in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(key)
+        if value is not None and hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
+
+
+def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """Remote options as the fsspec constructor takes them; S3 gets short timeouts and few retries."""
+    opts = dict(options)
+    if protocol not in ("s3", "s3a"):
+        return opts
+    aliases = {"access_key_id": "key", "secret_access_key": "secret", "session_token": "token"}
+    for ours, theirs in aliases.items():
+        if ours in opts:
+            opts[theirs] = opts.pop(ours)
+    config = dict(opts.pop("config_kwargs", {}) or {})
+    client = dict(opts.pop("client_kwargs", {}) or {})
+    if "region" in opts:
+        client["region_name"] = opts.pop("region")
+    retries = int(opts.pop("retries", 3))
+    config.setdefault("connect_timeout", float(opts.pop("connect_timeout", 10)))
+    config.setdefault("read_timeout", float(opts.pop("read_timeout", 60)))
+    config.setdefault("retries", {"max_attempts": max(retries, 1), "mode": "standard"})
+    config.setdefault("max_pool_connections", max(jobs, 10))
+    # Pivot checks every object's xxh3 itself; botocore's default CRC trailers (aws-chunked
+    # bodies) cost CPU on both sides of every small request.
+    config.setdefault("request_checksum_calculation", "when_required")
+    config.setdefault("response_checksum_validation", "when_required")
+    opts["config_kwargs"] = config
+    if client:
+        opts["client_kwargs"] = client
+    opts["_pivot_retries"] = max(retries, 1)
+    return opts
+
+
+def open_fsspec(spec: RemoteSpec, root: Path, jobs: int) -> FsspecStorage:
+    """The storage of a remote whose url names an fsspec protocol (s3://, gs://, …)."""
+    import fsspec  # lazy: fsspec is heavy
+    from fsspec.core import split_protocol  # lazy: fsspec is heavy
+
+    url = spec.url
+    protocol, _ = split_protocol(url)
+    assert protocol is not None
+    opts = _fs_options(protocol, spec.options, jobs)
+    retries = opts.pop("_pivot_retries", None)
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+        fs = cls(skip_instance_cache=True, use_listings_cache=False, **opts)
+    except (ImportError, ValueError, TypeError) as exc:
+        raise RemoteError(f"remote '{spec.name}': cannot open {url}: {exc}") from None
+    if retries is not None:
+        fs.retries = retries  # s3fs's own retry loop, on top of botocore's
+    if not getattr(fs, "async_impl", False):
+        from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper  # lazy: fsspec is heavy
+
+        fs = AsyncFileSystemWrapper(fs)
+    # The bucket/prefix part of the url, as fsspec spells it (its documented classmethod).
+    storage = FsspecStorage(spec.name, url, fs, cls._strip_protocol(url), protocol)
+    where = f"{url}|{spec.options.get('endpoint_url') or ''}"
+    storage.index = RemoteIndex(root / TMP_DIR / "remotes.db", where)
+    return storage

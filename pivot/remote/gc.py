@@ -1,0 +1,117 @@
+"""Garbage collection: remove the objects no kept lock file refers to, from the cache or a remote."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from pivot.cache import Cache, object_relpath
+from pivot.records import NeededOutput
+from pivot.remote.concurrency import bounded
+from pivot.remote.failures import Step
+from pivot.remote.plan import Manifest, expand, local_manifest, remote_manifest
+from pivot.remote.progress import duration, human
+from pivot.remote.storage import Listed, LocalStorage, Storage
+
+
+@dataclass
+class GcResult:
+    removed: int = 0
+    bytes: int = 0
+    kept: int = 0
+    notes: list[str] = field(default_factory=list)
+    young: int = 0  # unreferenced but written less than min_age ago: kept (remote gc)
+
+
+def gc_local(cache: Cache, outputs: dict[str, NeededOutput], dry_run: bool) -> GcResult:
+    result = GcResult()
+    plan = expand(outputs, local_manifest(cache))
+    keep = set(plan.objects)
+    base = cache.dir / "files"
+    if not base.is_dir():
+        return result
+    for prefix in sorted(os.listdir(base)):
+        folder = base / prefix
+        for entry in os.scandir(folder):
+            digest = prefix + entry.name
+            if digest in keep:
+                result.kept += 1
+                continue
+            result.removed += 1
+            result.bytes += entry.stat().st_size
+            if not dry_run:
+                os.unlink(entry.path)
+        if not dry_run and not os.listdir(folder):
+            os.rmdir(folder)
+    return result
+
+
+def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs: int, dry_run: bool,
+              min_age: float = 3600.0) -> GcResult:
+    """Remove the remote's objects no kept lock refers to, except those written less than
+    `min_age` seconds ago: a push in progress (from any clone) uploads objects before the lock
+    that refers to them is committed anywhere."""
+    result = GcResult()
+
+    async def go() -> None:
+        with Step(storage, "listing its objects") as step:
+            await storage.preflight(writing=False)
+            keep = await _referenced(storage, cache, outputs, result)
+            present = await storage.list_all()
+            drop = _droppable(present, keep, min_age, result)
+            result.kept = len(present) - len(drop)
+            result.removed = len(drop)
+            result.bytes = sum(present[d].size for d in drop)
+            if isinstance(storage, LocalStorage):
+                await _clear_temporaries(storage, dry_run, result)
+            if not dry_run and drop:
+                step.doing = "deleting"
+                if storage.index is not None:
+                    # First a new generation: no clone trusts its memory of this remote any more.
+                    token = await storage.new_generation()
+                    dropped = set(drop)
+                    storage.index.add(token, [d for d in present if d not in dropped])
+                batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]
+                await bounded(jobs, batches, lambda b: storage.delete([object_relpath(d) for d in b]))
+
+    storage.run(go)
+    return result
+
+
+async def _referenced(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput],
+                      result: GcResult) -> set[str]:
+    """Every object the outputs need; a directory's manifest from the cache, else the remote."""
+    manifests: dict[str, Manifest | None] = {}
+    for d, need in outputs.items():
+        if need.is_dir:
+            manifests[d] = local_manifest(cache)(d) or await remote_manifest(storage, d)
+    plan = expand(outputs, lambda d: manifests.get(d))
+    for path in plan.no_manifest:
+        result.notes.append(f"directory '{path}': its manifest is on neither side, so its files "
+                            "cannot be told apart and may be removed")
+    return set(plan.objects)
+
+
+def _droppable(present: dict[str, Listed], keep: set[str], min_age: float, result: GcResult) -> list[str]:
+    """The unreferenced objects old enough to remove (sorted); the young ones are noted and kept."""
+    unused = [d for d in present if d not in keep]
+    now = time.time()
+    young = [d for d in unused if (t := present[d].mtime) is not None and now - t < min_age]
+    if young:
+        result.young = len(young)
+        result.notes.append(
+            f"kept {len(young)} unreferenced object(s) ({human(sum(present[d].size for d in young))}) "
+            f"written in the last {duration(min_age)}: a push in progress may need them; "
+            "run gc again later, or with --min-age 0 if no one is pushing")
+    return sorted(set(unused) - set(young))
+
+
+async def _clear_temporaries(storage: LocalStorage, dry_run: bool, result: GcResult) -> None:
+    # An hour: a push in progress keeps writing its temporaries; a killed one's stay.
+    stale = storage.stale_temporaries(3600)
+    if stale:
+        result.notes.append(f"{'would remove' if dry_run else 'removed'} {len(stale)} temporary "
+                            f"file(s) ({human(sum(n for _p, n in stale))}) left by interrupted pushes")
+        if not dry_run:
+            await storage.delete([p for p, _n in stale])

@@ -1,0 +1,122 @@
+"""What an operation needs: the outputs the lock files refer to, every object they expand to
+(directory manifests and the files they list), and which of those a remote lacks, asked in as few
+requests as possible."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pivot.cache import Cache, object_relpath
+from pivot.errors import NotFound, RemoteError
+from pivot.hashing import hash_bytes, parse_manifest
+from pivot.records import NeededOutput, OutputKind
+from pivot.remote.concurrency import bounded
+from pivot.remote.storage import Storage
+
+if TYPE_CHECKING:
+    from pivot.project import Project
+
+Needed = NeededOutput  # the name callers used before records.py held it
+Manifest = list[tuple[str, int]]  # (hash, size) of a directory's files
+# Listing a prefix beats asking per object once there are this many objects per prefix on average.
+LIST_RATIO = 3
+
+
+def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches: bool = False,
+                   all_commits: bool = False) -> dict[str, NeededOutput]:
+    """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
+    --all-branches / --all-commits of those revisions' lock files too."""
+    from pivot import lock as lockfile  # lazy: start-up
+    from pivot.history import History  # lazy: pygit2 is heavy
+
+    needed: dict[str, NeededOutput] = {}
+    names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
+    for name in names:
+        lock = lockfile.read(project.stages_dir, name)
+        if lock is None:
+            if stages:
+                raise RemoteError(f"stage '{name}' has no lock file ({project.stages_dir.name}/{name}.lock); "
+                                  "run it first ('pivot run') or check the name ('pivot list')")
+            continue
+        for rec in lock.outs:
+            if rec.kind != OutputKind.METRIC:
+                needed.setdefault(rec.hash, NeededOutput(rec.hash, rec.path, name, rec.is_dir, "workspace"))
+    if all_branches or all_commits:
+        history = History(project.root)
+        with history:
+            commits = history.revisions(all_branches, all_commits)
+            for digest, need in history.outputs_needed(commits).items():
+                needed.setdefault(digest, need)
+    return needed
+
+
+@dataclass
+class Expanded:
+    objects: dict[str, str] = field(default_factory=dict)  # hash -> the output path it belongs to
+    no_manifest: list[str] = field(default_factory=list)  # directory outputs whose manifest is nowhere
+    sizes: dict[str, int] = field(default_factory=dict)  # files of directories: size from the manifest
+
+
+def expand(outputs: dict[str, NeededOutput], manifest: Callable[[str], Manifest | None]) -> Expanded:
+    """Every object the outputs need: files, directory manifests and the files they list."""
+    out = Expanded()
+    for digest, need in outputs.items():
+        out.objects.setdefault(digest, need.path)
+        if need.is_dir:
+            entries = manifest(digest)
+            if entries is None:
+                out.no_manifest.append(need.path)
+                continue
+            for h, size in entries:
+                out.objects.setdefault(h, need.path)
+                out.sizes[h] = size
+    return out
+
+
+def local_manifest(cache: Cache) -> Callable[[str], Manifest | None]:
+    def read(digest: str) -> Manifest | None:
+        try:
+            return [(e.hash, e.size) for e in parse_manifest(cache.path(digest).read_bytes())]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+    return read
+
+
+async def remote_manifest(storage: Storage, digest: str) -> Manifest | None:
+    """A directory's manifest read from the remote, verified (None: absent or damaged)."""
+    try:
+        data = await storage.read(object_relpath(digest))
+    except NotFound:
+        return None
+    if hash_bytes(data) != digest:
+        return None
+    return [(e.hash, e.size) for e in parse_manifest(data)]
+
+
+async def missing(storage: Storage, digests: list[str], jobs: int) -> set[str]:
+    """Which of `digests` the remote lacks, in as few requests as possible: the whole listing
+    when the remote is small (estimated from one prefix, as objects spread evenly over the 256
+    prefixes), one listing per prefix when that is fewer requests than one question per object,
+    else one question per object."""
+    if not digests:
+        return set()
+    prefixes = sorted({d[:2] for d in digests})
+    if len(digests) <= 8:
+        return await _ask_each(storage, digests, jobs)
+    probe = await storage.list_dir(f"files/{prefixes[0]}")
+    pages = len(probe) * 256 // 1000 + 1  # a listing page holds 1,000 names on S3
+    if pages * 4 <= min(len(prefixes), len(digests)):
+        present = set(await storage.list_all())
+    elif len(digests) >= LIST_RATIO * len(prefixes):
+        listed = await bounded(jobs, prefixes[1:], lambda p: storage.list_dir(f"files/{p}"))
+        present = {p + name for p, names in [(prefixes[0], probe), *listed] for name in names}
+    else:
+        return await _ask_each(storage, digests, jobs)
+    return {d for d in digests if d not in present}
+
+
+async def _ask_each(storage: Storage, digests: list[str], jobs: int) -> set[str]:
+    answers = await bounded(jobs, digests, lambda d: storage.size(object_relpath(d)))
+    return {d for d, r in answers if isinstance(r, NotFound)}

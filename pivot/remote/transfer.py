@@ -1,0 +1,225 @@
+"""Push and fetch of cache objects, planned first, then done once, concurrently, with a progress line.
+
+Nothing unverified enters the cache: a download goes to a temporary file, is hashed, and only a
+matching object is moved into place. An upload is hashed on the way too, so a damaged local
+object is never published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivot.cache import Cache, object_relpath, unlink_quiet
+from pivot.errors import Corrupt, NotFound, PivotError
+from pivot.hashing import hash_bytes, hash_file
+from pivot.records import NeededOutput
+from pivot.remote.concurrency import each
+from pivot.remote.failures import Step
+from pivot.remote.plan import Manifest, expand, local_manifest, missing, remote_manifest
+from pivot.remote.progress import Progress
+from pivot.remote.storage import SMALL, LocalStorage, Storage
+
+
+@dataclass
+class Transfer:
+    remote: str
+    done: list[str] = field(default_factory=list)
+    bytes: int = 0
+    present: int = 0  # already on the other side
+    missing: dict[str, str] = field(default_factory=dict)  # hash -> path: absent where it should come from
+    corrupt: dict[str, str] = field(default_factory=dict)  # hash -> path: refused, bytes did not match
+    notes: list[str] = field(default_factory=list)
+
+
+def _record(result: Transfer, outcomes: Iterable[tuple[str, Any]], paths: dict[str, str]) -> None:
+    """Each (hash, size or NotFound/Corrupt) outcome of a transfer, into `result`."""
+    for d, r in outcomes:
+        if isinstance(r, NotFound):
+            result.missing[d] = paths[d]
+        elif isinstance(r, Corrupt):
+            result.corrupt[d] = paths[d]
+        else:
+            result.done.append(d)
+            result.bytes += r
+
+
+def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs: int,
+         progress: bool | None = None) -> Transfer:
+    result = Transfer(storage.name)
+    plan = expand(outputs, local_manifest(cache))
+    for path in plan.no_manifest:
+        result.notes.append(f"the manifest of directory '{path}' is not in the local cache")
+    absent = set(cache.missing(plan.objects))
+    local = {d: p for d, p in plan.objects.items() if d not in absent}
+    result.missing = {d: p for d, p in plan.objects.items() if d not in local}
+
+    async def go() -> None:
+        with Step(storage, "checking which objects it holds", (PivotError, NotFound, Corrupt)) as step:
+            await storage.preflight(writing=True)
+            index, token, known = storage.index, "", set()
+            if index is not None:
+                token = await storage.generation(create=True)
+                known = index.known(token)
+            lacking = await missing(storage, sorted(d for d in local if d not in known), jobs)
+            result.present = len(local) - len(lacking)
+            bar = Progress(f"push to {storage.name}", len(lacking), progress)
+            step.doing = "uploading"
+            await _upload(storage, cache, outputs, sorted(lacking), local, jobs, bar, result)
+            if index is not None:
+                uploaded = set(result.done)
+                index.add(token, [d for d in local if d not in lacking or d in uploaded])
+
+    storage.run(go)
+    return result
+
+
+async def _upload(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], lacking: list[str],
+                  local: dict[str, str], jobs: int, bar: Progress, result: Transfer) -> None:
+    async def up(d: str) -> int:
+        size = await storage.put(str(cache.path(d)), object_relpath(d), d)
+        bar.add(size)
+        return size
+
+    def up_now(d: str) -> int:
+        assert isinstance(storage, LocalStorage)
+        size = storage.put_now(str(cache.path(d)), object_relpath(d), d)
+        bar.add(size)
+        return size
+
+    # Manifests last: a directory is complete on the remote once its manifest is there.
+    files = [d for d in lacking if not (d in outputs and outputs[d].is_dir)]
+    manifests = [d for d in lacking if d in outputs and outputs[d].is_dir]
+    _record(result, await each(storage, jobs, files, up, up_now) + await each(storage, jobs, manifests, up, up_now),
+            local)
+    bar.close()
+
+
+def fetch(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs: int,
+          progress: bool | None = None) -> Transfer:
+    """Download what the cache lacks, verified. Directory manifests come first (they say which
+    files the directory needs)."""
+    result = Transfer(storage.name)
+    _clear_stale_downloads(cache)
+
+    async def go() -> None:
+        with Step(storage, "downloading", (PivotError, NotFound, Corrupt)):
+            await storage.preflight(writing=False)
+            dirs = [d for d, n in outputs.items() if n.is_dir and not cache.has(d)]
+            bar = Progress(f"fetch from {storage.name}", len(dirs), progress)
+            await download(storage, cache, {d: outputs[d].path for d in dirs}, jobs, bar, result)
+            plan = expand(outputs, local_manifest(cache))
+            lacking = {d: plan.objects[d] for d in cache.missing(plan.objects)}
+            result.present = len(plan.objects) - len(lacking) - len(result.done)
+            bar.total = len(dirs) + len(lacking)
+            await download(storage, cache, lacking, jobs, bar, result, plan.sizes)
+            bar.close()
+            if storage.index is not None and result.done:  # seen there: a later push need not ask
+                storage.index.add(await storage.generation(create=False), result.done)
+
+    storage.run(go)
+    return result
+
+
+def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) -> None:
+    """Put verified bytes in the cache: a temporary name in the object's folder, then rename."""
+    dest = cache.path(digest)
+    if not made.get(digest[:2]):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        made[digest[:2]] = True
+    tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
+    unlink_quiet(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except BaseException:
+        unlink_quiet(tmp)
+        raise
+
+
+async def _download_file(storage: Storage, cache: Cache, digest: str) -> int:
+    """One object through a temporary file in the cache's tmp/, hashed, then committed."""
+    fd, tmp = tempfile.mkstemp(prefix="dl.", dir=cache.dir / "tmp")
+    os.close(fd)
+    try:
+        await storage.get(object_relpath(digest), tmp)
+        size = os.path.getsize(tmp)
+        actual = hash_file(tmp) if size <= SMALL else await asyncio.to_thread(hash_file, tmp)
+        if actual != digest:
+            raise Corrupt(digest, actual)
+        cache.commit_file(tmp, digest)
+        return size
+    finally:
+        unlink_quiet(tmp)
+
+
+async def download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs: int, bar: Progress,
+                   result: Transfer, sizes: dict[str, int] | None = None) -> None:
+    """Objects (hash -> output path) into the cache, each verified; outcomes into `result`.
+    `sizes`: what the manifests say, so that known-small objects are read in one request."""
+    (cache.dir / "tmp").mkdir(parents=True, exist_ok=True)
+    made: dict[str, bool] = {}
+
+    async def down(d: str) -> int:
+        if (sizes or {}).get(d, SMALL + 1) <= SMALL:  # known to be small: one read, in memory
+            data = await storage.read(object_relpath(d))
+            actual = hash_bytes(data)
+            if actual != d:
+                raise Corrupt(d, actual)
+            _store_bytes(cache, d, data, made)
+            size = len(data)
+        else:
+            size = await _download_file(storage, cache, d)
+        bar.add(size)
+        return size
+
+    def down_now(d: str) -> int:
+        assert isinstance(storage, LocalStorage)
+        size = storage.fetch_now(object_relpath(d), cache, d)
+        bar.add(size)
+        return size
+
+    _record(result, await each(storage, jobs, sorted(wanted), down, down_now), wanted)
+
+
+def _clear_stale_downloads(cache: Cache) -> None:
+    """Temporary downloads of an interrupted fetch (the caller holds the project lock)."""
+    tmp_dir = cache.dir / "tmp"
+    if tmp_dir.is_dir():
+        for p in tmp_dir.glob("dl.*"):
+            unlink_quiet(p)
+
+
+def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput],
+                      jobs: int) -> dict[str, str]:
+    """Objects (hash -> output path) the remote lacks. A directory's manifest is read from the
+    local cache, else from the remote (verified)."""
+
+    async def go() -> dict[str, str]:
+        with Step(storage, "checking which objects it holds"):
+            await storage.preflight(writing=False)
+            manifests: dict[str, Manifest | None] = {}
+            for d, need in outputs.items():
+                if need.is_dir:
+                    manifests[d] = local_manifest(cache)(d)
+                    if manifests[d] is None:
+                        manifests[d] = await remote_manifest(storage, d)
+            plan = expand(outputs, lambda d: manifests.get(d))
+            lacking = await missing(storage, sorted(plan.objects), jobs)
+            if storage.index is not None:  # deleted behind Pivot's back: the next push uploads them
+                storage.index.forget(lacking)
+            return {d: plan.objects[d] for d in lacking}
+
+    found: dict[str, str] = storage.run(go)
+    return found
