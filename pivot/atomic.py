@@ -17,11 +17,11 @@ def _mode_for(path: Path) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
-        return 0o666 & ~_umask()
+        return 0o666 & ~umask()
 
 
 @functools.cache
-def _umask() -> int:
+def umask() -> int:
     # Reading the umask means setting it; do it once, before any worker threads exist.
     umask = os.umask(0o022)
     os.umask(umask)

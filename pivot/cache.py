@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -75,10 +76,8 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 def unlink_quiet(path: str | Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # Whether reflinks work, per cache folder: learnt once per process, not once per file.
@@ -125,7 +124,7 @@ class Cache:
         by the object itself, made writable."""
         obj = self.path(digest)
         if os.path.islink(workspace_file):
-            os.chmod(obj, 0o666 & ~atomic._umask())
+            os.chmod(obj, 0o666 & ~atomic.umask())
             try:
                 os.replace(obj, workspace_file)
             except OSError as exc:
@@ -365,4 +364,5 @@ def save_output(cache: Cache, root: Path, path: str, kind: OutputKind,
     if cached and cache.link in ("hardlink", "symlink"):
         cache.checkout_file(digest, full)
     st = os.stat(full)
-    return PathRecord(path, digest, False, kind), [FileMemoRow(path, st.st_size, st.st_mtime_ns, st.st_ino, now, digest)]
+    row = FileMemoRow(path, st.st_size, st.st_mtime_ns, st.st_ino, now, digest)
+    return PathRecord(path, digest, False, kind), [row]

@@ -256,7 +256,7 @@ class _Memo(Staging):
 
 def _environment(root: Path) -> str:
     """The interpreter and import path (without the project root, which loading a pipeline adds)."""
-    from pivot import __version__
+    from pivot.version import __version__
 
     paths = [p for p in sys.path if os.path.abspath(p or ".") != str(root)]
     return "\n".join([f"memo {_MEMO_SCHEMA}", __version__, sys.version, sys.executable, *paths])

@@ -21,7 +21,8 @@ def collect_garbage(all_branches: bool, all_commits: bool, dry_run: bool, remote
                     jobs: int | None = None, min_age_minutes: int = 60) -> Collected:
     """Keep what the workspace's lock files need (and every local branch's / commit's with the
     flags); remove the rest from the local cache, or from remote `remote_name`."""
-    from pivot.remote import default_jobs, gc_local, gc_remote, needed_outputs  # lazy: start-up
+    from pivot.ops.needed import needed_outputs  # lazy: start-up
+    from pivot.remote import default_jobs, gc_local, gc_remote  # lazy: start-up
 
     with Workspace.find() as ws, ws.lock("gc"):
         outputs = needed_outputs(ws.project, (), all_branches, all_commits)

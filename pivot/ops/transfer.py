@@ -48,7 +48,7 @@ def _open(ws: Workspace, sel: Selection) -> tuple[Storage, int]:
 
 
 def _needed(ws: Workspace, sel: Selection) -> dict[str, NeededOutput]:
-    from pivot.remote import needed_outputs  # lazy: start-up
+    from pivot.ops.needed import needed_outputs  # lazy: start-up
 
     return needed_outputs(ws.project, sel.stages, sel.all_branches, sel.all_commits)
 

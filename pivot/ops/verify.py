@@ -39,7 +39,8 @@ def verify_staged(start: Path) -> Report:
 
 def verify_remote(stages: tuple[str, ...], remote_name: str | None) -> RemoteCheck:
     """Which objects the lock files need that remote `remote_name` (default: the default) lacks."""
-    from pivot.remote import default_jobs, missing_on_remote, needed_outputs  # lazy: start-up
+    from pivot.ops.needed import needed_outputs  # lazy: start-up
+    from pivot.remote import default_jobs, missing_on_remote  # lazy: start-up
 
     with Workspace.find() as ws:
         spec = ws.remote(remote_name)

@@ -11,7 +11,7 @@ Modules, one job each:
   index           what this clone knows a network remote holds (`.pivot/tmp/remotes.db`)
   failures        storage failures as one `RemoteError` line (`describe`, `Step`)
   concurrency     many transfers at once (bounded coroutines, thread chunks)
-  plan            what an operation needs (`needed_outputs`, `expand`, `missing`)
+  plan            what a set of outputs needs (`expand`, `missing`)
   transfer        `push`, `fetch`, `download`, `missing_on_remote`
   gc              `gc_local`, `gc_remote`
   progress        the progress line and sizes for people (`Progress`, `human`, `summarize`)
@@ -24,7 +24,7 @@ from pivot.remote.failures import Step, describe
 from pivot.remote.fsspec_storage import FsspecStorage
 from pivot.remote.gc import GcResult, gc_local, gc_remote
 from pivot.remote.index import MARKER, RemoteIndex
-from pivot.remote.plan import Expanded, Manifest, Needed, expand, local_manifest, missing, needed_outputs
+from pivot.remote.plan import Expanded, Manifest, Needed, expand, local_manifest, missing
 from pivot.remote.progress import Progress, human, summarize
 from pivot.remote.storage import PART, SMALL, Listed, LocalStorage, Storage, default_jobs
 from pivot.remote.transfer import Transfer, download, fetch, missing_on_remote, push
@@ -59,7 +59,6 @@ __all__ = [
     "local_manifest",
     "missing",
     "missing_on_remote",
-    "needed_outputs",
     "open_storage",
     "push",
     "summarize",

@@ -1,4 +1,4 @@
-"""What an operation needs: the outputs the lock files refer to, every object they expand to
+"""What an operation needs: every object a set of outputs expands to
 (directory manifests and the files they list), and which of those a remote lacks, asked in as few
 requests as possible."""
 
@@ -6,50 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pivot.cache import Cache, object_relpath
-from pivot.errors import NotFound, RemoteError
+from pivot.errors import NotFound
 from pivot.hashing import hash_bytes, parse_manifest
-from pivot.records import NeededOutput, OutputKind
+from pivot.records import NeededOutput
 from pivot.remote.concurrency import bounded
 from pivot.remote.storage import Storage
-
-if TYPE_CHECKING:
-    from pivot.project import Project
 
 Needed = NeededOutput  # the name callers used before records.py held it
 Manifest = list[tuple[str, int]]  # (hash, size) of a directory's files
 # Listing a prefix beats asking per object once there are this many objects per prefix on average.
 LIST_RATIO = 3
-
-
-def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches: bool = False,
-                   all_commits: bool = False) -> dict[str, NeededOutput]:
-    """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
-    --all-branches / --all-commits of those revisions' lock files too."""
-    from pivot import lock as lockfile  # lazy: start-up
-    from pivot.history import History  # lazy: pygit2 is heavy
-
-    needed: dict[str, NeededOutput] = {}
-    names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
-    for name in names:
-        lock = lockfile.read(project.stages_dir, name)
-        if lock is None:
-            if stages:
-                raise RemoteError(f"stage '{name}' has no lock file ({project.stages_dir.name}/{name}.lock); "
-                                  "run it first ('pivot run') or check the name ('pivot list')")
-            continue
-        for rec in lock.outs:
-            if rec.kind != OutputKind.METRIC:
-                needed.setdefault(rec.hash, NeededOutput(rec.hash, rec.path, name, rec.is_dir, "workspace"))
-    if all_branches or all_commits:
-        history = History(project.root)
-        with history:
-            commits = history.revisions(all_branches, all_commits)
-            for digest, need in history.outputs_needed(commits).items():
-                needed.setdefault(digest, need)
-    return needed
 
 
 @dataclass

@@ -1,0 +1,40 @@
+"""Which cached outputs an operation concerns: those the workspace's lock files name (of some
+stages, or all), and with --all-branches / --all-commits those of git history too."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pivot.errors import RemoteError
+from pivot.records import NeededOutput, OutputKind
+
+if TYPE_CHECKING:
+    from pivot.project import Project
+
+
+def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches: bool = False,
+                   all_commits: bool = False) -> dict[str, NeededOutput]:
+    """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
+    --all-branches / --all-commits of those revisions' lock files too."""
+    from pivot import lock as lockfile  # lazy: start-up
+    from pivot.history import History  # lazy: pygit2 is heavy
+
+    needed: dict[str, NeededOutput] = {}
+    names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
+    for name in names:
+        lock = lockfile.read(project.stages_dir, name)
+        if lock is None:
+            if stages:
+                raise RemoteError(f"stage '{name}' has no lock file ({project.stages_dir.name}/{name}.lock); "
+                                  "run it first ('pivot run') or check the name ('pivot list')")
+            continue
+        for rec in lock.outs:
+            if rec.kind != OutputKind.METRIC:
+                needed.setdefault(rec.hash, NeededOutput(rec.hash, rec.path, name, rec.is_dir, "workspace"))
+    if all_branches or all_commits:
+        history = History(project.root)
+        with history:
+            commits = history.revisions(all_branches, all_commits)
+            for digest, need in history.outputs_needed(commits).items():
+                needed.setdefault(digest, need)
+    return needed
