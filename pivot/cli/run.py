@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import click
 
-from pivot.cli.common import open_repo, stages_argument
-
-if TYPE_CHECKING:
-    from pivot.executor import Executor
-    from pivot.repo import Repo
+from pivot.cli.common import stages_argument
 
 
 @click.command("run")
@@ -38,41 +31,15 @@ def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, 
             remote: str | None, no_download: bool) -> None:
     """Run STAGES (default: all) and the stages they need, skipping what is up to date."""
     from pivot.errors import StageFailed
-    from pivot.executor import available_cpus
+    from pivot.ops.run import FlagMisuse, RunRequest, run_pipeline
     from pivot.reporter import ConsoleReporter, JsonReporter
-    from pivot.run import Runner, RunOptions
-    from pivot.runlock import ProjectLock
 
     reporter = JsonReporter() if as_json else ConsoleReporter(explain=explain or dry_run)
-    opts = RunOptions(stages, force, dry_run, single_stage, keep_going)
-    with open_repo() as repo, ProjectLock(repo.project.pivot_dir, "run"):
-        factory = _executor_factory(repo, executor, scheduler, remote, no_download, dry_run)
-        if factory is None:
-            runner = Runner(repo, reporter, jobs=jobs or available_cpus())
-        else:
-            runner = Runner(repo, reporter, jobs=jobs, executor_factory=factory)
-        summary = runner.run(opts)
+    request = RunRequest(stages, force, dry_run, single_stage, keep_going, jobs, executor, scheduler, remote,
+                         no_download)
+    try:
+        summary = run_pipeline(request, reporter)
+    except FlagMisuse as exc:
+        raise click.UsageError(str(exc)) from None
     if summary.failed:
         raise StageFailed(f"{len(summary.failed)} stage(s) failed: {', '.join(summary.failed)}")
-
-
-def _executor_factory(repo: Repo, executor: str | None, scheduler: str | None, remote: str | None,
-                      no_download: bool, dry_run: bool) -> Callable[[], Executor] | None:
-    """None for the local pool; for dask, a factory that connects when the first stage must run
-    (a run where everything is up to date needs no cluster). Everything that can be checked
-    without the cluster is checked now, before anything changes."""
-    from pivot.executor import check_kind, executor_factory
-
-    config = dict(repo.project.config.executor) if executor != "local" else {}
-    kind = check_kind(executor or ("dask" if scheduler else None) or config.get("kind") or "local")
-    if kind == "local":
-        for flag, given in (("--scheduler", scheduler), ("--remote", remote), ("--no-download", no_download)):
-            if given:
-                raise click.UsageError(f"{flag} applies to --executor dask only")
-        return None
-    if dry_run:
-        return None
-    # The command line over the configuration, key by key.
-    options = {**config, "download": not no_download}
-    options.update({k: v for k, v in (("scheduler", scheduler), ("remote", remote)) if v})
-    return executor_factory(kind, options, 1, root=repo.root, cache=repo.cache, project=repo.project)
