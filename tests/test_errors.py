@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -877,3 +878,18 @@ def test_failure_then_fix_runs_normally(ran: Project) -> None:
     assert ran.read("data/side.txt") == "side v2"
     status = json.loads(ran.pivot("status", "--json").stdout)
     assert [s["stage"] for s in status if s["stale"]] == []
+
+
+def test_exit_codes_tell_usage_errors_from_bugs(ran: Project) -> None:
+    """1: the user's mistake; 2: the command line is malformed; 70: a bug in pivot (with a report)."""
+    assert ran.pivot("run", "nope", check=False).returncode == 1
+    assert ran.pivot("run", "--no-such-option", check=False).returncode == 2
+    crash = ("import sys, pivot.ops.status as s, pivot.cli.main as m\n"
+             "def boom(*a, **k): raise RuntimeError('boom')\n"
+             "s.plan_stages = boom\n"
+             "m.main(['status'])\n")
+    proc = subprocess.run([sys.executable, "-c", crash], cwd=ran.root, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 70, proc.stderr
+    assert "internal error: RuntimeError: boom" in proc.stderr and "report:" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -62,6 +62,11 @@ def _crash_report(exc: BaseException) -> str:
     return path
 
 
+# Exit codes: 0 ok, 1 a user-facing error (PivotError) or a failed stage, 2 a command-line usage
+# error (click's convention), INTERNAL_ERROR a bug in pivot, 130 Ctrl-C. docs/cli.md lists them.
+INTERNAL_ERROR = 70  # EX_SOFTWARE in sysexits.h: "an internal software error has been detected"
+
+
 def main(argv: list[str] | None = None) -> Any:
     from pivot.errors import PivotError
 
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as exc:  # a bug in pivot: short message, full report in a file
         path = _crash_report(exc)
         click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug in pivot; report: {path})", err=True)
-        code = 2
+        code = INTERNAL_ERROR
     sys.exit(code if isinstance(code, int) else 0)
 
 
