@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pivot.layout import PIVOT_DIR
+from pivot.layout import CACHE_DIR, PIVOT_DIR
 
 
 class Confinement:
@@ -22,6 +22,9 @@ class Confinement:
     def __init__(self, root: str | Path) -> None:
         self.root = os.path.realpath(root)
         self.owned = os.path.join(self.root, PIVOT_DIR)
+        # The cache may live elsewhere (.pivot/cache a link to another disk); an output that is a
+        # link to one of its objects is Pivot's own doing (the symlink link mode), not an escape.
+        self.cache = os.path.realpath(os.path.join(self.root, CACHE_DIR))
         self._folders: dict[str, str] = {}
 
     def _real_folder(self, rel_folder: str) -> str:
@@ -30,15 +33,15 @@ class Confinement:
             real = self._folders[rel_folder] = os.path.realpath(os.path.join(self.root, rel_folder))
         return real
 
-    def leads_to(self, rel: str) -> str:
-        """The real absolute location of project path `rel` (POSIX, relative to the root)."""
-        folder, name = os.path.split(rel)
-        full = os.path.join(self._real_folder(folder), name)
-        return os.path.realpath(full) if os.path.islink(full) else full
-
     def problem(self, rel: str) -> str | None:
-        """None when `rel` really lies inside the project and outside .pivot/; else where it leads."""
-        real = self.leads_to(rel)
+        """None when `rel` (POSIX, relative to the root) really lies inside the project and outside
+        .pivot/, or is itself a link to a cache object; else where it leads."""
+        folder, name = os.path.split(rel)
+        real = os.path.join(self._real_folder(folder), name)
+        if os.path.islink(real) and _within(real, self.root) and not _within(real, self.owned):
+            real = os.path.realpath(real)
+            if _within(real, self.cache):
+                return None
         if not _within(real, self.root):
             return f"leads outside the project, to {real}, through a symbolic link"
         if _within(real, self.owned):
