@@ -120,7 +120,7 @@ class Repo:
         damaged: dict[str, list[tuple[str, str]]] = {}
         if lock is not None:
             for rec in lock.outs:
-                if rec.path not in outs or outs[rec.path][1] == rec.hash or rec.kind == "metric":
+                if rec.path not in outs or outs[rec.path][1] == rec.hash or not rec.cached:
                     continue
                 hit = self.damaged_objects(rec, out_hashes[rec.path])
                 if hit:

@@ -333,7 +333,7 @@ class Runner:
 
     def _bad_metric(self, name: str, result: StageResult) -> str | None:
         """Why a Metric output the stage just wrote cannot be read as metrics, or None."""
-        metrics = [rec.path for rec in result.records if rec.kind == "metric"]
+        metrics = [rec.path for rec in result.records if not rec.cached]
         if not metrics:
             return None
         from pivot.errors import MetricsError

@@ -128,7 +128,7 @@ def verify(repo: Repo, targets: tuple[str, ...] = ()) -> Report:
 def _metric_problems(stage: str, lock: StageLock, current: dict[str, tuple[str, str | None]]) -> list[FileProblem]:
     problems = []
     for rec in lock.outs:
-        if rec.kind != "metric" or rec.path not in current:
+        if rec.cached or rec.path not in current:
             continue
         digest = current[rec.path][1]
         if digest is None:
@@ -373,7 +373,7 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
         else:
             cur = prep.current
             cached = frozenset(r.path for r in lock.outs
-                               if r.kind != "metric" and r.path in cur.outs and cur.outs[r.path][1] != r.hash
+                               if r.cached and r.path in cur.outs and cur.outs[r.path][1] != r.hash
                                and repo.in_cache(r))
             decision = decide(replace(cur, cached=cached), lock)
         planned.append(Planned(name, decision, prep.current.notes))

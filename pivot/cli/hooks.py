@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pivot.hooks import HOOK_TYPES  # stdlib-only module: cheap to import
+from pivot.ops.githooks import HOOK_TYPES  # stdlib-only module: cheap to import
 
 hook_type_option = click.option(
     "-t", "--hook-type", "hook_types", multiple=True, type=click.Choice(HOOK_TYPES),
@@ -25,7 +25,7 @@ def command() -> None:
 def install(hook_types: tuple[str, ...]) -> None:
     """Install the hooks into the repository's git dir (shared by all its work trees). A hook
     you already had keeps running, before Pivot's; installing again changes nothing."""
-    from pivot import hooks
+    from pivot.ops import githooks as hooks
 
     for c in hooks.install(Path(os.getcwd()), hook_types or HOOK_TYPES):
         if c.action == "unchanged":
@@ -40,7 +40,7 @@ def install(hook_types: tuple[str, ...]) -> None:
 @hook_type_option
 def uninstall(hook_types: tuple[str, ...]) -> None:
     """Remove Pivot's hooks, putting back any hook they had chained."""
-    from pivot import hooks
+    from pivot.ops import githooks as hooks
 
     for c in hooks.uninstall(Path(os.getcwd()), hook_types or HOOK_TYPES):
         if c.action == "foreign":
