@@ -83,3 +83,32 @@ class Corrupt(Exception):
     def __init__(self, digest: str, actual: str) -> None:
         super().__init__(f"object {digest} hashes to {actual}")
         self.digest = digest
+
+
+# -- raised and caught inside Pivot; never shown as they are ------------------------------------
+
+
+class Unhashable(Exception):
+    """The value cannot be hashed soundly (a lock, a generator, too deep...): the message says why."""
+
+
+class YamlDuplicateKey(ValueError):
+    """A mapping in a YAML file names one key twice (the reader refuses, rather than keep the last)."""
+
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.line = line
+
+
+class YamlProblem(ValueError):
+    """Why a YAML text cannot be read, and the line (1-based) when the parser knows it."""
+
+    def __init__(self, problem: str, line: int | None = None, fix: str = "fix the file and try again") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+        self.fix = fix
+
+
+class FlagMisuse(ProjectError):
+    """A dask-only flag given for a local run (the CLI shows it as a usage error)."""

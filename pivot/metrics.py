@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pivot import yamlio
-from pivot.errors import GitError, MetricsError
+from pivot.errors import GitError, MetricsError, YamlProblem
 from pivot.outputs import Metric
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _load_json(text: str, fail: Callable[[str], MetricsError]) -> Any:
 def _load_yaml(text: str, fail: Callable[[str], MetricsError]) -> Any:
     try:
         data = yamlio.parse(text)
-    except yamlio.Problem as exc:
+    except YamlProblem as exc:
         at = f" at line {exc.line}" if exc.line is not None else ""
         problem = exc.problem.removeprefix("invalid YAML (").removesuffix(")") \
             if exc.problem.startswith("invalid YAML (") else exc.problem

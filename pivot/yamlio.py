@@ -18,16 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pivot.errors import PivotError, YamlError
+from pivot.errors import PivotError, YamlDuplicateKey, YamlError
+from pivot.errors import YamlProblem as Problem
 
 MAX_BYTES = 64 * 1024 * 1024  # no file Pivot reads as YAML is anywhere near this
 MAX_VALUES = 1_000_000  # values in a parsed document, aliases expanded
-
-
-class DuplicateKey(ValueError):
-    def __init__(self, key: object, line: int) -> None:
-        super().__init__(f"duplicate key {key!r}")
-        self.line = line
 
 
 @functools.cache
@@ -49,20 +44,10 @@ def _loader() -> Any:
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
                 if duplicate:
-                    raise DuplicateKey(key, key_node.start_mark.line + 1)
+                    raise YamlDuplicateKey(key, key_node.start_mark.line + 1)
             return super().construct_mapping(node, deep)
 
     return Loader
-
-
-class Problem(ValueError):
-    """Why a YAML text cannot be read, and the line (1-based) when the parser knows it."""
-
-    def __init__(self, problem: str, line: int | None = None, fix: str = "fix the file and try again") -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.line = line
-        self.fix = fix
 
 
 def parse(text: str | bytes) -> Any:
@@ -78,7 +63,7 @@ def parse(text: str | bytes) -> Any:
         value = yaml.load(text, Loader=_loader())
     except UnicodeDecodeError as exc:
         raise Problem(f"not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8") from None
-    except DuplicateKey as exc:
+    except YamlDuplicateKey as exc:
         raise Problem(str(exc), exc.line, fix="keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

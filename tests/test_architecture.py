@@ -222,6 +222,28 @@ def test_module_and_function_sizes() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_exception_classes_live_in_errors() -> None:
+    """Every exception class is defined in pivot/errors.py, so the error hierarchy reads in one place."""
+    import builtins
+    import inspect
+
+    import pivot.errors as errors_module
+
+    known = {n for n, c in vars(builtins).items() if inspect.isclass(c) and issubclass(c, BaseException)}
+    known |= {n for n, c in vars(errors_module).items() if inspect.isclass(c) and issubclass(c, BaseException)}
+    wrong = []
+    for name, path in modules().items():
+        if name == "pivot.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
+                         for b in node.bases}
+                if bases & known:
+                    wrong.append(f"{name}:{node.lineno} class {node.name}({', '.join(sorted(bases))})")
+    assert not wrong, "move these into pivot/errors.py:\n" + "\n".join(wrong)
+
+
 @pytest.mark.parametrize("source, expected", [
     ("from pivot.cache import Cache\n", ["pivot.cache"]),
     ("from pivot import atomic, stage\n", ["pivot.atomic", "pivot"]),

@@ -30,8 +30,8 @@ def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, 
             keep_going: bool, jobs: int | None, as_json: bool, executor: str | None, scheduler: str | None,
             remote: str | None, no_download: bool) -> None:
     """Run STAGES (default: all) and the stages they need, skipping what is up to date."""
-    from pivot.errors import StageFailed
-    from pivot.ops.run import FlagMisuse, RunRequest, run_pipeline
+    from pivot.errors import FlagMisuse, StageFailed
+    from pivot.ops.run import RunRequest, run_pipeline
     from pivot.reporter import ConsoleReporter, JsonReporter
 
     reporter = JsonReporter() if as_json else ConsoleReporter(explain=explain or dry_run)

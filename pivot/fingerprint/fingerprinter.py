@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pivot.errors import Unhashable
 from pivot.fingerprint.items import Item, Node
 from pivot.fingerprint.manifest import (
     CHANGED,
@@ -41,7 +42,7 @@ from pivot.fingerprint.objects import (
 )
 from pivot.fingerprint.packages import PackageVersions
 from pivot.fingerprint.summary import DYNAMIC_CALLS
-from pivot.fingerprint.values import Unhashable, ValueHasher
+from pivot.fingerprint.values import ValueHasher
 from pivot.hashing import hash_file
 from pivot.state import State
 

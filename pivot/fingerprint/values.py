@@ -14,16 +14,13 @@ from typing import Any, Protocol
 
 import xxhash
 
+from pivot.errors import Unhashable
 from pivot.fingerprint.items import Item, Node
 from pivot.fingerprint.manifest import DIGEST_CHARS, exception_note
 from pivot.fingerprint.objects import cells, identity, importable
 
 _MAX_VALUE_STEPS = 2_000_000  # objects visited while hashing one value
 _MAX_VALUE_DEPTH = 200
-
-
-class Unhashable(Exception):
-    """The value cannot be hashed soundly (a lock, a generator, too deep...): the message says why."""
 
 
 class CodeWalk(Protocol):

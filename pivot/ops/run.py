@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pivot.errors import ProjectError
+from pivot.errors import FlagMisuse
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ class RunRequest:
     scheduler: str | None = None
     remote: str | None = None
     no_download: bool = False
-
-
-class FlagMisuse(ProjectError):
-    """A dask-only flag given for a local run (the CLI shows it as a usage error)."""
 
 
 def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
