@@ -34,7 +34,13 @@ class CacheError(PivotError):
 
 
 class LockError(PivotError):
-    """A lock file is unreadable, or another pivot process holds the project."""
+    """A lock file is unreadable, or another pivot process holds the project.
+
+    `detail`: what is wrong, without the file's name or the fix (`line 2: duplicate key 'a'`)."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail if detail is not None else message
 
 
 class GitError(PivotError):

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pivot import atomic, yamlio
-from pivot.errors import LockError
+from pivot.errors import LockError, YamlProblem
 from pivot.hashing import hash_bytes
+from pivot.layout import LOCK_SUFFIX
 from pivot.records import PathRecord
 from pivot.state import State
 
@@ -61,7 +62,7 @@ class StageLock:
 
 
 def lock_path(stages_dir: Path, stage: str) -> Path:
-    return stages_dir / f"{stage}.lock"
+    return stages_dir / f"{stage}{LOCK_SUFFIX}"
 
 
 def dumps(lock: StageLock) -> str:
@@ -69,16 +70,21 @@ def dumps(lock: StageLock) -> str:
 
 
 def loads(text: str | bytes, where: str | Path) -> StageLock:
-    """Parse a lock file's bytes; `where` names it in errors (a path, or `<sha>:<path>`)."""
+    """Parse a lock file's bytes; `where` names it in errors (a path, or `<sha>:<path>`).
+    A LockError's `detail` says what is wrong without the file's name or the fix."""
     fix = "restore it from git or delete it to re-run the stage"
     try:
-        data = yamlio.loads(text, where, LockError)
-    except LockError as exc:
-        raise LockError(f"{exc}".replace("; fix the file and try again", f"; {fix}")) from None
+        data = yamlio.parse(text)
+    except YamlProblem as exc:
+        line = f":{exc.line}" if exc.line is not None else ""
+        detail = f"line {exc.line}: {exc.problem}" if exc.line is not None else exc.problem
+        own_fix = fix if exc.fix == "fix the file and try again" else exc.fix  # the generic one: ours
+        raise LockError(f"{where}{line}: {exc.problem}; {own_fix}", detail) from None
     try:
         return StageLock.from_dict(data)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise LockError(f"{where}: unreadable lock file ({type(exc).__name__}); {fix}") from None
+        detail = f"not the shape of a lock file ({type(exc).__name__})"
+        raise LockError(f"{where}: unreadable lock file ({type(exc).__name__}); {fix}", detail) from None
 
 
 def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock | None:
@@ -98,6 +104,14 @@ def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock 
     lock = loads(data, path)
     state.put_json(key, lock.to_dict())
     return lock
+
+
+def locked_stages(stages_dir: Path) -> list[str]:
+    """The stages that have a lock file in `stages_dir` (its `<stage>.lock` files), sorted."""
+    if not stages_dir.is_dir():
+        return []
+    return sorted(p.name[:-len(LOCK_SUFFIX)] for p in stages_dir.glob(f"*{LOCK_SUFFIX}")
+                  if not p.name.startswith(".") and p.is_file())
 
 
 def prune_memo(stages_dir: Path, state: State) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 from pivot import lock as lockfile
 from pivot import params as params_mod
 from pivot.cache import Cache
+from pivot.errors import LockError
 from pivot.fingerprint import Fingerprint, Fingerprinter
 from pivot.graph import Graph, build
 from pivot.hashing import Hasher, parse_manifest
@@ -36,6 +37,18 @@ class Prepared:
     damaged: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OrphanLock:
+    """A lock file whose stage is not in the pipeline (renamed or removed)."""
+
+    stage: str
+    path: str  # relative to the project root: .pivot/stages/<stage>.lock
+
+    @property
+    def why(self) -> str:
+        return f"no stage '{self.stage}' in the pipeline"
+
+
 class Repo:
     def __init__(self, project: Project) -> None:
         self.project = project
@@ -51,6 +64,7 @@ class Repo:
         params_mod.check_sections(self.overrides, self.stages)
         self._params: dict[str, tuple[Any, dict[str, Any] | None]] = {}
         self._locks: dict[str, StageLock | None] = {}
+        self._lock_problems: dict[str, str | None] = {}
 
     @classmethod
     def load(cls, start: Path | None = None) -> Repo:
@@ -81,9 +95,34 @@ class Repo:
             self._locks[name] = lockfile.read(self.project.stages_dir, name, self.state)
         return self._locks[name]
 
+    def lock_problem(self, name: str) -> str | None:
+        """Why stage `name`'s lock file cannot be read (`lock file .pivot/stages/X.lock is
+        unreadable (line 2: ...)`), or None when it can, or there is none. A lock is derived
+        data: an unreadable one makes its stage stale, and running the stage rewrites it."""
+        if name not in self._lock_problems:
+            try:
+                self.read_lock(name)
+                self._lock_problems[name] = None
+            except LockError as exc:
+                self._lock_problems[name] = f"lock file {self.lock_file(name)} is unreadable ({exc.detail})"
+        return self._lock_problems[name]
+
+    def lock_file(self, name: str) -> str:
+        """Stage `name`'s lock file, relative to the project root (`.pivot/stages/X.lock`)."""
+        return Path(os.path.relpath(lockfile.lock_path(self.project.stages_dir, name), self.root)).as_posix()
+
+    def orphan_locks(self) -> list[OrphanLock]:
+        """Lock files of stages the pipeline no longer defines (renamed or removed)."""
+        return [OrphanLock(name, self.lock_file(name)) for name in lockfile.locked_stages(self.project.stages_dir)
+                if name not in self.graph.stages]
+
+    def remove_orphan(self, orphan: OrphanLock) -> None:
+        (self.root / orphan.path).unlink(missing_ok=True)
+
     def write_lock(self, name: str, lock: StageLock) -> None:
         lockfile.write(self.project.stages_dir, name, lock)
         self._locks[name] = lock
+        self._lock_problems[name] = None
 
     def in_cache(self, rec: PathRecord) -> bool:
         if not self.cache.has(rec.hash):
@@ -105,7 +144,8 @@ class Repo:
         s = self.graph.stages[name]
         fp = self.fingerprinter.fingerprint(s.func, s.params)
         inst, record = self.params_of(name)
-        lock = self.read_lock(name)
+        problem = self.lock_problem(name)
+        lock = None if problem else self.read_lock(name)
         dep_hashes = {d: self.hasher.hash_path(d) for d in self.graph.deps[name]}
         deps: dict[str, str | None] = {}
         for d, h in dep_hashes.items():
@@ -138,6 +178,7 @@ class Repo:
             upstream_running=upstream_running,
             forced=forced,
             notes=fp.notes,
+            lock_problem=problem,
         )
         return Prepared(s, fp, inst, cur, lock, dep_hashes, damaged)
 

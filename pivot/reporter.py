@@ -25,6 +25,7 @@ class Reporter:
     def failed(self, stage: str, error: str) -> None: ...
     def not_run(self, stage: str, why: str) -> None: ...
     def note(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
     def output(self, stage: str, text: str) -> None: ...
     def progress(self, done: int, total: int, running: list[str], elapsed: float) -> None: ...
     def summary(self, s: Summary, dry_run: bool = False) -> None: ...
@@ -99,6 +100,9 @@ class ConsoleReporter(Reporter):
     def note(self, text: str) -> None:
         self._line(text)
 
+    def warning(self, text: str) -> None:
+        self._line(f"warning: {text}", self.err)
+
     def summary(self, s: Summary, dry_run: bool = False) -> None:
         if self._status:
             self.err.write("\r\x1b[K")
@@ -153,6 +157,9 @@ class JsonReporter(Reporter):
 
     def note(self, text: str) -> None:
         self._emit(event="note", text=text)
+
+    def warning(self, text: str) -> None:
+        self._emit(event="warning", text=text)
 
     def output(self, stage: str, text: str) -> None:
         self._emit(event="output", stage=stage, text=text)

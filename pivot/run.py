@@ -100,10 +100,10 @@ class Runner:
         graph = self.repo.graph
         names = graph.select(list(opts.targets), opts.single_stage)
         self.repo.check_params(names)
-        for name in names:  # an unreadable lock fails the run before anything is touched
-            self.repo.read_lock(name)
+        self._warn_unreadable_locks(names)
         self._recover_backups()
         self._clean_tmp()
+        self._remove_orphans()
         self._update_gitignore()
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
@@ -145,8 +145,24 @@ class Runner:
             raise problem
         return self.summary
 
+    def _warn_unreadable_locks(self, names: list[str]) -> None:
+        """A lock is derived data: an unreadable one is rewritten when its stage runs."""
+        for name in names:
+            problem = self.repo.lock_problem(name)
+            if problem is not None:
+                self.reporter.warning(f"{problem}; stage '{name}' runs and rewrites it")
+
+    def _remove_orphans(self, dry_run: bool = False) -> None:
+        """Lock files of stages the pipeline no longer defines go (a dry run only says so)."""
+        for orphan in self.repo.orphan_locks():
+            if not dry_run:
+                self.repo.remove_orphan(orphan)
+            self.reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} "
+                               f"({orphan.why})")
+
     def _dry_run(self, opts: RunOptions) -> Summary:
         summary = Summary()
+        self._remove_orphans(dry_run=True)
         for p in plan(self.repo, opts.targets, opts.single_stage, opts.force):
             if p.decision.run:
                 self.reporter.would_run(p.name, p.decision.reasons)

@@ -24,6 +24,9 @@ class Current:
     upstream_running: tuple[str, ...] = ()
     forced: bool = False
     notes: tuple[str, ...] = ()
+    # Why the lock file cannot be read (`lock file .pivot/stages/X.lock is unreadable (...)`);
+    # the lock then counts as absent: the stage runs and its lock is rewritten.
+    lock_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ class Policy(Enum):
 
 def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) -> Decision:
     if lock is None:
+        if cur.lock_problem:
+            return Decision(True, (f"{cur.lock_problem}; it will be rewritten",))
         return Decision(True, ("never run: no lock file",))
     reasons = _definition_reasons(cur, lock)
     reasons.extend(_dep_reasons(cur, lock))

@@ -47,12 +47,13 @@ class Report:
     stale: list[StaleStage] = field(default_factory=list)
     metrics: list[FileProblem] = field(default_factory=list)  # workspace metric vs its lock
     staging: list[FileProblem] = field(default_factory=list)  # staged vs workspace (pre-commit)
+    orphans: list[FileProblem] = field(default_factory=list)  # lock files of stages no longer in the pipeline
     restorable: list[str] = field(default_factory=list)  # outputs missing or modified here: not a problem
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.stale or self.metrics or self.staging)
+        return not (self.stale or self.metrics or self.staging or self.orphans)
 
     def to_json(self) -> dict[str, Any]:
         def files(items: list[FileProblem]) -> list[dict[str, Any]]:
@@ -64,6 +65,7 @@ class Report:
             "stale": [{"stage": s.name, "reasons": list(s.reasons), "fix": s.fix} for s in self.stale],
             "metrics": files(self.metrics),
             "staging": files(self.staging),
+            "orphan_locks": files(self.orphans),
             "restorable_outputs": list(self.restorable),
             "notes": list(self.notes),
         }
@@ -78,7 +80,7 @@ class Report:
             out.append(f"    fix: {s.fix}")
         if limit is not None and len(self.stale) > limit:
             out.append(f"... and {len(self.stale) - limit} more stale stage(s); 'pivot verify' lists them all")
-        for f in self.metrics + self.staging:
+        for f in self.metrics + self.staging + self.orphans:
             owner = f" (stage {f.stage})" if f.stage else ""
             out.append(f"{f.path}{owner}: {f.problem}")
             out.append(f"    fix: {f.fix}")
@@ -92,6 +94,8 @@ class Report:
             parts.append(f"{len(self.metrics)} metric(s) do not match their lock")
         if self.staging:
             parts.append(f"{len(self.staging)} file(s) staged differently from the workspace")
+        if self.orphans:
+            parts.append(f"{len(self.orphans)} orphan lock file(s)")
         return ", ".join(parts)
 
 
@@ -117,6 +121,9 @@ def verify(repo: Repo, targets: tuple[str, ...] = ()) -> Report:
         if prep.lock is not None:
             report.metrics.extend(_metric_problems(p.name, prep.lock, prep.current.outs))
         modified |= any(prep.current.outs.get(r.path, ("", None))[1] is not None for r in p.decision.restore)
+    report.orphans = [FileProblem(o.path, f"orphan lock: {o.why}",
+                                  f"pivot run (removes it) or 'git rm {o.path}', then commit the deletion")
+                      for o in repo.orphan_locks()]
     if not targets:
         if report.ok and not modified:
             _record_memo(repo)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pivot.cli.common import echo_json, json_option, stages_argument
+
+if TYPE_CHECKING:
+    from pivot.ops.status import StatusPlan
+
+_REMOVES = "'pivot run' removes it"
 
 
 @click.command("status")
@@ -22,14 +29,28 @@ def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bo
         status_against_rev(stages, rev, explain, as_json)
         return
 
-    planned = plan_stages(stages)
+    result = plan_stages(stages)
     if as_json:
-        echo_json([
-            {"stage": p.name, "stale": p.decision.run, "reasons": list(p.decision.reasons),
-             "restore": [r.path for r in p.decision.restore], "notes": list(p.notes)}
-            for p in planned
-        ])
-        return
+        _print_json(result)
+    else:
+        _print_text(result, explain)
+
+
+def _print_json(result: StatusPlan) -> None:
+    # An orphan lock is an entry of its own, marked by "orphan_lock" (never stale: no stage runs).
+    echo_json([
+        {"stage": p.name, "stale": p.decision.run, "reasons": list(p.decision.reasons),
+         "restore": [r.path for r in p.decision.restore], "notes": list(p.notes)}
+        for p in result.planned
+    ] + [
+        {"stage": o.stage, "orphan_lock": o.path, "stale": False, "reasons": [f"{o.why}; {_REMOVES}"],
+         "restore": [], "notes": []}
+        for o in result.orphans
+    ])
+
+
+def _print_text(result: StatusPlan, explain: bool) -> None:
+    planned = result.planned
     stale = [p for p in planned if p.decision.run]
     for p in planned:
         reasons = p.decision.reasons
@@ -49,6 +70,8 @@ def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bo
         if explain:
             for n in p.notes:
                 click.echo(f"    note: {n}")
+    for o in result.orphans:
+        click.echo(f"orphan lock {o.path}: {o.why}; {_REMOVES}")
     if stale:
         click.echo(f"{len(stale)} of {len(planned)} stage(s) stale; run 'pivot run' to update")
     else:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
+    from pivot.repo import OrphanLock
     from pivot.run import Planned
 
 
-def plan_stages(stages: tuple[str, ...] = ()) -> list[Planned]:
+@dataclass(frozen=True)
+class StatusPlan:
+    planned: list[Planned]
+    orphans: list[OrphanLock]  # lock files of stages no longer in the pipeline ('pivot run' removes them)
+
+
+def plan_stages(stages: tuple[str, ...] = ()) -> StatusPlan:
     from pivot.run import plan  # lazy: loads the pipeline
 
     with Workspace.find() as ws:
-        return plan(ws.repo, stages)
+        repo = ws.repo
+        return StatusPlan(plan(repo, stages), repo.orphan_locks())
