@@ -43,6 +43,10 @@ class LockError(PivotError):
         self.detail = detail if detail is not None else message
 
 
+class StateError(PivotError):
+    """The per-machine state database (.pivot/state.db) cannot be rebuilt."""
+
+
 class GitError(PivotError):
     """Not a git repository, an unknown revision, or git hooks that cannot be installed."""
 

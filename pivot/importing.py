@@ -40,7 +40,7 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
                 return loaded
         except (OSError, ValueError, EOFError, TypeError):
             pass
-        code = self.source_to_code(source, path)
+        code = compile_source(source, path)
         try:
             os.makedirs(self.cache_dir, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir)
@@ -51,6 +51,28 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
         except OSError:
             pass  # a read-only project still imports; it just compiles each time
         return code
+
+
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")  # UTF-16 and UTF-32, either byte order
+
+
+def compile_source(source: bytes, path: str) -> CodeType:
+    """Compile a module's bytes. Every SyntaxError names the file: Python leaves it out for NUL
+    bytes, which is also how a UTF-16 or UTF-32 file looks, said here in plain words."""
+    if source.startswith(_WIDE_BOMS):
+        raise SyntaxError("the file is UTF-16 or UTF-32 text (it starts with a byte order mark); save it as UTF-8",
+                          (path, 1, 1, None))
+    try:
+        code: CodeType = compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        if not exc.filename or exc.filename.startswith("<"):
+            exc.filename = path
+            if b"\x00" in source:
+                exc.lineno = source[:source.index(b"\x00")].count(b"\n") + 1
+        raise
+    except ValueError as exc:  # older Pythons: "source code string cannot contain null bytes"
+        raise SyntaxError(str(exc), (path, None, None, None)) from None
+    return code
 
 
 KEEP = 512  # compiled modules kept; every edit adds one, so the oldest go past twice this

@@ -94,8 +94,8 @@ def _check_definition(s: Stage) -> None:
 
 def _import_error(exc: BaseException, root: Path, target: str) -> PipelineError:
     place = target
-    if isinstance(exc, SyntaxError) and exc.filename:
-        place = f"{_rel(exc.filename, root)}:{exc.lineno}"
+    if isinstance(exc, SyntaxError) and exc.filename and _is_user_file(exc.filename, root):
+        place = _rel(exc.filename, root) + (f":{exc.lineno}" if exc.lineno else "")
         detail = f"SyntaxError: {exc.msg}"
     else:
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
@@ -114,6 +114,8 @@ def _rel(filename: str, root: Path) -> str:
 
 
 def _is_user_file(filename: str, root: Path) -> bool:
+    if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>: not a file
+        return False
     full = os.path.abspath(filename)
     return full.startswith(str(root) + os.sep) and "site-packages" not in full
 
