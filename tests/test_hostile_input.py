@@ -195,3 +195,35 @@ def test_pivot_error_is_the_only_way_readers_fail() -> None:
     """The contract above is about PivotError: every reader error type used here is one."""
     for cls in (YamlError, LockError, MetricsError):
         assert issubclass(cls, PivotError)
+
+
+# -- the pipeline module itself -------------------------------------------------------------------
+
+# Bytes no Python compiler accepts, each with the line Python knows (None: the file as a whole).
+HOSTILE_PIPELINE: dict[str, tuple[bytes, int | None]] = {
+    "invalid UTF-8": (b"from pivot import stage\nx = '\xff\xfe'\n", 2),
+    "NUL bytes": (b"from pivot import stage\n\nx = 1\x00\n", 3),
+    "UTF-16 with BOM": ("from pivot import stage\n".encode("utf-16"), 1),
+    "UTF-16 without BOM": ("from pivot import stage\n".encode("utf-16-le"), 1),
+    "10,000-deep nested brackets": (b"x = " + b"[" * 10_000 + b"]" * 10_000 + b"\n", 1),
+    "an enormous integer literal": (b"from pivot import stage\n\nx = " + b"9" * 100_000 + b"\n", 3),
+    "a lone surrogate escape": (b"x = 1\ny = '\\ud800'.encode()\n", 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PIPELINE))
+def test_cli_on_a_hostile_pipeline_module(with_params: Project, name: str) -> None:
+    content, line = HOSTILE_PIPELINE[name]
+    (with_params.root / "pipeline.py").write_bytes(content)
+    where = "pipeline.py" if line is None else f"pipeline.py:{line}"
+    proc = loads_or_refuses(with_params, where, "status")
+    assert proc.returncode == 1, f"pipeline.py with {name} was accepted:\n{proc.stdout}"
+
+
+def test_cli_on_a_hostile_module_the_pipeline_imports(with_params: Project) -> None:
+    """The error names the module with the bad bytes, not the pipeline that imports it."""
+    (with_params.root / "helpers.py").write_bytes(b"x = 1\ny = 2\x00\n")
+    text = (with_params.root / "pipeline.py").read_text()
+    (with_params.root / "pipeline.py").write_text("import helpers  # noqa\n" + text)
+    proc = loads_or_refuses(with_params, "helpers.py:2", "status")
+    assert proc.returncode == 1
