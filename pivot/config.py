@@ -122,7 +122,8 @@ class ConfigFile:
         self.path = path
         read_file(path)  # validates first, so a broken file is named with its line
         self._before = path.read_text(encoding="utf-8") if path.exists() else None
-        self.data: dict[str, Any] = _round_trip_load(self._before or "")
+        self.data: dict[str, Any] = _round_trip_load(self._before or "", path)
+        self._loaded = _plain(self.data)
 
     def section(self, key: str) -> dict[str, Any]:
         """The mapping under `key`, created (at the end of the file) when absent."""
@@ -138,6 +139,8 @@ class ConfigFile:
 
     def save(self) -> bool:
         """Write the file if the edit changed it; True when written."""
+        if _plain(self.data) == self._loaded:
+            return False  # nothing changed: never rewrite (a rewrite could only lose formatting)
         for key in _PRUNED:
             if key in self.data and not self.data[key]:
                 del self.data[key]
@@ -167,9 +170,25 @@ def _new_map() -> dict[str, Any]:
     return CommentedMap()
 
 
-def _round_trip_load(text: str) -> dict[str, Any]:
-    data = _yaml().load(text) if text.strip() else None
+def _round_trip_load(text: str, path: Path) -> dict[str, Any]:
+    from ruamel.yaml.error import YAMLError  # lazy: see _yaml
+
+    try:
+        data = _yaml().load(text) if text.strip() else None
+    except (YAMLError, ValueError, RecursionError) as exc:  # the safe reader accepted it; ruamel did not
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProjectError(f"{path}: cannot be edited while keeping its comments ({problem}); "
+                           "edit it by hand") from None
     return data if isinstance(data, dict) else _new_map()
+
+
+def _plain(value: Any) -> Any:
+    """A comparable copy of a loaded document (ruamel's commented containers as dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _round_trip_dump(data: dict[str, Any]) -> str:

@@ -227,3 +227,35 @@ def test_cli_on_a_hostile_module_the_pipeline_imports(with_params: Project) -> N
     (with_params.root / "pipeline.py").write_text("import helpers  # noqa\n" + text)
     proc = loads_or_refuses(with_params, "helpers.py:2", "status")
     assert proc.returncode == 1
+
+
+# -- the configuration: the loader and the comment-keeping writer ---------------------------------
+
+
+@FUZZ
+@given(st.binary(max_size=300) | JSONISH.map(lambda v: yamlio.dumps(v).encode()))
+def test_config_loader_on_random_content(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    from pivot.config import load_config
+
+    root = tmp_path_factory.mktemp("cfg")
+    (root / ".pivot").mkdir()
+    (root / ".pivot" / "config.yaml").write_bytes(data)
+    try:
+        load_config(root)
+    except PivotError as exc:
+        assert "config.yaml" in str(exc) and "\n" not in str(exc), exc
+
+
+@FUZZ
+@given(st.dictionaries(st.text(min_size=1, max_size=8), JSONISH, max_size=4))
+def test_config_writer_round_trips_what_the_loader_accepts(tmp_path_factory: pytest.TempPathFactory,
+                                                           value: dict[str, Any]) -> None:
+    """Opening a file for editing and saving it unchanged never rewrites it, whatever it holds."""
+    from pivot.config import ConfigFile
+
+    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    text = "# the team's settings\n" + yamlio.dumps(value)
+    path.write_text(text)
+    edit = ConfigFile(path)
+    assert edit.save() is False
+    assert path.read_text() == text
