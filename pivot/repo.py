@@ -81,6 +81,11 @@ class Repo:
             self._locks[name] = lockfile.read(self.project.stages_dir, name, self.state)
         return self._locks[name]
 
+    def assume_lock(self, name: str, lock: StageLock) -> None:
+        """Plan from now on as if `lock` were the stage's lock file (the pre-commit check asks
+        "what if the lock files left unstaged were added?")."""
+        self._locks[name] = lock
+
     def write_lock(self, name: str, lock: StageLock) -> None:
         lockfile.write(self.project.stages_dir, name, lock)
         self._locks[name] = lock
