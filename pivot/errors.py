@@ -59,6 +59,10 @@ class RemoteError(PivotError):
     """A remote is unknown or misconfigured, could not be reached, refused access, or holds bad data."""
 
 
+class NeedsConfirmation(PivotError):
+    """A command that deletes (gc) was not confirmed: no terminal to ask on, and no --yes."""
+
+
 class YamlError(PivotError):
     """A YAML file Pivot reads is not valid YAML, or not the shape it should be."""
 

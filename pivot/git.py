@@ -223,21 +223,27 @@ class GitHistory:
         except (AttributeError, ValueError, KeyError, self._pygit2.GitError, self._pygit2.InvalidSpecError):
             return None
 
-    def revisions(self, all_branches: bool = False, all_commits: bool = False) -> list[str]:
+    def revisions(self, all_branches: bool = False, all_commits: bool = False,
+                  local_history: bool = False) -> list[str]:
         """Commit ids to consider, HEAD first: HEAD; with `all_branches` every local branch tip;
-        with `all_commits` every commit reachable from HEAD, branches, tags and remote-tracking
+        with `local_history` every commit reachable from HEAD, local branches and tags; with
+        `all_commits` every commit reachable from HEAD, branches, tags and remote-tracking
         branches."""
         tips: list[Any] = []
         if not self.repo.head_is_unborn:
             tips.append(self.repo.head.peel(self._pygit2.Commit))
-        if all_branches or all_commits:
-            prefixes = ("refs/heads/",) if not all_commits else ("refs/heads/", "refs/tags/", "refs/remotes/")
+        if all_branches or all_commits or local_history:
+            prefixes: tuple[str, ...] = ("refs/heads/",)
+            if all_commits:
+                prefixes = ("refs/heads/", "refs/tags/", "refs/remotes/")
+            elif local_history:
+                prefixes = ("refs/heads/", "refs/tags/")
             for name in sorted(self.repo.references):
                 if name.startswith(prefixes):
                     commit = self._commit_or_none(str(self.repo.references[name].resolve().target))
                     if commit is not None:
                         tips.append(commit)
-        if not all_commits:
+        if not (all_commits or local_history):
             return list(dict.fromkeys(str(c.id) for c in tips))
         return self._walk([c.id for c in tips], hide=[])
 

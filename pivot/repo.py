@@ -119,6 +119,12 @@ class Repo:
     def remove_orphan(self, orphan: OrphanLock) -> None:
         (self.root / orphan.path).unlink(missing_ok=True)
 
+    def assume_lock(self, name: str, lock: StageLock) -> None:
+        """Plan from now on as if `lock` were the stage's lock file (the pre-commit check asks
+        "what if the lock files left unstaged were added?")."""
+        self._locks[name] = lock
+        self._lock_problems[name] = None
+
     def write_lock(self, name: str, lock: StageLock) -> None:
         lockfile.write(self.project.stages_dir, name, lock)
         self._locks[name] = lock

@@ -107,6 +107,7 @@ class Runner:
         self._update_gitignore()
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
+        self.failed_upstream: dict[str, str] = {}  # a stage not run -> the failed stage that stopped it
         self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}
         self.stopping = False
         self.retry_alone: set[str] = set()
@@ -192,9 +193,7 @@ class Runner:
                 ups = [u for u in graph.upstream[name] if u in self.state]
                 bad = sorted(u for u in ups if self.state[u] in ("failed", "blocked"))
                 if bad:
-                    self.state[name] = "blocked"
-                    self.reporter.not_run(name, f"upstream stage '{bad[0]}' failed")
-                    self.summary.not_run.append(name)
+                    self._blocked(name, bad)
                     progressed = True
                     continue
                 if self.stopping or any(self.state[u] != "ok" for u in ups):
@@ -223,6 +222,20 @@ class Runner:
                 self._submit(prep)
                 self._progress()
                 progressed = True
+
+    def _blocked(self, name: str, bad: list[str]) -> None:
+        """`name` cannot run: an upstream stage failed, or was itself not run (for a failure
+        further up, which is named: a stage that did not run never "failed")."""
+        failed = [u for u in bad if self.state[u] == "failed"]
+        if failed:
+            self.failed_upstream[name] = failed[0]
+            why = f"upstream stage '{failed[0]}' failed"
+        else:
+            root = self.failed_upstream[name] = self.failed_upstream.get(bad[0], bad[0])
+            why = f"upstream stage '{bad[0]}' was not run, because '{root}' failed"
+        self.state[name] = "blocked"
+        self.reporter.not_run(name, why)
+        self.summary.not_run.append(name)
 
     def _start_executor(self) -> None:
         if self._executor is None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pivot.layout import CONFIG, CONFIG_LOCAL, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TMP_DIR
+from pivot.errors import PivotError
+from pivot.layout import CONFIG, CONFIG_LOCAL, LOCK_SUFFIX, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TMP_DIR
 from pivot.records import OutputKind
 
 if TYPE_CHECKING:
@@ -102,9 +103,10 @@ class Report:
 # -- the workspace against its own lock files ----------------------------------------------------
 
 
-def verify(repo: Repo, targets: tuple[str, ...] = ()) -> Report:
+def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> Report:
     """Stale stages (with reasons) and metrics whose content does not match their lock. Decided
-    with Policy.VERIFY: cached outputs missing from the workspace count as restorable."""
+    with Policy.VERIFY: cached outputs missing from the workspace count as restorable. With
+    `remember` (and no targets), a clean result is memoised for the pre-commit check."""
     from pivot.run import plan
     from pivot.status import Policy
 
@@ -124,7 +126,7 @@ def verify(repo: Repo, targets: tuple[str, ...] = ()) -> Report:
     report.orphans = [FileProblem(o.path, f"orphan lock: {o.why}",
                                   f"pivot run (removes it) or 'git rm {o.path}', then commit the deletion")
                       for o in repo.orphan_locks()]
-    if not targets:
+    if not targets and remember:
         if report.ok and not modified:
             _record_memo(repo)
         else:
@@ -177,6 +179,7 @@ def verify_staged(start: Path) -> Report:
     top = git.toplevel(root)
     prefix = git.project_prefix(top, root)
     changes = git.worktree_changes(top, prefix)
+    pending = _unstaged_locks(root, changes)
     with git.unstaged_changes_set_aside(top, prefix, root / TMP_DIR / "hooks") as set_aside:
         project = load_project(root)
         staging: Staging | None = _memo_hit(project.root, project.state_path)
@@ -189,14 +192,50 @@ def verify_staged(start: Path) -> Report:
             repo = Repo(project)
             try:
                 report, staging = verify(repo), Staging.of(repo)
+                if pending and not report.ok:
+                    report = _as_if_added(repo, report, pending)
             finally:
                 repo.close()
     report.staging = staging_problems(root, staging, changes)
     if set_aside:
         report.notes.append("unstaged changes were set aside while checking, and put back")
-    locks = {f.stage: f.fix for f in report.staging if f.path.startswith(LOCKS_DIR + "/")}
-    report.stale = [replace(s, fix=locks[s.name]) if s.name in locks else s for s in report.stale]
+    if not pending:
+        locks = {f.stage: f.fix for f in report.staging if f.path.startswith(LOCKS_DIR + "/")}
+        report.stale = [replace(s, fix=locks[s.name]) if s.name in locks else s for s in report.stale]
     return report
+
+
+def _unstaged_locks(root: Path, changes: WorkTreeChanges) -> dict[str, bytes]:
+    """The workspace's bytes of the lock files that are modified or new but not staged, by stage."""
+    found: dict[str, bytes] = {}
+    for path in sorted((root / LOCKS_DIR).glob(f"*{LOCK_SUFFIX}")):
+        rel = f"{LOCKS_DIR}/{path.name}"
+        if changes.unstaged.get(rel) not in (None, "D") or changes.is_untracked(rel):
+            try:
+                found[path.name[: -len(LOCK_SUFFIX)]] = path.read_bytes()
+            except OSError:
+                continue  # unreadable: the staging check reports it
+    return found
+
+
+def _as_if_added(repo: Repo, report: Report, pending: dict[str, bytes]) -> Report:
+    """The check again as if the unstaged lock files were added. A problem it no longer finds
+    was only the missing 'git add' (which the staging problems name), not a stage to re-run, and
+    neither are the stages downstream of it. It only removes problems, never adds them."""
+    from pivot import lock as lockfile  # lazy: only when a check fails with locks left unstaged
+
+    for name, data in pending.items():
+        if name not in repo.graph.stages:
+            continue
+        try:
+            repo.assume_lock(name, lockfile.loads(data, f"{LOCKS_DIR}/{name}.lock"))
+        except PivotError:
+            return report  # an unreadable lock: the first answer stands
+    again = verify(repo, remember=False)
+    stale = {s.name for s in again.stale}
+    metrics = {(m.path, m.problem) for m in again.metrics}
+    return replace(report, stale=[s for s in report.stale if s.name in stale],
+                   metrics=[m for m in report.metrics if (m.path, m.problem) in metrics])
 
 
 def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> list[FileProblem]:

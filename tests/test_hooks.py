@@ -218,6 +218,36 @@ def test_stale_code_is_refused_then_accepted_after_run_and_add(project: Project)
     assert "scale" in project.git("log", "--oneline")
 
 
+def test_a_lock_left_unstaged_is_only_a_git_add(project: Project) -> None:
+    setup(project)
+    project.write("pipeline.py", PIPELINE.replace("SCALE = 2", "SCALE = 3"))
+    project.pivot("run")  # both locks are right in the workspace; only 'git add' is missing
+    project.git("add", "pipeline.py")
+    err = git(project.root, "commit", "-q", "-m", "scale", check=False).stderr
+    assert "fix: git add .pivot/stages/loud.lock" in err and "fix: git add .pivot/stages/final.lock" in err
+    assert "stale" not in err and "pivot run" not in err and "will run" not in err, err
+    assert "pivot: commit refused: 2 file(s) staged differently from the workspace." in err
+
+    project.git("add", ".pivot/stages/final.lock")  # the downstream lock added, the upstream one forgotten
+    err = git(project.root, "commit", "-q", "-m", "scale", check=False).stderr
+    assert ".pivot/stages/loud.lock (stage loud): lock file differs from its staged version" in err
+    assert "fix: git add .pivot/stages/loud.lock" in err
+    assert "final" not in err and "stale" not in err and "pivot run" not in err, err
+
+    project.git("add", ".pivot/stages/loud.lock")
+    git(project.root, "commit", "-q", "-m", "scale")
+
+
+def test_a_stale_stage_with_an_unstaged_lock_still_needs_a_run(project: Project) -> None:
+    setup(project)
+    project.write("pipeline.py", PIPELINE.replace("SCALE = 2", "SCALE = 3"))
+    project.pivot("run")
+    project.write("pipeline.py", PIPELINE.replace("SCALE = 2", "SCALE = 4"))  # changed again, not run
+    project.git("add", "pipeline.py")
+    err = git(project.root, "commit", "-q", "-m", "scale", check=False).stderr
+    assert "loud: stale" in err and "fix: pivot run loud" in err and "final: stale" in err, err
+
+
 def test_hand_edited_metric_is_refused(project: Project) -> None:
     setup(project)
     project.write("metrics.json", '{"chars": 999}\n')

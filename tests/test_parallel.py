@@ -286,6 +286,34 @@ def down():
 ''' + timed_stage("later", 0.0)
 
 
+CHAIN = """\
+from pivot import stage
+
+
+@stage(outs=["a.txt"])
+def first():
+    raise ValueError("boom")
+
+
+@stage(deps=["a.txt"], outs=["b.txt"])
+def second():
+    open("b.txt", "w").write("b")
+
+
+@stage(deps=["b.txt"], outs=["c.txt"])
+def third():
+    open("c.txt", "w").write("c")
+"""
+
+
+def test_a_stage_below_one_that_was_not_run_does_not_call_it_failed(project: Project) -> None:
+    project.pipeline(CHAIN)
+    out = project.pivot("run", "--keep-going", check=False).stdout
+    assert "second: not run (upstream stage 'first' failed)" in out
+    assert "third: not run (upstream stage 'second' was not run, because 'first' failed)" in out
+    assert "0 ran, 0 up to date, 1 failed, 2 not run (failed: first)" in out
+
+
 @pytest.mark.parametrize("keep_going", [False, True])
 def test_failure_stops_downstream_and_keep_going_runs_the_rest(project: Project, keep_going: bool) -> None:
     project.pipeline(FAILING)

@@ -166,7 +166,7 @@ def test_gc_from_another_clone_makes_push_ask_again(project: Project, remote: Re
     assert len(remote.objects()) == 2 * OBJECTS
     other = clone(project, tmp_path)  # main only: the feature branch's objects are garbage to it
     other.pivot("remote", "add", "store", remote.url, "--default", "--force", *remote.options)
-    assert f"removed {OBJECTS} object(s)" in other.pivot("gc", "--remote", "store", "--min-age", "0").stdout
+    assert f"removed {OBJECTS} object(s)" in other.pivot("gc", "--remote", "store", "--min-age", "0", "--yes").stdout
     assert f"pushed {OBJECTS} object(s)" in project.pivot("push").stdout
     assert len(remote.objects()) == 2 * OBJECTS
     assert "already has all" in project.pivot("push").stdout
@@ -230,14 +230,15 @@ def test_gc_keeps_what_other_branches_need(project: Project, remote: Remote, tmp
 
     assert "would remove 0 object(s)" in project.pivot("gc", "--all-branches", "--dry-run").stdout
     assert "removed 0 object(s)" in project.pivot("gc", "-r", "store", "--all-branches").stdout
-    assert f"would remove {OBJECTS} object(s)" in project.pivot("gc", "--dry-run").stdout
+    assert f"would remove {OBJECTS} object(s)" in project.pivot("gc", "--workspace", "--dry-run").stdout
     assert len(project.cache_objects()) == 2 * OBJECTS
-    assert f"removed {OBJECTS} object(s)" in project.pivot("gc").stdout
+    assert f"removed {OBJECTS} object(s)" in project.pivot("gc", "--workspace", "--yes").stdout
     assert len(project.cache_objects()) == OBJECTS
-    recent = project.pivot("gc", "--remote", "store")  # just pushed: a push in progress may need them
+    recent = project.pivot("gc", "--workspace", "--remote", "store")  # just pushed: a push in progress may need them
     assert "removed 0 object(s)" in recent.stdout and len(remote.objects()) == 2 * OBJECTS
     assert f"kept {OBJECTS} unreferenced object(s)" in recent.stderr and "--min-age 0" in recent.stderr
-    assert f"removed {OBJECTS} object(s)" in project.pivot("gc", "--remote", "store", "--min-age", "0").stdout
+    assert f"removed {OBJECTS} object(s)" in project.pivot("gc", "--workspace", "--remote", "store", "--min-age", "0",
+                                                              "--yes").stdout
     assert len(remote.objects()) == OBJECTS
     assert f"fetched {OBJECTS} object(s)" in clone(project, tmp_path).pivot("pull").stdout
 
@@ -343,7 +344,7 @@ def test_remote_gc_removes_unreferenced_objects_once_they_are_old(project: Proje
     for digest in first:  # the first version's objects were pushed two hours ago
         path = remote.folder / "files" / digest[:2] / digest[2:]  # type: ignore[operator]
         os.utime(path, (time.time() - 7200, time.time() - 7200))
-    gc = project.pivot("gc", "-r", "store")
+    gc = project.pivot("gc", "-r", "store", "--workspace", "--yes")
     assert f"removed {OBJECTS} object(s)" in gc.stdout and "unreferenced" not in gc.stderr
     assert not remote.objects() & first and len(remote.objects()) == OBJECTS
     bad = project.pivot("gc", "-r", "store", "--min-age", "-1", check=False)

@@ -892,7 +892,7 @@ def test_gc_forgets_parsed_locks_no_lock_file_has(project: Project) -> None:
         project.pivot("run")
         project.pivot("status")  # reads (and remembers) the lock just written
     assert memo() >= 2
-    project.pivot("gc")
+    project.pivot("gc", "--yes")
     assert memo() == 1
     assert "up to date" in project.pivot("status").stdout
     assert memo() == 1  # the kept entry still serves; nothing new was parsed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from pivot.workspace import Workspace
@@ -11,31 +13,53 @@ if TYPE_CHECKING:
     from pivot.remote import GcResult
 
 
+class Keep(Enum):
+    """Which lock files' outputs gc keeps (the workspace's are always kept)."""
+
+    HISTORY = "history"  # the default: every commit reachable from HEAD, local branches and tags
+    WORKSPACE = "workspace"  # only the workspace's lock files
+    BRANCH_TIPS = "all-branches"  # the last commit of every local branch
+    ALL_COMMITS = "all-commits"  # every commit reachable from any ref, remote-tracking ones too
+
+
+# (where, objects, bytes) about to be removed -> go ahead? It may raise a PivotError to refuse.
+Confirm = Callable[[str, int, int], bool]
+
+
 @dataclass(frozen=True)
 class Collected:
     where: str  # "the cache" or "remote 'NAME'"
     result: GcResult
 
 
-def collect_garbage(all_branches: bool, all_commits: bool, dry_run: bool, remote_name: str | None = None,
-                    jobs: int | None = None, min_age_minutes: int = 60) -> Collected:
-    """Keep what the workspace's lock files need (and every local branch's / commit's with the
-    flags); remove the rest from the local cache, or from remote `remote_name`."""
+def collect_garbage(keep: Keep, dry_run: bool, remote_name: str | None = None, jobs: int | None = None,
+                    min_age_minutes: int = 60, confirm: Confirm | None = None) -> Collected:
+    """Keep what the workspace's lock files and those of `keep`'s commits need; remove the rest
+    from the local cache, or from remote `remote_name`, once `confirm` agrees (never asked on a
+    dry run or when nothing would be removed)."""
     from pivot.ops.needed import needed_outputs  # lazy: start-up
     from pivot.remote import default_jobs, gc_local, gc_remote  # lazy: start-up
 
     with Workspace.find() as ws, ws.lock("gc"):
-        outputs = needed_outputs(ws.project, (), all_branches, all_commits)
+        outputs = needed_outputs(ws.project, (), all_branches=keep is Keep.BRANCH_TIPS,
+                                 all_commits=keep is Keep.ALL_COMMITS, local_history=keep is Keep.HISTORY)
         if remote_name:
             spec = ws.remote(remote_name)
+            where = f"remote '{spec.name}'"
             jobs = jobs or default_jobs(spec.url)
             result = gc_remote(ws.storage(spec, jobs), ws.cache, outputs, jobs, dry_run,
-                               min_age=min_age_minutes * 60.0)
-            return Collected(f"remote '{spec.name}'", result)
-        result = gc_local(ws.cache, outputs, dry_run)
-        if not dry_run:
+                               min_age=min_age_minutes * 60.0, confirm=_asking(confirm, where))
+            return Collected(where, result)
+        result = gc_local(ws.cache, outputs, dry_run, confirm=_asking(confirm, "the cache"))
+        if not dry_run and not result.declined:
             _forget(ws)
         return Collected("the cache", result)
+
+
+def _asking(confirm: Confirm | None, where: str) -> Callable[[int, int], bool] | None:
+    if confirm is None:
+        return None
+    return lambda count, size: confirm(where, count, size)
 
 
 def _forget(ws: Workspace) -> None:

@@ -1,5 +1,6 @@
 """Which cached outputs an operation concerns: those the workspace's lock files name (of some
-stages, or all), and with --all-branches / --all-commits those of git history too."""
+stages, or all), and with --all-branches / --all-commits (or, for gc by default, the history of
+local branches and tags) those of git history too."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ if TYPE_CHECKING:
 
 
 def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches: bool = False,
-                   all_commits: bool = False) -> dict[str, NeededOutput]:
+                   all_commits: bool = False, local_history: bool = False) -> dict[str, NeededOutput]:
     """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
-    --all-branches / --all-commits of those revisions' lock files too."""
+    --all-branches / --all-commits of those revisions' lock files too; with `local_history`, of
+    every commit reachable from HEAD, local branches and tags."""
     from pivot import lock as lockfile  # lazy: start-up
     from pivot.history import History  # lazy: pygit2 is heavy
 
@@ -31,10 +33,10 @@ def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches:
         for rec in lock.outs:
             if rec.kind != OutputKind.METRIC:
                 needed.setdefault(rec.hash, NeededOutput(rec.hash, rec.path, name, rec.is_dir, "workspace"))
-    if all_branches or all_commits:
+    if all_branches or all_commits or local_history:
         history = History(project.root)
         with history:
-            commits = history.revisions(all_branches, all_commits)
+            commits = history.revisions(all_branches, all_commits, local_history)
             for digest, need in history.outputs_needed(commits).items():
                 needed.setdefault(digest, need)
     return needed

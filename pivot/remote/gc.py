@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pivot.cache import Cache, object_relpath
@@ -14,56 +16,74 @@ from pivot.remote.plan import Manifest, expand, local_manifest, remote_manifest
 from pivot.remote.progress import duration, human
 from pivot.remote.storage import Listed, LocalStorage, Storage
 
+Confirm = Callable[[int, int], bool]  # (objects, bytes) about to be removed -> go ahead?
+
 
 @dataclass
 class GcResult:
-    removed: int = 0
+    removed: int = 0  # removed, or with dry_run / declined: would have been removed
     bytes: int = 0
     kept: int = 0
     notes: list[str] = field(default_factory=list)
     young: int = 0  # unreferenced but written less than min_age ago: kept (remote gc)
+    declined: bool = False  # `confirm` said no: nothing was removed
 
 
-def gc_local(cache: Cache, outputs: dict[str, NeededOutput], dry_run: bool) -> GcResult:
+def gc_local(cache: Cache, outputs: dict[str, NeededOutput], dry_run: bool,
+             confirm: Confirm | None = None) -> GcResult:
+    """Remove the cache's objects the outputs do not need; `confirm` is asked first (not on a
+    dry run, nor when there is nothing to remove)."""
     result = GcResult()
     plan = expand(outputs, local_manifest(cache))
     keep = set(plan.objects)
     base = cache.dir / "files"
     if not base.is_dir():
         return result
+    drop: list[str] = []
     for prefix in sorted(os.listdir(base)):
-        folder = base / prefix
-        for entry in os.scandir(folder):
-            digest = prefix + entry.name
-            if digest in keep:
+        for entry in os.scandir(base / prefix):
+            if prefix + entry.name in keep:
                 result.kept += 1
                 continue
             result.removed += 1
             result.bytes += entry.stat().st_size
-            if not dry_run:
-                os.unlink(entry.path)
-        if not dry_run and not os.listdir(folder):
-            os.rmdir(folder)
+            drop.append(entry.path)
+    if dry_run or not drop:
+        return result
+    if confirm is not None and not confirm(result.removed, result.bytes):
+        result.declined = True
+        return result
+    for path in drop:
+        os.unlink(path)
+    for prefix in sorted(os.listdir(base)):
+        with contextlib.suppress(OSError):  # not empty: it still holds kept objects
+            os.rmdir(base / prefix)
     return result
 
 
 def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs: int, dry_run: bool,
-              min_age: float = 3600.0) -> GcResult:
+              min_age: float = 3600.0, confirm: Confirm | None = None) -> GcResult:
     """Remove the remote's objects no kept lock refers to, except those written less than
     `min_age` seconds ago: a push in progress (from any clone) uploads objects before the lock
-    that refers to them is committed anywhere."""
+    that refers to them is committed anywhere. `confirm` is asked between listing and deleting."""
     result = GcResult()
+    drop: list[str] = []
+    present: dict[str, Listed] = {}
 
-    async def go() -> None:
-        with Step(storage, "listing its objects") as step:
+    async def plan() -> None:
+        with Step(storage, "listing its objects"):
             await storage.preflight(writing=False)
             keep = await _referenced(storage, cache, outputs, result)
-            present = await storage.list_all()
-            drop = _droppable(present, keep, min_age, result)
+            present.update(await storage.list_all())
+            drop.extend(_droppable(present, keep, min_age, result))
             result.kept = len(present) - len(drop)
             result.removed = len(drop)
             result.bytes = sum(present[d].size for d in drop)
+
+    async def delete() -> None:
+        with Step(storage, "deleting") as step:
             if isinstance(storage, LocalStorage):
+                step.doing = "clearing temporaries"
                 await _clear_temporaries(storage, dry_run, result)
             if not dry_run and drop:
                 step.doing = "deleting"
@@ -75,7 +95,11 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], 
                 batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]
                 await bounded(jobs, batches, lambda b: storage.delete([object_relpath(d) for d in b]))
 
-    storage.run(go)
+    storage.run(plan)
+    if not dry_run and drop and confirm is not None and not confirm(result.removed, result.bytes):
+        result.declined = True
+        return result
+    storage.run(delete)
     return result
 
 
