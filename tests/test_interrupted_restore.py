@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import PIVOT, Project
 
-FILES = 2000
+FILES = 2000  # none empty: an empty temporary left by a kill must not pass for a cached file
 
 PIPELINE = f'''
 from pivot import stage
@@ -24,7 +24,7 @@ def make():
     import os
     os.makedirs("out/sub", exist_ok=True)
     for i in range({FILES}):
-        open(f"out/sub/f{{i}}.txt" if i % 2 else f"out/f{{i}}.txt", "w").write(f"file {{i}}\\n" * (i % 7))
+        open(f"out/sub/f{{i}}.txt" if i % 2 else f"out/f{{i}}.txt", "w").write(f"file {{i}}\\n" * (i % 7 + 1))
 '''
 
 
