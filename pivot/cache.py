@@ -75,6 +75,23 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
+TEMP_SUFFIX = ".pivot-tmp"
+
+
+def temporary_for(dest: str) -> str:
+    """Where a file is made before it is renamed to `dest`: beside it, hidden, named for it."""
+    folder, name = os.path.split(dest)
+    return os.path.join(folder, f".{name}{TEMP_SUFFIX}")
+
+
+def is_temporary(rel: str) -> bool:
+    """Whether a workspace path is one of Pivot's own temporaries (`temporary_for`): a restore
+    killed between making a file and renaming it leaves one behind, and the next restore removes
+    it. No user writes such a name, so it never counts as a user's edit."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX) and len(name) > len(TEMP_SUFFIX) + 1
+
+
 def unlink_quiet(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -227,8 +244,7 @@ class Cache:
         """Atomically put a link or copy of cache object `src` at `dest`, whose folder exists
         (made by `make`, by default as link mode `link` says, or else the cache's)."""
         make = make or (lambda s, t: self._make(s, t, link or self.link))
-        folder, name = os.path.split(dest)
-        tmp = os.path.join(folder, f".{name}.pivot-tmp")
+        tmp = temporary_for(dest)
         try:
             try:
                 make(src, tmp)

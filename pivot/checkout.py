@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pivot.hashing import parse_manifest
-from pivot.records import OutputKind, PathHash, PathRecord
+from pivot.records import OutputKind, PathRecord
 from pivot.repo import Repo
 
 
@@ -38,14 +37,17 @@ def checkout(repo: Repo, stages: tuple[str, ...] = (), modified: Modified = Modi
     object is reported, never guessed at."""
     result = CheckoutResult()
     names = repo.graph.select(list(stages), single=True) if stages else list(repo.graph.order)
-    for name in names:
-        lock = repo.read_lock(name)
-        if lock is None:
-            continue
-        for rec in lock.outs:
-            if rec.kind != OutputKind.METRIC:
-                _checkout_one(repo, rec, modified, result)
+    recs = [rec for name in names for rec in _locked_outs(repo, name) if rec.kind != OutputKind.METRIC]
+    for rec in recs:  # before writing anything: no output may lead out through a link made since
+        repo.check_confined(rec.path)
+    for rec in recs:
+        _checkout_one(repo, rec, modified, result)
     return result
+
+
+def _locked_outs(repo: Repo, name: str) -> tuple[PathRecord, ...]:
+    lock = repo.read_lock(name)
+    return lock.outs if lock is not None else ()
 
 
 def _checkout_one(repo: Repo, rec: PathRecord, modified: Modified, result: CheckoutResult) -> None:
@@ -60,7 +62,7 @@ def _checkout_one(repo: Repo, rec: PathRecord, modified: Modified, result: Check
     if not repo.in_cache(rec):
         result.missing.append(rec.path)
         return
-    if current is not None and modified is not Modified.OVERWRITE and not _in_cache(repo, current):
+    if current is not None and modified is not Modified.OVERWRITE and not repo.recoverable(current):
         if modified is Modified.KEEP:
             result.kept.append((rec.path, KEPT_WHY))
             return
@@ -70,11 +72,3 @@ def _checkout_one(repo: Repo, rec: PathRecord, modified: Modified, result: Check
     repo.restore(rec)
     result.restored.append(rec.path)
 
-
-def _in_cache(repo: Repo, current: PathHash) -> bool:
-    """Whether the workspace version could be brought back from the cache after overwriting."""
-    if repo.cache.has(current.hash):
-        return True
-    if current.is_dir and current.manifest is not None:
-        return all(repo.cache.has(e.hash) for e in parse_manifest(current.manifest))
-    return False

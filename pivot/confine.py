@@ -48,6 +48,35 @@ class Confinement:
             return f"leads into {PIVOT_DIR}/ ({real}), which Pivot owns, through a symbolic link"
         return None
 
+    def escape(self, rel: str) -> tuple[str, str] | None:
+        """The first problem of `rel` or, when it is a folder, of any symbolic link below it
+        (followed into folders that stay inside): (the path at fault, where it leads); None when
+        nothing there leads out. For what a stage produced, or a folder checkout writes into."""
+        problem = self.problem(rel)
+        if problem is not None:
+            return rel, problem
+        stack = [rel]
+        seen: set[str] = set()
+        while stack:
+            folder = stack.pop()
+            real = os.path.realpath(os.path.join(self.root, folder))
+            if real in seen:  # a link loop inside the project: walked once
+                continue
+            seen.add(real)
+            try:
+                entries = list(os.scandir(real))
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for entry in entries:
+                child = f"{folder}/{entry.name}"
+                if entry.is_symlink():
+                    problem = self.problem(child)
+                    if problem is not None:
+                        return child, problem
+                if entry.is_dir():
+                    stack.append(child)
+        return None
+
 
 def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

@@ -33,6 +33,11 @@ class CacheError(PivotError):
     """An object is missing from the cache, or the cache could not be written."""
 
 
+class Escaped(PivotError):
+    """A path Pivot was about to write or cache leads outside the project, or into .pivot/,
+    through a symbolic link made after the graph was checked."""
+
+
 class LockError(PivotError):
     """A lock file is unreadable, or another pivot process holds the project.
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from pivot import lock as lockfile
 from pivot import params as params_mod
-from pivot.cache import Cache
-from pivot.errors import LockError
+from pivot.cache import Cache, is_temporary
+from pivot.confine import Confinement
+from pivot.errors import Escaped, LockError
 from pivot.fingerprint import Fingerprint, Fingerprinter
 from pivot.graph import Graph, build
 from pivot.hashing import Hasher, parse_manifest
@@ -235,7 +236,7 @@ class Repo:
         workspace copy: restoring an output and checking out with SAVE_TO_CACHE both call it.
         Returns (the version's hash, files newly stored), or None when nothing needed storing."""
         dest = self.root / path
-        if current is None or dest.is_symlink() or self.cache.has(current.hash):
+        if current is None or dest.is_symlink() or self.cache.has(current.hash) or self.half_restored(current):
             return None
         if locked is not None and current.hash == locked.hash:
             return None
@@ -254,6 +255,33 @@ class Repo:
         self.cache.add_bytes(current.manifest)
         return current.hash, stored
 
+    def recoverable(self, current: PathHash) -> bool:
+        """Whether the workspace version `current` could be brought back from the cache after
+        overwriting it. Pivot's own temporaries (left by a killed restore) do not count: they
+        hold no one's work."""
+        if self.cache.has(current.hash):
+            return True
+        files = [e for e in _files(current) if not is_temporary(e.path)]
+        return current.is_dir and current.manifest is not None and not self.cache.missing(e.hash for e in files)
+
+    def half_restored(self, current: PathHash) -> bool:
+        """Whether folder version `current` is what a killed restore left: files that are all in
+        the cache, and at least one of Pivot's temporaries, which hold no one's work."""
+        files = _files(current)
+        if not any(is_temporary(e.path) for e in files):
+            return False
+        return self.recoverable(current)
+
+    def check_confined(self, path: str) -> None:
+        """Refuse to write output `path` when it (a folder on the way, or a link inside it) now
+        leads outside the project or into .pivot/ through a symbolic link: one made after the
+        graph was checked, by the user or by a stage."""
+        found = Confinement(self.root).escape(path)
+        if found is not None:
+            where = f"'{path}'" if found[0] == path else f"'{path}': '{found[0]}'"
+            raise Escaped(f"not restoring {where} {found[1]}; nothing was written there: "
+                          "replace the link with a real folder, then run the command again")
+
     def _keep_modified(self, rec: PathRecord, current: PathHash | None) -> str | None:
         kept = self.keep_workspace_copy(rec.path, current, rec)
         if kept is None:
@@ -269,6 +297,7 @@ class Repo:
         already there is first stored in the cache, so nothing is lost; returns a note saying so.
         In a folder, only the files that differ are rewritten. `link`: the link mode (default:
         the cache's; "copy" for a writable copy)."""
+        self.check_confined(rec.path)
         dest = self.root / rec.path
         current = self.hasher.hash_path(rec.path)  # from the memo: one walk serves both steps
         note = self._keep_modified(rec, current)

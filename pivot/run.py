@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pivot import atomic, gitignore
+from pivot.confine import Confinement
 from pivot.errors import PivotError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
 from pivot.landing import Landing
@@ -474,12 +475,16 @@ class Runner:
         return moved
 
     def _roll_back(self, stage: str, outs: tuple[Out, ...], backups: list[str]) -> None:
-        """Remove what a failed stage wrote and put the previous outputs back."""
+        """Remove what a failed stage wrote and put the previous outputs back; never through a
+        link the stage made to somewhere outside the project (what it wrote there is left, and the
+        previous version stays in the cache)."""
+        confinement = Confinement(self.root)
         for o in outs:
-            _remove(self.root / o.path)
+            if confinement.problem(o.path) is None:
+                _remove(self.root / o.path)
         for p in backups:
             src = self._backup_path(stage, p)
-            if os.path.lexists(src):
+            if os.path.lexists(src) and confinement.problem(p) is None:
                 (self.root / p).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, self.root / p)
 

@@ -90,7 +90,26 @@ def call_stage(task: StageTask) -> tuple[str | None, str]:
         if absent:
             error = (f"stage '{task.name}' did not produce declared output '{absent[0]}'; "
                      "write it in the stage or remove it from outs")
+    if error is None:
+        error = escaped_output(task)
     return error, output
+
+
+def escaped_output(task: StageTask) -> str | None:
+    """Why the stage's outputs must not be cached, when one of them (or a folder on the way, or
+    a link inside an output folder) now leads outside the project through a symbolic link the
+    stage made; else None. Nothing is read through such a link."""
+    from pivot.confine import Confinement  # lazy: only when a stage succeeded
+
+    confinement = Confinement(task.root)
+    for o in task.outs:
+        found = confinement.escape(o.path)
+        if found is not None:
+            path, problem = found
+            what = f"output '{o.path}'" if path == o.path else f"output '{o.path}' holds '{path}', which"
+            return (f"stage '{task.name}': {what} {problem}; Pivot caches nothing through such a link: "
+                    "write real files inside the project")
+    return None
 
 
 def execute(task: StageTask) -> StageResult:
