@@ -198,8 +198,8 @@ def main() -> None:
          f"{statistics.median(phase_local) / statistics.median(phase_dask):.2f}x "
          f"(ideal {args.workers / args.local_jobs:.2f}x)", ""],
     ]
-    print(markdown_table(["", f"dask, {args.workers} workers (SeaweedFS S3)", f"local pool (-j 1 / -j {args.local_jobs})"],
-                         rows))
+    print(markdown_table(["", f"dask, {args.workers} workers (SeaweedFS S3)",
+                          f"local pool (-j 1 / -j {args.local_jobs})"], rows))
     print(f"\nraw samples: {path}")
 
 

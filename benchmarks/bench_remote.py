@@ -115,12 +115,18 @@ def remote_url(backend: str, work: Path, tool: str) -> tuple[str, str]:
 # -- pivot ------------------------------------------------------------------------------------------
 
 
+def link_tree(src: Path, dest: Path) -> None:
+    """The inputs inside the project (Pivot refuses a dep reached through a link leading out of
+    it), as hard links: no copying."""
+    shutil.copytree(src, dest, copy_function=os.link)
+
+
 def pivot_project(work: Path, gen: Path, env: dict[str, str]) -> Path:
     proj = work / "pivot-proj"
     proj.mkdir()
     sh(["git", "init", "-q"], proj, env)
     sh([PIVOT, "init"], proj, env)
-    (proj / "gen").symlink_to(gen)
+    link_tree(gen, proj / "gen")
     (proj / "pipeline.py").write_text(PIPELINE)
     (proj / ".gitignore").write_text("/gen\n")
     sh([PIVOT, "run"], proj, env)
@@ -129,7 +135,7 @@ def pivot_project(work: Path, gen: Path, env: dict[str, str]) -> Path:
     return proj
 
 
-def bench_pivot(backend: str, work: Path, proj: Path, endpoint: str | None, repeat: int,
+def bench_pivot(backend: str, work: Path, gen: Path, proj: Path, endpoint: str | None, repeat: int,
                 env: dict[str, str], out: dict[str, Measurement]) -> None:
     for what, stage in (("small", "small"), ("big", "big")):
         names = [f"{what}/{backend}/{op}" for op in ("push", "noop-push", "pull")]
@@ -144,7 +150,7 @@ def bench_pivot(backend: str, work: Path, proj: Path, endpoint: str | None, repe
             out[f"pivot:{names[1]}"].add(timed([PIVOT, "push", stage], proj, env, f"pivot:{names[1]}"))
             clone = work / f"clone-{uuid.uuid4().hex[:8]}"
             sh(["git", "clone", "-q", str(proj), str(clone)], work, env)
-            (clone / "gen").symlink_to(proj / "gen")  # the pipeline's inputs, as a clone would have them
+            link_tree(gen, clone / "gen")  # the pipeline's inputs, as a clone would have them
             sh([PIVOT, "remote", "add", "r", url, "--default", "--force", "--local", *opts], clone, env)
             out[f"pivot:{names[2]}"].add(timed([PIVOT, "pull", stage], clone, env, f"pivot:{names[2]}"))
             shutil.rmtree(clone)
@@ -232,7 +238,7 @@ def main() -> None:
                                              capture_output=True).returncode == 0
         for backend in backends:
             ep = endpoint if backend == "s3" else None
-            bench_pivot(backend, work, proj, ep, args.repeat, env, results)
+            bench_pivot(backend, work, gen, proj, ep, args.repeat, env, results)
             if dproj is not None:
                 if backend == "s3" and not dvc_s3:
                     for n in ("push", "noop-push", "pull"):
