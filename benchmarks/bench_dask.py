@@ -1,6 +1,6 @@
 """Stages on a Dask cluster (`pivot run --executor dask`), against the local pool.
 
-Set-up: moto's S3 server (tests/moto_server.py) as the remote, and a `LocalCluster` of W
+Set-up: SeaweedFS's S3 server (tests/seaweed.py) as the remote, and a `LocalCluster` of W
 (default 4) worker processes with one thread each, started by this script; each `pivot run` is
 a separate process that connects to it. The cluster and the workers' S3 connections are
 warmed up by an untimed run first, as they would be on a long-lived cluster.
@@ -46,7 +46,7 @@ from benchlib import machine_info, markdown_table, tool_env, write_results
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from moto_server import DUMMY_CREDENTIALS, MotoServer  # noqa: E402
+from seaweed import DUMMY_CREDENTIALS, SeaweedServer  # noqa: E402
 
 BUCKET = "pivot-bench-dask"
 PIVOT = str(Path(sys.executable).parent / "pivot")
@@ -135,8 +135,7 @@ def main() -> None:
     os.environ.update(DUMMY_CREDENTIALS)
     base = Path(tempfile.mkdtemp(prefix="pivot-bench-dask-"))
     results: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
-    with MotoServer() as moto:
-        moto.create_bucket(BUCKET)
+    with SeaweedServer(BUCKET) as s3:
         workdir = base / "workers"
         workdir.mkdir()
         cwd = os.getcwd()
@@ -148,13 +147,13 @@ def main() -> None:
             os.chdir(cwd)
         with cluster:
             dask = ["--scheduler", cluster.scheduler_address]
-            warm = make_project(base, wide_pipeline(args.workers * 2, 0.0), moto.endpoint, env)
+            warm = make_project(base, wide_pipeline(args.workers * 2, 0.0), s3.endpoint, env)
             stream(warm, dask, env)  # workers import s3fs and open their S3 connections once
 
             chain_dask, chain_local, chain_dask_wall, chain_local_wall = [], [], [], []
             forced_dask, forced_local = [], []
             for _ in range(args.repeats):
-                root = make_project(base, chain_pipeline(args.chain), moto.endpoint, env)
+                root = make_project(base, chain_pipeline(args.chain), s3.endpoint, env)
                 gaps, wall = done_gaps(root, dask, env)
                 chain_dask.append(statistics.median(gaps))
                 chain_dask_wall.append(wall)
@@ -167,7 +166,7 @@ def main() -> None:
 
             wide_dask, wide_local, phase_dask, phase_local = [], [], [], []
             for _ in range(args.repeats):
-                wall, phase = timed_run(make_project(base, wide_pipeline(args.wide, args.sleep), moto.endpoint, env),
+                wall, phase = timed_run(make_project(base, wide_pipeline(args.wide, args.sleep), s3.endpoint, env),
                                         dask, env)
                 wide_dask.append(wall)
                 phase_dask.append(phase)
@@ -199,8 +198,8 @@ def main() -> None:
          f"{statistics.median(phase_local) / statistics.median(phase_dask):.2f}x "
          f"(ideal {args.workers / args.local_jobs:.2f}x)", ""],
     ]
-    print(markdown_table(["", f"dask, {args.workers} workers (moto S3)", f"local pool (-j 1 / -j {args.local_jobs})"],
-                         rows))
+    print(markdown_table(["", f"dask, {args.workers} workers (SeaweedFS S3)",
+                          f"local pool (-j 1 / -j {args.local_jobs})"], rows))
     print(f"\nraw samples: {path}")
 
 

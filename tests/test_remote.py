@@ -1,5 +1,6 @@
-"""Remotes: one contract suite run against a local folder and against S3 (moto's server over HTTP),
-plus S3 failures (no credentials, no endpoint), gc, verify --remote and the pre-push hook."""
+"""Remotes: one contract suite run against a local folder and against S3 (SeaweedFS's server over
+HTTP, tests/seaweed.py), plus S3 failures (no credentials, no endpoint), the number of requests an
+operation makes, gc, verify --remote and the pre-push hook."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import Project
-from moto_server import DUMMY_CREDENTIALS, MotoServer, free_port
+from seaweed import DUMMY_CREDENTIALS, S3_BUCKET, CountingProxy, SeaweedServer, free_port
 
-BUCKET = "pivot-tests"
+BUCKET = S3_BUCKET
 
 PIPELINE = """\
 import os
@@ -33,21 +34,13 @@ def build():
 OBJECTS = 7  # model.bin, the features manifest, its 5 files
 
 
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    pytest.importorskip("moto", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
-    with MotoServer() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
 @dataclass
 class Remote:
     kind: str
     url: str
     options: list[str] = field(default_factory=list)
     folder: Path | None = None
-    server: MotoServer | None = None
+    server: SeaweedServer | None = None
 
     def _key(self, digest: str) -> str:
         return f"{self.url.split('/', 3)[3]}/files/{digest[:2]}/{digest[2:]}"
@@ -88,14 +81,12 @@ class Remote:
 
 
 @pytest.fixture(params=["folder", "s3"])
-def remote(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Remote:
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
     if request.param == "folder":
         return Remote("folder", str(tmp_path / "remote"), folder=tmp_path / "remote")
-    server: MotoServer = request.getfixturevalue("moto")
-    for key, value in DUMMY_CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    return Remote("s3", f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}", ["-o", f"endpoint_url={server.endpoint}"],
-                  server=server)
+    server: SeaweedServer = request.getfixturevalue("seaweed")
+    prefix: str = request.getfixturevalue("s3_prefix")
+    return Remote("s3", prefix, ["-o", f"endpoint_url={server.endpoint}"], server=server)
 
 
 def setup(project: Project, remote: Remote, raw: str = "raw data\n") -> None:
@@ -258,8 +249,7 @@ def test_verify_remote_fails_until_pushed(project: Project, remote: Remote) -> N
 # -- S3 failures: an error, never "missing" ---------------------------------------------------------
 
 
-def test_an_unreachable_endpoint_is_one_clear_error(project: Project, moto: MotoServer,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_endpoint_is_one_clear_error(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in DUMMY_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     setup(project, Remote("s3", f"s3://{BUCKET}/x", ["-o", f"endpoint_url=http://127.0.0.1:{free_port()}",
@@ -273,24 +263,66 @@ def test_an_unreachable_endpoint_is_one_clear_error(project: Project, moto: Moto
         assert time.monotonic() - start < 15
 
 
-def test_missing_credentials_are_one_clear_error(project: Project, moto: MotoServer, tmp_path: Path,
+def test_missing_credentials_are_one_clear_error(project: Project, seaweed: SeaweedServer, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    setup(project, Remote("s3", f"s3://{BUCKET}/y", ["-o", f"endpoint_url={moto.endpoint}"]))
+    setup(project, Remote("s3", f"s3://{BUCKET}/y", ["-o", f"endpoint_url={seaweed.endpoint}"]))
     for command in ("push", "fetch"):
         error = one_error_line(project.pivot(command, check=False))
         assert "Unable to locate credentials" in error and "AWS_ACCESS_KEY_ID" in error
 
 
-def test_a_missing_bucket_is_named(project: Project, moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in DUMMY_CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    setup(project, Remote("s3", "s3://no-such-bucket/p", ["-o", f"endpoint_url={moto.endpoint}"]))
+def test_a_missing_bucket_is_named(project: Project, seaweed: SeaweedServer, s3_prefix: str) -> None:
+    setup(project, Remote("s3", "s3://no-such-bucket/p", ["-o", f"endpoint_url={seaweed.endpoint}"]))
     assert "bucket 'no-such-bucket' does not exist" in one_error_line(project.pivot("push", check=False))
+
+
+# -- requests per operation (the baseline that packing objects will lower) -------------------------
+
+
+@pytest.fixture
+def counted(seaweed: SeaweedServer, s3_prefix: str) -> Iterator[tuple[Remote, CountingProxy]]:
+    """An S3 remote whose endpoint is a proxy counting every request on its way to SeaweedFS."""
+    with CountingProxy(seaweed.endpoint) as proxy:
+        yield Remote("s3", s3_prefix, ["-o", f"endpoint_url={proxy.endpoint}"], server=seaweed), proxy
+
+
+def test_requests_per_operation_on_s3(project: Project, counted: tuple[Remote, CountingProxy],
+                                      tmp_path: Path) -> None:
+    """Today's request counts, measured against SeaweedFS (7 objects: OBJECTS). Each bound is the
+    number measured when this test was written; fewer is better (packs will lower them), more is a
+    regression to explain."""
+    remote, proxy = counted
+    setup(project, remote)
+    proxy.reset()
+    project.pivot("push")
+    # 24: HEAD bucket, GET + PUT of the generation token, then per object a HEAD and a LIST
+    # (s3fs's exists() lists when the HEAD finds nothing) and the PUT: 3 + 3 x 7.
+    assert proxy.count() <= 3 + 3 * OBJECTS, proxy.requests
+    assert proxy.by_method()["PUT"] == OBJECTS + 1, proxy.requests
+
+    proxy.reset()
+    assert "already has all" in project.pivot("push").stdout
+    # 2: HEAD bucket, GET the generation token; the objects are remembered as pushed.
+    assert proxy.count() <= 2, proxy.requests
+
+    other = clone(project, tmp_path)
+    proxy.reset()
+    assert f"fetched {OBJECTS} object(s)" in other.pivot("pull").stdout
+    # 9: HEAD bucket, one GET per object, GET the generation token.
+    assert proxy.count() <= OBJECTS + 2, proxy.requests
+    assert set(proxy.by_method()) == {"HEAD", "GET"}, proxy.requests
+
+    (project.root / ".pivot/tmp/remotes.db").unlink()  # remembers nothing: must ask the remote
+    proxy.reset()
+    assert "already has all" in project.pivot("push").stdout
+    # 9: HEAD bucket, GET the generation token, one HEAD per object (few objects: no listing).
+    assert proxy.count() <= OBJECTS + 2, proxy.requests
+    assert "PUT" not in proxy.by_method(), proxy.requests
 
 
 # -- configuration -------------------------------------------------------------------------------------
