@@ -22,6 +22,28 @@ SECRET_KEYS = frozenset({
     "credentials",
 })
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]+@")  # user:password@ in a url
+
+
+def masked(value: Any) -> Any:
+    """A url with its user:password@ part shown as ***@; anything else unchanged."""
+    return _USERINFO.sub("***@", value) if isinstance(value, str) else value
+
+
+def secret_values(options: dict[str, Any]) -> list[str]:
+    """The strings a message must never show: secret options and the user:password of urls."""
+    found = [str(v) for k, v in options.items() if k in SECRET_KEYS and v not in (None, "")]
+    for value in options.values():
+        if isinstance(value, str):
+            found += [m.group(0)[:-1] for m in _USERINFO.finditer(value)]
+    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """`text` with the given secrets and any url's user:password@ replaced by ***."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return _USERINFO.sub("***@", text)
 
 
 @dataclass(frozen=True)
@@ -32,7 +54,7 @@ class RemoteSpec:
 
     def public(self) -> dict[str, Any]:
         """The options without secrets (for listings)."""
-        return {k: ("***" if k in SECRET_KEYS else v) for k, v in sorted(self.options.items())}
+        return {k: ("***" if k in SECRET_KEYS else masked(v)) for k, v in sorted(self.options.items())}
 
 
 def resolve(config: Config, name: str | None) -> RemoteSpec:

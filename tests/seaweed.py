@@ -16,20 +16,28 @@ keys (DUMMY_CREDENTIALS) on both sides.
 `CountingProxy` is an HTTP proxy in front of the S3 port that counts the requests passing
 through it (method and path): point a remote's `endpoint_url` at `proxy.endpoint` to assert
 how many requests an operation made. It is test-side only: Pivot has no counting code.
+
+It also injects faults (`Faults`): every Nth request is dropped by resetting its connection
+(TCP RST, nothing forwarded), every Mth is answered `503 SlowDown` with S3's XML error body
+(nothing forwarded), and after K requests every request is reset (a remote that went away).
+Forwarded requests are in `requests`; injected faults in `faults`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -181,6 +189,30 @@ class SeaweedServer:
         self.stop()
 
 
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+             b"<Message>Please reduce your request rate.</Message><RequestId>pivot-tests</RequestId></Error>")
+
+
+@dataclass
+class Faults:
+    """What the proxy does instead of forwarding, by the request's arrival number n (1-based):
+    n > fail_after: reset; else n % reset_every == 0: reset; else n % slowdown_every == 0: 503
+    SlowDown. 0 / None turns a rule off."""
+
+    reset_every: int = 0
+    slowdown_every: int = 0
+    fail_after: int | None = None
+
+    def decide(self, n: int) -> str | None:
+        if self.fail_after is not None and n > self.fail_after:
+            return "reset"
+        if self.reset_every and n % self.reset_every == 0:
+            return "reset"
+        if self.slowdown_every and n % self.slowdown_every == 0:
+            return "slowdown"
+        return None
+
+
 class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -188,7 +220,21 @@ class _ProxyServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.target = target
         self.requests: list[tuple[str, str]] = []
+        self.faults: list[tuple[str, str, str]] = []  # (kind, method, path)
+        self.rules = Faults()
+        self.arrived = 0
         self.lock = threading.Lock()
+
+    def admit(self, method: str, path: str) -> str | None:
+        """Count one arriving request; the fault to inject instead of forwarding it, if any."""
+        with self.lock:
+            self.arrived += 1
+            fault = self.rules.decide(self.arrived)
+            if fault is None:
+                self.requests.append((method, path))
+            else:
+                self.faults.append((fault, method, path))
+            return fault
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -234,14 +280,34 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             raise
 
     def finish(self) -> None:
-        super().finish()
+        with contextlib.suppress(OSError):  # the connection was reset on purpose
+            super().finish()
         if self._upstream is not None:
             self._upstream.close()
 
+    def _reset(self) -> None:
+        """Drop the client's connection with a TCP RST (SO_LINGER 0, then close)."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    def _slow_down(self) -> None:
+        self.send_response_only(503, "Slow Down")
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(SLOW_DOWN)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(SLOW_DOWN)
+
     def _forward(self) -> None:
-        with self.server.lock:
-            self.server.requests.append((self.command, self.path))
+        fault = self.server.admit(self.command, self.path)
         body = self._body()
+        if fault == "reset":
+            self._reset()
+            return
+        if fault == "slowdown":
+            self._slow_down()
+            return
         try:
             answer, data = self._send(body)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -282,12 +348,26 @@ class CountingProxy:
     def count(self) -> int:
         return len(self.requests)
 
+    @property
+    def faults(self) -> list[tuple[str, str, str]]:
+        """Injected faults, (kind, method, path) in arrival order; kind is "reset" or "slowdown"."""
+        with self._server.lock:
+            return list(self._server.faults)
+
+    def inject(self, faults: Faults) -> None:
+        """From now on (arrival numbers restart at 1), answer by these rules."""
+        with self._server.lock:
+            self._server.rules = faults
+            self._server.arrived = 0
+
     def by_method(self) -> Counter[str]:
         return Counter(method for method, _ in self.requests)
 
     def reset(self) -> None:
+        """Forget the requests and faults seen so far (the fault rules stay)."""
         with self._server.lock:
             self._server.requests.clear()
+            self._server.faults.clear()
 
     def start(self) -> CountingProxy:
         self._thread.start()

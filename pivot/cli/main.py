@@ -55,10 +55,15 @@ def cli() -> None:
 
 
 def _crash_report(exc: BaseException) -> str:
+    from pivot.remote_config import SECRET_KEYS, scrub  # lazy: only on a crash
+
+    # -o key=value options that are credentials, and any url's user:password@, are not written.
+    args = [f"{a.split('=', 1)[0]}=***" if a.split("=", 1)[0] in SECRET_KEYS and "=" in a else a
+            for a in sys.argv[1:]]
     fd, path = tempfile.mkstemp(prefix="pivot-crash-", suffix=".log")
     with os.fdopen(fd, "w") as f:
-        f.write(f"pivot {' '.join(sys.argv[1:])}\n\n")
-        f.write("".join(traceback.format_exception(exc)))
+        f.write(scrub(f"pivot {' '.join(args)}\n\n"))
+        f.write(scrub("".join(traceback.format_exception(exc))))
     return path
 
 
@@ -90,7 +95,10 @@ def main(argv: list[str] | None = None) -> Any:
         code = 0
     except Exception as exc:  # a bug in pivot: short message, full report in a file
         path = _crash_report(exc)
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug in pivot; report: {path})", err=True)
+        from pivot.remote_config import scrub  # lazy: only on a crash
+
+        click.echo(f"internal error: {type(exc).__name__}: {scrub(str(exc))} "
+                   f"(this is a bug in pivot; report: {path})", err=True)
         code = INTERNAL_ERROR
     sys.exit(code if isinstance(code, int) else 0)
 

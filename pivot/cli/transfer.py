@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pivot.cli.common import stages_argument
+from pivot.cli.common import echo_json, stages_argument
 
 if TYPE_CHECKING:
-    from pivot.ops.transfer import Moved, Selection
+    from pivot.ops.transfer import Moved, Pulled, Selection
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -21,6 +21,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Transfers at a time (default: 8 per CPU, at most 64; 4 to 8 for a local folder)."),
         click.option("--all-branches", is_flag=True, help="Also the outputs that every local branch's locks need."),
         click.option("--all-commits", is_flag=True, help="Also the outputs of every commit (branches, tags, remotes)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the totals (objects, bytes, seconds, already present, failed) as one JSON object."),
     ]):
         func = option(func)
     return func
@@ -53,13 +55,15 @@ def _report_problems(moved: Moved, where: str, fix: str) -> None:
 @click.command("push")
 @_options
 def push_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
-                 all_commits: bool) -> None:
+                 all_commits: bool, as_json: bool) -> None:
     """Upload the cache objects the lock files need and the remote lacks."""
     from pivot.ops.transfer import human, push
 
     moved = push(_selection(stages, remote_name, jobs, all_branches, all_commits))
     result = moved.result
-    if result.done:
+    if as_json:
+        echo_json(result.totals())
+    elif result.done:
         click.echo(f"pushed {len(result.done)} object(s) ({human(result.bytes)}) to '{moved.remote}'; "
                    f"{result.present} already there")
     else:
@@ -83,12 +87,15 @@ def _echo_fetched(moved: Moved) -> None:
 @click.command("fetch")
 @_options
 def fetch_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
-                  all_commits: bool) -> None:
+                  all_commits: bool, as_json: bool) -> None:
     """Download the cache objects the lock files need and the cache lacks (verified)."""
     from pivot.ops.transfer import fetch
 
     moved = fetch(_selection(stages, remote_name, jobs, all_branches, all_commits))
-    _echo_fetched(moved)
+    if as_json:
+        echo_json(moved.result.totals())
+    else:
+        _echo_fetched(moved)
     _report_problems(moved, "on the remote", "push them from a clone that has them ('pivot push')")
 
 
@@ -96,22 +103,29 @@ def fetch_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | 
 @_options
 @click.option("--force", is_flag=True, help="Also overwrite outputs whose current content is not in the cache.")
 def pull_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
-                 all_commits: bool, force: bool) -> None:
+                 all_commits: bool, as_json: bool, force: bool) -> None:
     """fetch, then checkout: bring the outputs of the lock files into the workspace."""
     from pivot.errors import CacheError
-    from pivot.ops.transfer import pull
+    from pivot.ops.transfer import pull, pull_totals
 
     pulled = pull(_selection(stages, remote_name, jobs, all_branches, all_commits), force)
-    _echo_fetched(pulled.fetches[0])
     for text in pulled.evicted:  # damaged cache objects were taken out: good copies fetched, then placed
         click.echo(f"warning: {text}", err=True)
-    for moved in pulled.fetches[1:]:
-        _echo_fetched(moved)
     done = pulled.checkout
-    click.echo(f"restored {len(done.restored)} output(s)" if done.restored
-               else "all outputs already match their lock files" if not done.missing else "no output restored")
+    if as_json:
+        echo_json(pull_totals(pulled))
+    else:
+        for moved in pulled.fetches:
+            _echo_fetched(moved)
+        _echo_restored(pulled)
     for path, why in done.kept:
         click.echo(f"kept {path}: {why}", err=True)
     _report_problems(pulled.fetches[-1], "on the remote", "push them from a clone that has them ('pivot push')")
     if done.kept:
         raise CacheError("some outputs were not overwritten; see above (use --force to overwrite)")
+
+
+def _echo_restored(pulled: Pulled) -> None:
+    done = pulled.checkout
+    click.echo(f"restored {len(done.restored)} output(s)" if done.restored
+               else "all outputs already match their lock files" if not done.missing else "no output restored")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pivot.workspace import Workspace
 
@@ -92,6 +92,20 @@ def _checkout(sel: Selection, force: bool) -> CheckoutResult:
     from pivot.ops.checkout import checkout_outputs  # lazy: loads the pipeline
 
     return checkout_outputs(sel.stages, force, action="pull")
+
+
+def pull_totals(pulled: Pulled) -> dict[str, Any]:
+    """A pull's `--json` totals: its fetches added up, and how many outputs were restored."""
+    totals: dict[str, Any] = {}
+    for moved in pulled.fetches:
+        for key, value in moved.result.totals().items():
+            totals[key] = value if key == "remote" or key not in totals else totals[key] + value
+    totals["seconds"] = round(totals["seconds"], 3)
+    last = pulled.fetches[-1].result  # a second fetch asks again: what is still missing is its count
+    totals["missing"], totals["corrupt"] = len(last.missing), len(last.corrupt)
+    totals["failed"] = totals["missing"] + totals["corrupt"]
+    totals["restored"] = len(pulled.checkout.restored)
+    return totals
 
 
 def human(n: float) -> str:

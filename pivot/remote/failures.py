@@ -11,6 +11,7 @@ from typing import Any
 
 from pivot.errors import PivotError, RemoteError
 from pivot.remote.storage import Storage
+from pivot.remote_config import scrub
 
 _CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError")
 _NETWORK = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ClientConnectorError",
@@ -33,11 +34,11 @@ def describe(storage: Storage, exc: BaseException, doing: str) -> RemoteError:
     if isinstance(exc, RemoteError):
         return exc
     kind = type(exc).__name__
-    text = str(exc).strip() or kind
+    text = scrub(str(exc).strip(), storage.secrets) or kind
     hint = _hint(storage, exc, kind, text)
     if kind not in text and not isinstance(exc, OSError):
         text = f"{kind}: {text}"
-    return RemoteError(f"remote '{storage.name}' ({storage.url}): {doing} failed: {text}{hint}")
+    return RemoteError(f"remote '{storage.name}' ({scrub(storage.url)}): {doing} failed: {text}{hint}")
 
 
 class Step:

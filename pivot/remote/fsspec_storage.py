@@ -18,6 +18,7 @@ from pivot.hashing import hash_bytes, hash_file
 from pivot.layout import TMP_DIR
 from pivot.remote.index import RemoteIndex
 from pivot.remote.storage import PART, SMALL, Listed, Storage
+from pivot.remote_config import scrub, secret_values
 
 if TYPE_CHECKING:
     from pivot.remote_config import RemoteSpec
@@ -197,10 +198,15 @@ def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, 
     client = dict(opts.pop("client_kwargs", {}) or {})
     if "region" in opts:
         client["region_name"] = opts.pop("region")
-    retries = int(opts.pop("retries", 3))
+    # Retries (docs/remotes.md, "Faults"): botocore's "standard" mode retries connection resets,
+    # timeouts, 500/502/503/504 and throttling (SlowDown), never a 403/404, with full-jitter
+    # exponential backoff (rand(0,1) x min(2^i x scale, 20 s)): `retries` of them after the first
+    # attempt. s3fs's own loop adds one more round (2 attempts) for what botocore cannot see (a
+    # body cut short while it is read); retries=0 turns both off.
+    retries = max(int(opts.pop("retries", 3)), 0)
     config.setdefault("connect_timeout", float(opts.pop("connect_timeout", 10)))
     config.setdefault("read_timeout", float(opts.pop("read_timeout", 60)))
-    config.setdefault("retries", {"max_attempts": max(retries, 1), "mode": "standard"})
+    config.setdefault("retries", {"total_max_attempts": retries + 1, "mode": "standard"})
     config.setdefault("max_pool_connections", max(jobs, 10))
     # Pivot checks every object's xxh3 itself; botocore's default CRC trailers (aws-chunked
     # bodies) cost CPU on both sides of every small request.
@@ -209,7 +215,7 @@ def _fs_options(protocol: str, options: dict[str, Any], jobs: int) -> dict[str, 
     opts["config_kwargs"] = config
     if client:
         opts["client_kwargs"] = client
-    opts["_pivot_retries"] = max(retries, 1)
+    opts["_pivot_retries"] = 2 if retries else 1
     return opts
 
 
@@ -227,9 +233,10 @@ def open_fsspec(spec: RemoteSpec, root: Path, jobs: int) -> FsspecStorage:
         cls = fsspec.get_filesystem_class(protocol)
         fs = cls(skip_instance_cache=True, use_listings_cache=False, **opts)
     except (ImportError, ValueError, TypeError) as exc:
-        raise RemoteError(f"remote '{spec.name}': cannot open {url}: {exc}") from None
+        raise RemoteError(f"remote '{spec.name}': cannot open {url}: "
+                          f"{scrub(str(exc), secret_values(spec.options))}") from None
     if retries is not None:
-        fs.retries = retries  # s3fs's own retry loop, on top of botocore's
+        fs.retries = retries  # s3fs's own retry loop (attempts), on top of botocore's
     if not getattr(fs, "async_impl", False):
         from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper  # lazy: fsspec is heavy
 
@@ -238,4 +245,5 @@ def open_fsspec(spec: RemoteSpec, root: Path, jobs: int) -> FsspecStorage:
     storage = FsspecStorage(spec.name, url, fs, cls._strip_protocol(url), protocol)
     where = f"{url}|{spec.options.get('endpoint_url') or ''}"
     storage.index = RemoteIndex(root / TMP_DIR / "remotes.db", where)
+    storage.secrets = tuple(secret_values(spec.options))
     return storage

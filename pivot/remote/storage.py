@@ -50,6 +50,8 @@ class Storage:
     url: str
     # What this clone knows the remote holds (network remotes only; see pivot/remote/index.py).
     index: RemoteIndex | None = None
+    # Credentials in the remote's options: never shown in a message (pivot/remote/failures.py).
+    secrets: tuple[str, ...] = ()
 
     def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
         raise NotImplementedError

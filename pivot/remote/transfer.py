@@ -11,7 +11,8 @@ import asyncio
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from pivot.errors import Corrupt, NotFound, PivotError
 from pivot.hashing import hash_bytes, hash_file
 from pivot.records import NeededOutput
 from pivot.remote.concurrency import each
-from pivot.remote.failures import Step
+from pivot.remote.failures import Step, describe
 from pivot.remote.plan import Manifest, expand, local_manifest, missing, remote_manifest
 from pivot.remote.progress import Progress
 from pivot.remote.storage import SMALL, LocalStorage, Storage
@@ -35,6 +36,30 @@ class Transfer:
     missing: dict[str, str] = field(default_factory=dict)  # hash -> path: absent where it should come from
     corrupt: dict[str, str] = field(default_factory=dict)  # hash -> path: refused, bytes did not match
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # how long the transfer took, planning included
+
+    def totals(self) -> dict[str, Any]:
+        """Machine-readable totals (`--json`)."""
+        return {"remote": self.remote, "objects": len(self.done), "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "already_present": self.present,
+                "missing": len(self.missing), "corrupt": len(self.corrupt),
+                "failed": len(self.missing) + len(self.corrupt)}
+
+
+def _naming(storage: Storage, doing: str, paths: dict[str, str],
+            fn: Callable[[str], Awaitable[int]]) -> Callable[[str], Awaitable[int]]:
+    """fn, whose storage failure (not NotFound/Corrupt) becomes one line naming the object, the
+    output it belongs to and the remote. Retries happen below, in the storage client: what
+    reaches here has exhausted them."""
+    async def named(d: str) -> int:
+        try:
+            return await fn(d)
+        except (PivotError, NotFound, Corrupt):
+            raise
+        except Exception as exc:
+            where = f" of '{paths[d]}'" if d in paths else ""
+            raise describe(storage, exc, f"{doing} object {d}{where}") from None
+    return named
 
 
 def _record(result: Transfer, outcomes: Iterable[tuple[str, Any]], paths: dict[str, str]) -> None:
@@ -52,6 +77,7 @@ def _record(result: Transfer, outcomes: Iterable[tuple[str, Any]], paths: dict[s
 def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs: int,
          progress: bool | None = None) -> Transfer:
     result = Transfer(storage.name)
+    start = time.monotonic()
     plan = expand(outputs, local_manifest(cache))
     for path in plan.no_manifest:
         result.notes.append(f"the manifest of directory '{path}' is not in the local cache")
@@ -70,25 +96,33 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs:
             result.present = len(local) - len(lacking)
             bar = Progress(f"push to {storage.name}", len(lacking), progress)
             step.doing = "uploading"
-            await _upload(storage, cache, outputs, sorted(lacking), local, jobs, bar, result)
-            if index is not None:
-                uploaded = set(result.done)
-                index.add(token, [d for d in local if d not in lacking or d in uploaded])
+            sent: list[str] = []  # uploaded so far: remembered even if a later upload fails
+            try:
+                await _upload(storage, cache, outputs, sorted(lacking), local, jobs, bar, result, sent)
+            finally:
+                if index is not None:
+                    uploaded = set(sent)
+                    index.add(token, [d for d in local if d not in lacking or d in uploaded])
 
     storage.run(go)
+    result.seconds = time.monotonic() - start
     return result
 
 
 async def _upload(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], lacking: list[str],
-                  local: dict[str, str], jobs: int, bar: Progress, result: Transfer) -> None:
-    async def up(d: str) -> int:
+                  local: dict[str, str], jobs: int, bar: Progress, result: Transfer, sent: list[str]) -> None:
+    async def up_one(d: str) -> int:
         size = await storage.put(str(cache.path(d)), object_relpath(d), d)
+        sent.append(d)
         bar.add(size)
         return size
+
+    up = _naming(storage, "uploading", local, up_one)
 
     def up_now(d: str) -> int:
         assert isinstance(storage, LocalStorage)
         size = storage.put_now(str(cache.path(d)), object_relpath(d), d)
+        sent.append(d)
         bar.add(size)
         return size
 
@@ -105,6 +139,7 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs
     """Download what the cache lacks, verified. Directory manifests come first (they say which
     files the directory needs)."""
     result = Transfer(storage.name)
+    start = time.monotonic()
     _clear_stale_downloads(cache)
 
     async def go() -> None:
@@ -123,6 +158,7 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs
                 storage.index.add(await storage.generation(create=False), result.done)
 
     storage.run(go)
+    result.seconds = time.monotonic() - start
     return result
 
 
@@ -171,7 +207,7 @@ async def download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs:
     (cache.dir / "tmp").mkdir(parents=True, exist_ok=True)
     made: dict[str, bool] = {}
 
-    async def down(d: str) -> int:
+    async def down_one(d: str) -> int:
         if (sizes or {}).get(d, SMALL + 1) <= SMALL:  # known to be small: one read, in memory
             data = await storage.read(object_relpath(d))
             actual = hash_bytes(data)
@@ -183,6 +219,8 @@ async def download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs:
             size = await _download_file(storage, cache, d)
         bar.add(size)
         return size
+
+    down = _naming(storage, "downloading", wanted, down_one)
 
     def down_now(d: str) -> int:
         assert isinstance(storage, LocalStorage)
