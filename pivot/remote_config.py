@@ -101,6 +101,8 @@ def add(root: Path, name: str, url: str, options: dict[str, Any], default: bool 
     local one overrides it key by key)."""
     if not _NAME.match(name):
         raise RemoteError(f"'{name}' is not a valid remote name; use letters, digits, '.', '-' and '_'")
+    if not url.strip():
+        raise RemoteError(f"the URL of remote '{name}' is empty; give a folder or a URL such as s3://bucket/prefix")
     check_url(url)
     shared_path, local_path = config_paths(root)
     shared, private = ConfigFile(shared_path), ConfigFile(local_path)

@@ -346,6 +346,16 @@ def test_remote_add_keeps_secrets_out_of_the_committed_config(project: Project) 
         project.pivot("remote", "add", "c", "nope://x", check=False))
 
 
+def test_remote_add_refuses_an_empty_url(project: Project) -> None:
+    """An empty URL was stored, and every remote command (list, push) then failed on it."""
+    for url in ("", "  "):
+        proc = project.pivot("remote", "add", "d", url, check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "URL of remote 'd' is empty" in one_error_line(proc)
+    assert "remotes" not in project.read(".pivot/config.yaml")
+    assert project.pivot("remote", "list").returncode == 0
+
+
 def test_gc_of_a_folder_remote_clears_what_a_killed_push_left(project: Project, tmp_path: Path) -> None:
     remote = Remote("folder", str(tmp_path / "remote"), folder=tmp_path / "remote")
     setup(project, remote)
