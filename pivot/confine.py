@@ -65,7 +65,7 @@ class Confinement:
             seen.add(real)
             try:
                 entries = list(os.scandir(real))
-            except (NotADirectoryError, FileNotFoundError):
+            except OSError:  # gone, not a folder, or unreadable: nothing to follow from here
                 continue
             for entry in entries:
                 child = f"{folder}/{entry.name}"

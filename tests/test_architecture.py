@@ -41,6 +41,7 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     ("pivot.cli.*", "pivot.remote.*", "a command calls one operation (pivot.ops), never remote storage"),
     ("pivot.cli.*", "pivot.lock", "a command calls one operation (pivot.ops), never lock files"),
     ("pivot.cli.*", "pivot.history", "a command calls one operation (pivot.ops), never git history"),
+    ("pivot.cli.*", "pivot.repo", "a command calls one operation (pivot.ops), never loads the pipeline itself"),
 ]
 
 MAX_MODULE_LINES = 600

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
-    from pivot.repo import Repo
-
-
-@contextmanager
-def open_repo() -> Iterator[Repo]:
-    from pivot.repo import Repo
-
-    repo = Repo.load()
-    try:
-        yield repo
-    finally:
-        repo.close()
+    pass
 
 
 def echo_json(data: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pivot.cli.common import echo_json, json_option, open_repo
+from pivot.cli.common import echo_json, json_option
 
 
 def _levels(order: list[str], upstream: dict[str, set[str]]) -> dict[str, int]:
@@ -19,9 +19,10 @@ def _levels(order: list[str], upstream: dict[str, set[str]]) -> dict[str, int]:
 @click.option("--dot", is_flag=True, help="Print the graph in Graphviz dot format.")
 def command(as_json: bool, dot: bool) -> None:
     """Draw the stage graph: stages by level, each with the stages it needs."""
-    with open_repo() as repo:
-        g = repo.graph
-        order, upstream = list(g.order), {n: set(u) for n, u in g.upstream.items()}
+    from pivot.ops.pipeline import stage_graph  # lazy: imports the pipeline
+
+    g = stage_graph()
+    order, upstream = list(g.order), {n: set(u) for n, u in g.upstream.items()}
     edges = sorted((u, n) for n in order for u in upstream[n])
     if as_json:
         echo_json({"stages": order, "edges": [{"from": u, "to": n} for u, n in edges]})

@@ -6,27 +6,28 @@ from typing import Any
 
 import click
 
-from pivot.cli.common import echo_json, json_option, open_repo
+from pivot.cli.common import echo_json, json_option
 
 
 @click.command("list")
 @json_option
 def command(as_json: bool) -> None:
     """List the stages in run order, with their deps and outputs."""
-    with open_repo() as repo:
-        g = repo.graph
-        rows: list[dict[str, Any]] = [
-            {
-                "stage": name,
-                "deps": list(g.deps[name]),
-                "outs": [{"path": o.path, "type": str(o.kind)} for o in g.stages[name].outs],
-                "upstream": sorted(g.upstream[name]),
-                "params": getattr(g.stages[name].params, "__name__", None),
-                "exclusive": g.stages[name].exclusive,
-                "defined_at": g.stages[name].where,
-            }
-            for name in g.order
-        ]
+    from pivot.ops.pipeline import stage_graph  # lazy: imports the pipeline
+
+    g = stage_graph()
+    rows: list[dict[str, Any]] = [
+        {
+            "stage": name,
+            "deps": list(g.deps[name]),
+            "outs": [{"path": o.path, "type": str(o.kind)} for o in g.stages[name].outs],
+            "upstream": sorted(g.upstream[name]),
+            "params": getattr(g.stages[name].params, "__name__", None),
+            "exclusive": g.stages[name].exclusive,
+            "defined_at": g.stages[name].where,
+        }
+        for name in g.order
+    ]
     if as_json:
         echo_json(rows)
         return
