@@ -147,7 +147,10 @@ class Repo:
         upstream_running: tuple[str, ...] = (),
         forced: bool = False,
         expected: dict[str, str] | None = None,
+        on_remote: frozenset[str] = frozenset(),
     ) -> Prepared:
+        """The current state of stage `name`. `on_remote`: hashes of locked outputs a remote is
+        known to hold (a missing output whose object is there is restorable, not stale)."""
         s = self.graph.stages[name]
         fp = self.fingerprinter.fingerprint(s.func, s.params)
         inst, record = self.params_of(name)
@@ -164,6 +167,7 @@ class Repo:
             h = out_hashes[o.path] = self.hasher.hash_path(o.path)
             outs[o.path] = (o.kind, h.hash if h else None)
         cached: set[str] = set()
+        remote: set[str] = set()
         damaged: dict[str, list[tuple[str, str]]] = {}
         if lock is not None:
             for rec in lock.outs:
@@ -174,6 +178,8 @@ class Repo:
                     damaged[rec.path] = hit
                 elif self.in_cache(rec):
                     cached.add(rec.path)
+                elif rec.hash in on_remote and outs[rec.path][1] is None:
+                    remote.add(rec.path)
         cur = Current(
             fingerprint=fp.digest,
             code_manifest=fp.manifest,
@@ -181,6 +187,7 @@ class Repo:
             deps=deps,
             outs=outs,
             cached=frozenset(cached),
+            on_remote=frozenset(remote),
             damaged=frozenset(damaged),
             upstream_running=upstream_running,
             forced=forced,

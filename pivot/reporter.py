@@ -20,7 +20,8 @@ class Reporter:
     def running(self, stage: str, reasons: tuple[str, ...]) -> None: ...
     def done(self, stage: str, seconds: float, worker: str = "",
              timings: tuple[tuple[str, float], ...] = ()) -> None: ...
-    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None: ...
+    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = (),
+                remote: str | None = None, from_remote: list[str] | None = None) -> None: ...
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None: ...
     def failed(self, stage: str, error: str) -> None: ...
     def not_run(self, stage: str, why: str) -> None: ...
@@ -79,10 +80,15 @@ class ConsoleReporter(Reporter):
              timings: tuple[tuple[str, float], ...] = ()) -> None:
         self._line(f"{stage}: done in {seconds:.2f}s")
 
-    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None:
-        if restored:
-            self._line(f"{stage}: up to date; restored {', '.join(restored)} from the cache")
-        elif self.explain:
+    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = (),
+                remote: str | None = None, from_remote: list[str] | None = None) -> None:
+        pulled = from_remote or []
+        local = [p for p in restored if p not in pulled]
+        if local:
+            self._line(f"{stage}: up to date; restored {', '.join(local)} from the cache")
+        if pulled:
+            self._line(f"{stage}: up to date; restored {', '.join(pulled)} from remote '{remote}'")
+        if not restored and self.explain:
             self._line(f"{stage}: up to date")
 
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None:
@@ -143,8 +149,12 @@ class JsonReporter(Reporter):
             extra = {"worker": worker, "timings": {step: round(t, 6) for step, t in timings}}
         self._emit(event="done", stage=stage, seconds=round(seconds, 6), **extra)
 
-    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = ()) -> None:
-        self._emit(event="skipped", stage=stage, restored=restored)
+    def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = (),
+                remote: str | None = None, from_remote: list[str] | None = None) -> None:
+        if from_remote:
+            self._emit(event="skipped", stage=stage, restored=restored, remote=remote, from_remote=from_remote)
+        else:
+            self._emit(event="skipped", stage=stage, restored=restored)
 
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None:
         self._emit(event="would_run", stage=stage, reasons=list(reasons))

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pivot import atomic, gitignore
+from pivot import atomic, fresh, gitignore
 from pivot.confine import Confinement
 from pivot.errors import PivotError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
@@ -21,6 +22,9 @@ from pivot.records import PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
 from pivot.status import Decision, Policy, decide
+
+if TYPE_CHECKING:
+    from pivot.remote import Storage
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,10 @@ class Planned:
 
 
 def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force: bool = False,
-         policy: Policy = Policy.RUN) -> list[Planned]:
+         policy: Policy = Policy.RUN, on_remote: frozenset[str] = frozenset()) -> list[Planned]:
     """What `pivot run` would do, without changing anything. Downstream of a stage that would run
-    is reported as running too, since its deps are about to change."""
+    is reported as running too, since its deps are about to change. `on_remote`: hashes of
+    locked outputs a remote holds (restorable from there, see pivot/fresh.py)."""
     names = repo.graph.select(list(targets), single)
     repo.check_params(names)
     will_run: set[str] = set()
@@ -51,7 +56,7 @@ def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force:
     result: list[Planned] = []
     for name in names:
         ups = tuple(sorted(u for u in repo.graph.upstream[name] if u in will_run))
-        prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected)
+        prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected, on_remote=on_remote)
         decision = decide(prep.current, prep.lock, policy)
         if decision.run:
             will_run.add(name)
@@ -81,8 +86,12 @@ class Runner:
     offers (`capabilities.slots`)."""
 
     def __init__(self, repo: Repo, reporter: Reporter, jobs: int | None = 1,
-                 executor_factory: Callable[[], Executor] | None = None) -> None:
+                 executor_factory: Callable[[], Executor] | None = None,
+                 source: fresh.Source | None = None) -> None:
         self.repo = repo
+        self.source = source  # the remote missing outputs are fetched from instead of re-run
+        self.from_remote: set[str] = set()  # output paths this run fetched from it
+        self._opened: Storage | None = None
         self.root = repo.root
         self.reporter = reporter
         self._auto_jobs = jobs is None
@@ -106,6 +115,7 @@ class Runner:
         self._clean_tmp()
         self._remove_orphans()
         self._update_gitignore()
+        self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
         self.failed_upstream: dict[str, str] = {}  # a stage not run -> the failed stage that stopped it
@@ -162,17 +172,50 @@ class Runner:
             self.reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} "
                                f"({orphan.why})")
 
+    def _plan_with_remote(self, opts: RunOptions, names: list[str]) -> tuple[list[Planned], fresh.Source | None]:
+        """The plan, knowing which missing outputs the remote holds (one batched query, asked
+        only when some locked output is in neither the workspace nor the cache)."""
+        src = self.source
+        wanted = fresh.candidates(self.repo, names) if src is not None else {}
+        if src is None or not wanted:
+            return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
+        held = fresh.held(self._storage(src), self.repo, wanted, src.jobs, ask=True)
+        return plan(self.repo, opts.targets, opts.single_stage, opts.force, on_remote=held), src
+
+    def _storage(self, src: fresh.Source) -> Storage:
+        if self._opened is None:
+            self._opened = src.open()
+        return self._opened
+
+    def _fetch_missing(self, opts: RunOptions, names: list[str]) -> None:
+        """Outputs of up-to-date stages that only the remote holds come into the cache in one
+        fetch, so the stages are restored instead of run; what the remote lacks after all runs."""
+        planned, src = self._plan_with_remote(opts, names)
+        records = [r for p in planned if not p.decision.run for r in p.decision.fetch]
+        if src is None or not records:
+            return
+        stages = {r.path: p.name for p in planned for r in p.decision.fetch}
+        result = fresh.fetch_records(self._storage(src), self.repo, records, stages, src.jobs)
+        for path in sorted(set(result.missing.values()) | set(result.corrupt.values())):
+            self.reporter.note(f"{stages.get(path, '?')}: '{path}' is not on remote '{src.name}' after all; "
+                               "the stage runs")
+        self.from_remote = {r.path for r in records if self.repo.in_cache(r)}
+
     def _dry_run(self, opts: RunOptions) -> Summary:
         summary = Summary()
         self._remove_orphans(dry_run=True)
-        for p in plan(self.repo, opts.targets, opts.single_stage, opts.force):
+        planned, src = self._plan_with_remote(opts, self.repo.graph.select(list(opts.targets), opts.single_stage))
+        for p in planned:
             if p.decision.run:
                 self.reporter.would_run(p.name, p.decision.reasons)
                 summary.ran.append(p.name)
             else:
-                restored = [r.path for r in p.decision.restore]
+                pulled = [r.path for r in p.decision.fetch]
+                restored = [r.path for r in p.decision.restore if r.path not in pulled]
                 if restored:
                     self.reporter.note(f"{p.name}: would restore {', '.join(restored)} from the cache")
+                if pulled and src is not None:
+                    self.reporter.note(f"{p.name}: would restore {', '.join(pulled)} from remote '{src.name}'")
                 summary.skipped.append(p.name)
         self.reporter.summary(summary, dry_run=True)
         return summary
@@ -213,7 +256,10 @@ class Runner:
                             self.reporter.note(f"{name}: {note}")
                     self.state[name] = "ok"
                     self.summary.skipped.append(name)
-                    self.reporter.skipped(name, [r.path for r in decision.restore], decision.reasons)
+                    restored = [r.path for r in decision.restore]
+                    pulled = [p for p in restored if p in self.from_remote]
+                    remote = self.source.name if pulled and self.source is not None else None
+                    self.reporter.skipped(name, restored, decision.reasons, remote, pulled)
                     progressed = True
                     continue
                 self._start_executor()  # before saying "running": the cluster may be unreachable

@@ -20,6 +20,8 @@ class Current:
     deps: dict[str, str | None]  # path -> hash (None: missing)
     outs: dict[str, tuple[str, str | None]]  # path -> (kind, hash or None when missing)
     cached: frozenset[str] = frozenset()  # lock output paths whose object is in the cache
+    # Lock output paths missing from the workspace and the cache whose objects a remote holds.
+    on_remote: frozenset[str] = frozenset()
     damaged: frozenset[str] = frozenset()  # lock output paths whose object the workspace changed through a link
     upstream_running: tuple[str, ...] = ()
     forced: bool = False
@@ -34,6 +36,7 @@ class Decision:
     run: bool
     reasons: tuple[str, ...] = ()
     restore: tuple[PathRecord, ...] = field(default=())  # outputs to bring back from the cache
+    fetch: tuple[PathRecord, ...] = field(default=())  # of those, the ones to fetch from the remote first
 
 
 _KIND_WORDS = {"func": "", "class": "class ", "const": "constant ", "closure": "closure variable ",
@@ -145,7 +148,8 @@ def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) ->
             restore.append(why)
     if reasons:
         return Decision(True, tuple(reasons))
-    return Decision(False, (), tuple(restore))
+    fetch = tuple(r for r in restore if r.path in cur.on_remote and r.path not in cur.cached)
+    return Decision(False, (), tuple(restore), fetch)
 
 
 def _definition_reasons(cur: Current, lock: StageLock) -> list[str]:
@@ -187,7 +191,7 @@ def _out_reason(cur: Current, rec: PathRecord | None, path: str, policy: Policy)
     if kind != rec.kind:
         return f"output '{path}' type changed {rec.kind} -> {kind}"
     if digest is None:
-        if path in cur.cached or (policy is Policy.VERIFY and kind != OutputKind.METRIC):
+        if path in cur.cached or path in cur.on_remote or (policy is Policy.VERIFY and kind != OutputKind.METRIC):
             return rec
         return f"output '{path}' is missing" + ("" if kind == OutputKind.METRIC else " and not in the cache")
     if digest == rec.hash:

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "pivot.project", "pivot.remote_config")),
     ("definition", ("pivot.outputs", "pivot.stage", "pivot.params", "pivot.graph", "pivot.fingerprint.*")),
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run",
-                "pivot.landing", "pivot.checkout", "pivot.verify", "pivot.metrics", "pivot.plots.*",
+                "pivot.landing", "pivot.fresh", "pivot.checkout", "pivot.verify", "pivot.metrics", "pivot.plots.*",
                 "pivot.remote.*")),
     ("application", ("pivot.ops.*",)),
     ("faces", ("pivot.cli.*", "pivot.hooks", "pivot", "pivot.__main__")),

@@ -10,6 +10,7 @@ from pivot.cli.common import echo_json, json_option, stages_argument
 
 if TYPE_CHECKING:
     from pivot.ops.status import StatusPlan
+    from pivot.run import Planned
 
 _REMOVES = "'pivot run' removes it"
 
@@ -18,8 +19,12 @@ _REMOVES = "'pivot run' removes it"
 @stages_argument
 @click.option("--explain", is_flag=True, help="List every reason a stage would run.")
 @click.option("--rev", metavar="REV", help="Compare the workspace with the lock files recorded at git revision REV.")
+@click.option("--remote", "ask_remote", is_flag=True,
+              help="Ask the remote which missing outputs it holds (default: its local index says).")
+@click.option("-r", "remote", metavar="NAME", default=None, help="The remote to ask (implies --remote).")
 @json_option
-def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bool) -> None:
+def command(stages: tuple[str, ...], explain: bool, rev: str | None, ask_remote: bool, remote: str | None,
+            as_json: bool) -> None:
     """Show which stages are stale and why (changes nothing)."""
     from pivot.ops.status import plan_stages
 
@@ -29,7 +34,7 @@ def command(stages: tuple[str, ...], explain: bool, rev: str | None, as_json: bo
         status_against_rev(stages, rev, explain, as_json)
         return
 
-    result = plan_stages(stages)
+    result = plan_stages(stages, ask_remote, remote)
     if as_json:
         _print_json(result)
     else:
@@ -40,7 +45,8 @@ def _print_json(result: StatusPlan) -> None:
     # An orphan lock is an entry of its own, marked by "orphan_lock" (never stale: no stage runs).
     echo_json([
         {"stage": p.name, "stale": p.decision.run, "reasons": list(p.decision.reasons),
-         "restore": [r.path for r in p.decision.restore], "notes": list(p.notes)}
+         "restore": [r.path for r in p.decision.restore], "notes": list(p.notes),
+         **({"on_remote": [r.path for r in p.decision.fetch], "remote": result.remote} if p.decision.fetch else {})}
         for p in result.planned
     ] + [
         {"stage": o.stage, "orphan_lock": o.path, "stale": False, "reasons": [f"{o.why}; {_REMOVES}"],
@@ -63,8 +69,7 @@ def _print_text(result: StatusPlan, explain: bool) -> None:
                 more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
                 click.echo(f"{p.name}: stale ({reasons[0]}{more})")
         elif p.decision.restore:
-            click.echo(f"{p.name}: up to date; {', '.join(r.path for r in p.decision.restore)} "
-                       "will be restored from the cache")
+            _print_restore(p, result.remote)
         elif explain:
             click.echo(f"{p.name}: up to date")
         if explain:
@@ -76,3 +81,24 @@ def _print_text(result: StatusPlan, explain: bool) -> None:
         click.echo(f"{len(stale)} of {len(planned)} stage(s) stale; run 'pivot run' to update")
     else:
         click.echo(f"all {len(planned)} stage(s) up to date")
+    _print_restorable(result)
+
+
+def _print_restorable(result: StatusPlan) -> None:
+    """How many up-to-date stages lack outputs here, and the command that brings them back."""
+    planned = result.planned
+    on_remote = [p for p in planned if not p.decision.run and p.decision.fetch]
+    in_cache = [p for p in planned if not p.decision.run and len(p.decision.restore) > len(p.decision.fetch)]
+    if in_cache:
+        click.echo(f"{len(in_cache)} stage(s) up to date, outputs in the local cache: run 'pivot checkout'")
+    if on_remote:
+        click.echo(f"{len(on_remote)} stage(s) up to date, outputs on remote '{result.remote}': run 'pivot pull'")
+
+
+def _print_restore(p: Planned, remote: str | None) -> None:
+    pulled = [r.path for r in p.decision.fetch]
+    local = [r.path for r in p.decision.restore if r.path not in pulled]
+    if local:
+        click.echo(f"{p.name}: up to date; {', '.join(local)} will be restored from the cache")
+    if pulled:
+        click.echo(f"{p.name}: up to date; {', '.join(pulled)} on remote '{remote}' (not here)")

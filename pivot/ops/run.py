@@ -11,6 +11,7 @@ from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
     from pivot.executor import Executor
+    from pivot.fresh import Source
     from pivot.repo import Repo
     from pivot.reporter import Reporter, Summary
     from pivot.run import RunOptions
@@ -28,6 +29,7 @@ class RunRequest:
     scheduler: str | None = None
     remote: str | None = None
     no_download: bool = False
+    no_pull: bool = False  # compute outputs a fresh clone lacks instead of fetching them from the default remote
 
 
 def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
@@ -38,19 +40,37 @@ def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
     opts = RunOptions(request.stages, request.force, request.dry_run, request.single_stage, request.keep_going)
     with Workspace.find() as ws:
         repo = ws.repo  # the pipeline loads (and may be refused) before the project is held
+        source = None if request.no_pull else remote_source(ws, None, ask=True)
         with ws.lock("run"):
-            return _run(repo, reporter, request, opts)
+            return _run(repo, reporter, request, opts, source)
 
 
-def _run(repo: Repo, reporter: Reporter, request: RunRequest, opts: RunOptions) -> Summary:
+def remote_source(ws: Workspace, name: str | None, ask: bool, required: bool = False) -> Source | None:
+    """Remote `name` (None: the default one; None when none is configured, unless `required`),
+    opened on first use."""
+    from pivot.errors import RemoteError
+    from pivot.fresh import Source  # lazy: start-up
+    from pivot.remote import default_jobs  # lazy: start-up
+
+    try:
+        spec = ws.remote(name)
+    except RemoteError:
+        if name is not None or required:
+            raise
+        return None
+    jobs = default_jobs(spec.url)
+    return Source(spec.name, lambda: ws.storage(spec, jobs), jobs, ask)
+
+
+def _run(repo: Repo, reporter: Reporter, request: RunRequest, opts: RunOptions, source: Source | None) -> Summary:
     from pivot.executor import available_cpus  # lazy: start-up
     from pivot.run import Runner  # lazy: loads the pipeline machinery
 
     factory = executor_factory(repo, request)
     if factory is None:
-        runner = Runner(repo, reporter, jobs=request.jobs or available_cpus())
+        runner = Runner(repo, reporter, jobs=request.jobs or available_cpus(), source=source)
     else:
-        runner = Runner(repo, reporter, jobs=request.jobs, executor_factory=factory)
+        runner = Runner(repo, reporter, jobs=request.jobs, executor_factory=factory, source=source)
     return runner.run(opts)
 
 

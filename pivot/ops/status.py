@@ -16,11 +16,23 @@ if TYPE_CHECKING:
 class StatusPlan:
     planned: list[Planned]
     orphans: list[OrphanLock]  # lock files of stages no longer in the pipeline ('pivot run' removes them)
+    remote: str | None = None  # the remote whose holdings were consulted (outputs a clone lacks)
 
 
-def plan_stages(stages: tuple[str, ...] = ()) -> StatusPlan:
-    from pivot.run import plan  # lazy: loads the pipeline
+def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: str | None = None) -> StatusPlan:
+    """The plan of `pivot run`. Locked outputs missing here and in the cache are looked for on
+    the remote: asked (one batched query) with `ask_remote` or a named `remote`, else, when a
+    default remote is configured, from its local index (no network)."""
+    from pivot import fresh  # lazy: loads the pipeline
+    from pivot.ops.run import remote_source
+    from pivot.run import plan
 
     with Workspace.find() as ws:
         repo = ws.repo
-        return StatusPlan(plan(repo, stages), repo.orphan_locks())
+        ask = ask_remote or remote is not None
+        wanted = fresh.candidates(repo, repo.graph.select(list(stages), False))
+        source = remote_source(ws, remote, ask, required=ask) if wanted or ask else None
+        if source is None:
+            return StatusPlan(plan(repo, stages), repo.orphan_locks())
+        held = fresh.held(source.open(), repo, wanted, source.jobs, source.ask)
+        return StatusPlan(plan(repo, stages, on_remote=held), repo.orphan_locks(), source.name)

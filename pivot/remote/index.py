@@ -56,6 +56,14 @@ class RemoteIndex:
         except sqlite3.Error:
             return set()  # the memory is an optimisation: without it, the remote is asked
 
+    def remembered(self) -> set[str]:
+        """The objects remembered under whatever token was last seen, without asking the remote
+        (a hint for `pivot status`: a fetch still verifies every object)."""
+        try:
+            return {d for (d,) in self._conn().execute("SELECT digest FROM object WHERE remote = ?", (self.remote,))}
+        except sqlite3.Error:
+            return set()
+
     def add(self, token: str, digests: Iterable[str]) -> None:
         """Remember `digests` as present under `token` (which replaces any other token)."""
         if not token:
