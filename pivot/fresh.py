@@ -26,7 +26,7 @@ class Source:
 
     name: str
     open: Callable[[], Storage]
-    jobs: int
+    jobs: Callable[[], int]  # how many transfers at once (the remote's default)
     ask: bool = True  # False: the local index answers when there is one (no network)
 
 

@@ -179,7 +179,11 @@ class Runner:
         wanted = fresh.candidates(self.repo, names) if src is not None else {}
         if src is None or not wanted:
             return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
-        held = fresh.held(self._storage(src), self.repo, wanted, src.jobs, ask=True)
+        try:
+            held = fresh.held(self._storage(src), self.repo, wanted, src.jobs(), ask=True)
+        except PivotError as exc:  # unreachable, no credentials…: compute, as without a remote
+            self.reporter.warning(f"{exc}; stages whose outputs are missing here run instead")
+            return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
         return plan(self.repo, opts.targets, opts.single_stage, opts.force, on_remote=held), src
 
     def _storage(self, src: fresh.Source) -> Storage:
@@ -195,7 +199,12 @@ class Runner:
         if src is None or not records:
             return
         stages = {r.path: p.name for p in planned for r in p.decision.fetch}
-        result = fresh.fetch_records(self._storage(src), self.repo, records, stages, src.jobs)
+        try:
+            result = fresh.fetch_records(self._storage(src), self.repo, records, stages, src.jobs())
+        except PivotError as exc:  # what did arrive is verified and in the cache: it is restored
+            self.reporter.warning(f"{exc}; stages whose outputs did not arrive run instead")
+            self.from_remote = {r.path for r in records if self.repo.in_cache(r)}
+            return
         for path in sorted(set(result.missing.values()) | set(result.corrupt.values())):
             self.reporter.note(f"{stages.get(path, '?')}: '{path}' is not on remote '{src.name}' after all; "
                                "the stage runs")

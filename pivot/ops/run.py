@@ -50,7 +50,6 @@ def remote_source(ws: Workspace, name: str | None, ask: bool, required: bool = F
     opened on first use."""
     from pivot.errors import RemoteError
     from pivot.fresh import Source  # lazy: start-up
-    from pivot.remote import default_jobs  # lazy: start-up
 
     try:
         spec = ws.remote(name)
@@ -58,8 +57,13 @@ def remote_source(ws: Workspace, name: str | None, ask: bool, required: bool = F
         if name is not None or required:
             raise
         return None
-    jobs = default_jobs(spec.url)
-    return Source(spec.name, lambda: ws.storage(spec, jobs), jobs, ask)
+
+    def jobs() -> int:
+        from pivot.remote import default_jobs  # lazy: the remote code only when outputs are missing
+
+        return default_jobs(spec.url)
+
+    return Source(spec.name, lambda: ws.storage(spec, jobs()), jobs, ask)
 
 
 def _run(repo: Repo, reporter: Reporter, request: RunRequest, opts: RunOptions, source: Source | None) -> Summary:

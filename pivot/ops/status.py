@@ -34,5 +34,5 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
         source = remote_source(ws, remote, ask, required=ask) if wanted or ask else None
         if source is None:
             return StatusPlan(plan(repo, stages), repo.orphan_locks())
-        held = fresh.held(source.open(), repo, wanted, source.jobs, source.ask)
+        held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
         return StatusPlan(plan(repo, stages, on_remote=held), repo.orphan_locks(), source.name)
