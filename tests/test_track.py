@@ -235,3 +235,18 @@ def test_a_stage_may_not_produce_tracked_data(project: Project) -> None:
             open("images/new.txt", "w").write("x")
         """)
     refused(project, "run", names=("images/new.txt", "tracked data 'images'", "pivot untrack images"))
+
+
+def test_track_from_a_subfolder_takes_paths_relative_to_it(project: Project) -> None:
+    project.pipeline(EMPTY)
+    project.write("data/raw.csv", "x\n")
+    project.pivot("track", "raw.csv", cwd=project.root / "data")
+    assert project.exists(".pivot/tracked/data%2Fraw.csv.yaml")
+
+
+def test_a_hostile_record_is_one_line_naming_it(project: Project) -> None:
+    tracked_project(project)
+    project.write(".pivot/tracked/images.yaml", "path: ../../etc\nhash: nothex\nsize: 1\n")
+    refused(project, "status", names=(".pivot/tracked/images.yaml", "not a tracked-data record"))
+    project.write(".pivot/tracked/images.yaml", "a: &a [*a, *a]\n: [\n")
+    refused(project, "gc", "--dry-run", names=(".pivot/tracked/images.yaml",))

@@ -44,6 +44,8 @@ def project_path(root: Path, arg: str, cwd: Path) -> str:
     """A command-line path as a project-relative POSIX path, or a refusal naming it."""
     full = os.path.abspath(os.path.join(cwd, arg))
     rel = os.path.relpath(full, root).replace(os.sep, "/")
+    if rel.startswith(".."):  # the working folder is the real path: the root may be spelt through a link
+        rel = os.path.relpath(full, os.path.realpath(root)).replace(os.sep, "/")
     if rel == "." or rel == ".." or rel.startswith("../"):
         what = "is the project root itself" if rel == "." else f"is outside the project ({root})"
         raise TrackError(f"'{arg}' {what}; track a file or folder inside the project")
