@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pivot import tracked
 from pivot.records import OutputKind, PathRecord
 from pivot.repo import Repo
 
@@ -31,13 +32,16 @@ KEPT_WHY = "it was modified and its current content is not in the cache"
 
 
 def checkout(repo: Repo, stages: tuple[str, ...] = (), modified: Modified = Modified.KEEP) -> CheckoutResult:
-    """Restore every cached output whose workspace content differs from its lock.
+    """Restore every cached output whose workspace content differs from its lock and (without
+    `stages`) every tracked path whose content differs from its record (`pivot track`).
 
     An output whose current content is not in the cache is handled by `modified`; a missing
     object is reported, never guessed at."""
     result = CheckoutResult()
     names = repo.graph.select(list(stages), single=True) if stages else list(repo.graph.order)
     recs = [rec for name in names for rec in _locked_outs(repo, name) if rec.kind != OutputKind.METRIC]
+    if not stages:
+        recs += [t.record for t in tracked.read_all(repo.root)]
     for rec in recs:  # before writing anything: no output may lead out through a link made since
         repo.check_confined(rec.path)
     for rec in recs:

@@ -17,6 +17,10 @@ class PipelineError(PivotError):
     """The pipeline module could not be loaded, or a stage definition is wrong."""
 
 
+class TrackError(PivotError):
+    """`pivot track` / `pivot untrack` refused a path, or a tracked-data record is unreadable."""
+
+
 class GraphError(PivotError):
     """The stage graph is invalid: cycles, duplicate or nested outputs, missing deps."""
 

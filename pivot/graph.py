@@ -8,6 +8,7 @@ import posixpath
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pivot import tracked
 from pivot.confine import Confinement
 from pivot.errors import GraphError
 from pivot.stage import Stage
@@ -91,12 +92,14 @@ def build(stages: list[Stage], root: Path) -> Graph:
     for p, s_name in producer.items():
         for anc in _ancestors(p):
             g.inside.setdefault(anc, set()).add(s_name)
+    tracked_data = tracked.read_all(root)  # a tracked path may be absent here: 'pivot checkout' restores it
+    _not_tracked(producer, tracked_data)
     g.upstream = {s.name: set() for s in resolved}
     g.downstream = {s.name: set() for s in resolved}
     for s in resolved:
         for d in s.deps:
             ups = g.producers_of(d)
-            if not ups and not os.path.exists(os.path.join(root, d)):
+            if not ups and not os.path.exists(os.path.join(root, d)) and tracked.covering(tracked_data, d) is None:
                 raise GraphError(
                     f"stage '{s.name}' depends on '{d}', which no stage produces and which does not exist; "
                     "create it or declare it in another stage's outs"
@@ -144,6 +147,15 @@ def _producers(stages: list[Stage]) -> dict[str, str]:
                     "outputs may not nest"
                 )
     return producer
+
+
+def _not_tracked(producer: dict[str, str], tracked_data: list[tracked.Tracked]) -> None:
+    """No stage may produce tracked data (`pivot track`), nor a path inside or around it."""
+    for t in tracked_data:
+        for p, name in producer.items():
+            if p == t.path or p.startswith(t.path + "/") or t.path.startswith(p + "/"):
+                raise GraphError(f"output '{p}' of stage '{name}' overlaps tracked data '{t.path}' "
+                                 f"('pivot track'); run 'pivot untrack {t.path}' or declare another output")
 
 
 def _order(stages: list[Stage], upstream: dict[str, set[str]], downstream: dict[str, set[str]]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 PIVOT_DIR = ".pivot"
 STAGES_DIR = f"{PIVOT_DIR}/stages"  # one <stage>.lock per stage, committed
+TRACKED_DIR = f"{PIVOT_DIR}/tracked"  # one record per path tracked with `pivot track`, committed
 CACHE_DIR = f"{PIVOT_DIR}/cache"  # the content-addressed store, git-ignored
 TMP_DIR = f"{PIVOT_DIR}/tmp"  # scratch: logs, the run lock, compiled modules, remote indexes
 STATE_DB = f"{PIVOT_DIR}/state.db"  # remembered hashes, per machine
@@ -15,3 +16,4 @@ CONFIG_LOCAL = f"{PIVOT_DIR}/config.local.yaml"  # this machine's settings (cred
 PLOTS_PAGE = f"{PIVOT_DIR}/plots/index.html"
 PARAMS_FILE = "params.yaml"
 LOCK_SUFFIX = ".lock"
+TRACKED_SUFFIX = ".yaml"

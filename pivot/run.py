@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pivot import atomic, fresh, gitignore
+from pivot import atomic, fresh, gitignore, tracked
 from pivot.confine import Confinement
 from pivot.errors import PivotError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
@@ -484,7 +484,7 @@ class Runner:
 
     def _update_gitignore(self) -> None:
         paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]
-        gitignore.update(self.root, paths)
+        gitignore.update(self.root, paths + tracked.paths(self.root))
 
     # -- one stage ---------------------------------------------------------
     def _prepare_incremental(self, prep: Prepared, outs: tuple[Out, ...]) -> None:

@@ -49,12 +49,13 @@ class Report:
     metrics: list[FileProblem] = field(default_factory=list)  # workspace metric vs its lock
     staging: list[FileProblem] = field(default_factory=list)  # staged vs workspace (pre-commit)
     orphans: list[FileProblem] = field(default_factory=list)  # lock files of stages no longer in the pipeline
+    tracked: list[FileProblem] = field(default_factory=list)  # tracked data whose content differs from its record
     restorable: list[str] = field(default_factory=list)  # outputs missing or modified here: not a problem
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.stale or self.metrics or self.staging or self.orphans)
+        return not (self.stale or self.metrics or self.staging or self.orphans or self.tracked)
 
     def to_json(self) -> dict[str, Any]:
         def files(items: list[FileProblem]) -> list[dict[str, Any]]:
@@ -67,6 +68,7 @@ class Report:
             "metrics": files(self.metrics),
             "staging": files(self.staging),
             "orphan_locks": files(self.orphans),
+            "tracked": files(self.tracked),
             "restorable_outputs": list(self.restorable),
             "notes": list(self.notes),
         }
@@ -81,7 +83,7 @@ class Report:
             out.append(f"    fix: {s.fix}")
         if limit is not None and len(self.stale) > limit:
             out.append(f"... and {len(self.stale) - limit} more stale stage(s); 'pivot verify' lists them all")
-        for f in self.metrics + self.staging + self.orphans:
+        for f in self.metrics + self.staging + self.orphans + self.tracked:
             owner = f" (stage {f.stage})" if f.stage else ""
             out.append(f"{f.path}{owner}: {f.problem}")
             out.append(f"    fix: {f.fix}")
@@ -97,6 +99,8 @@ class Report:
             parts.append(f"{len(self.staging)} file(s) staged differently from the workspace")
         if self.orphans:
             parts.append(f"{len(self.orphans)} orphan lock file(s)")
+        if self.tracked:
+            parts.append(f"{len(self.tracked)} tracked path(s) differ from their record")
         return ", ".join(parts)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 # name -> (module, short help). The short help lives here so listing commands imports nothing.
+# A module's `command`, or "module:name" for another click command of that module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("pivot.cli.init", "Create .pivot/ in a git work tree."),
     "run": ("pivot.cli.run", "Run stages that changed (and what they need)."),
@@ -30,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pull": ("pivot.cli.pull", "fetch, then checkout the outputs."),
     "gc": ("pivot.cli.gc", "Remove cache (or remote) objects no kept lock file refers to."),
     "plots": ("pivot.cli.plots", "Draw the Plot outputs on one offline HTML page; overlay git revisions."),
+    "track": ("pivot.cli.track", "Keep data files or folders in the cache, recorded in git instead of committed."),
+    "untrack": ("pivot.cli.track:untrack", "Stop tracking data (the data stays; its record goes)."),
 }
 
 
@@ -40,8 +43,9 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        module = importlib.import_module(COMMANDS[name][0])
-        return module.command  # type: ignore[no-any-return]
+        module_name, _, attribute = COMMANDS[name][0].partition(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, attribute or "command")  # type: ignore[no-any-return]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):

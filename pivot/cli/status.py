@@ -52,6 +52,10 @@ def _print_json(result: StatusPlan) -> None:
         {"stage": o.stage, "orphan_lock": o.path, "stale": False, "reasons": [f"{o.why}; {_REMOVES}"],
          "restore": [], "notes": []}
         for o in result.orphans
+    ] + [
+        {"stage": None, "tracked": t.path, "state": t.state, "stale": False, "reasons": [t.message],
+         "restore": [], "notes": []}
+        for t in result.tracked
     ])
 
 
@@ -77,6 +81,8 @@ def _print_text(result: StatusPlan, explain: bool) -> None:
                 click.echo(f"    note: {n}")
     for o in result.orphans:
         click.echo(f"orphan lock {o.path}: {o.why}; {_REMOVES}")
+    for t in result.tracked:
+        click.echo(f"{t.path}: {t.message}")
     if stale:
         click.echo(f"{len(stale)} of {len(planned)} stage(s) stale; run 'pivot run' to update")
     else:

@@ -1,6 +1,6 @@
 """Which cached outputs an operation concerns: those the workspace's lock files name (of some
-stages, or all), and with --all-branches / --all-commits (or, for gc by default, the history of
-local branches and tags) those of git history too."""
+stages, or all, and then the tracked-data records too), and with --all-branches / --all-commits
+(or, for gc by default, the history of local branches and tags) those of git history too."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 
 def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches: bool = False,
                    all_commits: bool = False, local_history: bool = False) -> dict[str, NeededOutput]:
-    """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all), and with
+    """Cached outputs (by hash) of the workspace's lock files (of `stages`, else all, with the
+    tracked-data records), and with
     --all-branches / --all-commits of those revisions' lock files too; with `local_history`, of
     every commit reachable from HEAD, local branches and tags."""
     from pivot import lock as lockfile  # lazy: start-up
-    from pivot.history import History  # lazy: pygit2 is heavy
+    from pivot import tracked as trackfile  # lazy: start-up
+    from pivot.history import TRACKED, History  # lazy: pygit2 is heavy
 
     needed: dict[str, NeededOutput] = {}
     names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
@@ -33,6 +35,9 @@ def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches:
         for rec in lock.outs:
             if rec.kind != OutputKind.METRIC:
                 needed.setdefault(rec.hash, NeededOutput(rec.hash, rec.path, name, rec.is_dir, "workspace"))
+    if not stages:
+        for t in trackfile.read_all(project.root):
+            needed.setdefault(t.hash, NeededOutput(t.hash, t.path, TRACKED, t.is_dir, "workspace"))
     if all_branches or all_commits or local_history:
         history = History(project.root)
         with history:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
+    from pivot.ops.track import TrackedChange
     from pivot.repo import OrphanLock
     from pivot.run import Planned
 
@@ -17,22 +18,26 @@ class StatusPlan:
     planned: list[Planned]
     orphans: list[OrphanLock]  # lock files of stages no longer in the pipeline ('pivot run' removes them)
     remote: str | None = None  # the remote whose holdings were consulted (outputs a clone lacks)
+    tracked: list[TrackedChange] = field(default_factory=list)  # tracked data modified or missing ('pivot track')
 
 
 def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: str | None = None) -> StatusPlan:
     """The plan of `pivot run`. Locked outputs missing here and in the cache are looked for on
     the remote: asked (one batched query) with `ask_remote` or a named `remote`, else, when a
-    default remote is configured, from its local index (no network)."""
+    default remote is configured, from its local index (no network). Tracked data that changed
+    is listed too (when no stages are named)."""
     from pivot import fresh  # lazy: loads the pipeline
     from pivot.ops.run import remote_source
+    from pivot.ops.track import changes  # lazy: start-up
     from pivot.run import plan
 
     with Workspace.find() as ws:
         repo = ws.repo
+        tracked = [] if stages else changes(repo)
         ask = ask_remote or remote is not None
         wanted = fresh.candidates(repo, repo.graph.select(list(stages), False))
         source = remote_source(ws, remote, ask, required=ask) if wanted or ask else None
         if source is None:
-            return StatusPlan(plan(repo, stages), repo.orphan_locks())
+            return StatusPlan(plan(repo, stages), repo.orphan_locks(), tracked=tracked)
         held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
-        return StatusPlan(plan(repo, stages, on_remote=held), repo.orphan_locks(), source.name)
+        return StatusPlan(plan(repo, stages, on_remote=held), repo.orphan_locks(), source.name, tracked)
