@@ -26,6 +26,8 @@ class Confinement:
         # link to one of its objects is Pivot's own doing (the symlink link mode), not an escape.
         self.cache = os.path.realpath(os.path.join(self.root, CACHE_DIR))
         self._folders: dict[str, str] = {}
+        self._safe_folders: dict[str, bool] = {}  # real folder -> inside the project, outside .pivot/
+        self._links: dict[str, frozenset[str]] = {}  # real folder -> names of the links in it
 
     def _real_folder(self, rel_folder: str) -> str:
         real = self._folders.get(rel_folder)
@@ -33,11 +35,31 @@ class Confinement:
             real = self._folders[rel_folder] = os.path.realpath(os.path.join(self.root, rel_folder))
         return real
 
+    def _links_in(self, real_folder: str) -> frozenset[str]:
+        """The names of the symbolic links in a folder: one listing per folder, rather than one
+        lstat per path (a status of a thousand stages checks two thousand paths)."""
+        links = self._links.get(real_folder)
+        if links is None:
+            try:
+                with os.scandir(real_folder) as entries:
+                    links = frozenset(e.name for e in entries if e.is_symlink())
+            except OSError:  # missing, not a folder, unreadable: nothing here is a link we can follow
+                links = frozenset()
+            self._links[real_folder] = links
+        return links
+
     def problem(self, rel: str) -> str | None:
         """None when `rel` (POSIX, relative to the root) really lies inside the project and outside
         .pivot/, or is itself a link to a cache object; else where it leads."""
         folder, name = os.path.split(rel)
-        real = os.path.join(self._real_folder(folder), name)
+        real_folder = self._real_folder(folder)
+        safe = self._safe_folders.get(real_folder)
+        if safe is None:
+            safe = self._safe_folders[real_folder] = (_within(real_folder, self.root)
+                                                      and not _within(real_folder, self.owned))
+        if safe and name not in self._links_in(real_folder):
+            return None  # the common case: a real folder of the project, and no link
+        real = os.path.join(real_folder, name)
         if os.path.islink(real) and _within(real, self.root) and not _within(real, self.owned):
             real = os.path.realpath(real)
             if _within(real, self.cache):

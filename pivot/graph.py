@@ -11,6 +11,7 @@ from pathlib import Path
 from pivot import tracked
 from pivot.confine import Confinement
 from pivot.errors import GraphError
+from pivot.outputs import Out
 from pivot.stage import Stage
 
 
@@ -114,8 +115,14 @@ def build(stages: list[Stage], root: Path) -> Graph:
 def _resolve(s: Stage) -> Stage:
     """The stage with every dep and output path normalised (duplicate deps dropped)."""
     deps = tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps))
-    outs = tuple(replace(o, path=normalize_path(o.path, s.name, "output")) for o in s.outs)
+    outs = tuple(_with_path(o, normalize_path(o.path, s.name, "output")) for o in s.outs)
+    if deps == s.deps and all(a is b for a, b in zip(outs, s.outs, strict=True)):
+        return s  # already normal (the usual case): no copies
     return replace(s, deps=deps, outs=outs)
+
+
+def _with_path(out: Out, path: str) -> Out:
+    return out if out.path == path else replace(out, path=path)
 
 
 def _confine(stages: list[Stage], root: Path) -> None:

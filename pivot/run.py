@@ -194,6 +194,8 @@ class Runner:
     def _fetch_missing(self, opts: RunOptions, names: list[str]) -> None:
         """Outputs of up-to-date stages that only the remote holds come into the cache in one
         fetch, so the stages are restored instead of run; what the remote lacks after all runs."""
+        if self.source is None or not fresh.candidates(self.repo, names):
+            return  # nothing a remote could spare us: no second planning pass
         planned, src = self._plan_with_remote(opts, names)
         records = [r for p in planned if not p.decision.run for r in p.decision.fetch]
         if src is None or not records:

@@ -35,9 +35,9 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
         repo = ws.repo
         tracked = [] if stages else changes(repo)
         ask = ask_remote or remote is not None
-        wanted = fresh.candidates(repo, repo.graph.select(list(stages), False))
-        source = remote_source(ws, remote, ask, required=ask) if wanted or ask else None
-        if source is None:
+        source = remote_source(ws, remote, ask, required=ask)  # None: no remote configured
+        wanted = fresh.candidates(repo, repo.graph.select(list(stages), False)) if source is not None else {}
+        if source is None or not (wanted or ask):
             return StatusPlan(plan(repo, stages), repo.orphan_locks(), tracked=tracked)
         held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
         return StatusPlan(plan(repo, stages, on_remote=held), repo.orphan_locks(), source.name, tracked)
