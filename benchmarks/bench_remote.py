@@ -21,8 +21,11 @@ SeaweedFS directly (times only).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,7 +45,7 @@ PIVOT = str(Path(sys.executable).parent / "pivot")
 BUCKET = "bench"
 SERVER_PID: int | None = None  # SeaweedFS's server, whose CPU time each S3 command costs is recorded
 SERVER_CPU: dict[str, list[float]] = {}  # "tool:metric" -> server CPU seconds per run
-PROXY: CountingProxy | None = None  # in front of the server unless --no-count
+PROXY: ProxyProcess | None = None  # in front of the server unless --no-count
 REQUESTS: dict[str, list[int]] = {}  # "tool:metric" -> S3 requests per run
 OBJECTS = {"small": 0, "big": 1}  # files per case, for objects/s ("small" is set from --files)
 
@@ -59,6 +62,56 @@ def big():
     import shutil
     shutil.copyfile("gen/big.bin", "big.bin")
 """
+
+
+class ProxyProcess:
+    """tests/seaweed.py's CountingProxy, run in a process of its own.
+
+    The proxy holds whole request and response bodies in memory (all of the big file on a pull).
+    In this process that would grow the benchmark's resident set, and every command started
+    afterwards would report it as its own peak RSS: on Linux a child's ru_maxrss starts from the
+    parent's resident set at fork/vfork and is kept across exec."""
+
+    def __init__(self, target: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_proxy, args=(target, child), daemon=True)
+        self._proc.start()
+        child.close()
+        self.endpoint: str = self._conn.recv()
+
+    def reset(self) -> None:
+        self._conn.send("reset")
+        self._conn.recv()
+
+    def count(self) -> int:
+        self._conn.send("count")
+        return int(self._conn.recv())
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+def _serve_proxy(target: str, conn: Any) -> None:
+    proxy = CountingProxy(target).start()
+    conn.send(proxy.endpoint)
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:
+            break
+        if command == "reset":
+            proxy.reset()
+            conn.send(None)
+        elif command == "count":
+            conn.send(proxy.count())
+        else:
+            break
+    proxy.stop()
 
 
 def generate(folder: Path, files: int, big_mib: int) -> None:
@@ -230,7 +283,7 @@ def main() -> None:
             SERVER_PID = server.proc.pid if server.proc else None
             endpoint = server.endpoint
             if not args.no_count:
-                PROXY = CountingProxy(server.endpoint).start()
+                PROXY = ProxyProcess(server.endpoint)
                 endpoint = PROXY.endpoint
         proj = pivot_project(work, gen, env)
         dproj = dvc_project(args.dvc_bin, work, gen, env) if args.dvc else None
@@ -255,6 +308,11 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report(results, args)
+
+
+def harness_rss_kib() -> int:
+    """This process's peak resident set: a command started from it reports at least this much."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _cell(m: Measurement | None) -> str:
@@ -301,7 +359,9 @@ def report(results: dict[str, Measurement], args: Any) -> None:
             print(f"{m.tool} {m.metric}: {m.status}: {m.error[:300]}")
     path = write_results("remote", {"machine": machine_info(), "args": vars(args),
                                     "results": [m.to_json() for m in results.values()],
-                                    "s3_server_cpu": SERVER_CPU, "s3_requests": REQUESTS})
+                                    "s3_server_cpu": SERVER_CPU, "s3_requests": REQUESTS,
+                                    "harness_max_rss_kib": harness_rss_kib()})
+    print(f"benchmark process peak RSS (a floor for every command's figure): {harness_rss_kib() / 1024:.0f} MiB")
     print(f"results: {path}")
 
 
