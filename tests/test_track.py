@@ -158,18 +158,21 @@ def test_refusals_change_nothing(project: Project, tmp_path: Path) -> None:
     refused(project, "track", "data/d.txt", names=("inside tracked folder 'data'",))
 
 
+COPY_IMAGE_A = """\
+    from pivot import stage
+
+    @stage(deps=["images/a.txt"], outs=["out.txt"])
+    def copy():
+        open("out.txt", "w").write(open("images/a.txt").read())
+    """
+
+
 def test_stage_depending_on_a_file_inside_a_tracked_folder_goes_stale(project: Project) -> None:
     project.write("images/a.txt", "a\n")
     project.write("images/b.txt", "b\n")
     project.pipeline(EMPTY)
     project.pivot("track", "images")
-    project.pipeline("""\
-        from pivot import stage
-
-        @stage(deps=["images/a.txt"], outs=["out.txt"])
-        def copy():
-            open("out.txt", "w").write(open("images/a.txt").read())
-        """)
+    project.pipeline(COPY_IMAGE_A)
     project.pivot("run")
     assert "up to date" in project.pivot("status").stdout
     project.write("images/a.txt", "changed\n")
@@ -181,13 +184,7 @@ def test_missing_tracked_dependency_is_restorable_not_a_graph_error(project: Pro
     project.write("images/a.txt", "a\n")
     project.pipeline(EMPTY)
     project.pivot("track", "images")
-    project.pipeline("""\
-        from pivot import stage
-
-        @stage(deps=["images/a.txt"], outs=["out.txt"])
-        def copy():
-            open("out.txt", "w").write(open("images/a.txt").read())
-        """)
+    project.pipeline(COPY_IMAGE_A)
     project.pivot("run")
     (project.root / "images/a.txt").unlink()
     (project.root / "images").rmdir()
