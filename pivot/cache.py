@@ -15,14 +15,11 @@ import xxhash
 from pivot import atomic
 from pivot.errors import CacheError
 from pivot.hashing import CHUNK, hash_bytes, parse_manifest, read_buffer
-from pivot.records import DirEntry, FileMemoRow, OutputKind, PathRecord
-from pivot.records import is_digest as is_hex_digest
+from pivot.records import DirEntry, FileMemoRow, OutputKind, PathRecord, is_digest
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
 
 
-def is_digest(value: object) -> bool:
-    return isinstance(value, str) and is_hex_digest(value)
 
 
 def object_relpath(digest: str) -> str:

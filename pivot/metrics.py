@@ -192,7 +192,7 @@ def _locked_metrics(locks: dict[str, StageLock]) -> list[tuple[str, str]]:
 
 
 def _load_stages(root: Path) -> list[Stage]:
-    from pivot.project import load_config
+    from pivot.config import load_config
     from pivot.stage import discover
 
     os.chdir(root)  # stages (and code run at import) see the project root as their working folder

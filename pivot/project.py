@@ -6,11 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pivot.config import LINK_MODES, Config, load_config
+from pivot.config import Config, load_config
 from pivot.errors import ProjectError
 from pivot.layout import CACHE_DIR, PIVOT_DIR, STAGES_DIR, STATE_DB, TMP_DIR
-
-__all__ = ["LINK_MODES", "PIVOT_DIR", "Config", "Project", "find_root", "load_config", "load_project"]
 
 
 @dataclass(frozen=True)

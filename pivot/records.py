@@ -22,9 +22,9 @@ class OutputKind(StrEnum):
     INCREMENTAL = "incremental"
 
 
-def is_digest(text: str) -> bool:
+def is_digest(value: object) -> bool:
     """A 32-hex-digit xxh3-128 digest, as object names and lock files use."""
-    return len(text) == 32 and set(text) <= _HEX
+    return isinstance(value, str) and len(value) == 32 and set(value) <= _HEX
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PathRecord:
         path, digest, kind = d["path"], d["hash"], d.get("type")
         if not isinstance(path, str) or not path:
             raise TypeError(f"path must be a string, got {path!r}")
-        if not (isinstance(digest, str) and is_digest(digest)):
+        if not is_digest(digest):
             raise TypeError(f"hash of '{path}' must be 32 hex digits, got {digest!r}")
         if kind is not None and not isinstance(kind, str):
             raise TypeError(f"type of '{path}' must be a string")

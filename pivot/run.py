@@ -18,7 +18,7 @@ from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, 
 from pivot.landing import Landing
 from pivot.lock import StageLock
 from pivot.outputs import Out
-from pivot.records import PathRecord
+from pivot.records import NeededOutput, PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
 from pivot.status import Decision, Policy, decide
@@ -172,11 +172,14 @@ class Runner:
             self.reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} "
                                f"({orphan.why})")
 
-    def _plan_with_remote(self, opts: RunOptions, names: list[str]) -> tuple[list[Planned], fresh.Source | None]:
+    def _plan_with_remote(self, opts: RunOptions, names: list[str],
+                          wanted: dict[str, NeededOutput] | None = None) -> tuple[list[Planned], fresh.Source | None]:
         """The plan, knowing which missing outputs the remote holds (one batched query, asked
-        only when some locked output is in neither the workspace nor the cache)."""
+        only when some locked output is in neither the workspace nor the cache). `wanted`: those
+        outputs, when the caller has found them already."""
         src = self.source
-        wanted = fresh.candidates(self.repo, names) if src is not None else {}
+        if wanted is None:
+            wanted = fresh.candidates(self.repo, names) if src is not None else {}
         if src is None or not wanted:
             return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
         try:
@@ -194,9 +197,10 @@ class Runner:
     def _fetch_missing(self, opts: RunOptions, names: list[str]) -> None:
         """Outputs of up-to-date stages that only the remote holds come into the cache in one
         fetch, so the stages are restored instead of run; what the remote lacks after all runs."""
-        if self.source is None or not fresh.candidates(self.repo, names):
+        wanted = fresh.candidates(self.repo, names) if self.source is not None else {}
+        if not wanted:
             return  # nothing a remote could spare us: no second planning pass
-        planned, src = self._plan_with_remote(opts, names)
+        planned, src = self._plan_with_remote(opts, names, wanted)
         records = [r for p in planned if not p.decision.run for r in p.decision.fetch]
         if src is None or not records:
             return

@@ -51,7 +51,7 @@ class Tracked:
         path, digest, size, files = d["path"], d["hash"], d["size"], d.get("files")
         if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
             raise ValueError("path must be a project-relative path")
-        if not (isinstance(digest, str) and is_digest(digest)):
+        if not is_digest(digest):
             raise ValueError("hash must be 32 hex digits")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError("size must be a count of bytes")

@@ -14,7 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from pivot.project import Project, find_root, load_config
+from pivot.config import load_config
+from pivot.project import Project, find_root
 
 if TYPE_CHECKING:
     from pivot.cache import Cache

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pivot import remote_config
-from pivot.project import find_root, load_config
+from pivot.config import load_config
+from pivot.project import find_root
 from pivot.remote_config import RemoteSpec
 
 

@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pivot.cache import is_digest
 from pivot.errors import Corrupt, NotFound, RemoteError
 from pivot.hashing import hash_bytes, hash_file
 from pivot.layout import TMP_DIR
+from pivot.records import is_digest
 from pivot.remote.index import RemoteIndex
 from pivot.remote.storage import PART, SMALL, Listed, Storage
 from pivot.remote_config import scrub, secret_values

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pivot.cache import Cache, copy_hashing, is_digest, unlink_quiet
+from pivot.cache import Cache, copy_hashing, unlink_quiet
 from pivot.errors import Corrupt, NotFound, RemoteError
+from pivot.records import is_digest
 from pivot.remote.index import MARKER, RemoteIndex
 
 SMALL = 32 * 1024 * 1024  # objects up to this size are moved in one request, in memory
