@@ -111,6 +111,15 @@ class Corrupt(Exception):
 # -- raised and caught inside Pivot; never shown as they are ------------------------------------
 
 
+class BadPack(Exception):
+    """A pack or pack index on a remote does not parse or does not match its name."""
+
+    def __init__(self, rel: str, reason: str) -> None:
+        super().__init__(f"{rel}: {reason}")
+        self.rel = rel
+        self.reason = reason
+
+
 class Unhashable(Exception):
     """The value cannot be hashed soundly (a lock, a generator, too deep...): the message says why."""
 

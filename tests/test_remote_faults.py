@@ -39,10 +39,12 @@ def proxy(seaweed: SeaweedServer) -> Iterator[CountingProxy]:
 
 
 def setup(project: Project, proxy: CountingProxy, s3_prefix: str, *options: str) -> None:
+    """A remote of loose objects (one request per object, so that faults land on objects):
+    packed remotes under the same faults are in tests/test_packs.py."""
     project.pipeline(PIPELINE)
     project.pivot("run")
     project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={proxy.endpoint}",
-                  *options)
+                  "-o", "pack_threshold=0", *options)
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "pipeline")
 

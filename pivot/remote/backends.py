@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pivot.remote.fsspec_storage import open_fsspec
-from pivot.remote.storage import LocalStorage, Storage
+from pivot.remote.storage import LocalStorage, Storage, pack_options
 
 if TYPE_CHECKING:
     from pivot.remote_config import RemoteSpec
@@ -18,5 +18,8 @@ def open_storage(spec: RemoteSpec, root: Path, jobs: int) -> Storage:
     url = spec.url
     if "://" not in url or url.startswith("file://"):
         path = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
-        return LocalStorage(spec.name, url, path if path.is_absolute() else root / path, jobs)
+        local = LocalStorage(spec.name, url, path if path.is_absolute() else root / path, jobs)
+        # A folder answers per file at disk speed: objects stay loose unless its options say.
+        local.pack_threshold, local.pack_size = pack_options(spec.name, dict(spec.options), 0)
+        return local
     return open_fsspec(spec, root, jobs)

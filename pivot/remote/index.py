@@ -10,7 +10,9 @@ disappear changes the token first:
 - emptying the remote's folder or bucket removes the token with everything else.
 
 A push reads the token (one request) and trusts what it remembers only if the token is the one it
-remembered it under; otherwise it forgets everything about that remote and asks. `pivot verify
+remembered it under; otherwise it forgets everything about that remote and asks. Packs (pivot/remote/packfile.py) are
+remembered the same way: which pack indexes were read under the token, and where each packed
+object sits, so a pull reads byte ranges without reading the indexes again. `pivot verify
 --remote` never trusts the memory, and forgets whatever it finds missing, so deleting single
 objects by hand is mended by running it once.
 """
@@ -21,13 +23,21 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from pivot.remote.packfile import Entry
+
 MARKER = "pivot-generation"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generation (remote TEXT PRIMARY KEY, token TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS object (remote TEXT NOT NULL, digest TEXT NOT NULL,
                                    PRIMARY KEY (remote, digest)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pack (remote TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL,
+                                 PRIMARY KEY (remote, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packed (remote TEXT NOT NULL, digest TEXT NOT NULL, pack TEXT NOT NULL,
+                                   offset INTEGER NOT NULL, length INTEGER NOT NULL,
+                                   PRIMARY KEY (remote, digest)) WITHOUT ROWID;
 """
+_TABLES = ("object", "pack", "packed")
 
 
 class RemoteIndex:
@@ -72,21 +82,63 @@ class RemoteIndex:
             db = self._conn()
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                row = db.execute("SELECT token FROM generation WHERE remote = ?", (self.remote,)).fetchone()
-                if row is None or row[0] != token:
-                    db.execute("DELETE FROM object WHERE remote = ?", (self.remote,))
-                    db.execute("INSERT OR REPLACE INTO generation VALUES (?, ?)", (self.remote, token))
+                self._adopt(db, token)
                 db.executemany("INSERT OR IGNORE INTO object VALUES (?, ?)", ((self.remote, d) for d in digests))
         except sqlite3.Error:
             pass
+
+    def _adopt(self, db: sqlite3.Connection, token: str) -> None:
+        """Inside a transaction: make `token` the remembered one, forgetting all if it changed."""
+        row = db.execute("SELECT token FROM generation WHERE remote = ?", (self.remote,)).fetchone()
+        if row is None or row[0] != token:
+            for table in _TABLES:
+                db.execute(f"DELETE FROM {table} WHERE remote = ?", (self.remote,))
+            db.execute("INSERT OR REPLACE INTO generation VALUES (?, ?)", (self.remote, token))
+
+    def packs(self, token: str) -> dict[str, int]:
+        """The packs (name -> size) whose index was read under `token` (none if it changed)."""
+        try:
+            db = self._conn()
+            row = db.execute("SELECT token FROM generation WHERE remote = ?", (self.remote,)).fetchone()
+            if row is None or row[0] != token:
+                return {}
+            return dict(db.execute("SELECT name, size FROM pack WHERE remote = ?", (self.remote,)).fetchall())
+        except sqlite3.Error:
+            return {}
+
+    def add_pack(self, token: str, name: str, size: int, entries: list[Entry]) -> None:
+        """Remember a pack whose index was read or written, and where each of its objects sits."""
+        if not token:
+            return
+        try:
+            db = self._conn()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                self._adopt(db, token)
+                db.execute("INSERT OR REPLACE INTO pack VALUES (?, ?, ?)", (self.remote, name, size))
+                db.executemany("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?, ?)",
+                               ((self.remote, e.digest, e.pack, e.offset, e.length) for e in entries))
+                db.executemany("INSERT OR IGNORE INTO object VALUES (?, ?)", ((self.remote, e.digest) for e in entries))
+        except sqlite3.Error:
+            pass
+
+    def located(self) -> dict[str, Entry]:
+        """Where each remembered packed object sits (trusted only after `packs(token)` agreed)."""
+        try:
+            rows = self._conn().execute("SELECT digest, pack, offset, length FROM packed WHERE remote = ?",
+                                        (self.remote,))
+            return {d: Entry(d, p, o, n) for d, p, o, n in rows}
+        except sqlite3.Error:
+            return {}
 
     def forget(self, digests: Iterable[str]) -> None:
         try:
             db = self._conn()
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("DELETE FROM object WHERE remote = ? AND digest = ?",
-                               ((self.remote, d) for d in digests))
+                gone = [(self.remote, d) for d in digests]
+                db.executemany("DELETE FROM object WHERE remote = ? AND digest = ?", gone)
+                db.executemany("DELETE FROM packed WHERE remote = ? AND digest = ?", gone)
         except sqlite3.Error:
             pass
 
@@ -95,8 +147,8 @@ class RemoteIndex:
             db = self._conn()
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM object WHERE remote = ?", (self.remote,))
-                db.execute("DELETE FROM generation WHERE remote = ?", (self.remote,))
+                for table in (*_TABLES, "generation"):
+                    db.execute(f"DELETE FROM {table} WHERE remote = ?", (self.remote,))
         except sqlite3.Error:
             pass
 

@@ -12,6 +12,8 @@ from pivot.errors import NotFound
 from pivot.hashing import hash_bytes, parse_manifest
 from pivot.records import NeededOutput
 from pivot.remote.concurrency import bounded
+from pivot.remote.packfile import pack_rel
+from pivot.remote.packs import Catalog, learn
 from pivot.remote.storage import Storage
 
 Needed = NeededOutput  # the name callers used before records.py held it
@@ -52,10 +54,14 @@ def local_manifest(cache: Cache) -> Callable[[str], Manifest | None]:
     return read
 
 
-async def remote_manifest(storage: Storage, digest: str) -> Manifest | None:
-    """A directory's manifest read from the remote, verified (None: absent or damaged)."""
+async def remote_manifest(storage: Storage, digest: str, catalog: Catalog | None = None) -> Manifest | None:
+    """A directory's manifest read from the remote (from its pack when `catalog` places it in
+    one), verified (None: absent or damaged)."""
     try:
-        data = await storage.read(object_relpath(digest))
+        if catalog is not None and (e := catalog.where.get(digest)) is not None:
+            data = await storage.read_range(pack_rel(e.pack), e.offset, e.offset + e.length)
+        else:
+            data = await storage.read(object_relpath(digest))
     except NotFound:
         return None
     if hash_bytes(data) != digest:
@@ -63,15 +69,21 @@ async def remote_manifest(storage: Storage, digest: str) -> Manifest | None:
     return [(e.hash, e.size) for e in parse_manifest(data)]
 
 
-async def missing(storage: Storage, digests: list[str], jobs: int) -> set[str]:
-    """Which of `digests` the remote lacks, in as few requests as possible: the whole listing
-    when the remote is small (estimated from one prefix, as objects spread evenly over the 256
-    prefixes), one listing per prefix when that is fewer requests than one question per object,
-    else one question per object."""
+async def missing(storage: Storage, digests: list[str], jobs: int, catalog: Catalog | None = None) -> set[str]:
+    """Which of `digests` the remote lacks, in as few requests as possible. First its packs
+    (`catalog`, learnt here when not given: one listing, and the indexes not read before); then,
+    for the objects no pack holds, loose ones: the whole listing when the remote is small
+    (estimated from one prefix, as objects spread evenly over the 256 prefixes), one listing per
+    prefix when that is fewer requests than one question per object, else one question per object."""
+    if not digests:
+        return set()
+    if catalog is None:
+        catalog = await learn(storage, jobs)
+    digests = [d for d in digests if d not in catalog.where]
     if not digests:
         return set()
     prefixes = sorted({d[:2] for d in digests})
-    if len(digests) <= 8:
+    if len(digests) <= (2 if storage.pack_threshold else 8):  # a packing remote answers a listing sooner
         return await _ask_each(storage, digests, jobs)
     probe = await storage.list_dir(f"files/{prefixes[0]}")
     pages = len(probe) * 256 // 1000 + 1  # a listing page holds 1,000 names on S3

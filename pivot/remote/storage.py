@@ -24,6 +24,8 @@ from pivot.remote.index import MARKER, RemoteIndex
 
 SMALL = 32 * 1024 * 1024  # objects up to this size are moved in one request, in memory
 PART = 8 * 1024 * 1024  # multipart chunk for large objects; peak memory is a few of these
+PACK_THRESHOLD = 1024 * 1024  # network remotes: objects below this size are packed on push
+PACK_SIZE = 32 * 1024 * 1024  # a pack is closed once it holds this many bytes
 
 
 def default_jobs(url: str = "") -> int:
@@ -33,6 +35,23 @@ def default_jobs(url: str = "") -> int:
     if "://" not in url or url.startswith("file://"):
         return min(8, max(4, cpus))
     return min(64, 8 * cpus)
+
+
+def pack_options(name: str, options: dict[str, Any], threshold: int) -> tuple[int, int]:
+    """Take `pack_threshold` and `pack_size` (bytes) out of a remote's options: objects smaller
+    than the threshold are packed on push (0: none), `threshold` unless the options say."""
+    found = []
+    for key, default in (("pack_threshold", threshold), ("pack_size", PACK_SIZE)):
+        value = options.pop(key, default)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if number < 0 or isinstance(value, bool):
+            raise RemoteError(f"remote '{name}': option {key}={value!r} is not a number of bytes; "
+                              f"set it with 'pivot remote add {name} URL --force -o {key}=BYTES'")
+        found.append(number)
+    return found[0], max(found[1], 1)
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,9 @@ class Storage:
     index: RemoteIndex | None = None
     # Credentials in the remote's options: never shown in a message (pivot/remote/failures.py).
     secrets: tuple[str, ...] = ()
+    # Objects below this size go into packs on push (0: every object loose; see packfile.py).
+    pack_threshold: int = 0
+    pack_size: int = PACK_SIZE
 
     def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
         raise NotImplementedError
@@ -76,6 +98,8 @@ class Storage:
     async def size(self, rel: str) -> int: raise NotImplementedError
     async def list_dir(self, rel: str) -> dict[str, int]: raise NotImplementedError  # name -> size
     async def list_all(self) -> dict[str, Listed]: raise NotImplementedError
+    async def list_entries(self, rel: str) -> dict[str, Listed]: raise NotImplementedError  # one folder
+    async def read_range(self, rel: str, start: int, end: int) -> bytes: raise NotImplementedError
     async def put(self, src: str, rel: str, digest: str) -> int: raise NotImplementedError
     async def get(self, rel: str, dst: str) -> None: raise NotImplementedError
     async def read(self, rel: str) -> bytes: raise NotImplementedError
@@ -115,6 +139,28 @@ def _write_verified(src: str, dest: str, digest: str, tmp: str | None = None) ->
             raise Corrupt(digest, actual)
         os.replace(tmp, dest)
         return size
+    except BaseException:
+        unlink_quiet(tmp)
+        raise
+
+
+def store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) -> None:
+    """Put verified bytes in the cache: a temporary name in the object's folder, then rename."""
+    dest = cache.path(digest)
+    if not made.get(digest[:2]):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        made[digest[:2]] = True
+    tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
+    unlink_quiet(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
     except BaseException:
         unlink_quiet(tmp)
         raise
@@ -164,6 +210,19 @@ class LocalStorage(Storage):
     async def list_dir(self, rel: str) -> dict[str, int]:
         return {name: e.size for name, e in (await asyncio.to_thread(self._scan, rel)).items()}
 
+    async def list_entries(self, rel: str) -> dict[str, Listed]:
+        return await asyncio.to_thread(self._scan, rel)
+
+    async def read_range(self, rel: str, start: int, end: int) -> bytes:
+        def read() -> bytes:
+            try:
+                with open(self.root / rel, "rb") as f:
+                    f.seek(start)
+                    return f.read(end - start)
+            except FileNotFoundError:
+                raise NotFound(rel) from None
+        return await asyncio.to_thread(read)
+
     async def list_all(self) -> dict[str, Listed]:
         base = self.root / "files"
         if not base.is_dir():
@@ -212,6 +271,26 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise NotFound(rel) from None
 
+    async def write(self, rel: str, data: bytes) -> None:
+        """Write whole bytes under a temporary name, then rename (readers never see a part)."""
+        def put() -> None:
+            dest = str(self.root / rel)
+            self._folder(dest)
+            tmp = _tmp_name(dest)
+            fd = _create(tmp)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                os.replace(tmp, dest)
+            except BaseException:
+                unlink_quiet(tmp)
+                raise
+        await asyncio.to_thread(put)
+
     async def delete(self, rels: list[str]) -> None:
         def rm() -> None:
             for rel in rels:
@@ -223,7 +302,9 @@ class LocalStorage(Storage):
         found = []
         base = self.root / "files"
         limit = time.time() - older_than
-        for folder in (base.iterdir() if base.is_dir() else ()):
+        packs = self.root / "packs"
+        folders = [*(base.iterdir() if base.is_dir() else ()), *([packs] if packs.is_dir() else [])]
+        for folder in folders:
             with os.scandir(folder) as it:
                 for e in it:
                     if e.name.startswith(".tmp.") and (st := e.stat()).st_mtime < limit:

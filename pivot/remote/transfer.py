@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,9 +21,11 @@ from pivot.hashing import hash_bytes, hash_file
 from pivot.records import NeededOutput
 from pivot.remote.concurrency import each
 from pivot.remote.failures import Step, describe
+from pivot.remote.packfile import Entry
+from pivot.remote.packs import Catalog, learn, packable, read_packed, upload
 from pivot.remote.plan import Manifest, expand, local_manifest, missing, remote_manifest
 from pivot.remote.progress import Progress
-from pivot.remote.storage import SMALL, LocalStorage, Storage
+from pivot.remote.storage import SMALL, LocalStorage, Storage, store_bytes
 
 
 @dataclass
@@ -92,13 +93,16 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs:
             if index is not None:
                 token = await storage.generation(create=True)
                 known = index.known(token)
-            lacking = await missing(storage, sorted(d for d in local if d not in known), jobs)
+            unknown = sorted(d for d in local if d not in known)
+            catalog = await learn(storage, jobs, token) if unknown else Catalog()
+            result.notes.extend(catalog.notes)
+            lacking = await missing(storage, unknown, jobs, catalog)
             result.present = len(local) - len(lacking)
             bar = Progress(f"push to {storage.name}", len(lacking), progress)
             step.doing = "uploading"
             sent: list[str] = []  # uploaded so far: remembered even if a later upload fails
             try:
-                await _upload(storage, cache, outputs, sorted(lacking), local, jobs, bar, result, sent)
+                await _upload(storage, cache, outputs, sorted(lacking), local, jobs, bar, result, sent, token)
             finally:
                 if index is not None:
                     uploaded = set(sent)
@@ -110,7 +114,10 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs:
 
 
 async def _upload(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], lacking: list[str],
-                  local: dict[str, str], jobs: int, bar: Progress, result: Transfer, sent: list[str]) -> None:
+                  local: dict[str, str], jobs: int, bar: Progress, result: Transfer, sent: list[str],
+                  token: str) -> None:
+    """Small objects in packs (storage.pack_threshold), the others one by one; directory
+    manifests after every file, so a directory on the remote is complete once its manifest is."""
     async def up_one(d: str) -> int:
         size = await storage.put(str(cache.path(d)), object_relpath(d), d)
         sent.append(d)
@@ -126,11 +133,18 @@ async def _upload(storage: Storage, cache: Cache, outputs: dict[str, NeededOutpu
         bar.add(size)
         return size
 
-    # Manifests last: a directory is complete on the remote once its manifest is there.
+    def packed(entries: list[Entry]) -> None:
+        for e in entries:
+            sent.append(e.digest)
+            bar.add(e.length)
+
     files = [d for d in lacking if not (d in outputs and outputs[d].is_dir)]
     manifests = [d for d in lacking if d in outputs and outputs[d].is_dir]
-    _record(result, await each(storage, jobs, files, up, up_now) + await each(storage, jobs, manifests, up, up_now),
-            local)
+    for group in (files, manifests):
+        small = packable(cache, group, storage.pack_threshold) if storage.pack_threshold else {}
+        if small:
+            _record(result, await upload(storage, cache, small, token, local, packed), local)
+        _record(result, await each(storage, jobs, [d for d in group if d not in small], up, up_now), local)
     bar.close()
 
 
@@ -147,41 +161,22 @@ def fetch(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs
             await storage.preflight(writing=False)
             dirs = [d for d, n in outputs.items() if n.is_dir and not cache.has(d)]
             bar = Progress(f"fetch from {storage.name}", len(dirs), progress)
-            await download(storage, cache, {d: outputs[d].path for d in dirs}, jobs, bar, result)
+            catalog = await learn(storage, jobs) if dirs else None
+            await download(storage, cache, {d: outputs[d].path for d in dirs}, jobs, bar, result, catalog=catalog)
             plan = expand(outputs, local_manifest(cache))
             lacking = {d: plan.objects[d] for d in cache.missing(plan.objects)}
             result.present = len(plan.objects) - len(lacking) - len(result.done)
             bar.total = len(dirs) + len(lacking)
-            await download(storage, cache, lacking, jobs, bar, result, plan.sizes)
+            if lacking and catalog is None:
+                catalog = await learn(storage, jobs)
+            await download(storage, cache, lacking, jobs, bar, result, plan.sizes, catalog)
             bar.close()
-            if storage.index is not None and result.done:  # seen there: a later push need not ask
-                storage.index.add(await storage.generation(create=False), result.done)
+            if storage.index is not None and result.done and catalog is not None:  # a later push need not ask
+                storage.index.add(catalog.token, result.done)
 
     storage.run(go)
     result.seconds = time.monotonic() - start
     return result
-
-
-def _store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) -> None:
-    """Put verified bytes in the cache: a temporary name in the object's folder, then rename."""
-    dest = cache.path(digest)
-    if not made.get(digest[:2]):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        made[digest[:2]] = True
-    tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
-    unlink_quiet(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    except BaseException:
-        unlink_quiet(tmp)
-        raise
 
 
 async def _download_file(storage: Storage, cache: Cache, digest: str) -> int:
@@ -201,11 +196,23 @@ async def _download_file(storage: Storage, cache: Cache, digest: str) -> int:
 
 
 async def download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs: int, bar: Progress,
-                   result: Transfer, sizes: dict[str, int] | None = None) -> None:
+                   result: Transfer, sizes: dict[str, int] | None = None, catalog: Catalog | None = None) -> None:
     """Objects (hash -> output path) into the cache, each verified; outcomes into `result`.
+    Packed ones (`catalog`, learnt here when not given) by byte ranges, the others one by one.
     `sizes`: what the manifests say, so that known-small objects are read in one request."""
+    if not wanted:
+        return
     (cache.dir / "tmp").mkdir(parents=True, exist_ok=True)
     made: dict[str, bool] = {}
+    if catalog is None:
+        catalog = await learn(storage, jobs)
+    result.notes.extend(n for n in catalog.notes if n not in result.notes)
+    packed = {d: catalog.where[d] for d in wanted if d in catalog.where}
+    if packed:
+        outcomes, notes = await read_packed(storage, cache, packed, wanted, jobs, bar.add)
+        result.notes.extend(notes)
+        _record(result, outcomes, wanted)
+        wanted = {d: p for d, p in wanted.items() if d not in packed}
 
     async def down_one(d: str) -> int:
         if (sizes or {}).get(d, SMALL + 1) <= SMALL:  # known to be small: one read, in memory
@@ -213,7 +220,7 @@ async def download(storage: Storage, cache: Cache, wanted: dict[str, str], jobs:
             actual = hash_bytes(data)
             if actual != d:
                 raise Corrupt(d, actual)
-            _store_bytes(cache, d, data, made)
+            store_bytes(cache, d, data, made)
             size = len(data)
         else:
             size = await _download_file(storage, cache, d)
@@ -247,14 +254,15 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededO
     async def go() -> dict[str, str]:
         with Step(storage, "checking which objects it holds"):
             await storage.preflight(writing=False)
+            catalog = await learn(storage, jobs)
             manifests: dict[str, Manifest | None] = {}
             for d, need in outputs.items():
                 if need.is_dir:
                     manifests[d] = local_manifest(cache)(d)
                     if manifests[d] is None:
-                        manifests[d] = await remote_manifest(storage, d)
+                        manifests[d] = await remote_manifest(storage, d, catalog)
             plan = expand(outputs, lambda d: manifests.get(d))
-            lacking = await missing(storage, sorted(plan.objects), jobs)
+            lacking = await missing(storage, sorted(plan.objects), jobs, catalog)
             if storage.index is not None:  # deleted behind Pivot's back: the next push uploads them
                 storage.index.forget(lacking)
             return {d: plan.objects[d] for d in lacking}
