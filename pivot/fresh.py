@@ -55,15 +55,8 @@ def held(storage: Storage, repo: Repo, wanted: dict[str, NeededOutput], jobs: in
 
     lacking = missing_on_remote(storage, repo.cache, wanted, jobs)
     incomplete = set(lacking.values())
-    present = frozenset(d for d, need in wanted.items() if d not in lacking and need.path not in incomplete)
-    if storage.index is not None and present:
-        index = storage.index
-
-        async def remember() -> None:
-            index.add(await storage.generation(create=False), present)
-
-        storage.run(remember)
-    return present
+    # (what it found present is remembered in the remote's index by missing_on_remote)
+    return frozenset(d for d, need in wanted.items() if d not in lacking and need.path not in incomplete)
 
 
 def fetch_records(storage: Storage, repo: Repo, records: Iterable[PathRecord], stages: dict[str, str],

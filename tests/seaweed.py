@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -197,14 +198,18 @@ SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Co
 class Faults:
     """What the proxy does instead of forwarding, by the request's arrival number n (1-based):
     n > fail_after: reset; else n % reset_every == 0: reset; else n % slowdown_every == 0: 503
-    SlowDown. 0 / None turns a rule off."""
+    SlowDown; and every request `fail_on(method, path)` says yes to: reset. 0 / None turns a rule
+    off."""
 
     reset_every: int = 0
     slowdown_every: int = 0
     fail_after: int | None = None
+    fail_on: Callable[[str, str], bool] | None = None
 
-    def decide(self, n: int) -> str | None:
+    def decide(self, n: int, method: str = "", path: str = "") -> str | None:
         if self.fail_after is not None and n > self.fail_after:
+            return "reset"
+        if self.fail_on is not None and self.fail_on(method, path):
             return "reset"
         if self.reset_every and n % self.reset_every == 0:
             return "reset"
@@ -229,7 +234,7 @@ class _ProxyServer(ThreadingHTTPServer):
         """Count one arriving request; the fault to inject instead of forwarding it, if any."""
         with self.lock:
             self.arrived += 1
-            fault = self.rules.decide(self.arrived)
+            fault = self.rules.decide(self.arrived, method, path)
             if fault is None:
                 self.requests.append((method, path))
             else:

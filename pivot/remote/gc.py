@@ -12,8 +12,10 @@ from pivot.cache import Cache, object_relpath
 from pivot.records import NeededOutput
 from pivot.remote.concurrency import bounded
 from pivot.remote.failures import Step
+from pivot.remote.packs import learn
 from pivot.remote.plan import Manifest, expand, local_manifest, remote_manifest
 from pivot.remote.progress import duration, human
+from pivot.remote.repack import PackPlan, apply_plan, describe_plan, plan_packs
 from pivot.remote.storage import Listed, LocalStorage, Storage
 
 Confirm = Callable[[int, int], bool]  # (objects, bytes) about to be removed -> go ahead?
@@ -69,34 +71,42 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], 
     result = GcResult()
     drop: list[str] = []
     present: dict[str, Listed] = {}
+    packs = PackPlan()
 
     async def plan() -> None:
+        nonlocal packs
         with Step(storage, "listing its objects"):
             await storage.preflight(writing=False)
-            keep = await _referenced(storage, cache, outputs, result)
+            keep = await _referenced(storage, cache, outputs, result, jobs)
             present.update(await storage.list_all())
             drop.extend(_droppable(present, keep, min_age, result))
-            result.kept = len(present) - len(drop)
-            result.removed = len(drop)
-            result.bytes = sum(present[d].size for d in drop)
+            packs = await plan_packs(storage, keep, min_age, jobs)
+            result.notes.extend(describe_plan(packs, dry_run, min_age))
+            result.kept = len(present) - len(drop) + len(packs.live)
+            result.removed = len(drop) + packs.dead_objects
+            result.bytes = sum(present[d].size for d in drop) + packs.dead_bytes
 
     async def delete() -> None:
         with Step(storage, "deleting") as step:
             if isinstance(storage, LocalStorage):
                 step.doing = "clearing temporaries"
                 await _clear_temporaries(storage, dry_run, result)
-            if not dry_run and drop:
+            if not dry_run and work:
                 step.doing = "deleting"
                 if storage.index is not None:
                     # First a new generation: no clone trusts its memory of this remote any more.
                     token = await storage.new_generation()
                     dropped = set(drop)
                     storage.index.add(token, [d for d in present if d not in dropped])
+                step.doing = "repacking"
+                result.notes.extend(await apply_plan(storage, packs, jobs))
+                step.doing = "deleting"
                 batches = [drop[i:i + 1000] for i in range(0, len(drop), 1000)]
                 await bounded(jobs, batches, lambda b: storage.delete([object_relpath(d) for d in b]))
 
     storage.run(plan)
-    if not dry_run and drop and confirm is not None and not confirm(result.removed, result.bytes):
+    work = bool(drop or packs.drop or packs.rewrite or packs.orphans)
+    if not dry_run and work and confirm is not None and not confirm(result.removed, result.bytes):
         result.declined = True
         return result
     storage.run(delete)
@@ -104,12 +114,14 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], 
 
 
 async def _referenced(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput],
-                      result: GcResult) -> set[str]:
+                      result: GcResult, jobs: int) -> set[str]:
     """Every object the outputs need; a directory's manifest from the cache, else the remote."""
     manifests: dict[str, Manifest | None] = {}
+    catalog = None
     for d, need in outputs.items():
-        if need.is_dir:
-            manifests[d] = local_manifest(cache)(d) or await remote_manifest(storage, d)
+        if need.is_dir and (manifests.setdefault(d, local_manifest(cache)(d))) is None:
+            catalog = catalog or await learn(storage, jobs)
+            manifests[d] = await remote_manifest(storage, d, catalog)
     plan = expand(outputs, lambda d: manifests.get(d))
     for path in plan.no_manifest:
         result.notes.append(f"directory '{path}': its manifest is on neither side, so its files "

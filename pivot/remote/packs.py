@@ -21,7 +21,7 @@ from pivot.hashing import hash_bytes
 from pivot.records import is_digest
 from pivot.remote.concurrency import bounded
 from pivot.remote.failures import describe
-from pivot.remote.packfile import PACK_DIR, Built, Entry, build, coalesce, index_rel, pack_rel, parse_index
+from pivot.remote.packfile import PACK_DIR, Built, Entry, Span, build, coalesce, index_rel, pack_rel, parse_index
 from pivot.remote.storage import Storage, store_bytes
 
 GAP = 256 * 1024  # skipped bytes between two wanted objects that still cost less than a second read
@@ -165,7 +165,7 @@ async def read_packed(storage: Storage, cache: Cache, wanted: dict[str, Entry], 
             added(len(chunk))
         return out
 
-    async def one(span: Any) -> list[Outcome]:
+    async def one(span: Span) -> list[Outcome]:
         try:
             data = await storage.read_range(pack_rel(span.pack), span.start, span.end)
         except NotFound:

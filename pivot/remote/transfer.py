@@ -256,15 +256,18 @@ def missing_on_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededO
             await storage.preflight(writing=False)
             catalog = await learn(storage, jobs)
             manifests: dict[str, Manifest | None] = {}
+            read_there = set()  # manifests just read from the remote: present, no need to ask
             for d, need in outputs.items():
                 if need.is_dir:
                     manifests[d] = local_manifest(cache)(d)
                     if manifests[d] is None:
                         manifests[d] = await remote_manifest(storage, d, catalog)
+                        read_there.update([d] if manifests[d] is not None else [])
             plan = expand(outputs, lambda d: manifests.get(d))
-            lacking = await missing(storage, sorted(plan.objects), jobs, catalog)
+            lacking = await missing(storage, sorted(set(plan.objects) - read_there), jobs, catalog)
             if storage.index is not None:  # deleted behind Pivot's back: the next push uploads them
                 storage.index.forget(lacking)
+                storage.index.add(catalog.token, [d for d in plan.objects if d not in lacking])
             return {d: plan.objects[d] for d in lacking}
 
     found: dict[str, str] = storage.run(go)
