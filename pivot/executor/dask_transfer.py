@@ -49,10 +49,10 @@ async def present(storage: Storage, digests: list[str]) -> set[str]:
 
 
 async def read_verified(storage: Storage, digest: str) -> bytes:
-    from pivot.remote import NotFound  # lazy: start-up
+    from pivot.remote import NotFound, read_object  # lazy: start-up
 
     try:
-        data = await storage.read(object_relpath(digest))
+        data = await read_object(storage, digest, TRANSFERS)
     except NotFound:
         raise RemoteError(f"object {digest} is not on remote '{storage.name}'") from None
     if hash_bytes(data) != digest:

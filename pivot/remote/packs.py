@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pivot.cache import Cache
+from pivot.cache import Cache, object_relpath
 from pivot.errors import BadPack, Corrupt, NotFound, PivotError
 from pivot.hashing import hash_bytes
 from pivot.records import is_digest
@@ -78,6 +78,17 @@ async def learn(storage: Storage, jobs: int, token: str | None = None) -> Catalo
         if index is not None and cat.token:
             index.add_pack(cat.token, name, size, entries)
     return cat
+
+
+async def read_object(storage: Storage, digest: str, jobs: int) -> bytes:
+    """One object's bytes, loose or packed (not verified here); NotFound when neither."""
+    try:
+        return await storage.read(object_relpath(digest))
+    except NotFound:
+        entry = (await learn(storage, jobs)).where.get(digest)
+        if entry is None:
+            raise
+        return await storage.read_range(pack_rel(entry.pack), entry.offset, entry.offset + entry.length)
 
 
 def _assemble(cache: Cache, digests: list[str]) -> tuple[Built | None, list[Outcome]]:
