@@ -312,3 +312,53 @@ def test_no_ops_with_100k_objects_cost_a_constant_few_requests(
     assert "outputs on remote 'store': run 'pivot pull'" in status.stdout, status.stdout
     # HEAD bucket, GET the token, LIST packs/, GET the files' index, GET the manifest (loose: 4 MB)
     assert proxy.count() <= 5, proxy.requests
+
+
+# -- a subtree of a directory output ------------------------------------------------------------------
+
+TREE = """\
+import os
+from pivot import stage
+
+@stage(outs=["images"])
+def build():
+    for kind in ("cats", "dogs"):
+        os.makedirs(f"images/{kind}", exist_ok=True)
+        for i in range(20):
+            open(f"images/{kind}/{i}.txt", "w").write(f"{kind} {i}\\n" * 50)
+"""
+
+
+def test_pulling_a_subtree_fetches_only_its_objects(
+        project: Project, proxy: CountingProxy, s3_prefix: str, tmp_path: Path) -> None:
+    project.pipeline(TREE)
+    project.pivot("run")
+    project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={proxy.endpoint}")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "tree")
+    project.pivot("push")
+
+    other = clone(project, tmp_path)
+    proxy.reset()
+    pulled = other.pivot("pull", "images/cats")
+    assert "fetched 21 object(s)" in pulled.stdout, pulled.stdout  # the manifest, then the cats
+    assert "restored 20 output(s)" in pulled.stdout, pulled.stdout
+    for i in range(20):
+        cat = f"images/cats/{i}.txt"
+        assert (other.root / cat).read_bytes() == (project.root / cat).read_bytes()
+    assert not (other.root / "images/dogs").exists()
+    assert len(other.cache_objects()) == 21  # the manifest and the cats
+    pack_reads = [p for m, p in proxy.requests if m == "GET" and p.split("?")[0].endswith(".pack")]
+    assert len(pack_reads) == 2, proxy.requests  # the manifest's range, the cats' (coalesced) range
+
+    # a single file, named relative to the current folder
+    other.pivot("pull", "dogs/3.txt", cwd=other.root / "images")
+    assert (other.root / "images/dogs/3.txt").read_text() == "dogs 3\n" * 50
+    assert sorted(p.name for p in (other.root / "images/dogs").iterdir()) == ["3.txt"]
+
+    error = one_error_line(other.pivot("pull", "images/birds", check=False))
+    assert "'images/birds' is not in directory 'images'" in error, error
+    error = one_error_line(other.pivot("pull", "nowhere", check=False))
+    assert "'nowhere' is neither a stage" in error, error
+    other.pivot("pull")  # and the rest
+    assert len(list((other.root / "images/dogs").iterdir())) == 20

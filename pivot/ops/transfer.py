@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pivot.workspace import Workspace
@@ -66,6 +66,16 @@ def _fetch(ws: Workspace, sel: Selection) -> Moved:
     from pivot.remote import fetch as fetch_objects  # lazy: start-up
 
     storage, jobs = _open(ws, sel)
+    if sel.stages:  # paths inside outputs too (pivot/ops/subtree.py)
+        from pivot.ops.subtree import fetch_subtrees, merged, split_targets  # lazy: start-up
+
+        stages, subtrees = split_targets(ws.project, sel.stages)
+        if subtrees:
+            with ws.lock("fetch"):
+                done = fetch_subtrees(storage, ws.cache, subtrees, jobs)
+                if stages:
+                    done.append(fetch_objects(storage, ws.cache, _needed(ws, replace(sel, stages=stages)), jobs))
+            return Moved(storage.name, merged(done))
     outputs = _needed(ws, sel)
     with ws.lock("fetch"):
         return Moved(storage.name, fetch_objects(storage, ws.cache, outputs, jobs))
@@ -91,6 +101,19 @@ def pull(sel: Selection, force: bool) -> Pulled:
 def _checkout(sel: Selection, force: bool) -> CheckoutResult:
     from pivot.ops.checkout import checkout_outputs  # lazy: loads the pipeline
 
+    if sel.stages:  # paths inside outputs: only their files are placed (pivot/ops/subtree.py)
+        from pivot.ops.subtree import place_subtrees, split_targets  # lazy: start-up
+
+        with Workspace.find() as ws:
+            stages, subtrees = split_targets(ws.project, sel.stages)
+            if subtrees:
+                with ws.lock("pull"):
+                    placed = place_subtrees(ws.project.root, ws.cache, subtrees, force)
+                if stages:
+                    rest = checkout_outputs(stages, force, action="pull")
+                    for name in ("restored", "missing", "kept", "warnings", "saved"):
+                        getattr(placed, name).extend(getattr(rest, name))
+                return placed
     return checkout_outputs(sel.stages, force, action="pull")
 
 
