@@ -494,12 +494,22 @@ def _memo_hit(root: Path, state_path: Path) -> _Memo | None:
 # -- the workspace against another revision's lock files ---------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrackedDiff:
+    """A tracked path at REV against the workspace now."""
+
+    path: str
+    differs: bool
+    reason: str
+
+
 @dataclass
 class RevComparison:
     rev: str
     commit: str
     planned: list[Planned]
     only_at_rev: list[str]  # stages with a lock at REV that the pipeline no longer defines
+    tracked: list[TrackedDiff] = field(default_factory=list)  # tracked at REV or now (no stages named)
 
 
 def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> RevComparison:
@@ -514,6 +524,7 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
     with history:
         commit = str(history.commit(rev).id)
         locks = history.locks_at(commit)
+        then = None if targets else history.tracked_of(history.commit(commit))
     names = repo.graph.select(list(targets), False)
     repo.check_params(names)
     planned = []
@@ -530,4 +541,26 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
             decision = decide(replace(cur, cached=cached), lock)
         planned.append(Planned(name, decision, prep.current.notes))
     only = sorted(set(locks) - set(repo.graph.stages))
-    return RevComparison(rev, commit, planned, only)
+    return RevComparison(rev, commit, planned, only, [] if then is None else _tracked_against(repo, then, rev))
+
+
+def _tracked_against(repo: Repo, then: list[Tracked], rev: str) -> list[TrackedDiff]:
+    """Each path tracked at `rev` or now: does the workspace's data (its record, when the data is
+    not here) hold what the record at `rev` says?"""
+    from pivot import tracked
+
+    now = {t.path: t for t in tracked.read_all(repo.root)}
+    old = {t.path: t for t in then}
+    found = []
+    for path in sorted(set(now) | set(old)):
+        if path not in old:
+            found.append(TrackedDiff(path, True, f"not tracked at {rev}"))
+        elif path not in now:
+            found.append(TrackedDiff(path, True, f"tracked at {rev}, not tracked now"))
+        else:
+            current = repo.hasher.hash_path(path)
+            digest = now[path].hash if current is None else current.hash
+            same = digest == old[path].hash
+            found.append(TrackedDiff(path, not same, f"same as at {rev}" if same else
+                                     f"content differs from its record at {rev}"))
+    return found

@@ -82,6 +82,8 @@ class _Source:
         wanted = {d: NeededOutput(d, path, "get", False, self.commit) for d in objects}
         with self.ws.lock("get"):
             moved = fetch_objects(self.storage, self.ws.cache, wanted, self.jobs)
+            if moved.missing or moved.corrupt:
+                _prune_empty(self.ws.cache.dir, [*moved.missing, *moved.corrupt])
         self.fetched += moved.done
         self.bytes += moved.bytes
         if moved.missing or moved.corrupt:
@@ -91,6 +93,16 @@ class _Source:
             raise GetError(f"{self.where} is neither in the local cache nor on remote '{name}' "
                            f"({', '.join(p for p in (lost, bad) if p)}); run 'pivot push -r {name}' in the clone "
                            "that produced it, then try again")
+
+
+def _prune_empty(cache_dir: Path, digests: list[str]) -> None:
+    """The cache folders a failed fetch made for nothing (only empty ones go)."""
+    from pivot.cache import object_relpath  # lazy: start-up
+
+    folders = {str((cache_dir / object_relpath(d)).parent) for d in digests}
+    for folder in [*sorted(folders), str(cache_dir / "tmp"), str(cache_dir / "files"), str(cache_dir)]:
+        with suppress(OSError):
+            os.rmdir(folder)
 
 
 def get(req: GetRequest, cwd: Path | None = None) -> Got:
