@@ -23,7 +23,7 @@ from pivot.cache import Cache, copy_hashing, unlink_quiet
 from pivot.errors import GetError
 from pivot.hashing import hash_bytes, parse_manifest
 from pivot.history import History
-from pivot.records import DirEntry, PathRecord
+from pivot.records import DirEntry, PathRecord, is_digest
 
 TEMP_MARK = ".pivot-get"  # in the names of the temporaries beside a destination
 
@@ -103,7 +103,10 @@ def manifest(cache: Cache, digest: str) -> list[DirEntry] | None:
         return None
     if hash_bytes(data) != digest:
         return None
-    return parse_manifest(data)
+    try:
+        return parse_manifest(data)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def content(located: Located, entries: list[DirEntry] | None, rev: str) -> Content:
@@ -111,6 +114,12 @@ def content(located: Located, entries: list[DirEntry] | None, rev: str) -> Conte
     rec = located.record
     if entries is None:
         return Content(False, [DirEntry("", rec.hash, -1)])
+    for e in entries:
+        parts = e.path.split("/") if isinstance(e.path, str) else [""]
+        if any(p in ("", ".", "..") for p in parts) or "\\" in e.path or not is_digest(e.hash) \
+                or not isinstance(e.size, int):
+            raise GetError(f"directory '{rec.path}' ({located.owner}) at {rev} has a manifest naming "
+                           f"{e.path!r}, which is not a safe relative path with a hash; nothing was written")
     inner = located.inner
     if not inner:
         return Content(True, entries)

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import Project
 from seaweed import SeaweedServer
 from test_errors import assert_same_tree, refused, snapshot
@@ -287,3 +288,20 @@ def test_unknown_remote_lists_the_known_ones(built: Project, tmp_path: Path) -> 
     shutil.rmtree(built.root / ".pivot" / "cache")
     refused(built, "get", "clean.txt", "--rev", "v1", "-r", "three", "-o", str(tmp_path / "y"),
             names=("unknown remote 'three'",))
+
+
+def test_a_hostile_manifest_writes_nothing_outside_dest(built: Project, tmp_path: Path) -> None:
+    import xxhash
+
+    data = json.dumps([{"hash": "0" * 32, "path": "../../escaped.txt", "size": 1}]).encode()
+    digest = xxhash.xxh3_128_hexdigest(data)
+    obj = built.root / ".pivot/cache/files" / digest[:2] / digest[2:]
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(data)
+    lock = built.lock("featurize")
+    old = yaml.safe_load(lock)["outs"][0]["hash"]
+    built.write(".pivot/stages/featurize.lock", lock.replace(old, digest))
+    built.git("commit", "-q", "-am", "hostile")
+    (tmp_path / "outs").mkdir()
+    refused(built, "get", "features", "-o", str(tmp_path / "outs" / "f"), names=("not a safe relative path",))
+    assert not (tmp_path / "escaped.txt").exists() and list((tmp_path / "outs").iterdir()) == []
