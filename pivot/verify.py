@@ -153,7 +153,7 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> 
                                   f"pivot run (removes it) or 'git rm {o.path}', then commit the deletion")
                       for o in repo.orphan_locks()]
     if not targets:
-        _add_tracked(report, tracked_changes(repo))
+        _add_tracked(report, tracked_changes(repo, check_cache=True))
     if not targets and remember:
         if report.ok and not modified:
             _record_memo(repo)
@@ -162,9 +162,10 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> 
     return report
 
 
-def tracked_changes(repo: Repo) -> list[TrackedChange]:
-    """Tracked data whose workspace content differs from its record, is missing, or matches its
-    record while the cache lacks it (so 'pivot push' could not upload it)."""
+def tracked_changes(repo: Repo, check_cache: bool = False) -> list[TrackedChange]:
+    """Tracked data whose workspace content differs from its record or is missing, and with
+    `check_cache` data that matches its record while the cache lacks it (so 'pivot push' could
+    not upload it; a look at every object, which `pivot status` does not pay for)."""
     from pivot import tracked
 
     found = []
@@ -177,7 +178,7 @@ def tracked_changes(repo: Repo) -> list[TrackedChange]:
         elif current.hash != t.hash:
             found.append(TrackedChange(t.path, "modified", f"modified: run 'pivot track {t.path}' to record it",
                                        current.hash))
-        elif not repo.in_cache(t.record):
+        elif check_cache and not repo.in_cache(t.record):
             found.append(TrackedChange(t.path, "uncached", f"not in the cache: run 'pivot track {t.path}' to "
                                        "store it", current.hash))
     return found

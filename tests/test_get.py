@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import Project
 from seaweed import SeaweedServer
-from test_errors import assert_same_tree, refused, snapshot
+from test_errors import assert_same_tree, cloned, refused, snapshot
 
 PIPELINE = """\
 import os
@@ -84,9 +84,9 @@ def without_cache(tree: dict[str, object]) -> dict[str, object]:
 
 
 @pytest.fixture
-def built(project: Project) -> Project:
-    build(project)
-    return project
+def built(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Project:
+    """A copy of the two-commit project (built once per session)."""
+    return cloned("get-built", build, tmp_path_factory, tmp_path / "proj")
 
 
 @pytest.fixture

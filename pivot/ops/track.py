@@ -155,5 +155,5 @@ def _unlink_from_cache(repo: Repo, record: Tracked) -> int:
 
 
 def changes(repo: Repo) -> list[TrackedChange]:
-    """Tracked data whose workspace content differs from its record, is missing, or is not cached."""
+    """Tracked data whose workspace content differs from its record, or is missing."""
     return tracked_changes(repo)
