@@ -74,6 +74,9 @@ def locate(history: History, commit: Any, rev: str, rel: str) -> Located:
         if blob is None:
             raise GetError(f"metric '{rel}' ({owner}) is in its lock at {rev} but was not committed to git "
                            "there; get it from a revision that committed it")
+        if hash_bytes(blob) != rec.hash:
+            raise GetError(f"metric '{rel}' ({owner}) as committed at {rev} does not match its lock there "
+                           f"(edited by hand); read it with 'git show {rev}:{rel}'")
         return Located(rel, owner, rec, blob=blob)
     for path, (owner, rec) in sorted(found.items()):
         if rec.is_dir and rel.startswith(path + "/"):
