@@ -21,6 +21,10 @@ class TrackError(PivotError):
     """`pivot track` / `pivot untrack` refused a path, or a tracked-data record is unreadable."""
 
 
+class GetError(PivotError):
+    """`pivot get` could not find a path at a revision, or could not write or fetch its content."""
+
+
 class GraphError(PivotError):
     """The stage graph is invalid: cycles, duplicate or nested outputs, missing deps."""
 

@@ -59,9 +59,12 @@ class RemoteSpec:
 
 def resolve(config: Config, name: str | None) -> RemoteSpec:
     """The remote `name`, else the default one, with a message saying how to fix each mistake."""
+    if name is not None and name not in config.remotes:
+        raise RemoteError(unknown_remote(config, name))
     if not config.remotes:
         raise RemoteError("no remote is configured; add one with 'pivot remote add NAME URL --default' "
-                          "(for example: pivot remote add store s3://bucket/prefix --default)")
+                          "(for example: pivot remote add store s3://bucket/prefix --default; with --local it "
+                          "stays in .pivot/config.local.yaml and applies at every commit)")
     if name is None:
         name = config.default_remote
         if name is None:
@@ -70,15 +73,23 @@ def resolve(config: Config, name: str | None) -> RemoteSpec:
             else:
                 raise RemoteError(f"no default remote; name one with -r ({', '.join(sorted(config.remotes))}) "
                                   "or set it with 'pivot remote default NAME'")
-    if name not in config.remotes:
-        known = ", ".join(sorted(config.remotes)) or "none"
-        raise RemoteError(f"unknown remote '{name}' (configured: {known}); see 'pivot remote list'")
+    if name not in config.remotes:  # the default names a remote that is not configured
+        raise RemoteError(unknown_remote(config, name))
     options = dict(config.remotes[name])
     url = options.pop("url", None)
     if not isinstance(url, str) or not url:
         raise RemoteError(f"remote '{name}' has no url in .pivot/config.yaml; "
                           f"run 'pivot remote add {name} URL --force'")
     return RemoteSpec(name, url, options)
+
+
+def unknown_remote(config: Config, name: str) -> str:
+    """The message for a remote that neither config.yaml (as it is at this commit) nor
+    config.local.yaml (which applies at every commit) names, with the fix."""
+    known = ", ".join(sorted(config.remotes)) or "none"
+    return (f"unknown remote '{name}' at this commit (known here: {known}; .pivot/config.yaml as committed here "
+            f"and .pivot/config.local.yaml); if it was added in a later commit, add it for every commit with "
+            f"'pivot remote add {name} URL --local' (see 'pivot remote list')")
 
 
 def parse_option(text: str) -> tuple[str, Any]:

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pivot.errors import PivotError
-from pivot.layout import CONFIG, CONFIG_LOCAL, LOCK_SUFFIX, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TMP_DIR
+from pivot.layout import (
+    CONFIG,
+    CONFIG_LOCAL,
+    LOCK_SUFFIX,
+    PARAMS_FILE,
+    PIVOT_DIR,
+    STAGES_DIR,
+    TMP_DIR,
+    TRACKED_DIR,
+    TRACKED_SUFFIX,
+)
 from pivot.records import OutputKind
 
 if TYPE_CHECKING:
@@ -23,8 +33,10 @@ if TYPE_CHECKING:
     from pivot.lock import StageLock
     from pivot.repo import Repo
     from pivot.run import Planned
+    from pivot.tracked import Tracked
 
 LOCKS_DIR = STAGES_DIR
+TRACKED_FIX = "pivot track {path} (records this version) or 'pivot checkout --force' (restores the recorded one)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,16 @@ class FileProblem:
     problem: str
     fix: str
     stage: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackedChange:
+    """Tracked data whose workspace content is not what its record says, or is not cached."""
+
+    path: str
+    state: str  # "modified", "missing" or "uncached" (matches its record, but the cache lacks it)
+    message: str
+    current: str | None = None  # the hash of the data here (None: missing)
 
 
 @dataclass
@@ -130,12 +152,50 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> 
     report.orphans = [FileProblem(o.path, f"orphan lock: {o.why}",
                                   f"pivot run (removes it) or 'git rm {o.path}', then commit the deletion")
                       for o in repo.orphan_locks()]
+    if not targets:
+        _add_tracked(report, tracked_changes(repo, check_cache=True))
     if not targets and remember:
         if report.ok and not modified:
             _record_memo(repo)
         else:
             repo.state.put_json(_MEMO_KEY, None)
     return report
+
+
+def tracked_changes(repo: Repo, check_cache: bool = False) -> list[TrackedChange]:
+    """Tracked data whose workspace content differs from its record or is missing, and with
+    `check_cache` data that matches its record while the cache lacks it (so 'pivot push' could
+    not upload it; a look at every object, which `pivot status` does not pay for)."""
+    from pivot import tracked
+
+    found = []
+    for t in tracked.read_all(repo.root):
+        current = repo.hasher.hash_path(t.path)
+        if current is None:
+            fix = "run 'pivot checkout' to restore it" if repo.in_cache(t.record) else \
+                "run 'pivot pull' to fetch it"
+            found.append(TrackedChange(t.path, "missing", f"missing: {fix}"))
+        elif current.hash != t.hash:
+            found.append(TrackedChange(t.path, "modified", f"modified: run 'pivot track {t.path}' to record it",
+                                       current.hash))
+        elif check_cache and not repo.in_cache(t.record):
+            found.append(TrackedChange(t.path, "uncached", f"not in the cache: run 'pivot track {t.path}' to "
+                                       "store it", current.hash))
+    return found
+
+
+def _add_tracked(report: Report, found: list[TrackedChange]) -> None:
+    """Tracked data into the report: missing data is restorable (like a missing output), the rest
+    is a problem."""
+    for c in found:
+        if c.state == "missing":
+            report.restorable.append(c.path)
+        elif c.state == "modified":
+            report.tracked.append(FileProblem(c.path, "tracked data differs from its record",
+                                              TRACKED_FIX.format(path=c.path)))
+        else:
+            report.tracked.append(FileProblem(c.path, "tracked data matches its record but is not in the cache, "
+                                              "so 'pivot push' could not upload it", f"pivot track {c.path}"))
 
 
 def _metric_problems(stage: str, lock: StageLock, current: dict[str, tuple[str, str | None]]) -> list[FileProblem]:
@@ -184,6 +244,7 @@ def verify_staged(start: Path) -> Report:
     prefix = git.project_prefix(top, root)
     changes = git.worktree_changes(top, prefix)
     pending = _unstaged_locks(root, changes)
+    records = _unstaged_records(root, changes)
     with git.unstaged_changes_set_aside(top, prefix, root / TMP_DIR / "hooks") as set_aside:
         project = load_project(root)
         staging: Staging | None = _memo_hit(project.root, project.state_path)
@@ -198,6 +259,8 @@ def verify_staged(start: Path) -> Report:
                 report, staging = verify(repo), Staging.of(repo)
                 if pending and not report.ok:
                     report = _as_if_added(repo, report, pending)
+                if records and report.tracked:
+                    report.tracked = _tracked_as_if_added(repo, report.tracked, records)
             finally:
                 repo.close()
     report.staging = staging_problems(root, staging, changes)
@@ -220,6 +283,33 @@ def _unstaged_locks(root: Path, changes: WorkTreeChanges) -> dict[str, bytes]:
             except OSError:
                 continue  # unreadable: the staging check reports it
     return found
+
+
+def _unstaged_records(root: Path, changes: WorkTreeChanges) -> dict[str, Tracked]:
+    """The workspace's tracked-data records that are modified but not staged, by path."""
+    from pivot import tracked  # lazy: only for the pre-commit check
+
+    found: dict[str, Tracked] = {}
+    for rel, code in changes.unstaged.items():
+        if code != "D" and rel.startswith(TRACKED_DIR + "/") and rel.endswith(TRACKED_SUFFIX):
+            try:
+                record = tracked.loads((root / rel).read_bytes(), rel, rel.rsplit("/", 1)[-1])
+            except (OSError, PivotError):
+                continue  # unreadable: the staging check names it
+            found[record.path] = record
+    return found
+
+
+def _tracked_as_if_added(repo: Repo, problems: list[FileProblem], records: dict[str, Tracked]) -> list[FileProblem]:
+    """Tracked data that matches its workspace record, which only lacks 'git add' (the staging
+    problems name that), is not a problem of its own."""
+    kept = []
+    for f in problems:
+        record = records.get(f.path)
+        current = repo.hasher.hash_path(f.path) if record is not None else None
+        if record is None or current is None or current.hash != record.hash:
+            kept.append(f)
+    return kept
 
 
 def _as_if_added(repo: Repo, report: Report, pending: dict[str, bytes]) -> Report:
@@ -251,6 +341,8 @@ def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> 
         _staged_as_in_workspace(root, f"{LOCKS_DIR}/{name}.lock", "lock file", name, changes, problems)
         for path in metrics.get(name, ()):
             _staged_as_in_workspace(root, path, "metric", name, changes, problems)
+    for rel in _record_files(root, changes):
+        _staged_as_in_workspace(root, rel, "tracked-data record", None, changes, problems)
     for path in [*staging.modules, PARAMS_FILE]:
         if changes.is_untracked(path) and (root / path).is_file():
             what = "parameters file" if path == PARAMS_FILE else "module imported by the pipeline"
@@ -258,7 +350,15 @@ def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> 
     return problems
 
 
-def _staged_as_in_workspace(root: Path, path: str, what: str, stage: str, changes: WorkTreeChanges,
+def _record_files(root: Path, changes: WorkTreeChanges) -> list[str]:
+    """The tracked-data record files in the workspace, and those deleted but still staged."""
+    folder = root / TRACKED_DIR
+    names = {f"{TRACKED_DIR}/{p.name}" for p in folder.glob(f"*{TRACKED_SUFFIX}")} if folder.is_dir() else set()
+    names |= {p for p in changes.unstaged if p.startswith(TRACKED_DIR + "/") and p.endswith(TRACKED_SUFFIX)}
+    return sorted(names)
+
+
+def _staged_as_in_workspace(root: Path, path: str, what: str, stage: str | None, changes: WorkTreeChanges,
                             problems: list[FileProblem]) -> None:
     status = changes.unstaged.get(path)
     if status == "D":
@@ -355,13 +455,16 @@ def _stats(path: str, deep: bool) -> list[tuple[str, os.stat_result | None]]:
 
 
 def _record_memo(repo: Repo) -> None:
+    from pivot import tracked
+
     staging = Staging.of(repo)
     g = repo.graph
     folders = sorted({os.path.dirname(m) or "." for m in staging.modules})
     outside = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(str(repo.root))]
     stat_paths = (CONFIG, CONFIG_LOCAL, PARAMS_FILE, *staging.modules, *folders,
                   *outside)
-    tree_paths = (LOCKS_DIR, *sorted({p for n in g.order for p in (*g.deps[n], *g.outs[n])}))
+    data = {p for n in g.order for p in (*g.deps[n], *g.outs[n])} | set(tracked.paths(repo.root))
+    tree_paths = (LOCKS_DIR, TRACKED_DIR, *sorted(data))
     digest = _signature(repo.root, stat_paths, tree_paths, record=True)
     if digest is None:
         repo.state.put_json(_MEMO_KEY, None)
@@ -392,12 +495,22 @@ def _memo_hit(root: Path, state_path: Path) -> _Memo | None:
 # -- the workspace against another revision's lock files ---------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrackedDiff:
+    """A tracked path at REV against the workspace now."""
+
+    path: str
+    differs: bool
+    reason: str
+
+
 @dataclass
 class RevComparison:
     rev: str
     commit: str
     planned: list[Planned]
     only_at_rev: list[str]  # stages with a lock at REV that the pipeline no longer defines
+    tracked: list[TrackedDiff] = field(default_factory=list)  # tracked at REV or now (no stages named)
 
 
 def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> RevComparison:
@@ -412,6 +525,7 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
     with history:
         commit = str(history.commit(rev).id)
         locks = history.locks_at(commit)
+        then = None if targets else history.tracked_of(history.commit(commit))
     names = repo.graph.select(list(targets), False)
     repo.check_params(names)
     planned = []
@@ -428,4 +542,26 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
             decision = decide(replace(cur, cached=cached), lock)
         planned.append(Planned(name, decision, prep.current.notes))
     only = sorted(set(locks) - set(repo.graph.stages))
-    return RevComparison(rev, commit, planned, only)
+    return RevComparison(rev, commit, planned, only, [] if then is None else _tracked_against(repo, then, rev))
+
+
+def _tracked_against(repo: Repo, then: list[Tracked], rev: str) -> list[TrackedDiff]:
+    """Each path tracked at `rev` or now: does the workspace's data (its record, when the data is
+    not here) hold what the record at `rev` says?"""
+    from pivot import tracked
+
+    now = {t.path: t for t in tracked.read_all(repo.root)}
+    old = {t.path: t for t in then}
+    found = []
+    for path in sorted(set(now) | set(old)):
+        if path not in old:
+            found.append(TrackedDiff(path, True, f"not tracked at {rev}"))
+        elif path not in now:
+            found.append(TrackedDiff(path, True, f"tracked at {rev}, not tracked now"))
+        else:
+            current = repo.hasher.hash_path(path)
+            digest = now[path].hash if current is None else current.hash
+            same = digest == old[path].hash
+            found.append(TrackedDiff(path, not same, f"same as at {rev}" if same else
+                                     f"content differs from its record at {rev}"))
+    return found

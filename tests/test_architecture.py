@@ -25,8 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "pivot.config", "pivot.project", "pivot.remote_config")),
     ("definition", ("pivot.outputs", "pivot.stage", "pivot.params", "pivot.graph", "pivot.fingerprint.*")),
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run",
-                "pivot.landing", "pivot.fresh", "pivot.checkout", "pivot.verify", "pivot.metrics", "pivot.plots.*",
-                "pivot.remote.*")),
+                "pivot.landing", "pivot.fresh", "pivot.retrieve", "pivot.checkout", "pivot.verify", "pivot.metrics",
+                "pivot.plots.*", "pivot.remote.*")),
     ("application", ("pivot.ops.*",)),
     ("faces", ("pivot.cli.*", "pivot.hooks", "pivot", "pivot.__main__")),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -247,3 +248,66 @@ def test_a_hostile_record_is_one_line_naming_it(project: Project) -> None:
     refused(project, "status", names=(".pivot/tracked/images.yaml", "not a tracked-data record"))
     project.write(".pivot/tracked/images.yaml", "a: &a [*a, *a]\n: [\n")
     refused(project, "gc", "--dry-run", names=(".pivot/tracked/images.yaml",))
+
+
+def test_status_rev_compares_tracked_data_with_the_records_at_rev(project: Project) -> None:
+    tracked_project(project)
+    out = project.pivot("status", "--rev", "HEAD").stdout
+    assert "differ" not in out.replace("match", ""), out
+    project.write("data/raw.csv", "a,b\n3,4\n")
+    project.pivot("track", "data/raw.csv")
+    project.write("new.txt", "new\n")
+    project.pivot("track", "new.txt")
+    out = project.pivot("status", "--rev", "HEAD").stdout
+    assert "data/raw.csv: tracked data differs from HEAD (content differs from its record at HEAD)" in out, out
+    assert "new.txt: tracked data differs from HEAD (not tracked at HEAD)" in out
+    assert "images" not in out and "2 of 3 tracked path(s) differ from HEAD" in out
+    assert "images: tracked data same as HEAD" in project.pivot("status", "--rev", "HEAD", "--explain").stdout
+    project.pivot("untrack", "images")
+    report = json.loads(project.pivot("status", "--rev", "HEAD", "--json").stdout)
+    assert {t["path"]: t["reason"] for t in report["tracked"] if t["differs"]}["images"] == \
+        "tracked at HEAD, not tracked now"
+    # Data missing here is compared through its record (a fresh clone has not pulled it).
+    project.pivot("track", "images")
+    (project.root / "data/raw.csv").unlink()
+    out = project.pivot("status", "--rev", "HEAD").stdout
+    assert "data/raw.csv: tracked data differs" in out and "images:" not in out
+
+
+def test_verify_staged_checks_tracked_data_and_records(project: Project) -> None:
+    tracked_project(project)
+    project.pivot("verify", "--staged")
+    project.write("images/sub/two.txt", "changed\n")
+    proc = project.pivot("verify", "--staged", check=False)
+    assert "images: tracked data differs from its record" in proc.stdout and "pivot track images" in proc.stdout
+    project.pivot("track", "images")  # recorded, but the record is not staged
+    proc = project.pivot("verify", "--staged", check=False)
+    assert ".pivot/tracked/images.yaml: tracked-data record differs from its staged version" in proc.stdout
+    assert "git add .pivot/tracked/images.yaml" in proc.stdout
+    assert "tracked data differs" not in proc.stdout, proc.stdout  # only the 'git add' is missing
+    project.git("add", "-A")
+    project.pivot("verify", "--staged")
+    project.write("new.txt", "new\n")
+    project.pivot("track", "new.txt")
+    proc = project.pivot("verify", "--staged", check=False)
+    assert ".pivot/tracked/new.txt.yaml: tracked-data record is not staged" in proc.stdout, proc.stdout
+    project.git("add", "-A")
+    project.pivot("untrack", "data/raw.csv")
+    proc = project.pivot("verify", "--staged", check=False)
+    assert "raw.csv.yaml: tracked-data record deleted in the workspace but still staged" in proc.stdout
+    project.git("add", "-A")
+    project.pivot("verify", "--staged")
+
+
+def test_verify_fails_on_tracked_data_the_cache_lacks(project: Project) -> None:
+    tracked_project(project)
+    for obj in project.cache_objects():
+        obj.chmod(0o644)
+        obj.unlink()
+    shutil.rmtree(project.root / "images")  # missing data stays restorable, not a failure
+    proc = project.pivot("verify", check=False)
+    assert "data/raw.csv: tracked data matches its record but is not in the cache" in proc.stdout, proc.stdout
+    assert "fix: pivot track data/raw.csv" in proc.stdout and "images:" not in proc.stdout
+    assert project.pivot("verify", "--staged", check=False).returncode == 1
+    project.pivot("track", "data/raw.csv")
+    project.pivot("verify")

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("pivot.cli.push", "Upload the cache objects the lock files need to a remote."),
     "fetch": ("pivot.cli.fetch", "Download the cache objects the lock files need (verified)."),
     "pull": ("pivot.cli.pull", "fetch, then checkout the outputs."),
+    "get": ("pivot.cli.get", "Write an output or tracked path as of any git revision to a file or folder."),
     "gc": ("pivot.cli.gc", "Remove cache (or remote) objects no kept lock file refers to."),
     "plots": ("pivot.cli.plots", "Draw the Plot outputs on one offline HTML page; overlay git revisions."),
     "track": ("pivot.cli.track", "Keep data files or folders in the cache, recorded in git instead of committed."),

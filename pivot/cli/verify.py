@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pivot.cli.common import echo_json, json_option, stages_argument
+
+if TYPE_CHECKING:
+    from pivot.verify import RevComparison
 
 
 @click.command("verify")
@@ -85,6 +89,7 @@ def status_against_rev(stages: tuple[str, ...], rev: str, explain: bool, as_json
             "stages": [{"stage": p.name, "differs": p.decision.run, "reasons": list(p.decision.reasons),
                         "restore": [r.path for r in p.decision.restore], "notes": list(p.notes)}
                        for p in cmp.planned],
+            "tracked": [{"path": t.path, "differs": t.differs, "reason": t.reason} for t in cmp.tracked],
         })
         return
     differ = [p for p in cmp.planned if p.decision.run]
@@ -101,8 +106,20 @@ def status_against_rev(stages: tuple[str, ...], rev: str, explain: bool, as_json
             click.echo(f"{p.name}: same as {rev}")
     for name in cmp.only_at_rev:
         click.echo(f"{name}: has a lock file at {rev} but is no longer in the pipeline")
+    _print_tracked(cmp, rev, explain)
     short = cmp.commit[:10]
     if differ:
         click.echo(f"{len(differ)} of {len(cmp.planned)} stage(s) differ from {rev} ({short})")
     else:
         click.echo(f"all {len(cmp.planned)} stage(s) match the lock files at {rev} ({short})")
+    changed = [t for t in cmp.tracked if t.differs]
+    if changed:
+        click.echo(f"{len(changed)} of {len(cmp.tracked)} tracked path(s) differ from {rev}")
+
+
+def _print_tracked(cmp: RevComparison, rev: str, explain: bool) -> None:
+    for t in cmp.tracked:
+        if t.differs:
+            click.echo(f"{t.path}: tracked data differs from {rev} ({t.reason})")
+        elif explain:
+            click.echo(f"{t.path}: tracked data same as {rev}")

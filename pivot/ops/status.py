@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
-    from pivot.ops.track import TrackedChange
     from pivot.repo import OrphanLock
     from pivot.run import Planned
+    from pivot.verify import TrackedChange
 
 
 @dataclass(frozen=True)

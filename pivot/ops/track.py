@@ -13,6 +13,7 @@ from pivot.confine import Confinement
 from pivot.errors import TrackError
 from pivot.layout import PIVOT_DIR
 from pivot.tracked import Tracked
+from pivot.verify import TrackedChange, tracked_changes
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -29,15 +30,6 @@ class TrackResult:
 class UntrackResult:
     path: str
     copied: int  # files that were links into the cache, now ordinary writable copies
-
-
-@dataclass(frozen=True)
-class TrackedChange:
-    """Tracked data whose workspace content differs from its record."""
-
-    path: str
-    state: str  # "modified" or "missing"
-    message: str
 
 
 def project_path(root: Path, arg: str, cwd: Path) -> str:
@@ -163,14 +155,5 @@ def _unlink_from_cache(repo: Repo, record: Tracked) -> int:
 
 
 def changes(repo: Repo) -> list[TrackedChange]:
-    """Tracked data whose workspace content differs from its record, or that is missing."""
-    found = []
-    for t in tracked.read_all(repo.root):
-        current = repo.hasher.hash_path(t.path)
-        if current is None:
-            fix = "run 'pivot checkout' to restore it" if repo.in_cache(t.record) else \
-                "run 'pivot pull' to fetch it"
-            found.append(TrackedChange(t.path, "missing", f"missing: {fix}"))
-        elif current.hash != t.hash:
-            found.append(TrackedChange(t.path, "modified", f"modified: run 'pivot track {t.path}' to record it"))
-    return found
+    """Tracked data whose workspace content differs from its record, or is missing."""
+    return tracked_changes(repo)

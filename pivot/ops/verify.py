@@ -25,21 +25,10 @@ class RemoteCheck:
 def verify_workspace(stages: tuple[str, ...] = ()) -> Report:
     """Stale stages, metrics that do not match their lock and (without `stages`) tracked data that
     differs from its record (absent outputs and tracked data are not a problem: checkout restores them)."""
-    from pivot.ops.track import changes  # lazy: start-up
-    from pivot.verify import FileProblem, verify  # lazy: loads the pipeline
+    from pivot.verify import verify  # lazy: loads the pipeline
 
     with Workspace.find() as ws:
-        report = verify(ws.repo, stages)
-        if not stages:
-            for c in changes(ws.repo):
-                if c.state == "missing":
-                    report.restorable.append(c.path)
-                    continue
-                report.tracked.append(FileProblem(
-                    c.path, "tracked data differs from its record",
-                    f"pivot track {c.path} (records this version) or 'pivot checkout --force' "
-                    "(restores the recorded one)"))
-        return report
+        return verify(ws.repo, stages)
 
 
 def verify_staged(start: Path) -> Report:
