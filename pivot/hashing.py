@@ -40,6 +40,11 @@ def hash_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def hasher() -> xxhash.xxh3_128:
+    """A streaming hasher of the same digest as hash_file (update(bytes), then hexdigest())."""
+    return xxhash.xxh3_128()
+
+
 def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 

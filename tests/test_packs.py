@@ -362,3 +362,45 @@ def test_pulling_a_subtree_fetches_only_its_objects(
     assert "'nowhere' is neither a stage" in error, error
     other.pivot("pull")  # and the rest
     assert len(list((other.root / "images/dogs").iterdir())) == 20
+
+
+# -- a large file: a multipart upload, hashed on the way ----------------------------------------------
+
+LARGE = """\
+from pivot import stage
+
+@stage(outs=["large.bin"])
+def build():
+    with open("large.bin", "wb") as f:
+        for i in range(40):  # 40 MiB: above the size moved in one request
+            f.write(i.to_bytes(4, "little") * (256 * 1024))
+"""
+
+
+def test_a_large_file_goes_up_in_parts_and_a_damaged_one_never_lands(
+        project: Project, proxy: CountingProxy, seaweed: SeaweedServer, s3_prefix: str, tmp_path: Path) -> None:
+    project.pipeline(LARGE)
+    project.pivot("run")
+    project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={proxy.endpoint}")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "large")
+    digest = next(p.parent.name + p.name for p in project.cache_objects())
+    cached = project.root / ".pivot/cache/files" / digest[:2] / digest[2:]
+    good = cached.read_bytes()
+    cached.chmod(0o644)
+    cached.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # damaged in the cache, same size
+
+    proc = project.pivot("push", "--json", check=False)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["corrupt"] == 1, proc
+    assert not keys(seaweed, s3_prefix, "files")  # nothing published under its name
+    uploads = seaweed.client().list_multipart_uploads(Bucket=S3_BUCKET, Prefix=key(s3_prefix, ""))
+    assert not uploads.get("Uploads"), uploads  # the multipart upload was aborted
+
+    cached.write_bytes(good)
+    proxy.reset()
+    project.pivot("push")
+    parts = [p for m, p in proxy.requests if m == "PUT" and "partNumber=" in p]
+    assert len(parts) == 5, proxy.requests  # 40 MiB in 8 MiB parts
+    other = clone(project, tmp_path)
+    other.pivot("pull")
+    assert (other.root / "large.bin").read_bytes() == good

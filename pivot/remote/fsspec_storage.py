@@ -6,14 +6,16 @@ fsspec and s3fs are imported only when such a remote is opened, so `pivot --help
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import itertools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pivot.errors import Corrupt, NotFound, RemoteError
-from pivot.hashing import hash_bytes, hash_file
+from pivot.hashing import hash_bytes, hash_file, hasher
 from pivot.layout import TMP_DIR
 from pivot.records import is_digest
 from pivot.remote.index import RemoteIndex
@@ -23,6 +25,7 @@ from pivot.remote_config import scrub, secret_values
 if TYPE_CHECKING:
     from pivot.remote_config import RemoteSpec
 
+PARTS_IN_FLIGHT = 6  # parts of one large upload sent at once (memory: this many PART buffers)
 _OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # a PUT is atomic per object
 
 
@@ -167,15 +170,57 @@ class FsspecStorage(Storage):
             if hash_bytes(data) != digest:
                 raise Corrupt(digest, hash_bytes(data))
             await self.afs.pipe_file(dest, data)
+        elif self._s3:
+            await self._put_parts(src, dest, digest)
         else:
             actual = await asyncio.to_thread(hash_file, src)
             if actual != digest:
                 raise Corrupt(digest, actual)
-            kwargs = {"chunksize": PART, "max_concurrency": 4} if self._s3 else {}
-            await self.afs.put_file(src, dest, **kwargs)
+            await self.afs.put_file(src, dest)
         if not atomic:
             await self.afs.mv(dest, target)
         return size
+
+    async def _put_parts(self, src: str, target: str, digest: str) -> None:
+        """A large file as an S3 multipart upload, hashed on the way in one read: the next part is
+        read while up to PARTS_IN_FLIGHT others upload (memory: that many PART-sized buffers). The
+        upload is completed only when the bytes sent hash to `digest`; otherwise it is aborted."""
+        bucket, _, key = target.partition("/")
+        upload = (await self.afs.call_s3("create_multipart_upload", Bucket=bucket, Key=key))["UploadId"]
+        h = hasher()
+        etags: dict[int, str] = {}
+        room = asyncio.Semaphore(PARTS_IN_FLIGHT)
+
+        async def send(number: int, chunk: bytes) -> None:
+            try:
+                answer = await self.afs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload,
+                                                PartNumber=number, Body=chunk)
+                etags[number] = answer["ETag"]
+            finally:
+                room.release()
+
+        try:
+            with open(src, "rb") as f:
+                async with asyncio.TaskGroup() as tg:
+                    for number in itertools.count(1):
+                        await room.acquire()
+                        chunk = await asyncio.to_thread(f.read, PART)
+                        if not chunk:
+                            room.release()
+                            break
+                        h.update(chunk)
+                        tg.create_task(send(number, chunk))
+            if h.hexdigest() != digest:
+                raise Corrupt(digest, h.hexdigest())
+            parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+            await self.afs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload,
+                                   MultipartUpload={"Parts": parts})
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self.afs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
+            if isinstance(exc, BaseExceptionGroup):
+                raise exc.exceptions[0] from None
+            raise
 
     async def get(self, rel: str, dst: str) -> None:
         kwargs = {"max_concurrency": 1} if self._s3 else {}
