@@ -25,7 +25,7 @@ from pivot.remote_config import scrub, secret_values
 if TYPE_CHECKING:
     from pivot.remote_config import RemoteSpec
 
-PARTS_IN_FLIGHT = 6  # parts of one large upload sent at once (memory: this many PART buffers)
+PARTS_IN_FLIGHT = 4  # parts of one large upload sent at once (memory: this many PART buffers)
 _OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # a PUT is atomic per object
 
 
