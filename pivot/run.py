@@ -7,7 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +18,12 @@ from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, 
 from pivot.landing import Landing
 from pivot.lock import StageLock
 from pivot.outputs import Out
+from pivot.planning import Planned, plan
 from pivot.records import NeededOutput, PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
-from pivot.status import Decision, Policy, decide
+from pivot.runcache import Hit, RunCache, key_of
+from pivot.status import Decision, decide
 
 if TYPE_CHECKING:
     from pivot.remote import Storage
@@ -34,36 +36,7 @@ class RunOptions:
     dry_run: bool = False
     single_stage: bool = False
     keep_going: bool = False
-
-
-@dataclass(frozen=True)
-class Planned:
-    name: str
-    decision: Decision
-    notes: tuple[str, ...] = ()
-    prepared: Prepared | None = None  # what the decision was made from (verify reads it)
-
-
-def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force: bool = False,
-         policy: Policy = Policy.RUN, on_remote: frozenset[str] = frozenset()) -> list[Planned]:
-    """What `pivot run` would do, without changing anything. Downstream of a stage that would run
-    is reported as running too, since its deps are about to change. `on_remote`: hashes of
-    locked outputs a remote holds (restorable from there, see pivot/fresh.py)."""
-    names = repo.graph.select(list(targets), single)
-    repo.check_params(names)
-    will_run: set[str] = set()
-    expected: dict[str, str] = {}
-    result: list[Planned] = []
-    for name in names:
-        ups = tuple(sorted(u for u in repo.graph.upstream[name] if u in will_run))
-        prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected, on_remote=on_remote)
-        decision = decide(prep.current, prep.lock, policy)
-        if decision.run:
-            will_run.add(name)
-        elif prep.lock is not None:
-            expected.update({r.path: r.hash for r in prep.lock.outs})
-        result.append(Planned(name, decision, prep.current.notes, prep))
-    return result
+    run_cache: bool = True  # False (--no-run-cache): run stale stages even when a run record would restore them
 
 
 def _remove(path: Path) -> None:
@@ -91,6 +64,8 @@ class Runner:
         self.repo = repo
         self.source = source  # the remote missing outputs are fetched from instead of re-run
         self.from_remote: set[str] = set()  # output paths this run fetched from it
+        self.runs = RunCache(repo, reporter, source)  # records every run; looked up unless --no-run-cache
+        self.hits: dict[str, Hit] = {}  # stages the up-front lookup found, objects in the cache
         self._opened: Storage | None = None
         self.root = repo.root
         self.reporter = reporter
@@ -127,7 +102,11 @@ class Runner:
         # the workspace does not have them (--no-download).
         self.landing = Landing(self.repo)
         self.total = len(names)
+        self.runs_on = opts.run_cache
         self.started = time.monotonic()
+        self._prepared: dict[str, Prepared] = {}  # ready stages prepared for a batched lookup
+        self._looked: set[str] = set()
+        self._look_up_front(opts)
         try:
             while True:
                 self._start_ready(names, opts.force)
@@ -180,14 +159,62 @@ class Runner:
         src = self.source
         if wanted is None:
             wanted = fresh.candidates(self.repo, names) if src is not None else {}
+        runs = self._runs(opts) if opts.dry_run else None
         if src is None or not wanted:
-            return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
+            return plan(self.repo, opts.targets, opts.single_stage, opts.force, runs=runs), None
         try:
             held = fresh.held(self._storage(src), self.repo, wanted, src.jobs(), ask=True)
         except PivotError as exc:  # unreachable, no credentials…: compute, as without a remote
             self.reporter.warning(f"{exc}; stages whose outputs are missing here run instead")
-            return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
-        return plan(self.repo, opts.targets, opts.single_stage, opts.force, on_remote=held), src
+            return plan(self.repo, opts.targets, opts.single_stage, opts.force, runs=runs), None
+        return plan(self.repo, opts.targets, opts.single_stage, opts.force, on_remote=held, runs=runs), src
+
+    def _runs(self, opts: RunOptions) -> RunCache | None:
+        return self.runs if opts.run_cache and not opts.force else None
+
+    def _look_up_front(self, opts: RunOptions) -> None:
+        """With a remote, every stale stage that can be decided before anything runs (waves:
+        those after a hit too) is looked up in one batch per wave, and the objects of all hits
+        come in one verified fetch; later, the stages that become ready together are looked up
+        together (`_look_up_ready`). Without a remote, each stale stage is looked up locally
+        when the run reaches it (one file)."""
+        if self.source is None or self._runs(opts) is None:
+            return
+        planned = plan(self.repo, opts.targets, opts.single_stage, runs=self.runs)
+        self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None})
+
+    def _look_up_ready(self, names: list[str], force: bool) -> None:
+        """The stale stages that are ready now (upstream done) and the up-front lookup could not
+        decide, looked up on the remote in one batch; their preparation is kept for the run."""
+        if force or not self.runs_on or self.runs.source is None:
+            return
+        asks: dict[str, Prepared] = {}
+        for name in names:
+            ups = self.repo.graph.upstream[name]
+            if self.state[name] != "pending" or name in self._looked or \
+                    any(self.state[u] != "ok" for u in ups if u in self.state):
+                continue
+            self._looked.add(name)
+            prep = self._prepared[name] = self.landing.prepare(name, force)
+            if decide(prep.current, prep.lock).run and self.runs.local_hit(prep) is None and self.runs.can_ask(prep):
+                asks[name] = prep
+        if len(asks) > 1:
+            self.hits.update(self.runs.fetch_objects(self.runs.remote_hits(asks)))
+
+    def _from_run_cache(self, name: str, prep: Prepared) -> bool:
+        """Restore a stale stage from a run record instead of running it; False: none usable."""
+        hit = self.hits.pop(name, None)
+        if hit is None or hit.record.key != key_of(prep):
+            hit = self.runs.find(prep)
+            hit = self.runs.fetch_objects({name: hit}).get(name) if hit is not None else None
+        if hit is None:
+            return False
+        paths = self.runs.restore(name, hit)
+        self.state[name] = "ok"
+        self.summary.restored.append(name)
+        self.reporter.restored(name, hit.label, hit.where if hit.remote else None, paths)
+        self._progress()
+        return True
 
     def _storage(self, src: fresh.Source) -> Storage:
         if self._opened is None:
@@ -221,7 +248,10 @@ class Runner:
         self._remove_orphans(dry_run=True)
         planned, src = self._plan_with_remote(opts, self.repo.graph.select(list(opts.targets), opts.single_stage))
         for p in planned:
-            if p.decision.run:
+            if p.hit is not None:
+                self.reporter.note(f"{p.name}: would restore from run cache ({p.hit.label}) instead of running")
+                summary.restored.append(p.name)
+            elif p.decision.run:
                 self.reporter.would_run(p.name, p.decision.reasons)
                 summary.ran.append(p.name)
             else:
@@ -236,13 +266,15 @@ class Runner:
         return summary
 
     def _progress(self) -> None:
-        finished = len(self.summary.ran) + len(self.summary.skipped) + len(self.summary.failed)
+        finished = len(self.summary.ran) + len(self.summary.skipped) + len(self.summary.failed) \
+            + len(self.summary.restored)
         running = [prep.stage.name for prep, _b in self.running.values()]
         self.reporter.progress(finished, self.total, running, time.monotonic() - self.started)
 
     def _start_ready(self, names: list[str], force: bool) -> None:
         """Start (or skip) every stage whose upstream is done, while workers are free."""
         graph = self.repo.graph
+        self._look_up_ready(names, force)
         progressed = True
         while progressed:
             progressed = False
@@ -262,28 +294,35 @@ class Runner:
                     return
                 if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
-                prep = self.landing.prepare(name, force)
+                prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
                 decision = decide(prep.current, prep.lock)
                 if not decision.run:
-                    for rec in decision.restore:
-                        note = self.repo.restore(rec)
-                        if note:
-                            self.reporter.note(f"{name}: {note}")
-                    self.state[name] = "ok"
-                    self.summary.skipped.append(name)
-                    restored = [r.path for r in decision.restore]
-                    pulled = [p for p in restored if p in self.from_remote]
-                    remote = self.source.name if pulled and self.source is not None else None
-                    self.reporter.skipped(name, restored, decision.reasons, remote, pulled)
+                    self._skip(name, decision)
+                    progressed = True
+                    continue
+                for out, hit in prep.damaged.items():  # never restore them again, here or downstream
+                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, hit)}")
+                if not force and self.runs_on and self._from_run_cache(name, prep):
                     progressed = True
                     continue
                 self._start_executor()  # before saying "running": the cluster may be unreachable
-                for out, hit in prep.damaged.items():  # never restore them again, here or downstream
-                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, hit)}")
                 self.reporter.running(name, decision.reasons)
                 self._submit(prep)
                 self._progress()
                 progressed = True
+
+    def _skip(self, name: str, decision: Decision) -> None:
+        """An up-to-date stage: its missing outputs come back from the cache."""
+        for rec in decision.restore:
+            note = self.repo.restore(rec)
+            if note:
+                self.reporter.note(f"{name}: {note}")
+        self.state[name] = "ok"
+        self.summary.skipped.append(name)
+        restored = [r.path for r in decision.restore]
+        pulled = [p for p in restored if p in self.from_remote]
+        remote = self.source.name if pulled and self.source is not None else None
+        self.reporter.skipped(name, restored, decision.reasons, remote, pulled)
 
     def _blocked(self, name: str, bad: list[str]) -> None:
         """`name` cannot run: an upstream stage failed, or was itself not run (for a failure
@@ -349,8 +388,6 @@ class Runner:
     def _remote_task(self, task: StageTask, prep: Prepared, outs: tuple[Out, ...]) -> StageTask:
         """What a worker without the workspace needs: deps by hash, and the versions of
         IncrementalOuts the stage starts from (as the local pool leaves them in the workspace)."""
-        from dataclasses import replace
-
         deps = tuple(PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None)
         manifests = {h.hash: h.manifest for h in prep.dep_hashes.values() if h is not None and h.manifest}
         inputs = []
@@ -408,6 +445,7 @@ class Runner:
             del self.running[fut]
             self.state[name] = "ok"
             self.summary.ran.append(name)
+        self.runs.save(prep, lock)  # only now: outputs cached, lock written
         self.repo.state.put_files(list(result.memo))
         self._drop_backups(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)

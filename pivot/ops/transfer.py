@@ -56,10 +56,15 @@ def _needed(ws: Workspace, sel: Selection) -> dict[str, NeededOutput]:
 def push(sel: Selection) -> Moved:
     """Upload the cache objects the lock files need and the remote lacks."""
     from pivot.remote import push as push_objects  # lazy: start-up
+    from pivot.runcache import push_records  # lazy: start-up
 
     with Workspace.find() as ws:
         storage, jobs = _open(ws, sel)
-        return Moved(storage.name, push_objects(storage, ws.cache, _needed(ws, sel), jobs))
+        outputs = _needed(ws, sel)
+        result = push_objects(storage, ws.cache, outputs, jobs)
+        # Then the run records of those outputs (docs/run-cache.md): after their objects.
+        push_records(storage, ws.cache.dir, outputs, [*result.missing, *result.corrupt], jobs)
+        return Moved(storage.name, result)
 
 
 def _fetch(ws: Workspace, sel: Selection) -> Moved:
