@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pivot import atomic, fresh, gitignore, tracked
-from pivot.confine import Confinement
+from pivot.backups import Backups
 from pivot.errors import PivotError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
 from pivot.landing import Landing
@@ -37,13 +37,6 @@ class RunOptions:
     single_stage: bool = False
     keep_going: bool = False
     run_cache: bool = True  # False (--no-run-cache): run stale stages even when a run record would restore them
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 class Runner:
@@ -75,7 +68,7 @@ class Runner:
         self._factory = executor_factory or (lambda: make_executor(
             "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
         self._executor: Executor | None = None
-        self.backup_root = repo.project.tmp_dir / "backup"
+        self.backups = Backups(self.root, repo.project.tmp_dir / "backup")
         self.logs_dir = repo.project.pivot_dir / "logs"
 
     # -- the whole run -----------------------------------------------------
@@ -86,7 +79,7 @@ class Runner:
         names = graph.select(list(opts.targets), opts.single_stage)
         self.repo.check_params(names)
         self._warn_unreadable_locks(names)
-        self._recover_backups()
+        self.backups.recover(self.repo.graph.outs)
         self._clean_tmp()
         self._remove_orphans()
         self._update_gitignore()
@@ -106,6 +99,7 @@ class Runner:
         self.started = time.monotonic()
         self._prepared: dict[str, Prepared] = {}  # ready stages prepared for a batched lookup
         self._looked: set[str] = set()
+        self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._look_up_front(opts)
         try:
             while True:
@@ -181,7 +175,8 @@ class Runner:
         if self.source is None or self._runs(opts) is None:
             return
         planned = plan(self.repo, opts.targets, opts.single_stage, runs=self.runs)
-        self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None})
+        self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None
+                                             and not (p.prepared is not None and p.prepared.damaged)})
 
     def _look_up_ready(self, names: list[str], force: bool) -> None:
         """The stale stages that are ready now (upstream done) and the up-front lookup could not
@@ -191,7 +186,7 @@ class Runner:
         asks: dict[str, Prepared] = {}
         for name in names:
             ups = self.repo.graph.upstream[name]
-            if self.state[name] != "pending" or name in self._looked or \
+            if self.state[name] != "pending" or name in self._looked or name in self.hits or \
                     any(self.state[u] != "ok" for u in ups if u in self.state):
                 continue
             self._looked.add(name)
@@ -209,12 +204,23 @@ class Runner:
             hit = self.runs.fetch_objects({name: hit}).get(name) if hit is not None else None
         if hit is None:
             return False
+        self._restore_hit(name, hit)
+        return True
+
+    def _restore_hit(self, name: str, hit: Hit) -> None:
         paths = self.runs.restore(name, hit)
         self.state[name] = "ok"
+        self._as_planned.add(name)
         self.summary.restored.append(name)
         self.reporter.restored(name, hit.label, hit.where if hit.remote else None, paths)
         self._progress()
-        return True
+
+    def _planned_hit(self, name: str, ups: list[str]) -> Hit | None:
+        """The up-front hit of a stage whose upstream all ended as the plan said (restored from
+        their records, or up to date): its key stands, so it is not prepared again."""
+        if name in self.hits and all(u in self._as_planned for u in ups):
+            return self.hits.pop(name)
+        return None
 
     def _storage(self, src: fresh.Source) -> Storage:
         if self._opened is None:
@@ -294,14 +300,18 @@ class Runner:
                     return
                 if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
+                if (hit := self._planned_hit(name, ups)) is not None:
+                    self._restore_hit(name, hit)
+                    progressed = True
+                    continue
                 prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
                 decision = decide(prep.current, prep.lock)
                 if not decision.run:
                     self._skip(name, decision)
                     progressed = True
                     continue
-                for out, hit in prep.damaged.items():  # never restore them again, here or downstream
-                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, hit)}")
+                for out, objs in prep.damaged.items():  # never restore them again, here or downstream
+                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, objs)}")
                 if not force and self.runs_on and self._from_run_cache(name, prep):
                     progressed = True
                     continue
@@ -318,6 +328,7 @@ class Runner:
             if note:
                 self.reporter.note(f"{name}: {note}")
         self.state[name] = "ok"
+        self._as_planned.add(name)
         self.summary.skipped.append(name)
         restored = [r.path for r in decision.restore]
         pulled = [p for p in restored if p in self.from_remote]
@@ -366,7 +377,7 @@ class Runner:
         backups: list[str] = []
         try:
             self._prepare_incremental(prep, outs)
-            backups = self._move_aside(name, outs)
+            backups = self.backups.move_aside(name, outs)
             for o in outs:
                 (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
             task = StageTask(
@@ -380,7 +391,7 @@ class Runner:
             assert self._executor is not None
             fut = self._executor.submit(task)
         except BaseException:
-            self._roll_back(name, outs, backups)
+            self.backups.roll_back(name, outs, backups)
             raise
         self.state[name] = "running"
         self.running[fut] = (prep, backups)
@@ -447,7 +458,7 @@ class Runner:
             self.summary.ran.append(name)
         self.runs.save(prep, lock)  # only now: outputs cached, lock written
         self.repo.state.put_files(list(result.memo))
-        self._drop_backups(name, backups)
+        self.backups.drop(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
 
@@ -457,7 +468,7 @@ class Runner:
         name = self.running[fut][0].stage.name
         with atomic.interrupts_deferred():
             del self.running[fut]
-            self._roll_back(name, outs, backups)
+            self.backups.roll_back(name, outs, backups)
             self._failed(name, error)
 
     def _bad_metric(self, name: str, result: StageResult) -> str | None:
@@ -486,7 +497,7 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(kill=True)
             self._executor = None
-        self._roll_back(name, outs, backups)
+        self.backups.roll_back(name, outs, backups)
         if name in self.retry_alone:
             self._failed(name, "its worker process died (killed by a signal, out of memory, or os._exit)")
             return
@@ -510,7 +521,7 @@ class Runner:
         with atomic.interrupts_deferred():  # a second Ctrl-C must not stop a roll back halfway
             for prep, backups in self.running.values():
                 name = prep.stage.name
-                self._roll_back(name, prep.stage.outs, backups)
+                self.backups.roll_back(name, prep.stage.outs, backups)
             self.running.clear()
         self._clean_tmp()
 
@@ -546,62 +557,6 @@ class Runner:
             if current is not None and current.hash == rec.hash and not _shares_cache(full):
                 continue
             self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
-
-    # -- backups: previous outputs are moved aside, and come back if the stage fails ----
-    def _backup_path(self, stage: str, path: str) -> Path:
-        # One flat folder: a rename in and an unlink out per output, no folders to make or prune.
-        return self.backup_root / f"{stage}@{path.replace('%', '%25').replace('/', '%2F')}"
-
-    def _move_aside(self, stage: str, outs: tuple[Out, ...]) -> list[str]:
-        """Move previous outputs to the backup folder; an IncrementalOut is copied, as the stage
-        starts from it."""
-        moved: list[str] = []
-        for o in outs:
-            p = o.path
-            src = self.root / p
-            if os.path.lexists(src):
-                dest = self._backup_path(stage, p)
-                if not moved:
-                    self.backup_root.mkdir(parents=True, exist_ok=True)
-                _remove(dest)
-                if not o.incremental:
-                    os.replace(src, dest)
-                elif src.is_dir():
-                    shutil.copytree(src, dest, symlinks=True)
-                else:
-                    shutil.copy2(src, dest)
-                moved.append(p)
-        return moved
-
-    def _roll_back(self, stage: str, outs: tuple[Out, ...], backups: list[str]) -> None:
-        """Remove what a failed stage wrote and put the previous outputs back; never through a
-        link the stage made to somewhere outside the project (what it wrote there is left, and the
-        previous version stays in the cache)."""
-        confinement = Confinement(self.root)
-        for o in outs:
-            if confinement.problem(o.path) is None:
-                _remove(self.root / o.path)
-        for p in backups:
-            src = self._backup_path(stage, p)
-            if os.path.lexists(src) and confinement.problem(p) is None:
-                (self.root / p).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, self.root / p)
-
-    def _drop_backups(self, stage: str, backups: list[str]) -> None:
-        for p in backups:
-            _remove(self._backup_path(stage, p))
-
-    def _recover_backups(self) -> None:
-        """Outputs moved aside by a run that was killed come back where nothing replaced them."""
-        if not self.backup_root.is_dir():
-            return
-        for name, outs in self.repo.graph.outs.items():
-            for p in outs:
-                src = self._backup_path(name, p)
-                if os.path.lexists(src) and not os.path.lexists(self.root / p):
-                    (self.root / p).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, self.root / p)
-        _remove(self.backup_root)
 
 
 def _shares_cache(path: Path) -> bool:
