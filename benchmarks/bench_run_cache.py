@@ -84,24 +84,31 @@ def bench_restore(work: Path, args: argparse.Namespace, server: SeaweedServer, e
             "push_s": round(push.seconds, 3), "restore_run_s": round(res.seconds, 3),
             "executed": len(summary["ran"]), "restored": len(summary["restored"]),
             "lookups": sum(e["keys"] for e in got if e["event"] == "run_cache_lookup"),
+            "lookup_s": round(sum(e["seconds"] + e["opening"] for e in got if e["event"] == "run_cache_lookup"), 3),
             "requests": proxy.count() if proxy is not None else None}
 
 
 def bench_overhead(work: Path, args: argparse.Namespace, endpoint: str, env: dict[str, str]) -> dict[str, Any]:
     url = f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"  # stays empty: every lookup misses
     src = origin(work / "small", args.shape, args.small, url, endpoint, env)
-    times: dict[str, list[float]] = {"lookup": [], "no-run-cache": []}
+    times: dict[str, list[float]] = {"lookup": [], "no-run-cache": [], "requests": [], "opening": []}
     for i in range(args.repeat):
         for label, extra in (("lookup", []), ("no-run-cache", ["--no-run-cache"])):
             c = clone(src, work / f"small-{label}-{i}", env)
-            res = run_timed([PIVOT, "run", *extra], cwd=c, env=env)
+            res = run_timed([PIVOT, "run", "--json", *extra], cwd=c, env=env)
             assert res.ok, res.failure()
-            assert "restored from run cache" not in res.stdout
+            got = events(res.stdout)
+            assert not any(e["event"] == "restored" for e in got)
             times[label].append(res.seconds)
+            if label == "lookup":  # what the lookups' own requests took, and opening the client
+                times["requests"].append(sum(e["seconds"] for e in got if e["event"] == "run_cache_lookup"))
+                times["opening"].append(sum(e["opening"] for e in got if e["event"] == "run_cache_lookup"))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"stages": args.small, "repeat": args.repeat, "median_lookup_s": round(med["lookup"], 3),
             "median_no_run_cache_s": round(med["no-run-cache"], 3),
-            "extra_ms": round(1000 * (med["lookup"] - med["no-run-cache"]), 1)}
+            "extra_ms": round(1000 * (med["lookup"] - med["no-run-cache"]), 1),
+            "lookup_requests_ms": round(1000 * med["requests"], 1),
+            "client_opening_ms": round(1000 * med["opening"], 1)}
 
 
 def main() -> int:
@@ -127,9 +134,12 @@ def main() -> int:
         [f"restore {restore['stages']} stages ({restore['shape']}), fresh clone", f"{restore['restore_run_s']} s"],
         ["  executed / restored", f"{restore['executed']} / {restore['restored']}"],
         ["  S3 requests", str(restore["requests"])],
+        ["  of which run-cache lookups (s)", str(restore["lookup_s"])],
         [f"{overhead['stages']}-stage all-miss: run vs --no-run-cache",
          f"{overhead['median_lookup_s']} s vs {overhead['median_no_run_cache_s']} s "
          f"({overhead['extra_ms']} ms extra)"],
+        ["  of which: lookup requests / opening the S3 client",
+         f"{overhead['lookup_requests_ms']} ms / {overhead['client_opening_ms']} ms"],
     ]))
     path = write_results("run_cache", {"machine": machine_info(), "restore": restore, "overhead": overhead})
     print(f"results: {path}")

@@ -25,7 +25,7 @@ class Reporter:
                 remote: str | None = None, from_remote: list[str] | None = None) -> None: ...
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None: ...
     def restored(self, stage: str, where: str, remote: str | None, paths: list[str]) -> None: ...
-    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float) -> None: ...
+    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float, opening: float = 0.0) -> None: ...
     def failed(self, stage: str, error: str) -> None: ...
     def not_run(self, stage: str, why: str) -> None: ...
     def note(self, text: str) -> None: ...
@@ -101,7 +101,7 @@ class ConsoleReporter(Reporter):
     def restored(self, stage: str, where: str, remote: str | None, paths: list[str]) -> None:
         self._line(f"{stage}: restored from run cache ({where})")
 
-    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float) -> None:
+    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float, opening: float = 0.0) -> None:
         if self.live:
             self._status = f"run cache: {hits} of {keys} stage(s) found on remote '{remote}'"[:120]
             self.err.write("\r\x1b[K" + self._status)
@@ -178,8 +178,10 @@ class JsonReporter(Reporter):
         self._emit(event="restored", stage=stage, run_cache="remote" if remote else "local", remote=remote,
                    restored=paths)
 
-    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float) -> None:
-        self._emit(event="run_cache_lookup", remote=remote, keys=keys, hits=hits, seconds=round(seconds, 6))
+    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float, opening: float = 0.0) -> None:
+        # seconds: the lookup's requests; opening: connecting to the remote first (its client)
+        self._emit(event="run_cache_lookup", remote=remote, keys=keys, hits=hits, seconds=round(seconds, 6),
+                   opening=round(opening, 6))
 
     def failed(self, stage: str, error: str) -> None:
         self._emit(event="failed", stage=stage, error=error)

@@ -167,11 +167,14 @@ class RunCache:
         import time  # lazy: only when a remote is asked
 
         started = time.monotonic()
+        opening = 0.0
         try:
             if todo:
                 from pivot.remote.runs import lookup  # lazy: the remote code only when asked
 
-                self.found.update(lookup(self._open(src), todo, src.jobs()))
+                storage = self._open(src)
+                opening = time.monotonic() - started
+                self.found.update(lookup(storage, todo, src.jobs()))
         except PivotError as exc:
             self.reporter.warning(f"{exc}; looking up run records failed, stages run instead")
             self.source = None
@@ -185,7 +188,7 @@ class RunCache:
                 hit = self._usable(key, data, preps[name], src.name, f"{relpath(key)} on remote '{src.name}'")
                 if hit is not None:
                     hits[name] = hit
-        self.reporter.run_cache_lookup(len(todo), len(hits), src.name, time.monotonic() - started)
+        self.reporter.run_cache_lookup(len(todo), len(hits), src.name, time.monotonic() - started - opening, opening)
         return hits
 
     def find(self, prep: Prepared) -> Hit | None:

@@ -3,9 +3,10 @@
 Only the `Storage` primitives are used, and records travel as bytes: what they mean (and whether
 one can be trusted) is pivot/runrecord.py's business, decided by the caller.
 
-A batch lookup lists each `runs/ab/` prefix its keys need, once, all concurrently, and then reads
-only the records that are there: a lookup of N keys costs at most min(N, 256) listings plus one
-read per hit, in about two round trips.
+A batch lookup lists each `runs/ab/` prefix its keys need, once, all concurrently (or, from
+`WHOLE_LISTING` prefixes on, the whole `runs/` folder in one recursive listing where the storage
+lists recursively, as on S3), and then reads only the records that are there: a lookup of N keys
+costs at most min(N, 256) listings (or one per 1,000 records on the remote) plus one read per hit.
 """
 
 from __future__ import annotations
@@ -23,23 +24,42 @@ from pivot.remote.failures import Step
 from pivot.remote.storage import Storage
 
 ALL_PREFIXES = [f"{i:02x}" for i in range(256)]
+WHOLE_LISTING = 64  # prefixes needed from which one listing of runs/ is cheaper than one per prefix
+TAIL = 30  # the name of a record in its prefix folder: the key without its first 2 characters
+READS = 64  # records are small: this many reads at once
 
 
 def _rel(key: str) -> str:
     return f"{RUN_RECORDS}/{key[:2]}/{key[2:]}"
 
 
-async def _present(storage: Storage, prefixes: Iterable[str], jobs: int) -> set[str]:
-    """The keys of the records under `prefixes` (one listing each)."""
+async def _present(storage: Storage, keys: Iterable[str] | None, jobs: int) -> set[str]:
+    """Which of `keys` (None: any key) have a record: one listing per prefix they need, or, when
+    they need many, one listing of the whole `runs/` folder where the storage lists it
+    recursively (an object store, a page per 1,000 records)."""
+    wanted = set(keys) if keys is not None else None
+    prefixes = sorted({k[:2] for k in wanted}) if wanted is not None else ALL_PREFIXES
+    if wanted is not None and len(prefixes) >= WHOLE_LISTING:
+        names = set(await _listing(storage, RUN_RECORDS))
+        if not names:
+            return set()
+        folders = {n for n in names if len(n) == 2}
+        if not folders:  # a recursive listing: the records' names (each a key's tail)
+            return {k for k in wanted if k[2:] in names}
+        prefixes = [p for p in prefixes if p in folders]  # a folder per prefix: list those needed
+
     async def one(prefix: str) -> list[str]:
-        return [prefix + name for name in await storage.list_dir(f"{RUN_RECORDS}/{prefix}")
-                if not name.startswith(".")]
+        return [prefix + name for name in await _listing(storage, f"{RUN_RECORDS}/{prefix}")]
 
     found: set[str] = set()
-    for _prefix, names in await bounded(jobs, sorted(set(prefixes)), one):
-        if not isinstance(names, NotFound):
-            found.update(names)
-    return found
+    for _prefix, listed in await bounded(jobs, prefixes, one):
+        if not isinstance(listed, NotFound):
+            found.update(listed)
+    return found if wanted is None else found & wanted
+
+
+async def _listing(storage: Storage, rel: str) -> list[str]:
+    return [name for name in await storage.list_dir(rel) if not name.startswith(".")]
 
 
 async def _read(storage: Storage, keys: Iterable[str], jobs: int) -> dict[str, bytes]:
@@ -47,7 +67,7 @@ async def _read(storage: Storage, keys: Iterable[str], jobs: int) -> dict[str, b
     async def one(key: str) -> bytes:
         return await storage.read(_rel(key))
 
-    return {key: data for key, data in await bounded(jobs, sorted(set(keys)), one)
+    return {key: data for key, data in await bounded(max(jobs, READS), sorted(set(keys)), one)
             if isinstance(data, bytes)}
 
 
@@ -59,8 +79,7 @@ def lookup(storage: Storage, keys: Iterable[str], jobs: int) -> dict[str, bytes]
 
     async def main() -> dict[str, bytes]:
         with Step(storage, "looking up run records"):
-            present = await _present(storage, {k[:2] for k in wanted}, jobs)
-            return await _read(storage, wanted & present, jobs)
+            return await _read(storage, await _present(storage, wanted, jobs), jobs)
 
     result: dict[str, bytes] = storage.run(main)
     return result
@@ -76,7 +95,7 @@ def upload(storage: Storage, records: dict[str, bytes], jobs: int, tmp_dir: Path
 
     async def main() -> int:
         with Step(storage, "uploading run records"):
-            present = await _present(storage, {k[:2] for k in records}, jobs)
+            present = await _present(storage, records, jobs)
             lacking = sorted(set(records) - present)
 
             async def one(key: str) -> None:
@@ -99,7 +118,7 @@ def read_all(storage: Storage, jobs: int) -> dict[str, bytes]:
     """Every record on the remote (`pivot gc --remote` decides which to keep): 256 listings."""
     async def main() -> dict[str, bytes]:
         with Step(storage, "listing run records"):
-            return await _read(storage, await _present(storage, ALL_PREFIXES, jobs), jobs)
+            return await _read(storage, await _present(storage, None, jobs), jobs)
 
     found: dict[str, bytes] = storage.run(main)
     return found
