@@ -71,7 +71,7 @@ def bench_restore(work: Path, args: argparse.Namespace, server: SeaweedServer, e
     a = clone(src, work / "a", env)
     first = run_timed([PIVOT, "run"], cwd=a, env=env)
     assert first.ok, first.failure()
-    push = run_timed([PIVOT, "push"], cwd=a, env=env)
+    push = run_timed([PIVOT, "push", "--run-cache"], cwd=a, env=env)
     assert push.ok, push.failure()
     b = clone(src, work / "b", env)
     if proxy is not None:

@@ -61,9 +61,18 @@ def key_of(prep: Prepared) -> str | None:
     return run_key(prep.current.fingerprint, prep.current.params, {p: h for p, h in deps.items() if h}, outs)
 
 
-def _mismatch(record: RunRecord, prep: Prepared) -> str | None:
-    """Why `record` is not a run of the stage as prepared now, or None."""
-    lock, cur = record.lock, prep.current
+def lookup_key(prep: Prepared) -> str | None:
+    """The key to look a stale stage up by, or None when a record could not help: not eligible,
+    or its lock already is the run of these inputs (it is stale for its outputs alone, which
+    the cache restores when it can; else the stage runs)."""
+    if prep.lock is not None and _mismatch(prep.lock, prep) is None:
+        return None
+    return key_of(prep)
+
+
+def _mismatch(lock: StageLock, prep: Prepared) -> str | None:
+    """Why `lock` is not a run of the stage as prepared now, or None."""
+    cur = prep.current
     if lock.fingerprint != cur.fingerprint or lock.params != cur.params:
         return "its code or params are not the stage's"
     if {r.path: r.hash for r in lock.deps} != cur.deps:
@@ -122,7 +131,7 @@ class RunCache:
         """A hit from a record's bytes (`source`: the remote's name, None: local), or None."""
         try:
             record = decode(data, key)
-            why = _mismatch(record, prep)
+            why = _mismatch(record.lock, prep)
             if why is not None:
                 raise BadRunRecord(why)
         except BadRunRecord as exc:
@@ -133,7 +142,7 @@ class RunCache:
     def local_hit(self, prep: Prepared) -> Hit | None:
         """A usable local record whose objects are all in the local cache (or, with a remote,
         a usable local record at all: its objects may come from there)."""
-        key = key_of(prep)
+        key = lookup_key(prep)
         data = self.local.get(key) if key is not None and key not in self.refused else None
         if key is None or data is None:
             return None
@@ -153,14 +162,14 @@ class RunCache:
         return self.storage
 
     def can_ask(self, prep: Prepared) -> bool:
-        key = key_of(prep)
+        key = lookup_key(prep)
         return self.source is not None and key is not None and key not in self.asked and key not in self.refused
 
     def remote_hits(self, preps: dict[str, Prepared]) -> dict[str, Hit]:
         """One batched lookup on the remote for stages name -> prepared; a failure of the
         remote is a warning (the stages run)."""
         src = self.source
-        keys = {name: k for name, p in preps.items() if (k := key_of(p)) is not None}
+        keys = {name: k for name, p in preps.items() if (k := lookup_key(p)) is not None}
         if src is None or not keys:
             return {}
         todo = set(keys.values()) - self.asked
@@ -194,7 +203,7 @@ class RunCache:
     def find(self, prep: Prepared) -> Hit | None:
         """A usable record for a stale stage as the run reaches it: local, then the remote."""
         hit = self.local_hit(prep)
-        if hit is None and (self.can_ask(prep) or key_of(prep) in self.found):
+        if hit is None and (self.can_ask(prep) or lookup_key(prep) in self.found):
             hit = self.remote_hits({prep.stage.name: prep}).get(prep.stage.name)
         return hit
 

@@ -229,7 +229,7 @@ def shared(project: Project, url: str, *options: str) -> None:
     set_lr(project, 0.1)
     project.pivot("remote", "add", "store", url, "--default", *options)
     project.pivot("run")
-    project.pivot("push")
+    project.pivot("push", "--run-cache")
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "lr 0.1")
 
@@ -239,7 +239,7 @@ def computed_elsewhere(project: Project, tmp_path: Path) -> tuple[Project, Proje
     one = clone(project, tmp_path)
     set_lr(one, 0.2)
     one.pivot("run")
-    one.pivot("push")
+    assert "uploaded 2 run record(s) to 'store'" in one.pivot("push", "--run-cache").stdout
     two = clone(project, tmp_path)
     set_lr(two, 0.2)
     two.write("notes.md", "another commit\n")
@@ -303,3 +303,15 @@ def test_gc_on_the_remote_keeps_records_of_kept_outputs(project: Project, tmp_pa
     out = project.pivot("gc", "-r", "store", "--workspace", "--yes", "--min-age", "0").stderr
     assert "removed 2 run record(s) whose outputs are not kept (2 kept)" in out, out
     assert len(list((folder / "runs").glob("*/*"))) == 2
+
+
+def test_plain_push_uploads_no_record(project: Project, tmp_path: Path) -> None:
+    folder = tmp_path / "remote"
+    make(project)
+    project.pivot("remote", "add", "store", str(folder), "--default")
+    project.pivot("run")
+    assert "run record" not in project.pivot("push").stdout
+    assert not (folder / "runs").exists()
+    assert json.loads(project.pivot("push", "--run-cache", "--json").stdout)["run_records"] == 2
+    assert len(list((folder / "runs").glob("*/*"))) == 2
+    assert json.loads(project.pivot("push", "--run-cache", "--json").stdout)["run_records"] == 0
