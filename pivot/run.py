@@ -100,6 +100,7 @@ class Runner:
         self._prepared: dict[str, Prepared] = {}  # ready stages prepared for a batched lookup
         self._looked: set[str] = set()
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
+        self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._look_up_front(opts)
         try:
             while True:
@@ -175,6 +176,7 @@ class Runner:
         if self.source is None or self._runs(opts) is None:
             return
         planned = plan(self.repo, opts.targets, opts.single_stage, runs=self.runs)
+        self._fresh = {p.name: p.decision for p in planned if not p.decision.run}
         self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None
                                              and not (p.prepared is not None and p.prepared.damaged)})
 
@@ -215,12 +217,19 @@ class Runner:
         self.reporter.restored(name, hit.label, hit.where if hit.remote else None, paths)
         self._progress()
 
-    def _planned_hit(self, name: str, ups: list[str]) -> Hit | None:
-        """The up-front hit of a stage whose upstream all ended as the plan said (restored from
-        their records, or up to date): its key stands, so it is not prepared again."""
-        if name in self.hits and all(u in self._as_planned for u in ups):
-            return self.hits.pop(name)
-        return None
+    def _settle_as_planned(self, name: str, ups: list[str]) -> bool:
+        """A stage whose upstream all ended as the up-front plan said (restored from their
+        records, or up to date) is settled as planned, without preparing it again: restored
+        from its up-front hit (its key stands), or skipped as up to date. False: neither."""
+        if not all(u in self._as_planned for u in ups):
+            return False
+        if name in self.hits:
+            self._restore_hit(name, self.hits.pop(name))
+            return True
+        if name in self._fresh:
+            self._skip(name, self._fresh.pop(name))
+            return True
+        return False
 
     def _storage(self, src: fresh.Source) -> Storage:
         if self._opened is None:
@@ -300,8 +309,7 @@ class Runner:
                     return
                 if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
-                if (hit := self._planned_hit(name, ups)) is not None:
-                    self._restore_hit(name, hit)
+                if self._settle_as_planned(name, ups):
                     progressed = True
                     continue
                 prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)

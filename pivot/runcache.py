@@ -62,10 +62,11 @@ def key_of(prep: Prepared) -> str | None:
 
 
 def lookup_key(prep: Prepared) -> str | None:
-    """The key to look a stale stage up by, or None when a record could not help: not eligible,
-    or its lock already is the run of these inputs (it is stale for its outputs alone, which
-    the cache restores when it can; else the stage runs)."""
-    if prep.lock is not None and _mismatch(prep.lock, prep) is None:
+    """The key to look a stale stage up by, or None when a record is not to be used: not
+    eligible; its lock already is the run of these inputs (it is stale for its outputs alone,
+    which the cache restores when it can; else the stage runs); or its lock file is unreadable
+    (the stage runs and rewrites it, as without a run cache)."""
+    if prep.current.lock_problem or (prep.lock is not None and _mismatch(prep.lock, prep) is None):
         return None
     return key_of(prep)
 
