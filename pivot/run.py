@@ -175,6 +175,7 @@ class Runner:
         when the run reaches it (one file)."""
         if self.source is None or self._runs(opts) is None:
             return
+        self.runs.storage = self._opened  # the remote as _fetch_missing opened it, if it did
         planned = plan(self.repo, opts.targets, opts.single_stage, runs=self.runs)
         self._fresh = {p.name: p.decision for p in planned if not p.decision.run}
         self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None

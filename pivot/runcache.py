@@ -11,6 +11,7 @@ hooks of `pivot push` and `pivot gc`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -147,7 +148,7 @@ class RunCache:
         data = self.local.get(key) if key is not None and key not in self.refused else None
         if key is None or data is None:
             return None
-        where = f"{self.repo.cache.dir.relative_to(self.repo.root) / relpath(key)}"
+        where = os.path.relpath(self.repo.cache.dir / relpath(key), self.repo.root)
         hit = self._usable(key, data, prep, None, where)
         if hit is None or self.source is not None:
             return hit
