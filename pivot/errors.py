@@ -128,6 +128,11 @@ class Unhashable(Exception):
     """The value cannot be hashed soundly (a lock, a generator, too deep...): the message says why."""
 
 
+class BadRunRecord(Exception):
+    """A run record that cannot be used (unparsable, altered, not for this stage): it is ignored
+    with a warning and the stage runs. The message says why."""
+
+
 class YamlDuplicateKey(ValueError):
     """A mapping in a YAML file names one key twice (the reader refuses, rather than keep the last)."""
 

@@ -9,6 +9,7 @@ PIVOT_DIR = ".pivot"
 STAGES_DIR = f"{PIVOT_DIR}/stages"  # one <stage>.lock per stage, committed
 TRACKED_DIR = f"{PIVOT_DIR}/tracked"  # one record per path tracked with `pivot track`, committed
 CACHE_DIR = f"{PIVOT_DIR}/cache"  # the content-addressed store, git-ignored
+RUN_RECORDS = "runs"  # run records, runs/ab/<key>: in the cache folder and on a remote (pivot/runrecord.py)
 TMP_DIR = f"{PIVOT_DIR}/tmp"  # scratch: logs, the run lock, compiled modules, remote indexes
 STATE_DB = f"{PIVOT_DIR}/state.db"  # remembered hashes, per machine
 CONFIG = f"{PIVOT_DIR}/config.yaml"  # committed settings

@@ -14,6 +14,7 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)  # stale, restored from the run cache (docs/run-cache.md)
 
 
 class Reporter:
@@ -23,6 +24,8 @@ class Reporter:
     def skipped(self, stage: str, restored: list[str], reasons: tuple[str, ...] = (),
                 remote: str | None = None, from_remote: list[str] | None = None) -> None: ...
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None: ...
+    def restored(self, stage: str, where: str, remote: str | None, paths: list[str]) -> None: ...
+    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float, opening: float = 0.0) -> None: ...
     def failed(self, stage: str, error: str) -> None: ...
     def not_run(self, stage: str, why: str) -> None: ...
     def note(self, text: str) -> None: ...
@@ -95,6 +98,15 @@ class ConsoleReporter(Reporter):
         self._line(f"{stage}: would run")
         self._reasons(reasons)
 
+    def restored(self, stage: str, where: str, remote: str | None, paths: list[str]) -> None:
+        self._line(f"{stage}: restored from run cache ({where})")
+
+    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float, opening: float = 0.0) -> None:
+        if self.live:
+            self._status = f"run cache: {hits} of {keys} stage(s) found on remote '{remote}'"[:120]
+            self.err.write("\r\x1b[K" + self._status)
+            self.err.flush()
+
     def failed(self, stage: str, error: str) -> None:
         self._line(f"{stage}: FAILED", self.err)
         for line in error.splitlines():
@@ -115,12 +127,15 @@ class ConsoleReporter(Reporter):
             self.err.flush()
             self._status = ""
         if dry_run:
-            self._line(f"dry run: {len(s.ran)} would run, {len(s.skipped)} up to date")
+            hits = f", {len(s.restored)} would be restored from run cache" if s.restored else ""
+            self._line(f"dry run: {len(s.ran)} would run{hits}, {len(s.skipped)} up to date")
             return
-        if not s.ran and not s.failed and not s.not_run:
+        if not s.ran and not s.failed and not s.not_run and not s.restored:
             self._line(f"nothing to run: {len(s.skipped)} stage(s) up to date")
             return
         parts = [f"{len(s.ran)} ran", f"{len(s.skipped)} up to date", f"{len(s.failed)} failed"]
+        if s.restored:
+            parts.insert(1, f"{len(s.restored)} restored from run cache")
         if s.not_run:
             parts.append(f"{len(s.not_run)} not run")
         line = ", ".join(parts)
@@ -159,6 +174,15 @@ class JsonReporter(Reporter):
     def would_run(self, stage: str, reasons: tuple[str, ...]) -> None:
         self._emit(event="would_run", stage=stage, reasons=list(reasons))
 
+    def restored(self, stage: str, where: str, remote: str | None, paths: list[str]) -> None:
+        self._emit(event="restored", stage=stage, run_cache="remote" if remote else "local", remote=remote,
+                   restored=paths)
+
+    def run_cache_lookup(self, keys: int, hits: int, remote: str, seconds: float, opening: float = 0.0) -> None:
+        # seconds: the lookup's requests; opening: connecting to the remote first (its client)
+        self._emit(event="run_cache_lookup", remote=remote, keys=keys, hits=hits, seconds=round(seconds, 6),
+                   opening=round(opening, 6))
+
     def failed(self, stage: str, error: str) -> None:
         self._emit(event="failed", stage=stage, error=error)
 
@@ -179,4 +203,4 @@ class JsonReporter(Reporter):
 
     def summary(self, s: Summary, dry_run: bool = False) -> None:
         self._emit(event="summary", ran=s.ran, skipped=s.skipped, failed=s.failed, not_run=s.not_run,
-                   dry_run=dry_run)
+                   restored=s.restored, dry_run=dry_run)

@@ -7,21 +7,23 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pivot import atomic, fresh, gitignore, tracked
-from pivot.confine import Confinement
+from pivot.backups import Backups
 from pivot.errors import PivotError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
 from pivot.landing import Landing
 from pivot.lock import StageLock
 from pivot.outputs import Out
+from pivot.planning import Planned, plan
 from pivot.records import NeededOutput, PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
-from pivot.status import Decision, Policy, decide
+from pivot.runcache import Hit, RunCache, key_of
+from pivot.status import Decision, decide
 
 if TYPE_CHECKING:
     from pivot.remote import Storage
@@ -34,43 +36,7 @@ class RunOptions:
     dry_run: bool = False
     single_stage: bool = False
     keep_going: bool = False
-
-
-@dataclass(frozen=True)
-class Planned:
-    name: str
-    decision: Decision
-    notes: tuple[str, ...] = ()
-    prepared: Prepared | None = None  # what the decision was made from (verify reads it)
-
-
-def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force: bool = False,
-         policy: Policy = Policy.RUN, on_remote: frozenset[str] = frozenset()) -> list[Planned]:
-    """What `pivot run` would do, without changing anything. Downstream of a stage that would run
-    is reported as running too, since its deps are about to change. `on_remote`: hashes of
-    locked outputs a remote holds (restorable from there, see pivot/fresh.py)."""
-    names = repo.graph.select(list(targets), single)
-    repo.check_params(names)
-    will_run: set[str] = set()
-    expected: dict[str, str] = {}
-    result: list[Planned] = []
-    for name in names:
-        ups = tuple(sorted(u for u in repo.graph.upstream[name] if u in will_run))
-        prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected, on_remote=on_remote)
-        decision = decide(prep.current, prep.lock, policy)
-        if decision.run:
-            will_run.add(name)
-        elif prep.lock is not None:
-            expected.update({r.path: r.hash for r in prep.lock.outs})
-        result.append(Planned(name, decision, prep.current.notes, prep))
-    return result
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    run_cache: bool = True  # False (--no-run-cache): run stale stages even when a run record would restore them
 
 
 class Runner:
@@ -91,6 +57,8 @@ class Runner:
         self.repo = repo
         self.source = source  # the remote missing outputs are fetched from instead of re-run
         self.from_remote: set[str] = set()  # output paths this run fetched from it
+        self.runs = RunCache(repo, reporter, source)  # records every run; looked up unless --no-run-cache
+        self.hits: dict[str, Hit] = {}  # stages the up-front lookup found, objects in the cache
         self._opened: Storage | None = None
         self.root = repo.root
         self.reporter = reporter
@@ -100,7 +68,7 @@ class Runner:
         self._factory = executor_factory or (lambda: make_executor(
             "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
         self._executor: Executor | None = None
-        self.backup_root = repo.project.tmp_dir / "backup"
+        self.backups = Backups(self.root, repo.project.tmp_dir / "backup")
         self.logs_dir = repo.project.pivot_dir / "logs"
 
     # -- the whole run -----------------------------------------------------
@@ -111,7 +79,7 @@ class Runner:
         names = graph.select(list(opts.targets), opts.single_stage)
         self.repo.check_params(names)
         self._warn_unreadable_locks(names)
-        self._recover_backups()
+        self.backups.recover(self.repo.graph.outs)
         self._clean_tmp()
         self._remove_orphans()
         self._update_gitignore()
@@ -127,7 +95,13 @@ class Runner:
         # the workspace does not have them (--no-download).
         self.landing = Landing(self.repo)
         self.total = len(names)
+        self.runs_on = opts.run_cache
         self.started = time.monotonic()
+        self._prepared: dict[str, Prepared] = {}  # ready stages prepared for a batched lookup
+        self._looked: set[str] = set()
+        self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
+        self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
+        self._look_up_front(opts)
         try:
             while True:
                 self._start_ready(names, opts.force)
@@ -180,14 +154,83 @@ class Runner:
         src = self.source
         if wanted is None:
             wanted = fresh.candidates(self.repo, names) if src is not None else {}
+        runs = self._runs(opts) if opts.dry_run else None
         if src is None or not wanted:
-            return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
+            return plan(self.repo, opts.targets, opts.single_stage, opts.force, runs=runs), None
         try:
             held = fresh.held(self._storage(src), self.repo, wanted, src.jobs(), ask=True)
         except PivotError as exc:  # unreachable, no credentials…: compute, as without a remote
             self.reporter.warning(f"{exc}; stages whose outputs are missing here run instead")
-            return plan(self.repo, opts.targets, opts.single_stage, opts.force), None
-        return plan(self.repo, opts.targets, opts.single_stage, opts.force, on_remote=held), src
+            return plan(self.repo, opts.targets, opts.single_stage, opts.force, runs=runs), None
+        return plan(self.repo, opts.targets, opts.single_stage, opts.force, on_remote=held, runs=runs), src
+
+    def _runs(self, opts: RunOptions) -> RunCache | None:
+        return self.runs if opts.run_cache and not opts.force else None
+
+    def _look_up_front(self, opts: RunOptions) -> None:
+        """With a remote, every stale stage that can be decided before anything runs (waves:
+        those after a hit too) is looked up in one batch per wave, and the objects of all hits
+        come in one verified fetch; later, the stages that become ready together are looked up
+        together (`_look_up_ready`). Without a remote, each stale stage is looked up locally
+        when the run reaches it (one file)."""
+        if self.source is None or self._runs(opts) is None:
+            return
+        self.runs.storage = self._opened  # the remote as _fetch_missing opened it, if it did
+        planned = plan(self.repo, opts.targets, opts.single_stage, runs=self.runs)
+        self._fresh = {p.name: p.decision for p in planned if not p.decision.run}
+        self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None
+                                             and not (p.prepared is not None and p.prepared.damaged)})
+
+    def _look_up_ready(self, names: list[str], force: bool) -> None:
+        """The stale stages that are ready now (upstream done) and the up-front lookup could not
+        decide, looked up on the remote in one batch; their preparation is kept for the run."""
+        if force or not self.runs_on or self.runs.source is None:
+            return
+        asks: dict[str, Prepared] = {}
+        for name in names:
+            ups = self.repo.graph.upstream[name]
+            if self.state[name] != "pending" or name in self._looked or name in self.hits or \
+                    any(self.state[u] != "ok" for u in ups if u in self.state):
+                continue
+            self._looked.add(name)
+            prep = self._prepared[name] = self.landing.prepare(name, force)
+            if decide(prep.current, prep.lock).run and self.runs.local_hit(prep) is None and self.runs.can_ask(prep):
+                asks[name] = prep
+        if len(asks) > 1:
+            self.hits.update(self.runs.fetch_objects(self.runs.remote_hits(asks)))
+
+    def _from_run_cache(self, name: str, prep: Prepared) -> bool:
+        """Restore a stale stage from a run record instead of running it; False: none usable."""
+        hit = self.hits.pop(name, None)
+        if hit is None or hit.record.key != key_of(prep):
+            hit = self.runs.find(prep)
+            hit = self.runs.fetch_objects({name: hit}).get(name) if hit is not None else None
+        if hit is None:
+            return False
+        self._restore_hit(name, hit)
+        return True
+
+    def _restore_hit(self, name: str, hit: Hit) -> None:
+        paths = self.runs.restore(name, hit)
+        self.state[name] = "ok"
+        self._as_planned.add(name)
+        self.summary.restored.append(name)
+        self.reporter.restored(name, hit.label, hit.where if hit.remote else None, paths)
+        self._progress()
+
+    def _settle_as_planned(self, name: str, ups: list[str]) -> bool:
+        """A stage whose upstream all ended as the up-front plan said (restored from their
+        records, or up to date) is settled as planned, without preparing it again: restored
+        from its up-front hit (its key stands), or skipped as up to date. False: neither."""
+        if not all(u in self._as_planned for u in ups):
+            return False
+        if name in self.hits:
+            self._restore_hit(name, self.hits.pop(name))
+            return True
+        if name in self._fresh:
+            self._skip(name, self._fresh.pop(name))
+            return True
+        return False
 
     def _storage(self, src: fresh.Source) -> Storage:
         if self._opened is None:
@@ -221,7 +264,10 @@ class Runner:
         self._remove_orphans(dry_run=True)
         planned, src = self._plan_with_remote(opts, self.repo.graph.select(list(opts.targets), opts.single_stage))
         for p in planned:
-            if p.decision.run:
+            if p.hit is not None:
+                self.reporter.note(f"{p.name}: would restore from run cache ({p.hit.label}) instead of running")
+                summary.restored.append(p.name)
+            elif p.decision.run:
                 self.reporter.would_run(p.name, p.decision.reasons)
                 summary.ran.append(p.name)
             else:
@@ -236,13 +282,15 @@ class Runner:
         return summary
 
     def _progress(self) -> None:
-        finished = len(self.summary.ran) + len(self.summary.skipped) + len(self.summary.failed)
+        finished = len(self.summary.ran) + len(self.summary.skipped) + len(self.summary.failed) \
+            + len(self.summary.restored)
         running = [prep.stage.name for prep, _b in self.running.values()]
         self.reporter.progress(finished, self.total, running, time.monotonic() - self.started)
 
     def _start_ready(self, names: list[str], force: bool) -> None:
         """Start (or skip) every stage whose upstream is done, while workers are free."""
         graph = self.repo.graph
+        self._look_up_ready(names, force)
         progressed = True
         while progressed:
             progressed = False
@@ -262,28 +310,39 @@ class Runner:
                     return
                 if self._alone(name) and self.running:
                     return  # wait for the running ones to finish; start nothing else meanwhile
-                prep = self.landing.prepare(name, force)
+                if self._settle_as_planned(name, ups):
+                    progressed = True
+                    continue
+                prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
                 decision = decide(prep.current, prep.lock)
                 if not decision.run:
-                    for rec in decision.restore:
-                        note = self.repo.restore(rec)
-                        if note:
-                            self.reporter.note(f"{name}: {note}")
-                    self.state[name] = "ok"
-                    self.summary.skipped.append(name)
-                    restored = [r.path for r in decision.restore]
-                    pulled = [p for p in restored if p in self.from_remote]
-                    remote = self.source.name if pulled and self.source is not None else None
-                    self.reporter.skipped(name, restored, decision.reasons, remote, pulled)
+                    self._skip(name, decision)
+                    progressed = True
+                    continue
+                for out, objs in prep.damaged.items():  # never restore them again, here or downstream
+                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, objs)}")
+                if not force and self.runs_on and self._from_run_cache(name, prep):
                     progressed = True
                     continue
                 self._start_executor()  # before saying "running": the cluster may be unreachable
-                for out, hit in prep.damaged.items():  # never restore them again, here or downstream
-                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, hit)}")
                 self.reporter.running(name, decision.reasons)
                 self._submit(prep)
                 self._progress()
                 progressed = True
+
+    def _skip(self, name: str, decision: Decision) -> None:
+        """An up-to-date stage: its missing outputs come back from the cache."""
+        for rec in decision.restore:
+            note = self.repo.restore(rec)
+            if note:
+                self.reporter.note(f"{name}: {note}")
+        self.state[name] = "ok"
+        self._as_planned.add(name)
+        self.summary.skipped.append(name)
+        restored = [r.path for r in decision.restore]
+        pulled = [p for p in restored if p in self.from_remote]
+        remote = self.source.name if pulled and self.source is not None else None
+        self.reporter.skipped(name, restored, decision.reasons, remote, pulled)
 
     def _blocked(self, name: str, bad: list[str]) -> None:
         """`name` cannot run: an upstream stage failed, or was itself not run (for a failure
@@ -327,7 +386,7 @@ class Runner:
         backups: list[str] = []
         try:
             self._prepare_incremental(prep, outs)
-            backups = self._move_aside(name, outs)
+            backups = self.backups.move_aside(name, outs)
             for o in outs:
                 (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
             task = StageTask(
@@ -341,7 +400,7 @@ class Runner:
             assert self._executor is not None
             fut = self._executor.submit(task)
         except BaseException:
-            self._roll_back(name, outs, backups)
+            self.backups.roll_back(name, outs, backups)
             raise
         self.state[name] = "running"
         self.running[fut] = (prep, backups)
@@ -349,8 +408,6 @@ class Runner:
     def _remote_task(self, task: StageTask, prep: Prepared, outs: tuple[Out, ...]) -> StageTask:
         """What a worker without the workspace needs: deps by hash, and the versions of
         IncrementalOuts the stage starts from (as the local pool leaves them in the workspace)."""
-        from dataclasses import replace
-
         deps = tuple(PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None)
         manifests = {h.hash: h.manifest for h in prep.dep_hashes.values() if h is not None and h.manifest}
         inputs = []
@@ -408,8 +465,9 @@ class Runner:
             del self.running[fut]
             self.state[name] = "ok"
             self.summary.ran.append(name)
+        self.runs.save(prep, lock)  # only now: outputs cached, lock written
         self.repo.state.put_files(list(result.memo))
-        self._drop_backups(name, backups)
+        self.backups.drop(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
 
@@ -419,7 +477,7 @@ class Runner:
         name = self.running[fut][0].stage.name
         with atomic.interrupts_deferred():
             del self.running[fut]
-            self._roll_back(name, outs, backups)
+            self.backups.roll_back(name, outs, backups)
             self._failed(name, error)
 
     def _bad_metric(self, name: str, result: StageResult) -> str | None:
@@ -448,7 +506,7 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(kill=True)
             self._executor = None
-        self._roll_back(name, outs, backups)
+        self.backups.roll_back(name, outs, backups)
         if name in self.retry_alone:
             self._failed(name, "its worker process died (killed by a signal, out of memory, or os._exit)")
             return
@@ -472,7 +530,7 @@ class Runner:
         with atomic.interrupts_deferred():  # a second Ctrl-C must not stop a roll back halfway
             for prep, backups in self.running.values():
                 name = prep.stage.name
-                self._roll_back(name, prep.stage.outs, backups)
+                self.backups.roll_back(name, prep.stage.outs, backups)
             self.running.clear()
         self._clean_tmp()
 
@@ -508,62 +566,6 @@ class Runner:
             if current is not None and current.hash == rec.hash and not _shares_cache(full):
                 continue
             self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
-
-    # -- backups: previous outputs are moved aside, and come back if the stage fails ----
-    def _backup_path(self, stage: str, path: str) -> Path:
-        # One flat folder: a rename in and an unlink out per output, no folders to make or prune.
-        return self.backup_root / f"{stage}@{path.replace('%', '%25').replace('/', '%2F')}"
-
-    def _move_aside(self, stage: str, outs: tuple[Out, ...]) -> list[str]:
-        """Move previous outputs to the backup folder; an IncrementalOut is copied, as the stage
-        starts from it."""
-        moved: list[str] = []
-        for o in outs:
-            p = o.path
-            src = self.root / p
-            if os.path.lexists(src):
-                dest = self._backup_path(stage, p)
-                if not moved:
-                    self.backup_root.mkdir(parents=True, exist_ok=True)
-                _remove(dest)
-                if not o.incremental:
-                    os.replace(src, dest)
-                elif src.is_dir():
-                    shutil.copytree(src, dest, symlinks=True)
-                else:
-                    shutil.copy2(src, dest)
-                moved.append(p)
-        return moved
-
-    def _roll_back(self, stage: str, outs: tuple[Out, ...], backups: list[str]) -> None:
-        """Remove what a failed stage wrote and put the previous outputs back; never through a
-        link the stage made to somewhere outside the project (what it wrote there is left, and the
-        previous version stays in the cache)."""
-        confinement = Confinement(self.root)
-        for o in outs:
-            if confinement.problem(o.path) is None:
-                _remove(self.root / o.path)
-        for p in backups:
-            src = self._backup_path(stage, p)
-            if os.path.lexists(src) and confinement.problem(p) is None:
-                (self.root / p).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, self.root / p)
-
-    def _drop_backups(self, stage: str, backups: list[str]) -> None:
-        for p in backups:
-            _remove(self._backup_path(stage, p))
-
-    def _recover_backups(self) -> None:
-        """Outputs moved aside by a run that was killed come back where nothing replaced them."""
-        if not self.backup_root.is_dir():
-            return
-        for name, outs in self.repo.graph.outs.items():
-            for p in outs:
-                src = self._backup_path(name, p)
-                if os.path.lexists(src) and not os.path.lexists(self.root / p):
-                    (self.root / p).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, self.root / p)
-        _remove(self.backup_root)
 
 
 def _shares_cache(path: Path) -> bool:

@@ -29,6 +29,7 @@ class Stage:
     outs: tuple[Out, ...]
     params: type | None
     exclusive: bool = False
+    run_cache: bool = True  # False: always run when stale, never restored from a run record
 
     @property
     def where(self) -> str:
@@ -47,10 +48,13 @@ def stage(
     params: type | None = None,
     name: str | None = None,
     exclusive: bool = False,
+    run_cache: bool = True,
 ) -> Callable[[F], F]:
     """Mark a module-level function as a pipeline stage.
 
-    exclusive=True: the stage never runs alongside another stage (a GPU job, say)."""
+    exclusive=True: the stage never runs alongside another stage (a GPU job, say).
+    run_cache=False: its result is not a function of its inputs (clock, network, unseeded
+    randomness), so it is never restored from a run record (docs/run-cache.md)."""
     if isinstance(deps, str):
         deps = [deps]
     if isinstance(outs, (str, Out)):
@@ -65,6 +69,7 @@ def stage(
             outs=tuple(o if isinstance(o, Out) else Out(o) for o in outs),
             params=params,
             exclusive=bool(exclusive),
+            run_cache=bool(run_cache),
         )
         _REGISTRY.append(record)
         func.__pivot_stage__ = record  # type: ignore[attr-defined]

@@ -31,8 +31,8 @@ from pivot.records import OutputKind
 if TYPE_CHECKING:
     from pivot.git import WorkTreeChanges
     from pivot.lock import StageLock
+    from pivot.planning import Planned
     from pivot.repo import Repo
-    from pivot.run import Planned
     from pivot.tracked import Tracked
 
 LOCKS_DIR = STAGES_DIR
@@ -133,7 +133,7 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> 
     """Stale stages (with reasons) and metrics whose content does not match their lock. Decided
     with Policy.VERIFY: cached outputs missing from the workspace count as restorable. With
     `remember` (and no targets), a clean result is memoised for the pre-commit check."""
-    from pivot.run import plan
+    from pivot.planning import plan
     from pivot.status import Policy
 
     planned = plan(repo, targets, policy=Policy.VERIFY)
@@ -518,7 +518,7 @@ def compare_with_rev(repo: Repo, rev: str, targets: tuple[str, ...] = ()) -> Rev
     the decision `pivot run` would make if REV's lock files were the current ones. Each stage is
     compared on its own (no 'upstream will run'), so every difference is named where it is."""
     from pivot.history import History
-    from pivot.run import Planned
+    from pivot.planning import Planned
     from pivot.status import Decision, decide
 
     history = History(repo.root)  # bound first: GitHistory.__enter__ is typed as returning GitHistory

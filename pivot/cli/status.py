@@ -10,7 +10,7 @@ from pivot.cli.common import echo_json, json_option, stages_argument
 
 if TYPE_CHECKING:
     from pivot.ops.status import StatusPlan
-    from pivot.run import Planned
+    from pivot.planning import Planned
 
 _REMOVES = "'pivot run' removes it"
 
@@ -46,6 +46,7 @@ def _print_json(result: StatusPlan) -> None:
     echo_json([
         {"stage": p.name, "stale": p.decision.run, "reasons": list(p.decision.reasons),
          "restore": [r.path for r in p.decision.restore], "notes": list(p.notes),
+         **({"run_cache": p.hit.label} if p.hit is not None else {}),
          **({"on_remote": [r.path for r in p.decision.fetch], "remote": result.remote} if p.decision.fetch else {})}
         for p in result.planned
     ] + [
@@ -65,13 +66,14 @@ def _print_text(result: StatusPlan, explain: bool) -> None:
     for p in planned:
         reasons = p.decision.reasons
         if p.decision.run:
+            cached = f"; would be restored from run cache ({p.hit.label})" if p.hit is not None else ""
             if explain:
-                click.echo(f"{p.name}: stale")
+                click.echo(f"{p.name}: stale{cached}")
                 for r in reasons:
                     click.echo(f"    - {r}")
             else:
                 more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
-                click.echo(f"{p.name}: stale ({reasons[0]}{more})")
+                click.echo(f"{p.name}: stale ({reasons[0]}{more}){cached}")
         elif p.decision.restore:
             _print_restore(p, result.remote)
         elif explain:
@@ -84,7 +86,9 @@ def _print_text(result: StatusPlan, explain: bool) -> None:
     for t in result.tracked:
         click.echo(f"{t.path}: {t.message}")
     if stale:
-        click.echo(f"{len(stale)} of {len(planned)} stage(s) stale; run 'pivot run' to update")
+        hits = sum(1 for p in stale if p.hit is not None)
+        restorable = f" ({hits} restorable from the run cache)" if hits else ""
+        click.echo(f"{len(stale)} of {len(planned)} stage(s) stale{restorable}; run 'pivot run' to update")
     else:
         click.echo(f"all {len(planned)} stage(s) up to date")
     _print_restorable(result)

@@ -39,6 +39,7 @@ def collect_garbage(keep: Keep, dry_run: bool, remote_name: str | None = None, j
     dry run or when nothing would be removed)."""
     from pivot.ops.needed import needed_outputs  # lazy: start-up
     from pivot.remote import default_jobs, gc_local, gc_remote  # lazy: start-up
+    from pivot.runcache import gc_records  # lazy: start-up
 
     with Workspace.find() as ws, ws.lock("gc"):
         outputs = needed_outputs(ws.project, (), all_branches=keep is Keep.BRANCH_TIPS,
@@ -47,13 +48,26 @@ def collect_garbage(keep: Keep, dry_run: bool, remote_name: str | None = None, j
             spec = ws.remote(remote_name)
             where = f"remote '{spec.name}'"
             jobs = jobs or default_jobs(spec.url)
-            result = gc_remote(ws.storage(spec, jobs), ws.cache, outputs, jobs, dry_run,
+            storage = ws.storage(spec, jobs)
+            result = gc_remote(storage, ws.cache, outputs, jobs, dry_run,
                                min_age=min_age_minutes * 60.0, confirm=_asking(confirm, where))
+            dry = dry_run or result.declined
+            _records(result, gc_records(ws.cache.dir, outputs, dry, storage, jobs), dry)
             return Collected(where, result)
         result = gc_local(ws.cache, outputs, dry_run, confirm=_asking(confirm, "the cache"))
+        dry = dry_run or result.declined
+        _records(result, gc_records(ws.cache.dir, outputs, dry), dry)
         if not dry_run and not result.declined:
             _forget(ws)
         return Collected("the cache", result)
+
+
+def _records(result: GcResult, counts: tuple[int, int], dry: bool) -> None:
+    """Run records go with their outputs: kept when gc keeps them all (docs/run-cache.md)."""
+    removed, kept = counts
+    if removed:
+        did = "would remove" if dry else "removed"
+        result.notes.append(f"{did} {removed} run record(s) whose outputs are not kept ({kept} kept)")
 
 
 def _asking(confirm: Confirm | None, where: str) -> Callable[[int, int], bool] | None:

@@ -30,6 +30,7 @@ class RunRequest:
     remote: str | None = None
     no_download: bool = False
     no_pull: bool = False  # compute outputs a fresh clone lacks instead of fetching them from the default remote
+    no_run_cache: bool = False  # run stale stages even when a run record would restore them
 
 
 def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
@@ -37,7 +38,8 @@ def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
     what ran, was skipped, failed or did not run."""
     from pivot.run import RunOptions  # lazy: loads the pipeline machinery
 
-    opts = RunOptions(request.stages, request.force, request.dry_run, request.single_stage, request.keep_going)
+    opts = RunOptions(request.stages, request.force, request.dry_run, request.single_stage, request.keep_going,
+                      run_cache=not request.no_run_cache)
     with Workspace.find() as ws:
         repo = ws.repo  # the pipeline loads (and may be refused) before the project is held
         source = None if request.no_pull else remote_source(ws, None, ask=True)

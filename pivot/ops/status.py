@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
+    from pivot.planning import Planned
     from pivot.repo import OrphanLock
-    from pivot.run import Planned
     from pivot.verify import TrackedChange
 
 
@@ -29,7 +29,9 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
     from pivot import fresh  # lazy: loads the pipeline
     from pivot.ops.run import remote_source
     from pivot.ops.track import changes  # lazy: start-up
-    from pivot.run import plan
+    from pivot.planning import plan
+    from pivot.reporter import Reporter
+    from pivot.runcache import RunCache
 
     with Workspace.find() as ws:
         repo = ws.repo
@@ -37,7 +39,9 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
         ask = ask_remote or remote is not None
         source = remote_source(ws, remote, ask, required=ask)  # None: no remote configured
         wanted = fresh.candidates(repo, repo.graph.select(list(stages), False)) if source is not None else {}
+        # Stale stages a run record would restore: local records always, the remote's when asked.
+        runs = RunCache(repo, Reporter(), source if ask else None)
         if source is None or not (wanted or ask):
-            return StatusPlan(plan(repo, stages), repo.orphan_locks(), tracked=tracked)
+            return StatusPlan(plan(repo, stages, runs=runs), repo.orphan_locks(), tracked=tracked)
         held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
-        return StatusPlan(plan(repo, stages, on_remote=held), repo.orphan_locks(), source.name, tracked)
+        return StatusPlan(plan(repo, stages, on_remote=held, runs=runs), repo.orphan_locks(), source.name, tracked)

@@ -30,6 +30,7 @@ class Selection:
 class Moved:
     remote: str  # the remote's name
     result: Transfer
+    run_records: int = 0  # run records uploaded (push --run-cache)
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,21 @@ def _needed(ws: Workspace, sel: Selection) -> dict[str, NeededOutput]:
     return needed_outputs(ws.project, sel.stages, sel.all_branches, sel.all_commits)
 
 
-def push(sel: Selection) -> Moved:
-    """Upload the cache objects the lock files need and the remote lacks."""
+def push(sel: Selection, run_cache: bool = False) -> Moved:
+    """Upload the cache objects the lock files need and the remote lacks; with `run_cache`, then
+    the run records of those outputs (docs/run-cache.md)."""
     from pivot.remote import push as push_objects  # lazy: start-up
 
     with Workspace.find() as ws:
         storage, jobs = _open(ws, sel)
-        return Moved(storage.name, push_objects(storage, ws.cache, _needed(ws, sel), jobs))
+        outputs = _needed(ws, sel)
+        result = push_objects(storage, ws.cache, outputs, jobs)
+        if not run_cache:
+            return Moved(storage.name, result)
+        from pivot.runcache import push_records  # lazy: push --run-cache only
+
+        failed = [*result.missing, *result.corrupt]
+        return Moved(storage.name, result, push_records(storage, ws.cache.dir, outputs, failed, jobs))
 
 
 def _fetch(ws: Workspace, sel: Selection) -> Moved:

@@ -1,0 +1,82 @@
+"""Backups of a running stage's previous outputs: moved aside before it runs, put back if it
+fails, dropped once it is locked, and brought back by the next run after a kill."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from pivot.confine import Confinement
+from pivot.outputs import Out
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder (nothing when absent)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Backups:
+    """One flat folder: a rename in and an unlink out per output, no folders to make or prune."""
+
+    def __init__(self, root: Path, folder: Path) -> None:
+        self.root = root
+        self.folder = folder
+
+    def path(self, stage: str, path: str) -> Path:
+        return self.folder / f"{stage}@{path.replace('%', '%25').replace('/', '%2F')}"
+
+    def move_aside(self, stage: str, outs: tuple[Out, ...]) -> list[str]:
+        """Move previous outputs to the backup folder; an IncrementalOut is copied, as the stage
+        starts from it."""
+        moved: list[str] = []
+        for o in outs:
+            p = o.path
+            src = self.root / p
+            if os.path.lexists(src):
+                dest = self.path(stage, p)
+                if not moved:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                remove_path(dest)
+                if not o.incremental:
+                    os.replace(src, dest)
+                elif src.is_dir():
+                    shutil.copytree(src, dest, symlinks=True)
+                else:
+                    shutil.copy2(src, dest)
+                moved.append(p)
+        return moved
+
+    def roll_back(self, stage: str, outs: tuple[Out, ...], backups: list[str]) -> None:
+        """Remove what a failed stage wrote and put the previous outputs back; never through a
+        link the stage made to somewhere outside the project (what it wrote there is left, and the
+        previous version stays in the cache)."""
+        confinement = Confinement(self.root)
+        for o in outs:
+            if confinement.problem(o.path) is None:
+                remove_path(self.root / o.path)
+        for p in backups:
+            src = self.path(stage, p)
+            if os.path.lexists(src) and confinement.problem(p) is None:
+                (self.root / p).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, self.root / p)
+
+    def drop(self, stage: str, backups: list[str]) -> None:
+        for p in backups:
+            remove_path(self.path(stage, p))
+
+    def recover(self, outs_by_stage: Mapping[str, Iterable[str]]) -> None:
+        """Outputs moved aside by a run that was killed come back where nothing replaced them."""
+        if not self.folder.is_dir():
+            return
+        for name, outs in outs_by_stage.items():
+            for p in outs:
+                src = self.path(name, p)
+                if os.path.lexists(src) and not os.path.lexists(self.root / p):
+                    (self.root / p).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, self.root / p)
+        remove_path(self.folder)

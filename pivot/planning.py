@@ -1,0 +1,66 @@
+"""The plan of a run: each selected stage decided in order, as `pivot run` would (changes nothing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pivot.repo import Prepared, Repo
+from pivot.runcache import Hit, RunCache
+from pivot.status import Decision, Policy, decide
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    decision: Decision
+    notes: tuple[str, ...] = ()
+    prepared: Prepared | None = None  # what the decision was made from (verify reads it)
+    hit: Hit | None = None  # stale, but a run record restores it instead (docs/run-cache.md)
+
+
+def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force: bool = False,
+         policy: Policy = Policy.RUN, on_remote: frozenset[str] = frozenset(),
+         runs: RunCache | None = None) -> list[Planned]:
+    """What `pivot run` would do, without changing anything. Downstream of a stage that would run
+    is reported as running too, since its deps are about to change. `on_remote`: hashes of
+    locked outputs a remote holds (restorable from there, see pivot/fresh.py). `runs`: stale
+    stages are looked up in the run cache, and a hit counts as restored (its outputs known), so
+    the stages after it are decided too: the remote is asked once per wave of such stages."""
+    names = repo.graph.select(list(targets), single)
+    repo.check_params(names)
+    will_run: set[str] = set()
+    expected: dict[str, str] = {}
+    result: dict[str, Planned] = {}
+    pending = names
+    while pending:
+        asks: dict[str, Planned] = {}
+        later: dict[str, None] = {}
+        for name in pending:
+            if any(u in asks or u in later for u in repo.graph.upstream[name]):
+                later[name] = None  # decided after its upstream's lookup
+                continue
+            ups = tuple(sorted(u for u in repo.graph.upstream[name] if u in will_run))
+            prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected, on_remote=on_remote)
+            p = Planned(name, decide(prep.current, prep.lock, policy), prep.current.notes, prep)
+            if p.decision.run and runs is not None and not ups and not force:
+                hit = runs.local_hit(prep)
+                if hit is None and runs.can_ask(prep):
+                    asks[name] = p
+                    continue
+                p = replace(p, hit=hit)
+            _settle(p, result, will_run, expected)
+        hits = runs.remote_hits({n: p.prepared for n, p in asks.items() if p.prepared}) if runs and asks else {}
+        for name, p in asks.items():
+            _settle(replace(p, hit=hits.get(name)), result, will_run, expected)
+        pending = list(later)
+    return [result[n] for n in names]
+
+
+def _settle(p: Planned, result: dict[str, Planned], will_run: set[str], expected: dict[str, str]) -> None:
+    result[p.name] = p
+    if p.hit is not None:
+        expected.update({r.path: r.hash for r in p.hit.record.lock.outs})
+    elif p.decision.run:
+        will_run.add(p.name)
+    elif p.prepared is not None and p.prepared.lock is not None:
+        expected.update({r.path: r.hash for r in p.prepared.lock.outs})
