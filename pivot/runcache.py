@@ -185,7 +185,7 @@ class RunCache:
 
                 storage = self._open(src)
                 opening = time.monotonic() - started
-                self.found.update(lookup(storage, todo, src.jobs()))
+                self.found.update(lookup(storage, todo, src.jobs(), key_lists(self.repo.cache.dir)))
         except PivotError as exc:
             self.reporter.warning(f"{exc}; looking up run records failed, stages run instead")
             self.source = None
@@ -278,30 +278,51 @@ def push_records(storage: Storage, cache_dir: Path, outputs: dict[str, NeededOut
     bad = set(failed)
     mine = {k: r for k, r in _readable(cache_dir).items()
             if r.objects and all(d in outputs and d not in bad for d in r.objects)}
-    return upload(storage, {k: r.encode() for k, r in mine.items()}, jobs, cache_dir / "tmp")
+    return upload(storage, {k: r.encode() for k, r in mine.items()}, jobs, key_lists(cache_dir))
 
 
 def _unkept(records: dict[str, RunRecord], outputs: dict[str, NeededOutput]) -> list[str]:
     return sorted(k for k, r in records.items() if not all(d in outputs for d in r.objects))
 
 
-def gc_records(cache_dir: Path, outputs: dict[str, NeededOutput], dry_run: bool,
-               storage: Storage | None = None, jobs: int = 8) -> tuple[int, int]:
-    """Remove the records (local, or on `storage`) whose outputs gc does not keep; returns
-    (removed, kept). An unreadable local record goes too; an unreadable remote one stays."""
-    if storage is not None:
-        from pivot.remote.runs import delete, read_all  # lazy: gc --remote only
+def key_lists(cache_dir: Path) -> Path:
+    """Where the remote's run-pack indexes are kept once read (immutable, named by content)."""
+    return cache_dir / "tmp" / "runkeys"
 
-        found: dict[str, RunRecord] = {}
-        for key, data in read_all(storage, jobs).items():
-            try:
-                found[key] = decode(data, key)
-            except BadRunRecord:
-                continue
-        drop = _unkept(found, outputs)
-        if not dry_run:
-            delete(storage, drop, jobs)
-        return len(drop), len(found) - len(drop)
+
+@dataclass
+class RemoteRecords:
+    """What gc does to a remote's run records: the keys to drop, and how many stay."""
+
+    drop: list[str] = field(default_factory=list)
+    kept: int = 0
+
+
+def plan_remote_records(storage: Storage, cache_dir: Path, outputs: dict[str, NeededOutput],
+                        jobs: int) -> RemoteRecords:
+    """The remote's records whose outputs gc does not keep go; an unreadable one stays."""
+    from pivot.remote.runs import read_all  # lazy: gc --remote only
+
+    found: dict[str, RunRecord] = {}
+    data = read_all(storage, jobs, key_lists(cache_dir))
+    for key, blob in data.items():
+        try:
+            found[key] = decode(blob, key)
+        except BadRunRecord:
+            continue
+    drop = _unkept(found, outputs)
+    return RemoteRecords(drop, len(data) - len(drop))
+
+
+def drop_remote_records(storage: Storage, cache_dir: Path, plan: RemoteRecords, jobs: int) -> None:
+    from pivot.remote.runs import delete  # lazy: gc --remote only
+
+    delete(storage, plan.drop, jobs, key_lists(cache_dir))
+
+
+def gc_records(cache_dir: Path, outputs: dict[str, NeededOutput], dry_run: bool) -> tuple[int, int]:
+    """Remove the local records whose outputs gc does not keep; returns (removed, kept). An
+    unreadable local record goes too."""
     runs = LocalRuns(cache_dir)
     keys = set(runs.all_keys())
     readable = _readable(cache_dir)

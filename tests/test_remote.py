@@ -302,17 +302,19 @@ def test_requests_per_operation_on_s3(project: Project, counted: tuple[Remote, C
     setup(project, remote)
     proxy.reset()
     project.pivot("push")
-    # 10: HEAD bucket, GET + PUT of the generation token, LIST packs/, LIST one prefix of files/
+    # 13: HEAD bucket, GET + PUT of the generation token, LIST packs/, LIST one prefix of files/
     # then all of files/ (loose objects an older push left), then a pack and its index for the
-    # files and another pair for the directory's manifest (uploaded after the files).
-    assert proxy.count() <= 10, proxy.requests
-    assert proxy.by_method()["PUT"] == 5, proxy.requests
+    # files and another pair for the directory's manifest (uploaded after the files); then the
+    # run record: LIST runs/, its run pack and index.
+    assert proxy.count() <= 13, proxy.requests
+    assert proxy.by_method()["PUT"] == 7, proxy.requests
     assert sum(1 for m, p in proxy.requests if m == "PUT" and "/files/" in p) == 0, proxy.requests
 
     proxy.reset()
     assert "already has all" in project.pivot("push").stdout
-    # 2: HEAD bucket, GET the generation token; the objects are remembered as pushed.
-    assert proxy.count() <= 2, proxy.requests
+    # 3: HEAD bucket, GET the generation token (the objects are remembered as pushed), LIST runs/
+    # (the run pack's index was read before and is kept).
+    assert proxy.count() <= 3, proxy.requests
 
     other = clone(project, tmp_path)
     proxy.reset()
@@ -324,8 +326,8 @@ def test_requests_per_operation_on_s3(project: Project, counted: tuple[Remote, C
     (project.root / ".pivot/tmp/remotes.db").unlink()  # remembers nothing: must ask the remote
     proxy.reset()
     assert "already has all" in project.pivot("push").stdout
-    # 5: HEAD bucket, GET the generation token, LIST packs/, GET each index.
-    assert proxy.count() <= 5, proxy.requests
+    # 6: HEAD bucket, GET the generation token, LIST packs/, GET each index, LIST runs/.
+    assert proxy.count() <= 6, proxy.requests
     assert "PUT" not in proxy.by_method(), proxy.requests
 
 

@@ -16,6 +16,8 @@ import yaml
 from conftest import PIVOT, Project
 from seaweed import SeaweedServer
 
+from pivot.remote.packfile import parse_index
+
 # `train` appends to ran.log (ignored by git) each time it executes; `report` too.
 PIPELINE = """\
 import json
@@ -270,11 +272,15 @@ def test_a_tampered_remote_record_is_refused(project: Project, tmp_path: Path) -
     folder = tmp_path / "remote"
     shared(project, str(folder))
     _one, two = computed_elsewhere(project, tmp_path)
-    for f in (folder / "runs").glob("*/*"):
-        data = json.loads(f.read_bytes())
-        if data["stage"] == "train" and data["lock"]["params"] == {"lr": 0.2}:
-            f.chmod(0o644)
-            f.write_text(f.read_text().replace('"lr":0.2', '"lr":0.3', 1))
+    for pack in (folder / "runs").glob("*.pack"):  # run records travel packed (pivot/remote/runs.py)
+        blob = bytearray(pack.read_bytes())
+        for e in parse_index(pack.stem, (folder / "runs" / f"{pack.stem}.idx").read_bytes())[1]:
+            chunk = bytes(blob[e.offset:e.offset + e.length])
+            data = json.loads(chunk)
+            if data["stage"] == "train" and data["lock"]["params"] == {"lr": 0.2}:
+                blob[e.offset:e.offset + e.length] = chunk.replace(b'"lr":0.2', b'"lr":0.3', 1)
+                pack.chmod(0o644)
+                pack.write_bytes(bytes(blob))
     proc = two.pivot("run")
     assert "on remote 'store' for stage 'train' is refused" in proc.stderr, proc.stderr
     assert ran(two) == ["train"]  # it ran, made what clone 1 made, and report's record applied
@@ -299,19 +305,32 @@ def test_gc_on_the_remote_keeps_records_of_kept_outputs(project: Project, tmp_pa
     folder = tmp_path / "remote"
     shared(project, str(folder))
     computed_elsewhere(project, tmp_path)
-    assert len(list((folder / "runs").glob("*/*"))) == 4  # lr 0.1 from the origin, 0.2 from clone 1
+    assert len(remote_keys(folder)) == 4  # lr 0.1 from the origin, 0.2 from clone 1
     out = project.pivot("gc", "-r", "store", "--workspace", "--yes", "--min-age", "0").stderr
     assert "removed 2 run record(s) whose outputs are not kept (2 kept)" in out, out
-    assert len(list((folder / "runs").glob("*/*"))) == 2
+    assert len(remote_keys(folder)) == 2
+    assert len(list((folder / "runs").glob("*.idx"))) == 1  # the kept records, rewritten into one run pack
+    # the kept records (lr 0.1) are still readable: a clone that moves to 0.2 and back restores them
+    other = clone(project, tmp_path)
+    set_lr(other, 0.2)
+    other.pivot("run")
+    set_lr(other, 0.1)
+    proc = other.pivot("run")
+    assert "train: restored from run cache (remote 'store')" in proc.stdout, proc.stdout
 
 
-def test_plain_push_uploads_no_record(project: Project, tmp_path: Path) -> None:
+def test_push_uploads_records_unless_told_not_to(project: Project, tmp_path: Path) -> None:
     folder = tmp_path / "remote"
     make(project)
     project.pivot("remote", "add", "store", str(folder), "--default")
     project.pivot("run")
-    assert "run record" not in project.pivot("push").stdout
+    assert "run record" not in project.pivot("push", "--no-run-cache").stdout
     assert not (folder / "runs").exists()
-    assert json.loads(project.pivot("push", "--run-cache", "--json").stdout)["run_records"] == 2
-    assert len(list((folder / "runs").glob("*/*"))) == 2
-    assert json.loads(project.pivot("push", "--run-cache", "--json").stdout)["run_records"] == 0
+    assert json.loads(project.pivot("push", "--json").stdout)["run_records"] == 2
+    assert len(remote_keys(folder)) == 2
+    assert json.loads(project.pivot("push", "--json").stdout)["run_records"] == 0
+
+
+def remote_keys(folder: Path) -> set[str]:
+    """The run keys of every run pack on a folder remote."""
+    return {e.digest for f in (folder / "runs").glob("*.idx") for e in parse_index(f.stem, f.read_bytes())[1]}

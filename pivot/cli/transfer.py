@@ -54,7 +54,7 @@ def _report_problems(moved: Moved, where: str, fix: str) -> None:
 
 @click.command("push")
 @_options
-@click.option("--run-cache", is_flag=True,
+@click.option("--run-cache/--no-run-cache", default=True, show_default=True,
               help="Then upload the run records of the outputs pushed, so other clones restore those runs.")
 def push_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | None, all_branches: bool,
                  all_commits: bool, as_json: bool, run_cache: bool) -> None:
@@ -64,13 +64,13 @@ def push_command(stages: tuple[str, ...], remote_name: str | None, jobs: int | N
     moved = push(_selection(stages, remote_name, jobs, all_branches, all_commits), run_cache)
     result = moved.result
     if as_json:
-        echo_json({**result.totals(), **({"run_records": moved.run_records} if run_cache else {})})
+        echo_json({**result.totals(), "run_records": moved.run_records})
     elif result.done:
         click.echo(f"pushed {len(result.done)} object(s) ({human(result.bytes)}) to '{moved.remote}'; "
                    f"{result.present} already there")
     else:
         click.echo(f"'{moved.remote}' already has all {result.present} object(s)")
-    if run_cache and not as_json:
+    if moved.run_records and not as_json:
         click.echo(f"uploaded {moved.run_records} run record(s) to '{moved.remote}'")
     _report_problems(moved, "from the local cache, so they were not pushed",
                      "run 'pivot run' to rebuild them (or 'pivot pull' from another remote)")

@@ -39,7 +39,7 @@ def collect_garbage(keep: Keep, dry_run: bool, remote_name: str | None = None, j
     dry run or when nothing would be removed)."""
     from pivot.ops.needed import needed_outputs  # lazy: start-up
     from pivot.remote import default_jobs, gc_local, gc_remote  # lazy: start-up
-    from pivot.runcache import gc_records  # lazy: start-up
+    from pivot.runcache import drop_remote_records, gc_records, plan_remote_records  # lazy: start-up
 
     with Workspace.find() as ws, ws.lock("gc"):
         outputs = needed_outputs(ws.project, (), all_branches=keep is Keep.BRANCH_TIPS,
@@ -49,10 +49,13 @@ def collect_garbage(keep: Keep, dry_run: bool, remote_name: str | None = None, j
             where = f"remote '{spec.name}'"
             jobs = jobs or default_jobs(spec.url)
             storage = ws.storage(spec, jobs)
-            result = gc_remote(storage, ws.cache, outputs, jobs, dry_run,
-                               min_age=min_age_minutes * 60.0, confirm=_asking(confirm, where))
+            records = plan_remote_records(storage, ws.cache.dir, outputs, jobs)
+            result = gc_remote(storage, ws.cache, outputs, jobs, dry_run, min_age=min_age_minutes * 60.0,
+                               confirm=_asking(confirm, where))
             dry = dry_run or result.declined
-            _records(result, gc_records(ws.cache.dir, outputs, dry, storage, jobs), dry)
+            if not dry:
+                drop_remote_records(storage, ws.cache.dir, records, jobs)
+            _records(result, (len(records.drop), records.kept), dry)
             return Collected(where, result)
         result = gc_local(ws.cache, outputs, dry_run, confirm=_asking(confirm, "the cache"))
         dry = dry_run or result.declined

@@ -169,13 +169,17 @@ def upload(root: Path, plan: PushPlan) -> list[str]:
                 return lines
             spec = ws.remote(None)
             jobs = default_jobs(spec.url)
-            result = push(ws.storage(spec, jobs), ws.cache, plan.outputs, jobs)
+            storage = ws.storage(spec, jobs)
+            result = push(storage, ws.cache, plan.outputs, jobs)
+            from pivot.runcache import push_records  # lazy: only when objects were pushed
+
+            records = push_records(storage, ws.cache.dir, plan.outputs, [*result.missing, *result.corrupt], jobs)
     except PivotError as exc:
         lines.append(f"could not upload them: {exc}")
         lines.append("fix that, then run 'pivot push --all-branches'")
         return lines
     lines.append(f"uploaded {len(result.done)} object(s) ({human(result.bytes)}) to Pivot remote '{spec.name}'; "
-                 f"{result.present} were already there")
+                 f"{result.present} were already there" + (f", and {records} run record(s)" if records else ""))
     problems = {**result.missing, **result.corrupt}
     if problems:
         lines.append(f"{len(problems)} of them are not in the local cache (or are damaged there), so the remote lacks "

@@ -54,7 +54,7 @@ def _needed(ws: Workspace, sel: Selection) -> dict[str, NeededOutput]:
     return needed_outputs(ws.project, sel.stages, sel.all_branches, sel.all_commits)
 
 
-def push(sel: Selection, run_cache: bool = False) -> Moved:
+def push(sel: Selection, run_cache: bool = True) -> Moved:
     """Upload the cache objects the lock files need and the remote lacks; with `run_cache`, then
     the run records of those outputs (docs/run-cache.md)."""
     from pivot.remote import push as push_objects  # lazy: start-up

@@ -77,10 +77,10 @@ def gc_remote(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], 
         nonlocal packs
         with Step(storage, "listing its objects"):
             await storage.preflight(writing=False)
-            keep = await _referenced(storage, cache, outputs, result, jobs)
+            needed = await _referenced(storage, cache, outputs, result, jobs)
             present.update(await storage.list_all())
-            drop.extend(_droppable(present, keep, min_age, result))
-            packs = await plan_packs(storage, keep, min_age, jobs)
+            drop.extend(_droppable(present, needed, min_age, result))
+            packs = await plan_packs(storage, needed, min_age, jobs)
             result.notes.extend(describe_plan(packs, dry_run, min_age))
             result.kept = len(present) - len(drop) + len(packs.live)
             result.removed = len(drop) + packs.dead_objects

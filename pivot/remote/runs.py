@@ -1,77 +1,122 @@
-"""Run records on a remote: `runs/ab/<rest of key>`, beside `files/`, as in the local cache.
+"""Run records on a remote, packed: a push puts the records the remote lacks into one *run pack*
+under `runs/`, in the pack format of pivot/remote/packfile.py with the run key where an object's
+hash would be:
 
-Only the `Storage` primitives are used, and records travel as bytes: what they mean (and whether
-one can be trusted) is pivot/runrecord.py's business, decided by the caller.
+    runs/<xxh3 of the pack>.pack    the records back to back
+    runs/<same>.idx                 pivot-pack-index 1 / pack <name> <size> / <key> <offset> <length>… / end <checksum>
 
-A batch lookup lists each `runs/ab/` prefix its keys need, once, all concurrently (or, from
-`WHOLE_LISTING` prefixes on, the whole `runs/` folder in one recursive listing where the storage
-lists recursively, as on S3), and then reads only the records that are there: a lookup of N keys
-costs at most min(N, 256) listings (or one per 1,000 records on the remote) plus one read per hit.
+The index is uploaded after its pack and is the only thing that makes the pack's records count;
+both are immutable and named by content. Run packs live apart from the object packs in `packs/`,
+so object gc never weighs records against outputs. A lookup lists `runs/` (one request per
+1,000 names), reads the indexes this clone has not read before (kept, once verified, in the
+cache's `tmp/runkeys/`), and reads the hits by byte range, neighbours coalesced: a thousand
+records cost a few requests, not a thousand.
+
+Only the `Storage` primitives and the pack code are used, and records travel as bytes: what they
+mean (and whether one can be trusted) is pivot/runrecord.py's business, decided by the caller.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from pivot.errors import NotFound
-from pivot.hashing import hash_bytes
+from pivot.errors import BadPack, NotFound
 from pivot.layout import RUN_RECORDS
+from pivot.records import is_digest
 from pivot.remote.concurrency import bounded
 from pivot.remote.failures import Step
+from pivot.remote.packfile import Entry, Span, build, coalesce, parse_index
+from pivot.remote.packs import GAP, SPAN
 from pivot.remote.storage import Storage
 
-ALL_PREFIXES = [f"{i:02x}" for i in range(256)]
-WHOLE_LISTING = 64  # prefixes needed from which one listing of runs/ is cheaper than one per prefix
-TAIL = 30  # the name of a record in its prefix folder: the key without its first 2 characters
-READS = 64  # records are small: this many reads at once
+READS = 16  # indexes and record ranges read at once
 
 
-def _rel(key: str) -> str:
-    return f"{RUN_RECORDS}/{key[:2]}/{key[2:]}"
+def _pack(name: str) -> str:
+    return f"{RUN_RECORDS}/{name}.pack"
 
 
-async def _present(storage: Storage, keys: Iterable[str] | None, jobs: int) -> set[str]:
-    """Which of `keys` (None: any key) have a record: one listing per prefix they need, or, when
-    they need many, one listing of the whole `runs/` folder where the storage lists it
-    recursively (an object store, a page per 1,000 records)."""
-    wanted = set(keys) if keys is not None else None
-    prefixes = sorted({k[:2] for k in wanted}) if wanted is not None else ALL_PREFIXES
-    if wanted is not None and len(prefixes) >= WHOLE_LISTING:
-        names = set(await _listing(storage, RUN_RECORDS))
-        if not names:
-            return set()
-        folders = {n for n in names if len(n) == 2}
-        if not folders:  # a recursive listing: the records' names (each a key's tail)
-            return {k for k in wanted if k[2:] in names}
-        prefixes = [p for p in prefixes if p in folders]  # a folder per prefix: list those needed
-
-    async def one(prefix: str) -> list[str]:
-        return [prefix + name for name in await _listing(storage, f"{RUN_RECORDS}/{prefix}")]
-
-    found: set[str] = set()
-    for _prefix, listed in await bounded(jobs, prefixes, one):
-        if not isinstance(listed, NotFound):
-            found.update(listed)
-    return found if wanted is None else found & wanted
+def _index(name: str) -> str:
+    return f"{RUN_RECORDS}/{name}.idx"
 
 
-async def _listing(storage: Storage, rel: str) -> list[str]:
-    return [name for name in await storage.list_dir(rel) if not name.startswith(".")]
+class RunPacks:
+    """The run packs on one remote: key -> where its record sits. Indexes are read once each
+    and kept in `folder` (checked again whenever they are used)."""
+
+    def __init__(self, storage: Storage, folder: Path, jobs: int) -> None:
+        self.storage, self.folder, self.jobs = storage, folder, jobs
+        self.by_pack: dict[str, list[Entry]] = {}
+        self.notes: list[str] = []
+
+    async def load(self) -> dict[str, Entry]:
+        listed = await self.storage.list_dir(RUN_RECORDS)
+        names = sorted(n[:-len(".idx")] for n in listed
+                       if n.endswith(".idx") and is_digest(n[:-len(".idx")]) and f"{n[:-len('.idx')]}.pack" in listed)
+        for name, got in await bounded(max(self.jobs, READS), names, self._entries):
+            if isinstance(got, list):
+                self.by_pack[name] = got
+            else:
+                reason = got.reason if isinstance(got, BadPack) else "it vanished while being read"
+                self.notes.append(f"run-record index {_index(name)} on remote '{self.storage.name}' was refused: "
+                                  f"{reason}; its records are not used")
+        where: dict[str, Entry] = {}
+        for entries in self.by_pack.values():
+            for e in entries:
+                where.setdefault(e.digest, e)
+        return where
+
+    async def _entries(self, name: str) -> list[Entry] | BadPack:
+        try:
+            return parse_index(name, (self.folder / f"{name}.idx").read_bytes())[1]
+        except (OSError, BadPack):
+            pass
+        try:
+            data = await self.storage.read(_index(name))
+            entries = parse_index(name, data)[1]
+        except BadPack as bad:
+            return BadPack(_index(name), bad.reason)
+        self.keep(name, data)
+        return entries
+
+    def keep(self, name: str, index: bytes) -> None:
+        """Keep an index read or written, so that it is not read again."""
+        kept = self.folder / f"{name}.idx"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_name(f".{kept.name}.tmp")
+        tmp.write_bytes(index)
+        tmp.replace(kept)
 
 
-async def _read(storage: Storage, keys: Iterable[str], jobs: int) -> dict[str, bytes]:
-    """The records of `keys` (one read each, concurrently); a vanished one is left out."""
-    async def one(key: str) -> bytes:
-        return await storage.read(_rel(key))
+async def _read(storage: Storage, entries: Iterable[Entry], jobs: int) -> dict[str, bytes]:
+    """key -> record bytes, read by coalesced byte ranges; a record whose pack vanished is left
+    out. Not checked here: a record carries its own checksum (pivot/runrecord.py), so the caller
+    can say why it refuses one."""
+    found: dict[str, bytes] = {}
 
-    return {key: data for key, data in await bounded(max(jobs, READS), sorted(set(keys)), one)
-            if isinstance(data, bytes)}
+    async def one(span: Span) -> None:
+        try:
+            data = await storage.read_range(_pack(span.pack), span.start, span.end)
+        except NotFound:
+            return
+        for e in span.entries:
+            found[e.digest] = data[e.offset - span.start:e.offset - span.start + e.length]
+
+    await bounded(min(jobs, READS), coalesce(list(entries), GAP, SPAN), one)
+    return found
 
 
-def lookup(storage: Storage, keys: Iterable[str], jobs: int) -> dict[str, bytes]:
+async def _put(packs: RunPacks, records: dict[str, bytes]) -> str:
+    """One run pack of `records` (key -> bytes): the pack, then its index; returns its name."""
+    built = build(list(records.items()))
+    await packs.storage.write(_pack(built.name), built.data)
+    await packs.storage.write(_index(built.name), built.index)
+    packs.keep(built.name, built.index)
+    return built.name
+
+
+def lookup(storage: Storage, keys: Iterable[str], jobs: int, folder: Path) -> dict[str, bytes]:
     """The records the remote holds for `keys` (key -> bytes); absent keys are left out."""
     wanted = set(keys)
     if not wanted:
@@ -79,59 +124,64 @@ def lookup(storage: Storage, keys: Iterable[str], jobs: int) -> dict[str, bytes]
 
     async def main() -> dict[str, bytes]:
         with Step(storage, "looking up run records"):
-            return await _read(storage, await _present(storage, wanted, jobs), jobs)
+            where = await RunPacks(storage, folder, jobs).load()
+            return await _read(storage, [where[k] for k in sorted(wanted) if k in where], jobs)
 
     result: dict[str, bytes] = storage.run(main)
     return result
 
 
-def upload(storage: Storage, records: dict[str, bytes], jobs: int, tmp_dir: Path) -> int:
-    """Write the records the remote lacks (key -> bytes); returns how many were written. Each
-    goes through `put` (verified, and published under its name only when complete) from a
-    temporary file in `tmp_dir`. The caller uploads a record after the objects it names, so a
-    reader never finds one whose outputs are still on their way."""
+def upload(storage: Storage, records: dict[str, bytes], jobs: int, folder: Path) -> int:
+    """Put the records the remote lacks (key -> bytes) into one run pack; returns how many. The
+    caller uploads records after the objects they name, so a reader never finds one whose
+    outputs are still on their way."""
     if not records:
         return 0
 
     async def main() -> int:
         with Step(storage, "uploading run records"):
-            present = await _present(storage, records, jobs)
-            lacking = sorted(set(records) - present)
-
-            async def one(key: str) -> None:
-                src = tmp_dir / f"run.{key}.{os.getpid()}"
-                await asyncio.to_thread(src.write_bytes, records[key])
-                try:
-                    await storage.put(str(src), _rel(key), hash_bytes(records[key]))
-                finally:
-                    src.unlink(missing_ok=True)
-
-            await bounded(jobs, lacking, one)
+            packs = RunPacks(storage, folder, jobs)
+            where = await packs.load()
+            lacking = {k: r for k, r in records.items() if k not in where}
+            if lacking:
+                await _put(packs, lacking)
             return len(lacking)
 
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     written: int = storage.run(main)
     return written
 
 
-def read_all(storage: Storage, jobs: int) -> dict[str, bytes]:
-    """Every record on the remote (`pivot gc --remote` decides which to keep): 256 listings."""
+def read_all(storage: Storage, jobs: int, folder: Path) -> dict[str, bytes]:
+    """Every record on the remote (key -> bytes): `pivot gc --remote` decides which to keep."""
     async def main() -> dict[str, bytes]:
         with Step(storage, "listing run records"):
-            return await _read(storage, await _present(storage, None, jobs), jobs)
+            where = await RunPacks(storage, folder, jobs).load()
+            return await _read(storage, where.values(), jobs)
 
     found: dict[str, bytes] = storage.run(main)
     return found
 
 
-def delete(storage: Storage, keys: Iterable[str], jobs: int) -> None:
-    rels = [_rel(k) for k in sorted(set(keys))]
-    if not rels:
+def delete(storage: Storage, keys: Iterable[str], jobs: int, folder: Path) -> None:
+    """Drop the records of `keys`: the run packs holding any are rewritten with their other
+    records (one new pack, uploaded with its index before the old index, then the old pack, is
+    deleted: a kept record is readable at every moment)."""
+    drop = set(keys)
+    if not drop:
         return
 
     async def main() -> None:
-        with Step(storage, "deleting run records"):
-            batches = [rels[i:i + 1000] for i in range(0, len(rels), 1000)]
-            await bounded(jobs, batches, storage.delete)
+        with Step(storage, "rewriting run-record packs"):
+            packs = RunPacks(storage, folder, jobs)
+            await packs.load()
+            touched = sorted(n for n, entries in packs.by_pack.items() if any(e.digest in drop for e in entries))
+            if not touched:
+                return
+            keep = [e for n in touched for e in packs.by_pack[n] if e.digest not in drop]
+            survivors = await _read(storage, keep, jobs)
+            written = await _put(packs, survivors) if survivors else ""
+            gone = [n for n in touched if n != written]
+            await storage.delete([_index(n) for n in gone])
+            await storage.delete([_pack(n) for n in gone])
 
     storage.run(main)
