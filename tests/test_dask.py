@@ -412,8 +412,9 @@ def test_a_client_that_cannot_upload_says_so_after_writing_the_locks(tmp_path: P
     credentials (the workers do): the run reports it once, and `pivot push` finishes the job."""
     project = make_project(tmp_path / "p", FAILING.replace("helpers_fail(helpers.REPEAT)", "pass"), seaweed)
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    proc = subprocess.run([PIVOT, "run", "--scheduler", cluster.scheduler_address], cwd=project.root,
-                          capture_output=True, text=True, timeout=120, env=env)
+    # (--no-run-cache: a run-record lookup on the remote would warn about the same credentials first)
+    proc = subprocess.run([PIVOT, "run", "--no-run-cache", "--scheduler", cluster.scheduler_address],
+                          cwd=project.root, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1, proc
     assert "3 ran" in proc.stdout
     lines = proc.stderr.strip().splitlines()

@@ -63,6 +63,15 @@ def setup(project: Project, endpoint: str, s3_prefix: str, *options: str, files:
     project.git("commit", "-q", "-m", "pipeline")
 
 
+def committed(project: Project, pipeline: str, endpoint: str, s3_prefix: str) -> None:
+    """`pipeline` run and committed, with the S3 remote at `endpoint` as the default."""
+    project.pipeline(pipeline)
+    project.pivot("run")
+    project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={endpoint}")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "pipeline")
+
+
 def packed_objects(seaweed: SeaweedServer, s3_prefix: str) -> set[str]:
     """Every object the remote's indexes list (each index checked as Pivot checks it)."""
     found: set[str] = set()
@@ -292,11 +301,7 @@ def build():
 
 def test_no_ops_with_100k_objects_cost_a_constant_few_requests(
         project: Project, proxy: CountingProxy, s3_prefix: str, tmp_path: Path) -> None:
-    project.pipeline(WIDE)
-    project.pivot("run")
-    project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={proxy.endpoint}")
-    project.git("add", "-A")
-    project.git("commit", "-q", "-m", "wide")
+    committed(project, WIDE, proxy.endpoint, s3_prefix)
     assert "pushed 100001 object(s)" in project.pivot("push").stdout
 
     proxy.reset()
@@ -331,11 +336,7 @@ def build():
 
 def test_pulling_a_subtree_fetches_only_its_objects(
         project: Project, proxy: CountingProxy, s3_prefix: str, tmp_path: Path) -> None:
-    project.pipeline(TREE)
-    project.pivot("run")
-    project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={proxy.endpoint}")
-    project.git("add", "-A")
-    project.git("commit", "-q", "-m", "tree")
+    committed(project, TREE, proxy.endpoint, s3_prefix)
     project.pivot("push")
 
     other = clone(project, tmp_path)
@@ -379,11 +380,7 @@ def build():
 
 def test_a_large_file_goes_up_in_parts_and_a_damaged_one_never_lands(
         project: Project, proxy: CountingProxy, seaweed: SeaweedServer, s3_prefix: str, tmp_path: Path) -> None:
-    project.pipeline(LARGE)
-    project.pivot("run")
-    project.pivot("remote", "add", "store", s3_prefix, "--default", "-o", f"endpoint_url={proxy.endpoint}")
-    project.git("add", "-A")
-    project.git("commit", "-q", "-m", "large")
+    committed(project, LARGE, proxy.endpoint, s3_prefix)
     digest = next(p.parent.name + p.name for p in project.cache_objects())
     cached = project.root / ".pivot/cache/files" / digest[:2] / digest[2:]
     good = cached.read_bytes()

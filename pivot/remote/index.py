@@ -20,7 +20,7 @@ objects by hand is mended by running it once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pivot.remote.packfile import Entry
@@ -76,6 +76,11 @@ class RemoteIndex:
 
     def add(self, token: str, digests: Iterable[str]) -> None:
         """Remember `digests` as present under `token` (which replaces any other token)."""
+        self._under(token, lambda db: db.executemany("INSERT OR IGNORE INTO object VALUES (?, ?)",
+                                                     ((self.remote, d) for d in digests)))
+
+    def _under(self, token: str, change: Callable[[sqlite3.Connection], object]) -> None:
+        """`change` in one transaction, under `token` (which replaces any other token)."""
         if not token:
             return
         try:
@@ -83,9 +88,9 @@ class RemoteIndex:
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 self._adopt(db, token)
-                db.executemany("INSERT OR IGNORE INTO object VALUES (?, ?)", ((self.remote, d) for d in digests))
+                change(db)
         except sqlite3.Error:
-            pass
+            pass  # the memory is an optimisation: without it, the remote is asked
 
     def _adopt(self, db: sqlite3.Connection, token: str) -> None:
         """Inside a transaction: make `token` the remembered one, forgetting all if it changed."""
@@ -108,19 +113,13 @@ class RemoteIndex:
 
     def add_pack(self, token: str, name: str, size: int, entries: list[Entry]) -> None:
         """Remember a pack whose index was read or written, and where each of its objects sits."""
-        if not token:
-            return
-        try:
-            db = self._conn()
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                self._adopt(db, token)
-                db.execute("INSERT OR REPLACE INTO pack VALUES (?, ?, ?)", (self.remote, name, size))
-                db.executemany("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?, ?)",
-                               ((self.remote, e.digest, e.pack, e.offset, e.length) for e in entries))
-                db.executemany("INSERT OR IGNORE INTO object VALUES (?, ?)", ((self.remote, e.digest) for e in entries))
-        except sqlite3.Error:
-            pass
+        def change(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO pack VALUES (?, ?, ?)", (self.remote, name, size))
+            db.executemany("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?, ?)",
+                           ((self.remote, e.digest, e.pack, e.offset, e.length) for e in entries))
+            db.executemany("INSERT OR IGNORE INTO object VALUES (?, ?)", ((self.remote, e.digest) for e in entries))
+
+        self._under(token, change)
 
     def located(self) -> dict[str, Entry]:
         """Where each remembered packed object sits (trusted only after `packs(token)` agreed)."""

@@ -152,7 +152,12 @@ def store_bytes(cache: Cache, digest: str, data: bytes, made: dict[str, bool]) -
         made[digest[:2]] = True
     tmp = str(cache.dir / "tmp" / f"dl.{digest}.{threading.get_ident()}")  # cleared by the next fetch
     unlink_quiet(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    _publish(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), tmp, str(dest), data)
+
+
+def _publish(fd: int, tmp: str, dest: str, data: bytes) -> None:
+    """Write `data` to the new file `fd` (at `tmp`), close it and rename it to `dest`; on any
+    failure the temporary file goes."""
     try:
         try:
             view = memoryview(data)
@@ -277,18 +282,7 @@ class LocalStorage(Storage):
             dest = str(self.root / rel)
             self._folder(dest)
             tmp = _tmp_name(dest)
-            fd = _create(tmp)
-            try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                finally:
-                    os.close(fd)
-                os.replace(tmp, dest)
-            except BaseException:
-                unlink_quiet(tmp)
-                raise
+            _publish(_create(tmp), tmp, dest, data)
         await asyncio.to_thread(put)
 
     async def delete(self, rels: list[str]) -> None:
