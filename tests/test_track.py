@@ -311,3 +311,52 @@ def test_verify_fails_on_tracked_data_the_cache_lacks(project: Project) -> None:
     assert project.pivot("verify", "--staged", check=False).returncode == 1
     project.pivot("track", "data/raw.csv")
     project.pivot("verify")
+
+
+# `pivot track` run in a child process whose Cache.add_file (one copy of a workspace file into the
+# cache) counts its calls and prints the count last on stderr.
+COUNT_COPIES = """\
+import atexit, sys
+from pivot import cache
+from pivot.cli.main import main
+calls = []
+real = cache.Cache.add_file
+def add_file(self, src):
+    calls.append(str(src))
+    return real(self, src)
+cache.Cache.add_file = add_file
+atexit.register(lambda: print(f"copies={len(calls)}", file=sys.stderr))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def track_counting_copies(project: Project, *args: str) -> tuple[str, int]:
+    proc = subprocess.run([str(Path(PIVOT).parent / "python"), "-c", COUNT_COPIES, "track", *args],
+                          cwd=project.root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, int(proc.stderr.strip().rsplit("copies=", 1)[1])
+
+
+def test_retracking_a_folder_copies_only_the_files_the_cache_lacks(project: Project) -> None:
+    project.pipeline(EMPTY)
+    for i in range(30):
+        project.write(f"images/{i % 3}/f{i}.txt", f"file {i}\n")
+    out, copies = track_counting_copies(project, "images")
+    assert "tracked images" in out and copies == 30  # the first time, every file
+    project.write("images/1/f4.txt", "changed\n")
+    out, copies = track_counting_copies(project, "images")
+    assert "recorded a new version of images" in out and copies == 1  # the changed file only
+    assert "files: 30" in project.read(".pivot/tracked/images.yaml")
+    assert "modified" not in project.pivot("status").stdout
+    project.pivot("verify")  # the new version's objects are all in the cache
+    shutil.rmtree(project.root / "images")
+    project.pivot("checkout")
+    assert project.read("images/1/f4.txt") == "changed\n" and project.read("images/2/f5.txt") == "file 5\n"
+    out, copies = track_counting_copies(project, "images")
+    assert "unchanged: images" in out and copies == 0
+    # an object the cache lost is stored again, though its file did not change
+    lost = next(p for p in project.cache_objects() if p.read_bytes() == b"file 7\n")
+    lost.chmod(0o644)
+    lost.unlink()
+    out, copies = track_counting_copies(project, "images")
+    assert "unchanged: images" in out and copies == 1 and lost.read_bytes() == b"file 7\n"

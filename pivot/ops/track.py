@@ -17,6 +17,7 @@ from pivot.verify import TrackedChange, tracked_changes
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
+    from pivot.records import PathRecord
     from pivot.repo import Repo
 
 
@@ -84,9 +85,6 @@ def _ignored(repo: Repo) -> list[str]:
 
 def track(args: tuple[str, ...], cwd: Path | None = None) -> list[TrackResult]:
     """Store each path in the cache and write (or update) its record; all refusals come first."""
-    from pivot.cache import save_output  # lazy: start-up
-    from pivot.records import OutputKind  # lazy: start-up
-
     cwd = cwd or Path.cwd()
     with Workspace.find() as ws:
         repo = ws.repo
@@ -98,19 +96,44 @@ def track(args: tuple[str, ...], cwd: Path | None = None) -> list[TrackResult]:
         results = []
         with ws.lock("track"):
             for rel in rels:
-                rec, rows = save_output(repo.cache, ws.root, rel, OutputKind.OUT, cached=True)
-                repo.state.put_files(rows)
+                old = tracked.read(ws.root, rel)
+                rec = _store(repo, rel, old)
                 if rec.is_dir:
                     entries = repo.cache.read_manifest(rec.hash)
                     new = Tracked(rel, rec.hash, True, sum(e.size for e in entries), len(entries))
                 else:
                     new = Tracked(rel, rec.hash, False, os.stat(ws.root / rel).st_size)
-                old = tracked.read(ws.root, rel)
                 tracked.write(ws.root, new)
                 change = "added" if old is None else "unchanged" if old == new else "updated"
                 results.append(TrackResult(new, change))
             gitignore.update(ws.root, _ignored(repo))
         return results
+
+
+def _store(repo: Repo, rel: str, old: Tracked | None) -> PathRecord:
+    """Put `rel` in the cache and return its record. A folder tracked before, in a copying link
+    mode, is hashed through the state's memo (only files changed since they were last hashed are
+    read) and only the files whose objects the cache lacks are copied: re-tracking 100,000 files
+    after one changed copies one file, not 100,000. Anything else goes through `save_output`."""
+    from pivot.cache import save_output  # lazy: start-up
+    from pivot.hashing import parse_manifest  # lazy: start-up
+    from pivot.records import OutputKind, PathRecord  # lazy: start-up
+
+    if old is not None and old.is_dir and repo.cache.link not in ("hardlink", "symlink"):
+        current = repo.hasher.hash_path(rel)
+        if current is not None and current.is_dir and current.manifest is not None:
+            entries = parse_manifest(current.manifest)
+            lacking = set(repo.cache.missing(e.hash for e in entries))
+            for e in entries:
+                if e.hash in lacking:
+                    if repo.cache.add_file(repo.root / rel / e.path) != e.hash:
+                        break  # changed since it was hashed: store the folder afresh below
+                    lacking.discard(e.hash)
+            else:
+                return PathRecord(rel, repo.cache.add_bytes(current.manifest), True, OutputKind.OUT)
+    rec, rows = save_output(repo.cache, repo.root, rel, OutputKind.OUT, cached=True)
+    repo.state.put_files(rows)
+    return rec
 
 
 def untrack(args: tuple[str, ...], cwd: Path | None = None) -> list[UntrackResult]:
