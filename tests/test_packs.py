@@ -401,3 +401,17 @@ def test_a_large_file_goes_up_in_parts_and_a_damaged_one_never_lands(
     other = clone(project, tmp_path)
     other.pivot("pull")
     assert (other.root / "large.bin").read_bytes() == good
+
+
+def test_a_push_of_outputs_the_remote_has_whole_asks_nothing_more(
+        project: Project, proxy: CountingProxy, s3_prefix: str) -> None:
+    """After a push, the remote index knows each output is whole there: the next push neither
+    expands directories nor looks in the local cache (which may have been emptied by gc)."""
+    setup(project, proxy.endpoint, s3_prefix)
+    project.pivot("push")
+    project.pivot("gc", "--workspace", "--yes")  # keeps everything: the workspace needs it
+    for path in project.cache_objects():
+        path.unlink()  # as if another disk held the cache
+    proxy.reset()
+    assert f"already has all {OBJECTS} object(s)" in project.pivot("push").stdout
+    assert proxy.count() <= 3, proxy.requests  # bucket, generation token, run records

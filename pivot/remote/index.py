@@ -36,8 +36,10 @@ CREATE TABLE IF NOT EXISTS pack (remote TEXT NOT NULL, name TEXT NOT NULL, size 
 CREATE TABLE IF NOT EXISTS packed (remote TEXT NOT NULL, digest TEXT NOT NULL, pack TEXT NOT NULL,
                                    offset INTEGER NOT NULL, length INTEGER NOT NULL,
                                    PRIMARY KEY (remote, digest)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS complete (remote TEXT NOT NULL, digest TEXT NOT NULL, objects INTEGER NOT NULL,
+                                     PRIMARY KEY (remote, digest)) WITHOUT ROWID;
 """
-_TABLES = ("object", "pack", "packed")
+_TABLES = ("object", "pack", "packed", "complete")
 
 
 class RemoteIndex:
@@ -100,6 +102,22 @@ class RemoteIndex:
                 db.execute(f"DELETE FROM {table} WHERE remote = ?", (self.remote,))
             db.execute("INSERT OR REPLACE INTO generation VALUES (?, ?)", (self.remote, token))
 
+    def complete(self, token: str) -> dict[str, int]:
+        """Outputs (hash -> number of objects) all of whose objects are remembered as present
+        under `token` (none if it changed): a push of only these asks nothing more."""
+        try:
+            db = self._conn()
+            row = db.execute("SELECT token FROM generation WHERE remote = ?", (self.remote,)).fetchone()
+            if row is None or row[0] != token:
+                return {}
+            return dict(db.execute("SELECT digest, objects FROM complete WHERE remote = ?", (self.remote,)).fetchall())
+        except sqlite3.Error:
+            return {}
+
+    def add_complete(self, token: str, outputs: dict[str, int]) -> None:
+        self._under(token, lambda db: db.executemany("INSERT OR REPLACE INTO complete VALUES (?, ?, ?)",
+                                                     ((self.remote, d, n) for d, n in outputs.items())))
+
     def packs(self, token: str) -> dict[str, int]:
         """The packs (name -> size) whose index was read under `token` (none if it changed)."""
         try:
@@ -138,6 +156,8 @@ class RemoteIndex:
                 gone = [(self.remote, d) for d in digests]
                 db.executemany("DELETE FROM object WHERE remote = ? AND digest = ?", gone)
                 db.executemany("DELETE FROM packed WHERE remote = ? AND digest = ?", gone)
+                if gone:  # which outputs held them is not recorded: none counts as complete now
+                    db.execute("DELETE FROM complete WHERE remote = ?", (self.remote,))
         except sqlite3.Error:
             pass
 

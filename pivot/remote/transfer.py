@@ -79,20 +79,24 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs:
          progress: bool | None = None) -> Transfer:
     result = Transfer(storage.name)
     start = time.monotonic()
-    plan = expand(outputs, local_manifest(cache))
-    for path in plan.no_manifest:
-        result.notes.append(f"the manifest of directory '{path}' is not in the local cache")
-    absent = set(cache.missing(plan.objects))
-    local = {d: p for d, p in plan.objects.items() if d not in absent}
-    result.missing = {d: p for d, p in plan.objects.items() if d not in local}
 
     async def go() -> None:
         with Step(storage, "checking which objects it holds", (PivotError, NotFound, Corrupt)) as step:
             await storage.preflight(writing=True)
-            index, token, known = storage.index, "", set()
+            index, token = storage.index, ""
             if index is not None:
                 token = await storage.generation(create=True)
-                known = index.known(token)
+                whole = index.complete(token)
+                if outputs and all(d in whole for d in outputs):  # a no-op: nothing to expand or ask
+                    result.present = sum(whole[d] for d in outputs)
+                    return
+            plan = expand(outputs, local_manifest(cache))
+            result.notes.extend(f"the manifest of directory '{path}' is not in the local cache"
+                                for path in plan.no_manifest)
+            absent = set(cache.missing(plan.objects))
+            local = {d: p for d, p in plan.objects.items() if d not in absent}
+            result.missing = {d: p for d, p in plan.objects.items() if d not in local}
+            known = index.known(token) if index is not None else set()
             unknown = sorted(d for d in local if d not in known)
             catalog = await learn(storage, jobs, token) if unknown else Catalog()
             result.notes.extend(catalog.notes)
@@ -105,12 +109,25 @@ def push(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], jobs:
                 await _upload(storage, cache, outputs, sorted(lacking), local, jobs, bar, result, sent, token)
             finally:
                 if index is not None:
-                    uploaded = set(sent)
-                    index.add(token, [d for d in local if d not in lacking or d in uploaded])
+                    there = {d for d in local if d not in lacking} | set(sent)
+                    index.add(token, there)
+                    index.add_complete(token, _complete(outputs, local_manifest(cache), there))
 
     storage.run(go)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _complete(outputs: dict[str, NeededOutput], manifest: Callable[[str], Manifest | None],
+              there: set[str]) -> dict[str, int]:
+    """The outputs (hash -> number of objects) whose every object is on the remote."""
+    whole = {}
+    for d, need in outputs.items():
+        entries = manifest(d) if need.is_dir else []
+        if entries is None or d not in there or any(h not in there for h, _size in entries):
+            continue
+        whole[d] = 1 + len({h for h, _size in entries} - {d})
+    return whole
 
 
 async def _upload(storage: Storage, cache: Cache, outputs: dict[str, NeededOutput], lacking: list[str],
