@@ -196,3 +196,44 @@ def _find_cycle(upstream: dict[str, set[str]], done: set[str]) -> list[str]:
         node = min(u for u in upstream[node] if u not in done)
     cycle = [*path[seen[node]:], node]
     return list(reversed(cycle))
+
+
+class Frontier:
+    """The stages of a run whose upstream (among the run's stages) has all settled, or has
+    one that failed or was not run, in run order. Each stage counts its unsettled upstream, so
+    what a settled stage makes ready is found from its downstream alone, not by scanning every
+    stage again. `names` must be in topological order (as `Graph.select` gives them)."""
+
+    def __init__(self, graph: Graph, names: list[str]) -> None:
+        self._index = {n: i for i, n in enumerate(names)}
+        self._downstream = graph.downstream
+        self._waiting = {n: sum(1 for u in graph.upstream[n] if u in self._index) for n in names}
+        self._heap = [(i, n) for i, n in enumerate(names) if self._waiting[n] == 0]  # sorted: a heap
+        self._new = [n for _i, n in self._heap]  # ready since the last `take_new`
+
+    def first(self) -> str | None:
+        """The ready stage that comes first in run order (left in the frontier), or None."""
+        return self._heap[0][1] if self._heap else None
+
+    def pop(self) -> None:
+        heapq.heappop(self._heap)
+
+    def settled(self, name: str, ok: bool) -> None:
+        """`name` is done: its downstream wait for one stage less; when it failed or was not
+        run, they come up now (to be found not runnable), whatever else they wait for."""
+        for d in self._downstream[name]:
+            if d in self._waiting:
+                self._waiting[d] -= 1
+                if self._waiting[d] == 0 or not ok:
+                    self.again(d)
+
+    def again(self, name: str) -> None:
+        """`name` is ready (again: a stage to retry). A stage may come up more than once: the
+        caller passes over one that is no longer pending."""
+        heapq.heappush(self._heap, (self._index[name], name))
+        self._new.append(name)
+
+    def take_new(self) -> list[str]:
+        """The stages that became ready since the last call, in run order."""
+        new, self._new = self._new, []
+        return sorted(new, key=self._index.__getitem__)

@@ -15,6 +15,7 @@ from pivot import atomic, fresh, gitignore, tracked
 from pivot.backups import Backups
 from pivot.errors import PivotError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
+from pivot.graph import Frontier
 from pivot.landing import Landing
 from pivot.lock import StageLock
 from pivot.outputs import Out
@@ -86,6 +87,7 @@ class Runner:
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
+        self.frontier = Frontier(graph, names)  # pending stages whose upstream has settled
         self.failed_upstream: dict[str, str] = {}  # a stage not run -> the failed stage that stopped it
         self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}
         self.stopping = False
@@ -104,7 +106,7 @@ class Runner:
         self._look_up_front(opts)
         try:
             while True:
-                self._start_ready(names, opts.force)
+                self._start_ready(opts.force)
                 # Commit before waiting: an open write transaction would block `pivot status`.
                 self.repo.state.commit()
                 if not self.running:
@@ -181,13 +183,14 @@ class Runner:
         self.hits = self.runs.fetch_objects({p.name: p.hit for p in planned if p.hit is not None
                                              and not (p.prepared is not None and p.prepared.damaged)})
 
-    def _look_up_ready(self, names: list[str], force: bool) -> None:
+    def _look_up_ready(self, force: bool) -> None:
         """The stale stages that are ready now (upstream done) and the up-front lookup could not
-        decide, looked up on the remote in one batch; their preparation is kept for the run."""
+        decide, looked up on the remote in one batch; their preparation is kept for the run.
+        Only the stages that became ready since the last lookup can be new candidates."""
         if force or not self.runs_on or self.runs.source is None:
             return
         asks: dict[str, Prepared] = {}
-        for name in names:
+        for name in self.frontier.take_new():
             ups = self.repo.graph.upstream[name]
             if self.state[name] != "pending" or name in self._looked or name in self.hits or \
                     any(self.state[u] != "ok" for u in ups if u in self.state):
@@ -212,7 +215,7 @@ class Runner:
 
     def _restore_hit(self, name: str, hit: Hit) -> None:
         paths = self.runs.restore(name, hit)
-        self.state[name] = "ok"
+        self._settle(name, "ok")
         self._as_planned.add(name)
         self.summary.restored.append(name)
         self.reporter.restored(name, hit.label, hit.where if hit.remote else None, paths)
@@ -287,48 +290,56 @@ class Runner:
         running = [prep.stage.name for prep, _b in self.running.values()]
         self.reporter.progress(finished, self.total, running, time.monotonic() - self.started)
 
-    def _start_ready(self, names: list[str], force: bool) -> None:
-        """Start (or skip) every stage whose upstream is done, while workers are free."""
-        graph = self.repo.graph
-        self._look_up_ready(names, force)
-        progressed = True
-        while progressed:
-            progressed = False
-            for name in names:
-                if self.state[name] != "pending":
-                    continue
-                ups = [u for u in graph.upstream[name] if u in self.state]
-                bad = sorted(u for u in ups if self.state[u] in ("failed", "blocked"))
-                if bad:
-                    self._blocked(name, bad)
-                    progressed = True
-                    continue
-                if self.stopping or any(self.state[u] != "ok" for u in ups):
-                    continue
-                exclusive_busy = any(self._alone(prep.stage.name) for prep, _b in self.running.values())
-                if exclusive_busy or len(self.running) >= self.jobs:
-                    return
-                if self._alone(name) and self.running:
-                    return  # wait for the running ones to finish; start nothing else meanwhile
-                if self._settle_as_planned(name, ups):
-                    progressed = True
-                    continue
-                prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
-                decision = decide(prep.current, prep.lock)
-                if not decision.run:
-                    self._skip(name, decision)
-                    progressed = True
-                    continue
-                for out, objs in prep.damaged.items():  # never restore them again, here or downstream
-                    self.reporter.note(f"{name}: {self.repo.evict_damaged(out, objs)}")
-                if not force and self.runs_on and self._from_run_cache(name, prep):
-                    progressed = True
-                    continue
-                self._start_executor()  # before saying "running": the cluster may be unreachable
-                self.reporter.running(name, decision.reasons)
-                self._submit(prep)
-                self._progress()
-                progressed = True
+    def _start_ready(self, force: bool) -> None:
+        """Start (or skip) every stage whose upstream is done, in run order, while workers are
+        free. Only the frontier is looked at: its stages are taken in order, and each stage
+        settled here adds what it makes ready (further down the order) to it."""
+        self._look_up_ready(force)
+        frontier = self.frontier
+        while (name := frontier.first()) is not None:
+            if self.state[name] != "pending":
+                frontier.pop()
+                continue
+            ups = [u for u in self.repo.graph.upstream[name] if u in self.state]
+            bad = sorted(u for u in ups if self.state[u] in ("failed", "blocked"))
+            if bad:
+                frontier.pop()
+                self._blocked(name, bad)
+                continue
+            if self.stopping:
+                frontier.pop()  # stays pending, reported as not run
+                continue
+            exclusive_busy = any(self._alone(prep.stage.name) for prep, _b in self.running.values())
+            if exclusive_busy or len(self.running) >= self.jobs:
+                return
+            if self._alone(name) and self.running:
+                return  # wait for the running ones to finish; start nothing else meanwhile
+            frontier.pop()
+            self._start_one(name, ups, force)
+
+    def _start_one(self, name: str, ups: list[str], force: bool) -> None:
+        """A ready stage (upstream all ok): settled as planned, skipped, restored from a run
+        record, or submitted."""
+        if self._settle_as_planned(name, ups):
+            return
+        prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
+        decision = decide(prep.current, prep.lock)
+        if not decision.run:
+            self._skip(name, decision)
+            return
+        for out, objs in prep.damaged.items():  # never restore them again, here or downstream
+            self.reporter.note(f"{name}: {self.repo.evict_damaged(out, objs)}")
+        if not force and self.runs_on and self._from_run_cache(name, prep):
+            return
+        self._start_executor()  # before saying "running": the cluster may be unreachable
+        self.reporter.running(name, decision.reasons)
+        self._submit(prep)
+        self._progress()
+
+    def _settle(self, name: str, state: str) -> None:
+        """`name` ends the run ok, failed or blocked: the stages it held back may be ready."""
+        self.state[name] = state
+        self.frontier.settled(name, state == "ok")
 
     def _skip(self, name: str, decision: Decision) -> None:
         """An up-to-date stage: its missing outputs come back from the cache."""
@@ -336,7 +347,7 @@ class Runner:
             note = self.repo.restore(rec)
             if note:
                 self.reporter.note(f"{name}: {note}")
-        self.state[name] = "ok"
+        self._settle(name, "ok")
         self._as_planned.add(name)
         self.summary.skipped.append(name)
         restored = [r.path for r in decision.restore]
@@ -354,7 +365,7 @@ class Runner:
         else:
             root = self.failed_upstream[name] = self.failed_upstream.get(bad[0], bad[0])
             why = f"upstream stage '{bad[0]}' was not run, because '{root}' failed"
-        self.state[name] = "blocked"
+        self._settle(name, "blocked")
         self.reporter.not_run(name, why)
         self.summary.not_run.append(name)
 
@@ -463,7 +474,7 @@ class Runner:
             lock = StageLock(fp.digest, fp.manifest, prep.current.params, tuple(deps), result.records, fp.notes)
             self.repo.write_lock(name, lock)
             del self.running[fut]
-            self.state[name] = "ok"
+            self._settle(name, "ok")
             self.summary.ran.append(name)
         self.runs.save(prep, lock)  # only now: outputs cached, lock written
         self.repo.state.put_files(list(result.memo))
@@ -512,10 +523,11 @@ class Runner:
             return
         self.retry_alone.add(name)
         self.state[name] = "pending"
+        self.frontier.again(name)
         self.reporter.note(f"{name}: a worker process died while it ran; retrying it on its own")
 
     def _failed(self, name: str, error: str) -> None:
-        self.state[name] = "failed"
+        self._settle(name, "failed")
         self.summary.failed.append(name)
         self.reporter.failed(name, error)
         if not self.keep_going:

@@ -314,6 +314,37 @@ def test_a_stage_below_one_that_was_not_run_does_not_call_it_failed(project: Pro
     assert "0 ran, 0 up to date, 1 failed, 2 not run (failed: first)" in out
 
 
+JOIN = """\
+from pivot import stage
+
+
+@stage(outs=["a.txt"])
+def first():
+    raise ValueError("boom")
+
+
+@stage(outs=["b.txt"])
+def other():
+    open("b.txt", "w").write("b")
+
+
+@stage(deps=["a.txt", "b.txt"], outs=["c.txt"])
+def both():
+    open("c.txt", "w").write("c")
+"""
+
+
+def test_a_stage_below_a_failure_and_a_stopped_stage_names_the_failure(project: Project) -> None:
+    """`both` waits for `first`, which fails, and for `other`, which the failure stops before it
+    starts: `both` is not run because `first` failed (it is not merely "stopped"), as soon as
+    `first` fails and whatever its other upstream stages do."""
+    project.pipeline(JOIN)
+    out = project.pivot("run", "-j", "1", check=False).stdout
+    assert "other: not run (stopped after a failure" in out
+    assert "both: not run (upstream stage 'first' failed)" in out
+    assert "0 ran, 0 up to date, 1 failed, 2 not run (failed: first)" in out
+
+
 @pytest.mark.parametrize("keep_going", [False, True])
 def test_failure_stops_downstream_and_keep_going_runs_the_rest(project: Project, keep_going: bool) -> None:
     project.pipeline(FAILING)
