@@ -49,21 +49,16 @@ V1 = {
 def build(project: Project) -> None:
     """Two commits: tag v1, then HEAD with every output and tracked path changed."""
     project.pipeline(PIPELINE)
-    project.write("data/raw.txt", "hello\n")
-    project.write("images/a.txt", "a1\n")
-    project.write("images/nested/b.txt", "b1\n")
-    project.pivot("track", "data/raw.txt", "images")
-    project.pivot("run")
-    project.git("add", "-A")
-    project.git("commit", "-q", "-m", "v1")
-    project.git("tag", "v1")
-    project.write("data/raw.txt", "world\n")
-    project.write("images/a.txt", "a2\n")
-    project.write("images/nested/b.txt", "b2\n")
-    project.pivot("track", "data/raw.txt", "images")
-    project.pivot("run")
-    project.git("add", "-A")
-    project.git("commit", "-q", "-m", "v2")
+    for n, raw in ((1, "hello"), (2, "world")):
+        project.write("data/raw.txt", f"{raw}\n")
+        project.write("images/a.txt", f"a{n}\n")
+        project.write("images/nested/b.txt", f"b{n}\n")
+        project.pivot("track", "data/raw.txt", "images")
+        project.pivot("run")
+        project.git("add", "-A")
+        project.git("commit", "-q", "-m", f"v{n}")
+        if n == 1:
+            project.git("tag", "v1")
 
 
 def read_tree(path: Path) -> dict[str, bytes]:
