@@ -185,7 +185,10 @@ class RunCache:
 
                 storage = self._open(src)
                 opening = time.monotonic() - started
-                self.found.update(lookup(storage, todo, src.jobs(), key_lists(self.repo.cache.dir)))
+                refused: list[str] = []
+                self.found.update(lookup(storage, todo, src.jobs(), key_lists(self.repo.cache.dir), refused))
+                for line in refused:
+                    self.reporter.warning(line)
         except PivotError as exc:
             self.reporter.warning(f"{exc}; looking up run records failed, stages run instead")
             self.source = None

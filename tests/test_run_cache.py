@@ -288,6 +288,19 @@ def test_a_tampered_remote_record_is_refused(project: Project, tmp_path: Path) -
     assert two.read("model.txt") == "data\n0.2"
 
 
+def test_a_damaged_run_pack_index_is_named_and_the_stages_run(project: Project, tmp_path: Path) -> None:
+    folder = tmp_path / "remote"
+    shared(project, str(folder))
+    _one, two = computed_elsewhere(project, tmp_path)
+    for idx in (folder / "runs").glob("*.idx"):
+        idx.chmod(0o644)
+        idx.write_bytes(idx.read_bytes()[:-10])  # cut short
+    proc = two.pivot("run")
+    assert "run-record index runs/" in proc.stderr and "was refused" in proc.stderr, proc.stderr
+    assert sorted(ran(two)) == ["report", "train"]  # nothing restored from the damaged packs
+    assert two.read("model.txt") == "data\n0.2"
+
+
 def test_a_remote_record_whose_object_is_missing_is_refused(project: Project, tmp_path: Path) -> None:
     folder = tmp_path / "remote"
     shared(project, str(folder))

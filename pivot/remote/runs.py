@@ -116,15 +116,20 @@ async def _put(packs: RunPacks, records: dict[str, bytes]) -> str:
     return built.name
 
 
-def lookup(storage: Storage, keys: Iterable[str], jobs: int, folder: Path) -> dict[str, bytes]:
-    """The records the remote holds for `keys` (key -> bytes); absent keys are left out."""
+def lookup(storage: Storage, keys: Iterable[str], jobs: int, folder: Path,
+           notes: list[str] | None = None) -> dict[str, bytes]:
+    """The records the remote holds for `keys` (key -> bytes); absent keys are left out. A run
+    pack whose index is refused adds a line naming it to `notes`."""
     wanted = set(keys)
     if not wanted:
         return {}
 
     async def main() -> dict[str, bytes]:
         with Step(storage, "looking up run records"):
-            where = await RunPacks(storage, folder, jobs).load()
+            packs = RunPacks(storage, folder, jobs)
+            where = await packs.load()
+            if notes is not None:
+                notes.extend(packs.notes)
             return await _read(storage, [where[k] for k in sorted(wanted) if k in where], jobs)
 
     result: dict[str, bytes] = storage.run(main)
