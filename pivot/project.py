@@ -37,6 +37,16 @@ class Project:
         return self.root / STATE_DB
 
 
+def project_relative(root: Path, arg: str, cwd: Path) -> str:
+    """A command-line path (relative to `cwd`) as a project-relative POSIX path: "." for the
+    root itself, and "../…" when it lies outside (the caller refuses those in its own words)."""
+    full = os.path.abspath(os.path.join(cwd, arg))
+    rel = os.path.relpath(full, root).replace(os.sep, "/")
+    if rel.startswith(".."):  # the working folder is the real path: the root may be spelt through a link
+        rel = os.path.relpath(full, os.path.realpath(root)).replace(os.sep, "/")
+    return rel
+
+
 def find_root(start: Path | None = None) -> Path:
     here = Path(os.path.abspath(start or os.getcwd()))
     for folder in (here, *here.parents):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pivot import retrieve
 from pivot.errors import GetError, PivotError
 from pivot.layout import PIVOT_DIR
+from pivot.project import project_relative
 from pivot.retrieve import Located
 from pivot.workspace import Workspace
 
@@ -161,11 +162,7 @@ def _write(ws: Workspace, source: _Source, found: Located, dest: Path) -> retrie
 
 def _project_path(root: Path, arg: str, cwd: Path) -> str:
     """PATH (relative to the working folder) as a project-relative POSIX path."""
-    full = os.path.abspath(os.path.join(cwd, arg))
-    rel = os.path.relpath(full, root).replace(os.sep, "/")
-    if rel.startswith(".."):  # the working folder may spell the root through a link
-        rel = os.path.relpath(full, os.path.realpath(root)).replace(os.sep, "/")
-    rel = posixpath.normpath(rel)
+    rel = project_relative(root, arg, cwd)
     if rel == "." or rel == ".." or rel.startswith("../"):
         what = "is the project root" if rel == "." else f"is outside the project ({root})"
         raise GetError(f"'{arg}' {what}; name a stage output or tracked path inside it")

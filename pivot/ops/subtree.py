@@ -4,12 +4,12 @@ directory's manifest first, to know which), and pull places only those files."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pivot.errors import RemoteError
+from pivot.project import project_relative
 from pivot.records import NeededOutput
 
 if TYPE_CHECKING:
@@ -44,19 +44,13 @@ def split_targets(project: Project, targets: tuple[str, ...]) -> tuple[tuple[str
     outputs = _cached_outputs(project)
     found = []
     for target in paths:
-        rel = _relative(project.root, target)
+        rel = project_relative(project.root, target, Path.cwd())
         owner = next((o for o in outputs if rel == o.output or (o.is_dir and rel.startswith(o.output + "/"))), None)
         if owner is None:
             raise RemoteError(f"'{target}' is neither a stage with a lock file nor a path inside a cached output or "
                               "tracked path; check the name with 'pivot list' or the path with 'pivot status'")
         found.append(Subtree(owner.output, owner.digest, owner.is_dir, owner.stage, rel[len(owner.output) + 1:]))
     return stages, found
-
-
-def _relative(root: Path, target: str) -> str:
-    full = os.path.normpath(os.path.join(os.getcwd(), target))
-    rel = os.path.relpath(full, root)
-    return "." if rel == "." else rel.replace(os.sep, "/")
 
 
 def _cached_outputs(project: Project) -> list[Subtree]:
@@ -114,8 +108,6 @@ def place_subtrees(root: Path, cache: Cache, subtrees: list[Subtree], force: boo
     from pivot.checkout import KEPT_WHY, CheckoutResult  # lazy: start-up
     from pivot.confine import Confinement  # lazy: start-up
     from pivot.errors import Escaped  # lazy: start-up
-    from pivot.hashing import hash_file  # lazy: start-up
-
     result = CheckoutResult()
     confinement = Confinement(root)
     for sub in subtrees:
@@ -128,9 +120,10 @@ def place_subtrees(root: Path, cache: Cache, subtrees: list[Subtree], force: boo
             if (escape := confinement.escape(shown)) is not None:
                 raise Escaped(f"not restoring '{shown}': '{escape[0]}' {escape[1]}; nothing was written there: "
                               "replace the link with a real folder, then run the command again")
-            if dest.is_file() and not dest.is_symlink() and hash_file(dest) == digest:
+            current = _hash_or_empty(dest)  # hashed once: whether it matches, and whether the cache has it
+            if current == digest and not dest.is_symlink():
                 continue
-            if dest.exists() and not force and not cache.has(_hash_or_empty(dest)):
+            if dest.exists() and not force and not cache.has(current):
                 result.kept.append((shown, KEPT_WHY))
                 continue
             if not cache.has(digest):

@@ -12,6 +12,7 @@ from pivot import gitignore, tracked
 from pivot.confine import Confinement
 from pivot.errors import TrackError
 from pivot.layout import PIVOT_DIR
+from pivot.project import project_relative
 from pivot.tracked import Tracked
 from pivot.verify import TrackedChange, tracked_changes
 from pivot.workspace import Workspace
@@ -35,10 +36,7 @@ class UntrackResult:
 
 def project_path(root: Path, arg: str, cwd: Path) -> str:
     """A command-line path as a project-relative POSIX path, or a refusal naming it."""
-    full = os.path.abspath(os.path.join(cwd, arg))
-    rel = os.path.relpath(full, root).replace(os.sep, "/")
-    if rel.startswith(".."):  # the working folder is the real path: the root may be spelt through a link
-        rel = os.path.relpath(full, os.path.realpath(root)).replace(os.sep, "/")
+    rel = project_relative(root, arg, cwd)
     if rel == "." or rel == ".." or rel.startswith("../"):
         what = "is the project root itself" if rel == "." else f"is outside the project ({root})"
         raise TrackError(f"'{arg}' {what}; track a file or folder inside the project")

@@ -19,6 +19,7 @@ bytes, and plans which byte ranges to read; pivot/remote/packs.py moves them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pivot.errors import BadPack
@@ -36,6 +37,13 @@ def pack_rel(name: str) -> str:
 
 def index_rel(name: str) -> str:
     return f"{PACK_DIR}/{name}.idx"
+
+
+def indexed(listed: Iterable[str]) -> list[str]:
+    """The pack names in a folder listing whose `.pack` and `.idx` are both there: only an index
+    makes a pack count, and an index without its pack names nothing readable."""
+    names = set(listed)
+    return sorted(n[:-4] for n in names if n.endswith(".idx") and is_digest(n[:-4]) and f"{n[:-4]}.pack" in names)
 
 
 @dataclass(frozen=True)

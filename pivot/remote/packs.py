@@ -18,10 +18,20 @@ from typing import Any
 from pivot.cache import Cache, object_relpath
 from pivot.errors import BadPack, Corrupt, NotFound, PivotError
 from pivot.hashing import hash_bytes
-from pivot.records import is_digest
 from pivot.remote.concurrency import bounded
 from pivot.remote.failures import describe
-from pivot.remote.packfile import PACK_DIR, Built, Entry, Span, build, coalesce, index_rel, pack_rel, parse_index
+from pivot.remote.packfile import (
+    PACK_DIR,
+    Built,
+    Entry,
+    Span,
+    build,
+    coalesce,
+    index_rel,
+    indexed,
+    pack_rel,
+    parse_index,
+)
 from pivot.remote.storage import Storage, store_bytes
 
 GAP = 256 * 1024  # skipped bytes between two wanted objects that still cost less than a second read
@@ -50,25 +60,16 @@ async def learn(storage: Storage, jobs: int, token: str | None = None) -> Catalo
     cat = Catalog()
     if index is not None:
         cat.token = token if token is not None else await storage.generation(create=False)
-    listed = await storage.list_entries(PACK_DIR)
-    names = {n[:-len(".idx")] for n in listed if n.endswith(".idx") and f"{n[:-len('.idx')]}.pack" in listed}
-    names = {n for n in names if is_digest(n)}
+    names = set(indexed(await storage.list_dir(PACK_DIR)))
     known = index.packs(cat.token) if index is not None and cat.token else {}
     if known:
         located = index.located() if index is not None else {}
         cat.where.update((d, e) for d, e in located.items() if e.pack in names)
         cat.packs.update((n, size) for n, size in known.items() if n in names)
 
-    async def read(name: str) -> tuple[int, list[Entry]] | BadPack:
-        try:
-            return parse_index(name, await storage.read(index_rel(name)))
-        except BadPack as bad:
-            return bad
-
-    for name, got in await bounded(jobs, sorted(names - set(known)), read):
-        if isinstance(got, (BadPack, NotFound, Corrupt)):
-            reason = got.reason if isinstance(got, BadPack) else "it vanished while being read"
-            cat.notes.append(f"pack index {index_rel(name)} on remote '{storage.name}' was refused: {reason}; "
+    for name, got in await bounded(jobs, sorted(names - set(known)), lambda n: read_index(storage, n, index_rel(n))):
+        if isinstance(got, BadPack):
+            cat.notes.append(f"pack index {index_rel(name)} on remote '{storage.name}' was refused: {got.reason}; "
                              "its objects count as absent (a push uploads them again)")
             continue
         size, entries = got
@@ -78,6 +79,16 @@ async def learn(storage: Storage, jobs: int, token: str | None = None) -> Catalo
         if index is not None and cat.token:
             index.add_pack(cat.token, name, size, entries)
     return cat
+
+
+async def read_index(storage: Storage, name: str, rel: str) -> tuple[int, list[Entry]] | BadPack:
+    """The index of pack `name` at `rel`, parsed (pack size, entries), or why it is refused."""
+    try:
+        return parse_index(name, await storage.read(rel))
+    except BadPack as bad:
+        return BadPack(rel, bad.reason)
+    except NotFound:
+        return BadPack(rel, "it vanished while being read")
 
 
 async def read_object(storage: Storage, digest: str, jobs: int) -> bytes:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from pivot.errors import BadPack, Corrupt, NotFound
+from pivot.errors import BadPack
 from pivot.hashing import hash_bytes
 from pivot.records import is_digest
 from pivot.remote.concurrency import bounded
-from pivot.remote.packfile import PACK_DIR, Entry, Span, build, coalesce, index_rel, pack_rel, parse_index
-from pivot.remote.packs import GAP, READS, SPAN, batches
+from pivot.remote.packfile import PACK_DIR, Entry, Span, build, coalesce, index_rel, indexed, pack_rel
+from pivot.remote.packs import GAP, READS, SPAN, batches, read_index
 from pivot.remote.progress import duration
 from pivot.remote.storage import Listed, Storage
 
@@ -49,21 +49,15 @@ async def plan_packs(storage: Storage, keep: set[str], min_age: float, jobs: int
         return entry.mtime is None or now - entry.mtime >= min_age
 
     names = sorted(n[:-len(".pack")] for n in listed if n.endswith(".pack") and is_digest(n[:-len(".pack")]))
-    indexed = [n for n in names if f"{n}.idx" in listed]
+    with_index = indexed(listed)
     for n in names:
-        if n not in indexed and old(listed[f"{n}.pack"]):
+        if n not in with_index and old(listed[f"{n}.pack"]):
             plan.orphans.append(n)
 
-    async def read(name: str) -> tuple[int, list[Entry]] | BadPack:
-        try:
-            return parse_index(name, await storage.read(index_rel(name)))
-        except BadPack as bad:
-            return bad
-
-    for name, got in sorted(await bounded(jobs, indexed, read), key=lambda pair: pair[0]):
-        if isinstance(got, (BadPack, NotFound, Corrupt)):
-            reason = got.reason if isinstance(got, BadPack) else "it vanished while being read"
-            plan.notes.append(f"left pack {pack_rel(name)} alone: its index was refused ({reason})")
+    found = await bounded(jobs, with_index, lambda n: read_index(storage, n, index_rel(n)))
+    for name, got in sorted(found, key=lambda pair: pair[0]):
+        if isinstance(got, BadPack):
+            plan.notes.append(f"left pack {pack_rel(name)} alone: its index was refused ({got.reason})")
             continue
         _decide(plan, name, got[0], got[1], keep, old(listed[f"{name}.pack"]))
     return plan

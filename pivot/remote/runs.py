@@ -23,10 +23,9 @@ from pathlib import Path
 
 from pivot.errors import BadPack, NotFound
 from pivot.layout import RUN_RECORDS
-from pivot.records import is_digest
 from pivot.remote.concurrency import bounded
 from pivot.remote.failures import Step
-from pivot.remote.packfile import Entry, Span, build, coalesce, parse_index
+from pivot.remote.packfile import Entry, Span, build, coalesce, indexed, parse_index
 from pivot.remote.packs import GAP, SPAN
 from pivot.remote.storage import Storage
 
@@ -51,16 +50,13 @@ class RunPacks:
         self.notes: list[str] = []
 
     async def load(self) -> dict[str, Entry]:
-        listed = await self.storage.list_dir(RUN_RECORDS)
-        names = sorted(n[:-len(".idx")] for n in listed
-                       if n.endswith(".idx") and is_digest(n[:-len(".idx")]) and f"{n[:-len('.idx')]}.pack" in listed)
+        names = indexed(await self.storage.list_dir(RUN_RECORDS))
         for name, got in await bounded(max(self.jobs, READS), names, self._entries):
             if isinstance(got, list):
                 self.by_pack[name] = got
             else:
-                reason = got.reason if isinstance(got, BadPack) else "it vanished while being read"
                 self.notes.append(f"run-record index {_index(name)} on remote '{self.storage.name}' was refused: "
-                                  f"{reason}; its records are not used")
+                                  f"{got.reason}; its records are not used")
         where: dict[str, Entry] = {}
         for entries in self.by_pack.values():
             for e in entries:
@@ -77,6 +73,8 @@ class RunPacks:
             entries = parse_index(name, data)[1]
         except BadPack as bad:
             return BadPack(_index(name), bad.reason)
+        except NotFound:
+            return BadPack(_index(name), "it vanished while being read")
         self.keep(name, data)
         return entries
 
