@@ -96,6 +96,10 @@ class DaskError(PivotError):
     """`--executor dask` cannot be used: distributed missing, no scheduler, no remote."""
 
 
+class ResourceError(PivotError):
+    """A stage that must run needs resources no place of this run has (checked before it starts)."""
+
+
 class WorkerRefused(PivotError):
     """A remote worker refused a stage (its package versions differ from this machine's)."""
 

@@ -11,11 +11,14 @@ whose deps the workspace lacks (--no-download) is prepared from these records in
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
 
 from pivot import atomic
 from pivot.errors import CacheError
-from pivot.executor.base import StageResult
+from pivot.executor.base import StageResult, StageTask
 from pivot.hashing import parse_manifest
+from pivot.outputs import Out
 from pivot.records import PathHash, PathRecord
 from pivot.repo import Prepared, Repo
 
@@ -70,3 +73,40 @@ class Landing:
                     if e.path == rel:
                         return PathRecord(dep, e.hash)
         return None
+
+    def remote_task(self, task: StageTask, prep: Prepared, outs: tuple[Out, ...]) -> StageTask:
+        """What a worker without the workspace needs: deps by hash, and the versions of
+        IncrementalOuts the stage starts from (as the local pool leaves them in the workspace)."""
+        deps = tuple(PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None)
+        manifests = {h.hash: h.manifest for h in prep.dep_hashes.values() if h is not None and h.manifest}
+        inputs = []
+        for o in outs:
+            if o.incremental:
+                h = self.repo.hasher.hash_path(o.path)
+                if h is not None:
+                    inputs.append(PathRecord(o.path, h.hash, h.is_dir))
+                    if h.manifest:
+                        manifests[h.hash] = h.manifest
+        return replace(task, fingerprint=prep.fingerprint, deps=deps, manifests=tuple(manifests.items()),
+                       inputs=tuple(inputs))
+
+
+def start_incremental(repo: Repo, prep: Prepared, outs: tuple[Out, ...]) -> None:
+    """An IncrementalOut starts from its last locked version, as a writable copy."""
+    locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
+    for o in outs:
+        rec = locked.get(o.path) if o.incremental else None
+        if rec is None or not repo.in_cache(rec):
+            continue
+        current = repo.hasher.hash_path(o.path)
+        if current is not None and current.hash == rec.hash and not _shares_cache(repo.root / o.path):
+            continue
+        repo.restore(rec, link="copy" if repo.cache.link in ("hardlink", "symlink") else None)
+
+
+def _shares_cache(path: Path) -> bool:
+    """True when a workspace file is a link into the cache (hardlink or symlink)."""
+    try:
+        return path.is_symlink() or (path.is_file() and os.stat(path).st_nlink > 1)
+    except OSError:
+        return False

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +33,7 @@ from pivot.outputs import Metric
 if TYPE_CHECKING:
     from pivot.history import History
     from pivot.lock import StageLock
+    from pivot.records import PathRecord
     from pivot.stage import Stage
 
 WORKSPACE = "workspace"
@@ -394,3 +395,15 @@ def diff_json(old: Snapshot, new: Snapshot, changes: list[Change], group: str) -
         ],
         "notes": [*old.notes, *new.notes],
     }
+
+
+def bad_metric(root: Path, name: str, records: Iterable[PathRecord]) -> str | None:
+    """Why a Metric output stage `name` just wrote cannot be read as metrics, or None."""
+    for path in (rec.path for rec in records if not rec.cached):
+        try:
+            data = read_workspace(root, path)
+            if data is not None:
+                parse_metric(data, path, f"as stage '{name}' wrote it")
+        except MetricsError as exc:
+            return str(exc)
+    return None

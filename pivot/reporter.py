@@ -15,6 +15,9 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)  # stale, restored from the run cache (docs/run-cache.md)
+    attempts: dict[str, int] = field(default_factory=dict)  # stages that took more than one attempt (retries=)
+    timed_out: list[str] = field(default_factory=list)  # failed stages whose last attempt timed out
+    rescheduled: list[str] = field(default_factory=list)  # ran again elsewhere after a worker was lost
 
 
 class Reporter:
@@ -140,7 +143,11 @@ class ConsoleReporter(Reporter):
             parts.append(f"{len(s.not_run)} not run")
         line = ", ".join(parts)
         if s.failed:
-            line += f" (failed: {', '.join(s.failed)})"
+            line += f" (failed: {', '.join(n + (' (timed out)' if n in s.timed_out else '') for n in s.failed)})"
+        if s.attempts:
+            line += f"; attempts: {', '.join(f'{n} took {k}' for n, k in s.attempts.items())}"
+        if s.rescheduled:
+            line += f"; rescheduled after a worker was lost: {', '.join(s.rescheduled)}"
         self._line(line)
 
 
@@ -203,4 +210,5 @@ class JsonReporter(Reporter):
 
     def summary(self, s: Summary, dry_run: bool = False) -> None:
         self._emit(event="summary", ran=s.ran, skipped=s.skipped, failed=s.failed, not_run=s.not_run,
-                   restored=s.restored, dry_run=dry_run)
+                   restored=s.restored, dry_run=dry_run, attempts=s.attempts, timed_out=s.timed_out,
+                   rescheduled=s.rescheduled)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pivot import atomic, fresh, gitignore, tracked
 from pivot.backups import Backups
-from pivot.errors import PivotError, WorkerRefused
+from pivot.budget import Budget, refusal
+from pivot.errors import PivotError, ResourceError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
 from pivot.graph import Frontier
-from pivot.landing import Landing
+from pivot.landing import Landing, start_incremental
 from pivot.lock import StageLock
 from pivot.outputs import Out
 from pivot.planning import Planned, plan
@@ -69,6 +68,10 @@ class Runner:
         self._factory = executor_factory or (lambda: make_executor(
             "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
         self._executor: Executor | None = None
+        # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
+        self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
+        self.force = False
+        self.budget = Budget.of_machine(any(s.limits.gpus for s in repo.stages)) if executor_factory is None else None
         self.backups = Backups(self.root, repo.project.tmp_dir / "backup")
         self.logs_dir = repo.project.pivot_dir / "logs"
 
@@ -104,6 +107,7 @@ class Runner:
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._look_up_front(opts)
+        self._check_runnable(names, opts.force)
         try:
             while True:
                 self._start_ready(opts.force)
@@ -314,6 +318,8 @@ class Runner:
                 return
             if self._alone(name) and self.running:
                 return  # wait for the running ones to finish; start nothing else meanwhile
+            if self.budget is not None and not self.budget.fits(self.repo.graph.stages[name].limits):
+                return  # wait for CPUs, memory or a GPU; the stages after it do not overtake it
             frontier.pop()
             self._start_one(name, ups, force)
 
@@ -375,6 +381,22 @@ class Runner:
             slots = self._executor.capabilities.slots
             if self._auto_jobs and slots is not None:
                 self.jobs = max(1, slots)
+            if self._caps.workers == ():  # an adaptive cluster, say, with no workers yet
+                self.reporter.warning("the cluster has no workers yet: stages' resources are not checked")
+            self._check_runnable([n for n, st in self.state.items() if st == "pending"])
+
+    def _unrunnable(self, name: str) -> str | None:
+        return refusal(name, self.repo.graph.stages[name].limits, self.budget, self._caps.workers)
+
+    def _check_runnable(self, names: list[str], force: bool | None = None) -> None:
+        """Before anything runs (and on a cluster, once connected): a stage that must run and
+        can run nowhere stops the run. One up to date now is checked again if it runs (`_submit`)."""
+        self.force = self.force if force is None else force
+        for name in names:
+            why = self._unrunnable(name)
+            prep = self.landing.prepare(name, self.force) if why is not None else None
+            if why is not None and prep is not None and (self.force or decide(prep.current, prep.lock).run):
+                raise ResourceError(why)
 
     @property
     def _caps(self) -> Capabilities:
@@ -393,44 +415,37 @@ class Runner:
         if missing:
             self._failed(name, f"dep '{missing[0]}' is missing; create it or run the stage that produces it")
             return
+        why = self._unrunnable(name)
+        if why is not None:
+            self._failed(name, why)
+            return
         outs = prep.stage.outs
         backups: list[str] = []
         try:
-            self._prepare_incremental(prep, outs)
+            start_incremental(self.repo, prep, outs)
             backups = self.backups.move_aside(name, outs)
             for o in outs:
                 (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
             task = StageTask(
                 name, prep.stage.func, prep.params, self.root,
                 tuple(OutSpec(o.path, o.kind, o.cached) for o in outs),
-                self.repo.cache.dir, self.repo.cache.link, self.logs_dir / f"{name}.log",
+                self.repo.cache.dir, self.repo.cache.link, self.logs_dir / f"{name}.log", limits=prep.stage.limits,
             )
             self._start_executor()
             if self._remote:
-                task = self._remote_task(task, prep, outs)
+                task = self.landing.remote_task(task, prep, outs)
+            elif self.budget is not None:
+                gpus = self.budget.take(name, prep.stage.limits)
+                task = replace(task, env=(("CUDA_VISIBLE_DEVICES", ",".join(gpus)),) if gpus else ())
             assert self._executor is not None
             fut = self._executor.submit(task)
         except BaseException:
             self.backups.roll_back(name, outs, backups)
+            if self.budget is not None:
+                self.budget.release(name)
             raise
         self.state[name] = "running"
         self.running[fut] = (prep, backups)
-
-    def _remote_task(self, task: StageTask, prep: Prepared, outs: tuple[Out, ...]) -> StageTask:
-        """What a worker without the workspace needs: deps by hash, and the versions of
-        IncrementalOuts the stage starts from (as the local pool leaves them in the workspace)."""
-        deps = tuple(PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None)
-        manifests = {h.hash: h.manifest for h in prep.dep_hashes.values() if h is not None and h.manifest}
-        inputs = []
-        for o in outs:
-            if o.incremental:
-                h = self.repo.hasher.hash_path(o.path)
-                if h is not None:
-                    inputs.append(PathRecord(o.path, h.hash, h.is_dir))
-                    if h.manifest:
-                        manifests[h.hash] = h.manifest
-        return replace(task, fingerprint=prep.fingerprint, deps=deps, manifests=tuple(manifests.items()),
-                       inputs=tuple(inputs))
 
     def _finish(self, fut: Future[StageResult]) -> None:
         # The stage stays in self.running, which Ctrl-C or an error rolls back (_abort), until it
@@ -439,6 +454,8 @@ class Runner:
         prep, backups = self.running[fut]
         name = prep.stage.name
         outs = prep.stage.outs
+        if self.budget is not None:
+            self.budget.release(name)
         try:
             result = fut.result()
         except Exception as exc:
@@ -460,11 +477,13 @@ class Runner:
         if result.output:
             self.reporter.output(name, result.output)
         if not result.ok:
-            self._settle_failed(fut, outs, backups, result.error or "failed")
+            self._settle_failed(fut, outs, backups, result.error or "failed", result.timed_out)
             return
         if not result.placed:
             self.landing.land(result, self._caps.downloads)
-        problem = self._bad_metric(name, result)
+        from pivot.metrics import bad_metric  # lazy: only once a stage succeeded
+
+        problem = bad_metric(self.root, name, result.records)
         if problem is not None:  # caught now, not at the next `pivot metrics show`
             self._settle_failed(fut, outs, backups, problem)
             return
@@ -476,6 +495,7 @@ class Runner:
             del self.running[fut]
             self._settle(name, "ok")
             self.summary.ran.append(name)
+        self._attempted(name, result.rescheduled)
         self.runs.save(prep, lock)  # only now: outputs cached, lock written
         self.repo.state.put_files(list(result.memo))
         self.backups.drop(name, backups)
@@ -483,30 +503,34 @@ class Runner:
         self._progress()
 
     def _settle_failed(self, fut: Future[StageResult], outs: tuple[Out, ...], backups: list[str],
-                       error: str) -> None:
-        """A running stage failed: undo what it wrote and record the failure, not interrupted halfway."""
+                       error: str, timed_out: bool = False) -> None:
+        """A running stage failed: undo what it wrote and record the failure (or try it again,
+        when it has retries left), not interrupted halfway."""
         name = self.running[fut][0].stage.name
         with atomic.interrupts_deferred():
             del self.running[fut]
             self.backups.roll_back(name, outs, backups)
+            tried = self.attempts.get(name, 1)
+            retries = self.repo.graph.stages[name].limits.retries
+            if tried <= retries and not self.stopping:
+                self.attempts[name] = tried + 1
+                self.state[name] = "pending"
+                self.frontier.again(name)
+                last = (error.strip().splitlines() or ["failed"])[-1]
+                self.reporter.note(f"{name}: attempt {tried} of {retries + 1} failed ({last}); trying again")
+                return
+            if timed_out:
+                self.summary.timed_out.append(name)
             self._failed(name, error)
+            self._attempted(name)
 
-    def _bad_metric(self, name: str, result: StageResult) -> str | None:
-        """Why a Metric output the stage just wrote cannot be read as metrics, or None."""
-        metrics = [rec.path for rec in result.records if not rec.cached]
-        if not metrics:
-            return None
-        from pivot.errors import MetricsError
-        from pivot.metrics import parse_metric, read_workspace
-
-        for path in metrics:
-            try:
-                data = read_workspace(self.root, path)
-                if data is not None:
-                    parse_metric(data, path, f"as stage '{name}' wrote it")
-            except MetricsError as exc:
-                return str(exc)
-        return None
+    def _attempted(self, name: str, rescheduled: bool = False) -> None:
+        """The summary says how many attempts a stage took, and whether a lost worker made it run again."""
+        if self.attempts.get(name, 1) > 1:
+            self.summary.attempts[name] = self.attempts[name]
+        if rescheduled:
+            self.summary.rescheduled.append(name)
+            self.reporter.note(f"{name}: rescheduled after a worker was lost")
 
     def _left(self) -> int:
         return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
@@ -561,28 +585,3 @@ class Runner:
     def _update_gitignore(self) -> None:
         paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]
         gitignore.update(self.root, paths + tracked.paths(self.root))
-
-    # -- one stage ---------------------------------------------------------
-    def _prepare_incremental(self, prep: Prepared, outs: tuple[Out, ...]) -> None:
-        """An IncrementalOut starts from its last locked version, as a writable copy."""
-        locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
-        for o in outs:
-            if not o.incremental:
-                continue
-            p = o.path
-            rec = locked.get(p)
-            full = self.root / p
-            if rec is None or not self.repo.in_cache(rec):
-                continue
-            current = self.repo.hasher.hash_path(p)
-            if current is not None and current.hash == rec.hash and not _shares_cache(full):
-                continue
-            self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
-
-
-def _shares_cache(path: Path) -> bool:
-    """True when a workspace file is a link into the cache (hardlink or symlink)."""
-    try:
-        return path.is_symlink() or (path.is_file() and os.stat(path).st_nlink > 1)
-    except OSError:
-        return False

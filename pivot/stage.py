@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pivot.errors import PipelineError
+from pivot.limits import DEFAULT, Limits, stage_limits
 from pivot.outputs import Out
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,13 +31,18 @@ class Stage:
     params: type | None
     exclusive: bool = False
     run_cache: bool = True  # False: always run when stale, never restored from a run record
+    limits: Limits = DEFAULT  # resources, timeout, retries (pivot/limits.py); not fingerprinted
 
     @property
     def where(self) -> str:
-        code = getattr(self.func, "__code__", None)
-        if code is None:
-            return self.func.__module__
-        return f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
+        return _where(self.func)
+
+
+def _where(func: Callable[..., Any]) -> str:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return func.__module__
+    return f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
 
 
 _REGISTRY: list[Stage] = []
@@ -49,12 +55,16 @@ def stage(
     name: str | None = None,
     exclusive: bool = False,
     run_cache: bool = True,
+    resources: dict[str, Any] | None = None,
+    timeout: float | str | None = None,
+    retries: int = 0,
 ) -> Callable[[F], F]:
     """Mark a module-level function as a pipeline stage.
 
     exclusive=True: the stage never runs alongside another stage (a GPU job, say).
     run_cache=False: its result is not a function of its inputs (clock, network, unseeded
-    randomness), so it is never restored from a run record (docs/run-cache.md)."""
+    randomness), so it is never restored from a run record (docs/run-cache.md).
+    resources={"cpus": 4, "memory": "32GB", "gpus": 1}, timeout="2h", retries=2: docs/stages.md."""
     if isinstance(deps, str):
         deps = [deps]
     if isinstance(outs, (str, Out)):
@@ -70,6 +80,7 @@ def stage(
             params=params,
             exclusive=bool(exclusive),
             run_cache=bool(run_cache),
+            limits=stage_limits(f"stage '{stage_name}' ({_where(func)})", resources, timeout, retries),
         )
         _REGISTRY.append(record)
         func.__pivot_stage__ = record  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pivot.limits import DEFAULT, Limits
 from pivot.records import FileMemoRow, OutputKind, PathRecord
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class Capabilities:
     slots: int | None = None
     # Outputs come back into the local cache (False: --no-download, they stay on the remote).
     downloads: bool = True
+    # A cluster's workers, each as the resources it offers (("GPU", 1.0), ...), to check that some
+    # worker can run each stage before the run starts; None: not a cluster (or not known).
+    workers: tuple[tuple[tuple[str, float], ...], ...] | None = None
 
 
 LOCAL = Capabilities()
@@ -65,6 +69,8 @@ class StageTask:
     deps: tuple[PathRecord, ...] = ()  # each dep's hash, as the lock will record it
     manifests: tuple[tuple[str, bytes], ...] = ()  # hash -> manifest bytes of directory deps
     inputs: tuple[PathRecord, ...] = ()  # IncrementalOuts to start from (workspace or cache)
+    limits: Limits = DEFAULT  # resources (a cluster's worker resources) and timeout
+    env: tuple[tuple[str, str], ...] = ()  # set in the stage's process (CUDA_VISIBLE_DEVICES), locally
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class StageResult:
     refused: str | None = None  # the worker cannot be trusted with this stage: stop the run
     timings: tuple[tuple[str, float], ...] = ()  # (step, seconds): where a remote stage spent its time
     worker: str = ""
+    timed_out: bool = False  # stopped at its timeout (the error says so)
+    rescheduled: bool = False  # a worker was lost while running it; it ran again on another one
 
 
 class Executor(Protocol):

@@ -145,10 +145,11 @@ class InlineExecutor:
         pass
 
 
-def _worker_init(root: str, parent: int) -> None:
+def _worker_init(root: str, parent: int, env: tuple[tuple[str, str], ...] = ()) -> None:
     # Workers import the pipeline by module name, exactly as the parent registered it.
     from pivot.importing import install  # lazy: runs in the worker only
 
+    os.environ.update(env)  # before any user code: CUDA reads CUDA_VISIBLE_DEVICES once per process
     install(root)
     os.chdir(root)
     # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did.
@@ -177,6 +178,8 @@ class PoolExecutor:
     def __init__(self, jobs: int, root: Path) -> None:
         from loky import ProcessPoolExecutor  # lazy: start-up
 
+        self._root = root
+        self._solos: set[Solo] = set()
         self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                          initargs=(str(root), os.getpid()))
         # Start the workers now with Ctrl-C ignored (inherited through exec), so a Ctrl-C sent to
@@ -187,11 +190,81 @@ class PoolExecutor:
             self._pool._ensure_executor_running()  # noqa: SLF001
 
     def submit(self, task: StageTask) -> Future[StageResult]:
+        if task.limits.timeout is not None or task.env:
+            solo = Solo(task, self._root, self._solos)
+            self._solos.add(solo)
+            return solo.future
         fut: Future[StageResult] = self._pool.submit(execute, task)  # loky is not annotated
         return fut
 
     def shutdown(self, kill: bool = False) -> None:
+        for solo in list(self._solos):
+            solo.stop(kill)
         self._pool.shutdown(wait=not kill, kill_workers=kill)
+
+
+class Solo:
+    """One stage in a worker process of its own, started for it: a stage with a timeout (its
+    process is killed when the time is up, and the other stages' workers are not touched) or
+    with GPUs (CUDA_VISIBLE_DEVICES is set before the process imports anything)."""
+
+    def __init__(self, task: StageTask, root: Path, solos: set[Solo]) -> None:
+        import threading  # lazy: only stages with a timeout or GPUs
+
+        from loky import ProcessPoolExecutor  # lazy: start-up
+
+        self.future: Future[StageResult] = Future()
+        self.future.set_running_or_notify_cancel()
+        self._task, self._solos, self._lock = task, solos, threading.Lock()
+        self._start = time.perf_counter()
+        with _sigint_ignored():
+            self._pool = ProcessPoolExecutor(max_workers=1, initializer=_worker_init,
+                                             initargs=(str(root), os.getpid(), task.env))
+            inner = self._pool.submit(execute, task)
+        self._timer = None
+        if task.limits.timeout is not None:
+            self._timer = threading.Timer(task.limits.timeout, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        inner.add_done_callback(self._finished)
+
+    def _settle(self, result: StageResult) -> None:
+        with self._lock:
+            if self.future.done():
+                return
+            self.future.set_result(result)
+        self._solos.discard(self)
+
+    def _expire(self) -> None:
+        """The time is up: kill the process (what the stage wrote is rolled back by the runner)."""
+        if self.future.done():
+            return
+        self._pool.shutdown(wait=False, kill_workers=True)
+        task = self._task
+        seconds = task.limits.timeout or 0.0
+        self._settle(StageResult(task.name, False, time.perf_counter() - self._start,
+                                 f"stage '{task.name}' timed out after {seconds:g}s: its process was killed and what "
+                                 "it wrote removed; raise its timeout= or make it faster", timed_out=True))
+
+    def _finished(self, inner: Future[StageResult]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            result = inner.result()
+        except Exception as exc:  # the process died (killed, out of memory, os._exit), or was stopped
+            result = StageResult(self._task.name, False, time.perf_counter() - self._start,
+                                 f"the worker process running it died ({type(exc).__name__})")
+        self._settle(result)
+        self._pool.shutdown(wait=False)
+
+    def stop(self, kill: bool) -> None:
+        """The run ends: wait for the stage (kill=False) or kill its process now."""
+        if kill:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._pool.shutdown(wait=False, kill_workers=True)
+        else:
+            self.future.exception()
 
 
 @contextmanager
