@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pivot.limits import CLUSTER_NAMES, Limits, cluster_resources
+from pivot.limits import Limits, cluster_resources
 
 
 def gpu_devices() -> tuple[str, ...]:
@@ -108,9 +108,12 @@ def unplaceable(name: str, lim: Limits, workers: Sequence[Mapping[str, float]]) 
     wanted = cluster_resources(lim)
     if not wanted or any(all(w.get(k, 0) >= v for k, v in wanted.items()) for w in workers):
         return None
-    flag = ",".join(f"{k}={v:g}" for k, v in wanted.items())
-    names = {v: k for k, v in CLUSTER_NAMES.items()}
-    offered = "; ".join(sorted({",".join(f"{k}={v:g}" for k, v in sorted(w.items())) or "none" for w in workers}))
-    return (f"stage '{name}' needs {lim.describe()} ({flag}) and no worker of the cluster has "
-            f"{' and '.join(names.get(k, k) for k in wanted)} enough (workers offer: {offered or 'no workers'}); "
-            f"start workers with dask worker --resources \"{flag}\" (docs/dask.md)")
+    flag = ",".join(f"{k}={_number(v)}" for k, v in wanted.items())
+    offered = "; ".join(sorted({",".join(f"{k}={_number(v)}" for k, v in sorted(w.items())) or "nothing"
+                                for w in workers}))
+    return (f"stage '{name}' needs {flag} of a worker and no worker of the cluster offers that (workers offer: "
+            f"{offered or 'no workers'}); start workers with dask worker --resources \"{flag}\" (docs/dask.md)")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

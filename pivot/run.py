@@ -82,6 +82,8 @@ class Runner:
         graph = self.repo.graph
         names = graph.select(list(opts.targets), opts.single_stage)
         self.repo.check_params(names)
+        self.landing = Landing(self.repo)
+        self._check_runnable(names, opts.force)  # before anything changes
         self._warn_unreadable_locks(names)
         self.backups.recover(self.repo.graph.outs)
         self._clean_tmp()
@@ -96,9 +98,8 @@ class Runner:
         self.stopping = False
         self.retry_alone: set[str] = set()
         self.keep_going = opts.keep_going
-        # Outputs of stages run remotely in this run: deps downstream are taken from here when
-        # the workspace does not have them (--no-download).
-        self.landing = Landing(self.repo)
+        # self.landing: outputs of stages run remotely in this run; deps downstream are taken
+        # from it when the workspace does not have them (--no-download).
         self.total = len(names)
         self.runs_on = opts.run_cache
         self.started = time.monotonic()
@@ -107,7 +108,6 @@ class Runner:
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._look_up_front(opts)
-        self._check_runnable(names, opts.force)
         try:
             while True:
                 self._start_ready(opts.force)

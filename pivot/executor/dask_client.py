@@ -53,7 +53,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,7 @@ from pivot.executor.dask_transfer import (
 )
 from pivot.executor.dask_worker import WorkerReply, WorkerTask, run_on_worker
 from pivot.hashing import hash_bytes, parse_manifest
+from pivot.limits import cluster_resources
 from pivot.records import PathRecord
 
 if TYPE_CHECKING:
@@ -109,12 +110,13 @@ class DaskExecutor:
             raise DaskError(f"cannot reach the Dask scheduler at {settings.scheduler} within "
                             f"{settings.connect_timeout:g}s ({type(exc).__name__}: {exc}); start it "
                             "('dask scheduler', see docs/dask.md) or fix --scheduler / executor.scheduler") from None
-        workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        found = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        workers = len(found)
         # A worker process runs one stage at a time (a stage owns its cwd and fds 1-2). Half as
         # many again are submitted, so a worker that finishes finds its next stage waiting at the
         # scheduler instead of idling for a round trip through this machine.
         self.capabilities = Capabilities(remote=True, slots=max(1, workers + (workers + 1) // 2),
-                                         downloads=settings.download)
+                                         downloads=settings.download, workers=_resources(found))
         self._on_remote: set[str] = set()  # objects known to be on the remote in this run
         self._manifests: dict[str, bytes] = {}
         self._sizes: dict[str, int] = {}
@@ -129,6 +131,10 @@ class DaskExecutor:
         self._pending: dict[str, Future[None]] = {}
         self._upload_errors: list[str] = []
         self._closed = False
+        self._lost: set[str] = set()  # keys of tasks a worker was running when it was lost
+        self._expired: set[str] = set()  # keys of tasks that timed out (answered by _expire)
+        # distributed ships partial annotations: subscribe_topic is an untyped call.
+        self.client.subscribe_topic("all", self._on_event)  # type: ignore[no-untyped-call]
 
     @property
     def storage(self) -> Storage:
@@ -233,11 +239,46 @@ class DaskExecutor:
             manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self.settings.remote,
             sources=self._source_texts(task), blobs=tuple(blobs.items()), download=self.download,
         )
-        dfut = self.client.submit(run_on_worker, wt, key=key, pure=False, retries=0)
+        # Worker resources: only a worker that offers what the stage declares runs it.
+        dfut = self.client.submit(run_on_worker, wt, key=key, pure=False, retries=0,
+                                  resources=cluster_resources(task.limits) or None)
         with self._lock:
             self._futures[key] = dfut
         dfut.add_done_callback(lambda d: self._on_done(task, wt, d, fut))
+        if task.limits.timeout is not None:
+            timer = threading.Timer(task.limits.timeout, self._expire, (task, key, fut))
+            timer.daemon = True
+            timer.start()
+            fut.add_done_callback(lambda _f: timer.cancel())
         return fut
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """A scheduler event: a worker lost (not closed on purpose) while it ran some stages,
+        which the scheduler runs again on other workers; their results say so."""
+        msg = event[1]
+        if isinstance(msg, dict) and msg.get("action") == "remove-worker" and not msg.get("expected"):
+            with self._lock:
+                self._lost.update(str(k) for k in msg.get("processing-tasks", ()))
+
+    def _expire(self, task: StageTask, key: str, fut: Future[StageResult]) -> None:
+        """A stage's time is up: its task is cancelled and the worker running it restarted (a
+        running Python call cannot be interrupted otherwise; the worker's nanny starts it again)."""
+        with self._lock:
+            dfut = self._futures.pop(key, None)
+            if dfut is None or key in self._answered:
+                return
+            self._answered.add(key)
+            self._expired.add(key)
+        with contextlib.suppress(Exception):  # the cluster may be gone already
+            running_on = [w for w, keys in self.client.processing().items() if key in keys]
+            self.client.cancel([dfut], force=True)
+            if running_on:  # before answering: the run may end, and close the client, right after
+                self.client.restart_workers(running_on, timeout=30, raise_for_error=False)
+        seconds = task.limits.timeout or 0.0
+        with contextlib.suppress(InvalidStateError):  # the run was stopped meanwhile (Ctrl-C)
+            fut.set_result(_failed(task.name, f"stage '{task.name}' timed out after {seconds:g}s: its task was "
+                                              "cancelled and the worker running it restarted; raise its timeout= "
+                                              "or make it faster", timed_out=True))
 
     def _on_done(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
         """In Dask's callback thread: hand over to ours (downloads must not hold up other answers)."""
@@ -359,6 +400,9 @@ class DaskExecutor:
 
     # -- completion (in a thread of self._post) ---------------------------------------------------
     def _complete(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
+        with self._lock:
+            if wt.key in self._expired:  # timed out: _expire answers
+                return
         try:
             fut.set_result(self._answer(task, wt, dfut))
         except BaseException as exc:
@@ -403,10 +447,12 @@ class DaskExecutor:
         later = {d: str(self.cache.path(d)) for d in sizes if d not in reply.uploaded and self.cache.has(d)}
         if later:
             self._upload_later(later, task.name)
+        with self._lock:
+            rescheduled = wt.key in self._lost
         return StageResult(
             result.name, True, result.duration, None, result.output, result.records, (), result.pid,
             placed=False, inline=tuple(inline.items()), timings=result.timings, worker=result.worker,
-            manifests=tuple(manifests.items()),
+            manifests=tuple(manifests.items()), rescheduled=rescheduled,
         )
 
     def _wanted(self, task: StageTask, records: Iterable[PathRecord], sizes: dict[str, int],
@@ -507,8 +553,14 @@ def _pickler_class() -> type:
     return _PICKLER
 
 
-def _failed(name: str, error: str) -> StageResult:
-    return StageResult(name, False, 0.0, error, placed=False)
+def _failed(name: str, error: str, timed_out: bool = False) -> StageResult:
+    return StageResult(name, False, 0.0, error, placed=False, timed_out=timed_out)
+
+
+def _resources(workers: dict[str, Any]) -> tuple[tuple[tuple[str, float], ...], ...]:
+    """Each worker's resources (`dask worker --resources`), as scheduler_info gives them."""
+    return tuple(tuple(sorted((str(k), float(v)) for k, v in (w.get("resources") or {}).items()))
+                 for w in workers.values())
 
 
 def _cluster_failure(name: str, exc: BaseException) -> str:
