@@ -31,13 +31,6 @@ class Limits:
     retries: int = 0
     declared: tuple[str, ...] = ()
 
-    def describe(self) -> str:
-        """The declared resources, as a user wrote them (for messages)."""
-        parts = [f"{self.cpus:g} CPU(s)" if "cpus" in self.declared else "",
-                 f"{self.memory:,} bytes of memory" if self.memory else "",
-                 f"{self.gpus} GPU(s)" if self.gpus else ""]
-        return ", ".join(p for p in parts if p) or "nothing"
-
 
 DEFAULT = Limits()
 

@@ -68,9 +68,9 @@ class Runner:
         self._factory = executor_factory or (lambda: make_executor(
             "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
         self._executor: Executor | None = None
-        # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
         self.force = False
+        # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
         self.budget = Budget.of_machine(any(s.limits.gpus for s in repo.stages)) if executor_factory is None else None
         self.backups = Backups(self.root, repo.project.tmp_dir / "backup")
         self.logs_dir = repo.project.pivot_dir / "logs"
@@ -481,9 +481,11 @@ class Runner:
             return
         if not result.placed:
             self.landing.land(result, self._caps.downloads)
-        from pivot.metrics import bad_metric  # lazy: only once a stage succeeded
+        problem = None
+        if any(not rec.cached for rec in result.records):
+            from pivot.metrics import bad_metric  # lazy: only for stages with metrics
 
-        problem = bad_metric(self.root, name, result.records)
+            problem = bad_metric(self.root, name, result.records)
         if problem is not None:  # caught now, not at the next `pivot metrics show`
             self._settle_failed(fut, outs, backups, problem)
             return
