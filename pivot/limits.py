@@ -68,9 +68,9 @@ def parse_duration(value: object) -> float:
 
 def stage_limits(where: str, resources: Mapping[str, Any] | None, timeout: object, retries: object) -> Limits:
     """The checked Limits of the stage `where` names; a PipelineError naming it if one is wrong."""
-    given = dict(resources or {})
     if not isinstance(resources, (Mapping, type(None))):
         raise PipelineError(f"{where}: resources= must be a dict such as {{'cpus': 4, 'memory': '32GB', 'gpus': 1}}")
+    given = dict(resources or {})
     unknown = sorted(set(given) - set(NAMES), key=str)
     if unknown:
         raise PipelineError(f"{where}: unknown resource {unknown[0]!r}; use cpus, memory or gpus")
