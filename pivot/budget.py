@@ -50,15 +50,21 @@ class Budget:
     memory: int
     devices: tuple[str, ...]
     held: dict[str, tuple[float, int, tuple[str, ...]]] = field(default_factory=dict)
+    share: float = 1.0  # what a stage that declares no `cpus` holds
 
     @classmethod
-    def of_machine(cls, gpus: bool) -> Budget:
-        """This machine's; its GPU devices are looked for only when some stage declares GPUs."""
+    def of_machine(cls, gpus: bool, jobs: int) -> Budget:
+        """This machine's; its GPU devices are looked for only when some stage declares GPUs.
+        A stage that declares no `cpus` holds one CPU, or less when `jobs` (-j) asks for more
+        stages at once than there are CPUs: then `jobs` such stages fill the budget exactly."""
         from pivot.executor import available_cpus  # lazy: only a local run has a budget
 
-        return cls(float(available_cpus()), total_memory(), gpu_devices() if gpus else ())
+        cpus = float(available_cpus())
+        return cls(cpus, total_memory(), gpu_devices() if gpus else (), share=min(1.0, cpus / max(1, jobs)))
 
     def _cpus(self, lim: Limits) -> float:
+        if "cpus" not in lim.declared:
+            return self.share
         return min(lim.cpus, self.cpus)  # more than the machine has: the stage runs alone
 
     def unrunnable(self, name: str, lim: Limits) -> str | None:

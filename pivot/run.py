@@ -71,7 +71,8 @@ class Runner:
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
         self.force = False
         # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
-        self.budget = Budget.of_machine(any(s.limits.gpus for s in repo.stages)) if executor_factory is None else None
+        gpus = any(s.limits.gpus for s in repo.stages)
+        self.budget = Budget.of_machine(gpus, self.jobs) if executor_factory is None else None
         self.backups = Backups(self.root, repo.project.tmp_dir / "backup")
         self.logs_dir = repo.project.pivot_dir / "logs"
 

@@ -98,6 +98,16 @@ def test_cpus_limit_how_many_stages_run_side_by_side(project: Project, tmp_path:
     assert "nothing to run" in on_cpus(project, two_cpus(), "run").stdout
 
 
+def test_a_j_above_the_cpu_count_still_runs_that_many_stages_that_declare_no_cpus(
+        project: Project, tmp_path: Path) -> None:
+    """Stages that declare no `cpus` share the budget out by -j: three at once on 2 CPUs with -j 3,
+    as before resources existed (a default of 1 CPU each would run two, then one)."""
+    side = tmp_path / "side"
+    project.pipeline(RECORD.format(side=str(side)) + "".join(timed(f"io{i}", 1.0) for i in range(3)))
+    on_cpus(project, two_cpus(), "run", "-j", "3")
+    assert overlap(side, "io0", "io1") and overlap(side, "io1", "io2") and overlap(side, "io0", "io2")
+
+
 def test_gpus_are_given_out_one_stage_per_device(project: Project, tmp_path: Path) -> None:
     side = tmp_path / "side"
     project.pipeline(RECORD.format(side=str(side)) + "".join(timed(f"g{i}", 0.4, resources={"gpus": 1})
