@@ -2,6 +2,7 @@
 
 from pivot.outputs import IncrementalOut, Metric, Out, Plot
 from pivot.stage import stage
+from pivot.sweep import expand
 from pivot.version import __version__
 
-__all__ = ["IncrementalOut", "Metric", "Out", "Plot", "__version__", "stage"]
+__all__ = ["IncrementalOut", "Metric", "Out", "Plot", "__version__", "expand", "stage"]

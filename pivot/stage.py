@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,13 @@ class Stage:
     params: type | None
     exclusive: bool = False
     run_cache: bool = True  # False: always run when stale, never restored from a run record
+    matrix: Any = None  # @stage(matrix=...) as declared; pivot.sweep expands it into variants
+    variant: tuple[tuple[str, Any], ...] = ()  # a sweep variant's matrix values, in key order
+
+    @property
+    def sweep(self) -> str | None:
+        """The name the sweep was declared with (`train` for `train@model=tree`), or None."""
+        return self.name.partition("@")[0] if self.variant else None
 
     @property
     def where(self) -> str:
@@ -49,12 +56,15 @@ def stage(
     name: str | None = None,
     exclusive: bool = False,
     run_cache: bool = True,
+    matrix: Mapping[str, Sequence[Any]] | None = None,
 ) -> Callable[[F], F]:
     """Mark a module-level function as a pipeline stage.
 
     exclusive=True: the stage never runs alongside another stage (a GPU job, say).
     run_cache=False: its result is not a function of its inputs (clock, network, unseeded
-    randomness), so it is never restored from a run record (docs/run-cache.md)."""
+    randomness), so it is never restored from a run record (docs/run-cache.md).
+    matrix={"model": ["linear", "tree"], "seed": [0, 1]}: a sweep, one stage per combination
+    (`train@model=tree,seed=1`), each with those params fields set (docs/stages.md#sweeps)."""
     if isinstance(deps, str):
         deps = [deps]
     if isinstance(outs, (str, Out)):
@@ -70,6 +80,7 @@ def stage(
             params=params,
             exclusive=bool(exclusive),
             run_cache=bool(run_cache),
+            matrix=matrix,
         )
         _REGISTRY.append(record)
         func.__pivot_stage__ = record  # type: ignore[attr-defined]
