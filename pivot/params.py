@@ -27,14 +27,15 @@ def check_sections(overrides: dict[str, Any], stages: list[Stage]) -> None:
     """Every section of params.yaml must name a stage that has params (a sweep's name, for all
     its variants, or one variant's)."""
     by_name = {s.name: s for s in stages}
-    for s in stages:
-        if s.sweep is not None:
-            by_name.setdefault(s.sweep, s)
+    for variant in stages:
+        if variant.sweep is not None:
+            by_name.setdefault(variant.sweep, variant)
     for section, values in overrides.items():
         s = by_name.get(section)
         if s is None:
+            known = sorted(n for n, st in by_name.items() if st.params and "@" not in n)
             raise ParamsError(f"{PARAMS_FILE}: section '{section}' names no stage; stages with params: "
-                              f"{', '.join(sorted(n for n, st in by_name.items() if st.params)) or 'none'}")
+                              f"{', '.join(known) or 'none'}")
         if s.params is None:
             raise ParamsError(f"{PARAMS_FILE}: section '{section}': stage '{section}' takes no params; "
                               "add params= to its @stage or remove the section")

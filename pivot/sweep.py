@@ -163,8 +163,9 @@ def fill(template: str, combo: tuple[tuple[str, Any], ...], where: str, role: st
         if field is None:
             continue
         if field not in values or spec or conversion:
-            raise PipelineError(f"{where}: {role} template '{template}': '{{{field}{'!' + conversion if conversion else ''}"
-                                f"{':' + spec if spec else ''}}}' is not a matrix key; use one of {keys}")
+            written = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise PipelineError(f"{where}: {role} template '{template}': '{{{written}}}' is not a matrix key; "
+                                f"use one of {keys}")
         text.append(render(values[field]))
     return "".join(text)
 

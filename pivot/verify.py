@@ -341,7 +341,8 @@ def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> 
     for stage, path in staging.metrics:
         metrics.setdefault(stage, []).append(path)
     for name in staging.stages:
-        _staged_as_in_workspace(root, f"{LOCKS_DIR}/{stage_file(name, LOCK_SUFFIX)}", "lock file", name, changes, problems)
+        lock_rel = f"{LOCKS_DIR}/{stage_file(name, LOCK_SUFFIX)}"
+        _staged_as_in_workspace(root, lock_rel, "lock file", name, changes, problems)
         for path in metrics.get(name, ()):
             _staged_as_in_workspace(root, path, "metric", name, changes, problems)
     for rel in _record_files(root, changes):
