@@ -103,14 +103,17 @@ def applied(overrides: dict[str, Any], settings: list[Setting], stages: list[Sta
     for st in settings:
         section = dict(new.get(st.section) or {})
         new[st.section] = _set(section, st.field, st.value)
-    for st in settings:
-        for s in stages:
-            if s.params is not None and st.section in (s.name, s.sweep):
-                try:
-                    params_mod.resolve(s, new)
-                except ParamsError as exc:
-                    raise ParamsError(f"-S {st.spec}: {str(exc).removeprefix(PARAMS_FILE + ': ')}; "
-                                      f"nothing ran and {PARAMS_FILE} is unchanged") from None
+    touched = {st.section for st in settings}
+    for s in stages:
+        if s.params is not None and touched & {s.name, s.sweep}:
+            try:
+                params_mod.resolve(s, new)
+            except ParamsError as exc:
+                problem = str(exc).removeprefix(PARAMS_FILE + ": ")
+                blamed = [st.spec for st in settings if st.section in (s.name, s.sweep) and any(
+                    f"field '{'.'.join(st.field)}{end}" in problem for end in ("'", "."))] or [st.spec for st in settings]
+                raise ParamsError(f"-S {', -S '.join(blamed)}: {problem}; "
+                                  f"nothing ran and {PARAMS_FILE} is unchanged") from None
     return new
 
 
