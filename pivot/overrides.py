@@ -111,7 +111,8 @@ def applied(overrides: dict[str, Any], settings: list[Setting], stages: list[Sta
             except ParamsError as exc:
                 problem = str(exc).removeprefix(PARAMS_FILE + ": ")
                 blamed = [st.spec for st in settings if st.section in (s.name, s.sweep) and any(
-                    f"field '{'.'.join(st.field)}{end}" in problem for end in ("'", "."))] or [st.spec for st in settings]
+                    f"field '{'.'.join(st.field)}{end}" in problem for end in ("'", "."))]
+                blamed = blamed or [st.spec for st in settings]
                 raise ParamsError(f"-S {', -S '.join(blamed)}: {problem}; "
                                   f"nothing ran and {PARAMS_FILE} is unchanged") from None
     return new

@@ -64,7 +64,8 @@ def test_set_writes_params_yaml_with_its_comments_then_runs(ran: Project) -> Non
     events, _ = run_events(ran, "-S", "train.epochs=50", "-S", "train.lr=0.01")
     assert ran.read("params.yaml") == PARAMS.replace("epochs: 20 ", "epochs: 50 ").replace("lr: 0.5 ", "lr: 0.01")
     assert stages_with(events, "running") == ["train", "report"]
-    assert [e["text"] for e in events if e["event"] == "note"] == ["params.yaml: set train.epochs = 50, train.lr = 0.01"]
+    notes = [e["text"] for e in events if e["event"] == "note"]
+    assert notes == ["params.yaml: set train.epochs = 50, train.lr = 0.01"]
     assert json.loads(ran.read("model.json"))["epochs"] == 50
     assert "epochs: 50" in ran.lock("train") and "lr: 0.01" in ran.lock("train")
     diff = json.loads(ran.pivot("params", "diff", "--json").stdout)
