@@ -212,7 +212,8 @@ class P(BaseModel):
     ('@stage(outs=["{model!r}.txt"], params=P, matrix={"model": ["a"]})', ("'{model!r}'",)),
     ('@stage(outs=["{model}.txt"], params=P, matrix={"modle": ["a"]})', ("'modle'", "not a field of P", "model, seed")),
     ('@stage(outs=["{model}.txt"], matrix={"model": ["a"]})', ("no params= model",)),
-    ('@stage(outs=["{model}.txt"], params=P, matrix={"model": ["1", 1]})', ("'1'", "both written '1'", "give each value once")),
+    ('@stage(outs=["{model}.txt"], params=P, matrix={"model": ["1", 1]})',
+     ("'1'", "both written '1'", "give each value once")),
     ('@stage(outs=["{model}.txt"], params=P, matrix={"model": ["a", "a"]})', ("appears twice",)),
 ])
 def test_bad_sweep_is_one_error_before_anything_runs(project: Project, decorator: str, names: tuple[str, ...]) -> None:
