@@ -253,3 +253,12 @@ def train(params):
     refused(project, "run", names=("params.yaml", "field 'seed'", "matrix of sweep 'train' sets it"))
     project.write("params.yaml", "train:\n  model: b\n")
     refused(project, "run", "-S", "train.seed=4", names=("-S train.seed=4", "matrix of sweep 'train' sets 'seed'"))
+
+
+def test_push_takes_a_variant_or_the_sweep_name(ran: Project, tmp_path: Path) -> None:
+    ran.pivot("remote", "add", "store", str(tmp_path / "store"), "--default")
+    one = json.loads(ran.pivot("push", "train@model=tree,seed=1", "--json").stdout)
+    assert one["objects"] == 2  # its model and its curve
+    every = json.loads(ran.pivot("push", "train", "--json").stdout)
+    assert every["objects"] + every["already_present"] == 5  # four models; the four curves are one object
+    refused(ran, "push", "trian", names=("stage 'trian' has no lock file",))
