@@ -9,6 +9,7 @@ value, then other values by their text, then missing values, last whatever the d
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ def _workspace(root: Path, stages: Sequence[str]) -> Table:
     from pivot.graph import normalize_path
     from pivot.sweep import load_stages
 
+    os.chdir(root)  # stages (and code run at import) see the project root as their working folder
     declared = {s.name: s for s in load_stages(root, load_config(root).pipeline)}
     wanted = _wanted(list(declared), stages, lambda n: declared[n].sweep)
     found = []
