@@ -119,7 +119,13 @@ def check_grid(matrix: Any, where: str) -> list[tuple[str, list[Any]]]:
 
 def _not_plain(value: Any) -> str | None:
     """What in `value` YAML and JSON cannot hold as plain data (None when all of it can)."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{value!r} (not UTF-8 text)"
+        return None
+    if value is None or isinstance(value, (bool, int)):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value!r}"

@@ -4,11 +4,16 @@ outputs, lock and params; bad grids are one clear error before anything runs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from conftest import Project
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_errors import cloned, refused, run_events, stages_with
+
+from pivot.layout import stage_file, stage_of_file
 
 PIPELINE = '''
 import json
@@ -262,3 +267,13 @@ def test_push_takes_a_variant_or_the_sweep_name(ran: Project, tmp_path: Path) ->
     every = json.loads(ran.pivot("push", "train", "--json").stdout)
     assert every["objects"] + every["already_present"] == 5  # four models; the four curves are one object
     refused(ran, "push", "trian", names=("stage 'trian' has no lock file",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True), st.text(max_size=30))
+def test_stage_file_names_are_safe_and_read_back(base: str, value: str) -> None:
+    name = f"{base}@key={value}"
+    file = stage_file(name, ".lock")
+    assert stage_of_file(file, ".lock") == name
+    assert re.fullmatch(r"[A-Za-z0-9_.\-@=,+%]+\.lock", file)  # nothing a file system or a shell minds
+    assert stage_file(base, ".lock") == base + ".lock"  # an ordinary name is its own file name
