@@ -277,3 +277,24 @@ def test_stage_file_names_are_safe_and_read_back(base: str, value: str) -> None:
     assert stage_of_file(file, ".lock") == name
     assert re.fullmatch(r"[A-Za-z0-9_.\-@=,+%]+\.lock", file)  # nothing a file system or a shell minds
     assert stage_file(base, ".lock") == base + ".lock"  # an ordinary name is its own file name
+
+
+def test_a_list_value_in_an_output_path_is_git_ignored_literally(project: Project) -> None:
+    project.pipeline('''
+import json
+from pydantic import BaseModel
+from pivot import stage
+
+class P(BaseModel):
+    layers: list[int] = []
+
+@stage(outs=["nets/{layers}.txt"], params=P, matrix={"layers": [[64, 32], [8]]})
+def net(params: P):
+    import os
+    os.makedirs("nets", exist_ok=True)
+    open(f"nets/{json.dumps(params.layers, separators=(',', ':'))}.txt", "w").write("x")
+''')
+    project.pivot("run")
+    assert sorted(p.name for p in (project.root / "nets").iterdir()) == ["[64,32].txt", "[8].txt"]
+    assert "nets/" not in project.git("status", "--porcelain", "--untracked-files=all")  # cached: ignored
+    assert "/nets/\\[64,32].txt" in project.read(".gitignore")
