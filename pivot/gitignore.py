@@ -34,7 +34,7 @@ def update(root: Path, paths: list[str]) -> bool:
         before, after = lines[:start], lines[stop + 1:]
     else:
         before, after = lines, []
-    block = [begin, *(b"/" + p.encode() for p in sorted(set(paths))), end] if paths else []
+    block = [begin, *(b"/" + pattern(p).encode() for p in sorted(set(paths))), end] if paths else []
     while before and not before[-1].strip() and block:
         before.pop()
     if before and not before[-1].endswith(b"\n") and (block or after):
@@ -49,6 +49,13 @@ def update(root: Path, paths: list[str]) -> bool:
         raise ProjectError(f"cannot write {target} ({exc.strerror or exc}); Pivot lists cached outputs there: "
                            "make it writable and run again") from None
     return True
+
+
+def pattern(path: str) -> str:
+    """`path` as a .gitignore pattern that matches it alone: glob characters (a sweep value such
+    as `[64,32]` puts brackets in a path) and a trailing space are escaped with a backslash."""
+    escaped = "".join("\\" + c if c in "\\*?[" else c for c in path)
+    return escaped[:-1] + "\\ " if escaped.endswith(" ") else escaped
 
 
 def _split_on_newline(data: bytes) -> list[bytes]:

@@ -71,14 +71,27 @@ class Graph:
         return seen
 
     def select(self, targets: list[str], single: bool = False) -> list[str]:
-        """The stages to consider, in order: the targets and (unless single) what they need."""
-        for t in targets:
-            if t not in self.stages:
-                raise GraphError(f"unknown stage '{t}'; run 'pivot list' to see the stages")
+        """The stages to consider, in order: the targets and (unless single) what they need.
+        A sweep's name (`train`) stands for all its variants (`train@model=tree,seed=1`, ...)."""
+        targets = self.expand_sweeps(targets)
         if not targets:
             return list(self.order)
         wanted = set(targets) if single else self.with_upstream(targets)
         return [n for n in self.order if n in wanted]
+
+
+    def expand_sweeps(self, targets: list[str]) -> list[str]:
+        """`targets` with each sweep's name replaced by its variants; an unknown name is an error."""
+        found: list[str] = []
+        for t in targets:
+            if t in self.stages:
+                found.append(t)
+                continue
+            variants = [n for n, s in self.stages.items() if s.sweep == t]
+            if not variants:
+                raise GraphError(f"unknown stage '{t}'; run 'pivot list' to see the stages")
+            found.extend(variants)
+        return found
 
 
 def build(stages: list[Stage], root: Path) -> Graph:

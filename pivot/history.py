@@ -11,7 +11,7 @@ from typing import Any
 from pivot import lock as lockfile
 from pivot import tracked as trackfile
 from pivot.git import GitHistory
-from pivot.layout import LOCK_SUFFIX, STAGES_DIR, TRACKED_DIR, TRACKED_SUFFIX
+from pivot.layout import LOCK_SUFFIX, STAGES_DIR, TRACKED_DIR, TRACKED_SUFFIX, stage_of_file
 from pivot.lock import StageLock
 from pivot.records import NeededOutput
 from pivot.tracked import Tracked
@@ -34,9 +34,9 @@ class History(GitHistory):
     def locks_of(self, commit: Any) -> dict[str, StageLock]:
         locks: dict[str, StageLock] = {}
         for blob in self.blobs_in(commit, STAGES_DIR):
-            name = blob.name or ""
-            if name.endswith(LOCK_SUFFIX):
-                locks[name[: -len(LOCK_SUFFIX)]] = self._parse(blob, commit)
+            stage = stage_of_file(blob.name or "", LOCK_SUFFIX)
+            if stage is not None:
+                locks[stage] = self._parse(blob, commit)
         return locks
 
     def _parse(self, blob: Any, commit: Any) -> StageLock:

@@ -18,3 +18,22 @@ PLOTS_PAGE = f"{PIVOT_DIR}/plots/index.html"
 PARAMS_FILE = "params.yaml"
 LOCK_SUFFIX = ".lock"
 TRACKED_SUFFIX = ".yaml"
+
+# Characters a stage name keeps in its file names (lock, log); any other is written %XX (its UTF-8
+# bytes), so a sweep variant such as `train@path=a/b` still has one safe file name on every system.
+# An ordinary stage name (letters, digits, '_', '.', '-') and a variant's '@', '=' and ',' are kept.
+_FILE_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-@=,+")
+
+
+def stage_file(stage: str, suffix: str) -> str:
+    """The file name of stage `stage`'s lock (`suffix` ".lock") or log (".log")."""
+    return "".join(c if c in _FILE_SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in stage) + suffix
+
+
+def stage_of_file(name: str, suffix: str) -> str | None:
+    """The stage whose file (from `stage_file`) is named `name`; None for another file."""
+    from urllib.parse import unquote  # lazy: foundations import nothing heavy at start-up
+
+    if not name.endswith(suffix) or name.startswith("."):
+        return None
+    return unquote(name[: -len(suffix)], errors="replace")

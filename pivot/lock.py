@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from pivot import atomic, yamlio
 from pivot.errors import LockError, YamlProblem
 from pivot.hashing import hash_bytes
-from pivot.layout import LOCK_SUFFIX
+from pivot.layout import LOCK_SUFFIX, stage_file, stage_of_file
 from pivot.records import PathRecord
 from pivot.state import State
 
@@ -62,7 +63,7 @@ class StageLock:
 
 
 def lock_path(stages_dir: Path, stage: str) -> Path:
-    return stages_dir / f"{stage}{LOCK_SUFFIX}"
+    return stages_dir / stage_file(stage, LOCK_SUFFIX)
 
 
 def dumps(lock: StageLock) -> str:
@@ -110,8 +111,20 @@ def locked_stages(stages_dir: Path) -> list[str]:
     """The stages that have a lock file in `stages_dir` (its `<stage>.lock` files), sorted."""
     if not stages_dir.is_dir():
         return []
-    return sorted(p.name[:-len(LOCK_SUFFIX)] for p in stages_dir.glob(f"*{LOCK_SUFFIX}")
-                  if not p.name.startswith(".") and p.is_file())
+    names = (stage_of_file(p.name, LOCK_SUFFIX) for p in stages_dir.glob(f"*{LOCK_SUFFIX}") if p.is_file())
+    return sorted(n for n in names if n is not None)
+
+
+def with_variants(stages_dir: Path, names: Iterable[str], strict: bool = True) -> list[str]:
+    """`names` with the name of a sweep (`train`) standing for the locks of its variants
+    (`train@model=tree,seed=1`, ...). A name with no lock is kept when `strict` (the caller says
+    it has none), else dropped."""
+    locked = locked_stages(stages_dir)
+    found: list[str] = []
+    for name in names:
+        variants = [s for s in locked if s.startswith(name + "@")] if name not in locked else [name]
+        found.extend(variants or ([name] if strict else []))
+    return list(dict.fromkeys(found))
 
 
 def prune_memo(stages_dir: Path, state: State) -> int:

@@ -194,10 +194,10 @@ def _locked_metrics(locks: dict[str, StageLock]) -> list[tuple[str, str]]:
 
 def _load_stages(root: Path) -> list[Stage]:
     from pivot.config import load_config
-    from pivot.stage import discover
+    from pivot.sweep import load_stages
 
     os.chdir(root)  # stages (and code run at import) see the project root as their working folder
-    return discover(root, load_config(root).pipeline)
+    return load_stages(root, load_config(root).pipeline)
 
 
 # -- snapshots: params ---------------------------------------------------------------------------
@@ -226,8 +226,7 @@ def _workspace_locks(root: Path) -> dict[str, StageLock]:
     from pivot.layout import STAGES_DIR
 
     stages_dir = root / STAGES_DIR
-    names = sorted(p.name[: -len(".lock")] for p in stages_dir.glob("*.lock"))
-    found = {name: lockfile.read(stages_dir, name) for name in names}
+    found = {name: lockfile.read(stages_dir, name) for name in lockfile.locked_stages(stages_dir)}
     return {name: lock for name, lock in found.items() if lock is not None}
 
 

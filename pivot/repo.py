@@ -18,9 +18,10 @@ from pivot.hashing import Hasher, parse_manifest
 from pivot.lock import StageLock
 from pivot.project import Project, load_project
 from pivot.records import DirEntry, PathHash, PathRecord
-from pivot.stage import Stage, discover
+from pivot.stage import Stage
 from pivot.state import State
 from pivot.status import Current
+from pivot.sweep import load_stages
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Repo:
         self.cache = Cache(project.cache_dir, project.config.link)
         self.fingerprinter = Fingerprinter(self.root, self.state)
         os.chdir(self.root)
-        self.graph: Graph = build(discover(self.root, project.config.pipeline), self.root)
+        self.graph: Graph = build(load_stages(self.root, project.config.pipeline), self.root)
         self.stages = list(self.graph.stages.values())  # paths resolved
         self.overrides = params_mod.load_overrides(self.root)
         params_mod.check_sections(self.overrides, self.stages)
@@ -75,6 +76,12 @@ class Repo:
         self.state.close()
 
     # -- params ----------------------------------------------------------
+    def use_overrides(self, overrides: dict[str, Any]) -> None:
+        """Plan and run with these params.yaml values from now on (`run -S`)."""
+        params_mod.check_sections(overrides, self.stages)
+        self.overrides = overrides
+        self._params.clear()
+
     def check_params(self, names: list[str]) -> None:
         """Resolve every selected stage's params now, so a bad params.yaml fails before anything runs."""
         for n in names:

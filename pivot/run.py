@@ -16,6 +16,7 @@ from pivot.errors import PivotError, ResourceError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
 from pivot.graph import Frontier
 from pivot.landing import Landing, start_incremental
+from pivot.layout import stage_file
 from pivot.lock import StageLock
 from pivot.outputs import Out
 from pivot.planning import Planned, plan
@@ -430,7 +431,8 @@ class Runner:
             task = StageTask(
                 name, prep.stage.func, prep.params, self.root,
                 tuple(OutSpec(o.path, o.kind, o.cached) for o in outs),
-                self.repo.cache.dir, self.repo.cache.link, self.logs_dir / f"{name}.log", limits=prep.stage.limits,
+                self.repo.cache.dir, self.repo.cache.link, self.logs_dir / stage_file(name, ".log"),
+                limits=prep.stage.limits,
             )
             self._start_executor()
             if self._remote:

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,13 @@ class Stage:
     exclusive: bool = False
     run_cache: bool = True  # False: always run when stale, never restored from a run record
     limits: Limits = DEFAULT  # resources, timeout, retries (pivot/limits.py); not fingerprinted
+    matrix: Any = None  # @stage(matrix=...) as declared; pivot.sweep expands it into variants
+    variant: tuple[tuple[str, Any], ...] = ()  # a sweep variant's matrix values, in key order
+
+    @property
+    def sweep(self) -> str | None:
+        """The name the sweep was declared with (`train` for `train@model=tree`), or None."""
+        return self.name.partition("@")[0] if self.variant else None
 
     @property
     def where(self) -> str:
@@ -58,13 +65,16 @@ def stage(
     resources: dict[str, Any] | None = None,
     timeout: float | str | None = None,
     retries: int = 0,
+    matrix: Mapping[str, Sequence[Any]] | None = None,
 ) -> Callable[[F], F]:
     """Mark a module-level function as a pipeline stage.
 
     exclusive=True: the stage never runs alongside another stage (a GPU job, say).
     run_cache=False: its result is not a function of its inputs (clock, network, unseeded
     randomness), so it is never restored from a run record (docs/run-cache.md).
-    resources={"cpus": 4, "memory": "32GB", "gpus": 1}, timeout="2h", retries=2: docs/stages.md."""
+    resources={"cpus": 4, "memory": "32GB", "gpus": 1}, timeout="2h", retries=2: docs/stages.md.
+    matrix={"model": ["linear", "tree"], "seed": [0, 1]}: a sweep, one stage per combination
+    (`train@model=tree,seed=1`), each with those params fields set (docs/stages.md#sweeps)."""
     if isinstance(deps, str):
         deps = [deps]
     if isinstance(outs, (str, Out)):
@@ -81,6 +91,7 @@ def stage(
             exclusive=bool(exclusive),
             run_cache=bool(run_cache),
             limits=stage_limits(f"stage '{stage_name}' ({_where(func)})", resources, timeout, retries),
+            matrix=matrix,
         )
         _REGISTRY.append(record)
         func.__pivot_stage__ = record  # type: ignore[attr-defined]

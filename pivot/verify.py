@@ -25,6 +25,8 @@ from pivot.layout import (
     TMP_DIR,
     TRACKED_DIR,
     TRACKED_SUFFIX,
+    stage_file,
+    stage_of_file,
 )
 from pivot.records import OutputKind
 
@@ -277,9 +279,10 @@ def _unstaged_locks(root: Path, changes: WorkTreeChanges) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for path in sorted((root / LOCKS_DIR).glob(f"*{LOCK_SUFFIX}")):
         rel = f"{LOCKS_DIR}/{path.name}"
-        if changes.unstaged.get(rel) not in (None, "D") or changes.is_untracked(rel):
+        stage = stage_of_file(path.name, LOCK_SUFFIX)
+        if stage is not None and (changes.unstaged.get(rel) not in (None, "D") or changes.is_untracked(rel)):
             try:
-                found[path.name[: -len(LOCK_SUFFIX)]] = path.read_bytes()
+                found[stage] = path.read_bytes()
             except OSError:
                 continue  # unreadable: the staging check reports it
     return found
@@ -322,7 +325,7 @@ def _as_if_added(repo: Repo, report: Report, pending: dict[str, bytes]) -> Repor
         if name not in repo.graph.stages:
             continue
         try:
-            repo.assume_lock(name, lockfile.loads(data, f"{LOCKS_DIR}/{name}.lock"))
+            repo.assume_lock(name, lockfile.loads(data, f"{LOCKS_DIR}/{stage_file(name, LOCK_SUFFIX)}"))
         except PivotError:
             return report  # an unreadable lock: the first answer stands
     again = verify(repo, remember=False)
@@ -338,7 +341,8 @@ def staging_problems(root: Path, staging: Staging, changes: WorkTreeChanges) -> 
     for stage, path in staging.metrics:
         metrics.setdefault(stage, []).append(path)
     for name in staging.stages:
-        _staged_as_in_workspace(root, f"{LOCKS_DIR}/{name}.lock", "lock file", name, changes, problems)
+        lock_rel = f"{LOCKS_DIR}/{stage_file(name, LOCK_SUFFIX)}"
+        _staged_as_in_workspace(root, lock_rel, "lock file", name, changes, problems)
         for path in metrics.get(name, ()):
             _staged_as_in_workspace(root, path, "metric", name, changes, problems)
     for rel in _record_files(root, changes):

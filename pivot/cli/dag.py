@@ -14,6 +14,11 @@ def _levels(order: list[str], upstream: dict[str, set[str]]) -> dict[str, int]:
     return level
 
 
+def _dot_id(name: str) -> str:
+    """A stage name as a quoted dot identifier (a sweep value may hold quotes)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @click.command("dag")
 @json_option
 @click.option("--dot", is_flag=True, help="Print the graph in Graphviz dot format.")
@@ -30,9 +35,9 @@ def command(as_json: bool, dot: bool) -> None:
     if dot:
         click.echo("digraph pivot {")
         for n in order:
-            click.echo(f'  "{n}";')
+            click.echo(f"  {_dot_id(n)};")
         for u, n in edges:
-            click.echo(f'  "{u}" -> "{n}";')
+            click.echo(f"  {_dot_id(u)} -> {_dot_id(n)};")
         click.echo("}")
         return
     level = _levels(order, upstream)

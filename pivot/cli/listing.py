@@ -12,7 +12,7 @@ from pivot.cli.common import echo_json, json_option
 @click.command("list")
 @json_option
 def command(as_json: bool) -> None:
-    """List the stages in run order, with their deps and outputs."""
+    """List the stages in run order, with their deps and outputs (each variant of a sweep apart)."""
     from pivot.ops.pipeline import stage_graph  # lazy: imports the pipeline
 
     g = stage_graph()
@@ -24,6 +24,8 @@ def command(as_json: bool) -> None:
             "upstream": sorted(g.upstream[name]),
             "params": getattr(g.stages[name].params, "__name__", None),
             "exclusive": g.stages[name].exclusive,
+            "sweep": g.stages[name].sweep,
+            "matrix": dict(g.stages[name].variant),
             "defined_at": g.stages[name].where,
         }
         for name in g.order

@@ -80,7 +80,14 @@ def command() -> None:
 @click.argument("rev", required=False)
 @json_option
 @md_option
-def show(rev: str | None, as_json: bool, markdown: bool) -> None:
+@click.option("--all-stages", is_flag=True,
+              help="One row per stage (each variant of a sweep), with its matrix values and metrics as columns.")
+@click.option("--stage", "stages", multiple=True, metavar="NAME",
+              help="With --all-stages: only this stage, or every variant of this sweep. Repeatable.")
+@click.option("--sort", "sort_by", metavar="COLUMN", help="With --all-stages: order rows by this column.")
+@click.option("--desc", is_flag=True, help="With --sort: largest first.")
+def show(rev: str | None, as_json: bool, markdown: bool, all_stages: bool, stages: tuple[str, ...],
+         sort_by: str | None, desc: bool) -> None:
     """Every value of every Metric output, nested keys flattened as a.b.c.
 
     In the workspace (the Metric outputs of the current pipeline), or at git revision REV
@@ -88,8 +95,35 @@ def show(rev: str | None, as_json: bool, markdown: bool) -> None:
     from pivot.metrics import metrics_snapshot
 
     check_format(as_json, markdown)
+    if all_stages:
+        print_stage_table(rev, stages, sort_by, desc, as_json, markdown)
+        return
+    for flag, given in (("--stage", stages), ("--sort", sort_by), ("--desc", desc)):
+        if given:
+            raise click.UsageError(f"{flag} applies to --all-stages only")
     snapshot = metrics_snapshot(project_root(), rev)
     print_show(snapshot, "path", as_json, markdown, "no metrics: declare Metric(\"…\") outputs in your stages")
+
+
+def print_stage_table(rev: str | None, stages: tuple[str, ...], sort_by: str | None, desc: bool, as_json: bool,
+                      markdown: bool) -> None:
+    from pivot import stage_table
+
+    if desc and sort_by is None:
+        raise click.UsageError("--desc applies to --sort only")
+    table = stage_table.stage_table(project_root(), rev, stages)
+    if sort_by is not None:
+        table = stage_table.sorted_by(table, sort_by, desc)
+    if as_json:
+        echo_json(stage_table.as_json(table))
+        return
+    print_notes(table.notes)
+    if table.commit is not None:
+        print_caption(f"at {table.rev} ({table.commit[:10]})", markdown)
+    if not table.rows:
+        click.echo("no metrics: declare Metric(\"…\") outputs in your stages")
+        return
+    click.echo(stage_table.rendered(table, markdown))
 
 
 @command.command("diff")

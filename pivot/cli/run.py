@@ -29,11 +29,15 @@ from pivot.cli.common import stages_argument
 @click.option("--no-pull", is_flag=True,
               help="Run stages whose outputs are missing here but on the default remote, instead of "
                    "fetching them.")
+@click.option("-S", "--set", "set_params", multiple=True, metavar="STAGE.FIELD=VALUE",
+              help="Set a parameter for this run: checked by the stage's params model, written to "
+                   "params.yaml (comments kept), then the run proceeds. Repeatable.")
 @click.option("--no-run-cache", is_flag=True,
               help="Run stale stages even when a run record (local or on the default remote) would restore them.")
 def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, single_stage: bool,
             keep_going: bool, jobs: int | None, as_json: bool, executor: str | None, scheduler: str | None,
-            remote: str | None, no_download: bool, no_pull: bool, no_run_cache: bool) -> None:
+            remote: str | None, no_download: bool, no_pull: bool, no_run_cache: bool,
+            set_params: tuple[str, ...]) -> None:
     """Run STAGES (default: all) and the stages they need, skipping what is up to date."""
     from pivot.errors import FlagMisuse, StageFailed
     from pivot.ops.run import RunRequest, run_pipeline
@@ -41,7 +45,7 @@ def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, 
 
     reporter = JsonReporter() if as_json else ConsoleReporter(explain=explain or dry_run)
     request = RunRequest(stages, force, dry_run, single_stage, keep_going, jobs, executor, scheduler, remote,
-                         no_download, no_pull, no_run_cache)
+                         no_download, no_pull, no_run_cache, set_params=set_params)
     try:
         summary = run_pipeline(request, reporter)
     except FlagMisuse as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pivot.errors import GraphError, PivotError
+from pivot.layout import stage_file
 from pivot.workspace import Workspace
 
 
@@ -11,8 +12,8 @@ def stage_log(stage: str) -> str:
     unknown stage (a typo) from one that has not run on this machine yet."""
     with Workspace.find() as ws:
         logs = ws.project.pivot_dir / "logs"
-        path = logs / f"{stage}.log"
-        if "/" not in stage and path.is_file():
+        path = logs / stage_file(stage, ".log")
+        if path.is_file():
             return path.read_text(errors="replace")
         if stage not in ws.repo.graph.stages:
             raise GraphError(f"unknown stage '{stage}'; run 'pivot list' to see the stages")

@@ -24,12 +24,14 @@ def needed_outputs(project: Project, stages: tuple[str, ...] = (), all_branches:
     from pivot.history import TRACKED, History  # lazy: pygit2 is heavy
 
     needed: dict[str, NeededOutput] = {}
-    names = list(stages) or sorted(p.name[:-5] for p in project.stages_dir.glob("*.lock"))
+    names = lockfile.with_variants(project.stages_dir, stages) if stages \
+        else lockfile.locked_stages(project.stages_dir)
     for name in names:
         lock = lockfile.read(project.stages_dir, name)
         if lock is None:
             if stages:
-                raise RemoteError(f"stage '{name}' has no lock file ({project.stages_dir.name}/{name}.lock); "
+                file = lockfile.lock_path(project.stages_dir, name).name
+                raise RemoteError(f"stage '{name}' has no lock file ({project.stages_dir.name}/{file}); "
                                   "run it first ('pivot run') or check the name ('pivot list')")
             continue
         for rec in lock.outs:

@@ -31,6 +31,7 @@ class RunRequest:
     no_download: bool = False
     no_pull: bool = False  # compute outputs a fresh clone lacks instead of fetching them from the default remote
     no_run_cache: bool = False  # run stale stages even when a run record would restore them
+    set_params: tuple[str, ...] = ()  # -S STAGE.FIELD=VALUE: written to params.yaml before the run
 
 
 def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
@@ -44,7 +45,26 @@ def run_pipeline(request: RunRequest, reporter: Reporter) -> Summary:
         repo = ws.repo  # the pipeline loads (and may be refused) before the project is held
         source = None if request.no_pull else remote_source(ws, None, ask=True)
         with ws.lock("run"):
+            if request.set_params:
+                set_params(repo, reporter, request.set_params, request.dry_run)
             return _run(repo, reporter, request, opts, source)
+
+
+def set_params(repo: Repo, reporter: Reporter, specs: tuple[str, ...], dry_run: bool) -> None:
+    """Apply `run -S` settings: check them all, write params.yaml (not in a dry run), and plan
+    with the new values. A bad setting raises before anything is written."""
+    from pivot import overrides  # lazy: ruamel and the params machinery only with -S
+    from pivot import params as params_mod  # lazy: see above
+
+    settings = overrides.parse(specs, repo.stages)
+    current = params_mod.load_overrides(repo.root)  # read again: the project is held now
+    new = overrides.applied(current, settings, repo.stages)
+    shown = ", ".join(s.shown for s in settings)
+    if dry_run:
+        reporter.note(f"dry run: planned with {shown}; params.yaml left unchanged")
+    elif overrides.write(repo.root, settings, new):
+        reporter.note(f"params.yaml: set {shown}")
+    repo.use_overrides(new)
 
 
 def remote_source(ws: Workspace, name: str | None, ask: bool, required: bool = False) -> Source | None:

@@ -37,7 +37,9 @@ class Subtree:
 def split_targets(project: Project, targets: tuple[str, ...]) -> tuple[tuple[str, ...], list[Subtree]]:
     """Targets that name a stage with a lock file, and the others as paths inside cached outputs
     (relative to the current folder). A target that is neither is refused, naming both readings."""
-    stages = tuple(t for t in targets if (project.stages_dir / f"{t}.lock").is_file())
+    from pivot import lock as lockfile  # lazy: start-up
+
+    stages = tuple(t for t in targets if lockfile.with_variants(project.stages_dir, (t,), strict=False))
     paths = [t for t in targets if t not in stages]
     if not paths:
         return stages, []
@@ -60,11 +62,11 @@ def _cached_outputs(project: Project) -> list[Subtree]:
     from pivot.records import OutputKind  # lazy: start-up
 
     found = []
-    for file in sorted(project.stages_dir.glob("*.lock")):
-        lock = lockfile.read(project.stages_dir, file.name[:-len(".lock")])
+    for name in lockfile.locked_stages(project.stages_dir):
+        lock = lockfile.read(project.stages_dir, name)
         for rec in lock.outs if lock is not None else ():
             if rec.cached and rec.kind != OutputKind.METRIC:
-                found.append(Subtree(rec.path, rec.hash, rec.is_dir, file.name[:-len(".lock")], ""))
+                found.append(Subtree(rec.path, rec.hash, rec.is_dir, name, ""))
     found += [Subtree(t.path, t.hash, t.is_dir, TRACKED, "") for t in trackfile.read_all(project.root)]
     return found
 
