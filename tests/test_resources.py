@@ -110,7 +110,7 @@ def test_a_j_above_the_cpu_count_still_runs_that_many_stages_that_declare_no_cpu
 
 def test_gpus_are_given_out_one_stage_per_device(project: Project, tmp_path: Path) -> None:
     side = tmp_path / "side"
-    project.pipeline(RECORD.format(side=str(side)) + "".join(timed(f"g{i}", 0.4, resources={"gpus": 1})
+    project.pipeline(RECORD.format(side=str(side)) + "".join(timed(f"g{i}", 1.5, resources={"gpus": 1})
                                                              for i in range(3)))
     on_cpus(project, two_cpus(), "run", "-j", "4", env={"CUDA_VISIBLE_DEVICES": "0,1"})
     names = ("g0", "g1", "g2")
