@@ -4,6 +4,8 @@ stage call itself (`call_stage`), which the Dask worker uses as well."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -190,8 +192,21 @@ class PoolExecutor:
         fut: Future[StageResult] = self._pool.submit(execute, task)  # loky is not annotated
         return fut
 
+    def preload(self, module: str, count: int) -> None:
+        """Import `module` (the pipeline) in the workers now, ahead of their first stage: `count`
+        imports, one per worker when they are free (watch mode, pivot/watcher.py)."""
+        for _ in range(count):
+            self._pool.submit(preload_module, module)
+
     def shutdown(self, kill: bool = False) -> None:
         self._pool.shutdown(wait=not kill, kill_workers=kill)
+
+
+def preload_module(module: str) -> None:
+    """Import a module in a worker, ignoring any failure: a pipeline that does not import is
+    reported by the run that needs it, not by a worker warming up."""
+    with contextlib.suppress(BaseException):  # a broken import is the run's to report
+        importlib.import_module(module)
 
 
 @contextmanager
