@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pivot.executor import LOCAL, Capabilities, PoolExecutor, StageResult, StageTask
@@ -52,6 +53,24 @@ def user_code(root: Path) -> set[str]:
         if isinstance(f, str) and _is_user_file(f, base):
             files.add(os.path.abspath(f))
     return files
+
+
+def libraries(root: Path) -> set[str]:
+    """The top-level packages outside the project that the project's loaded modules use
+    (`pydantic`, `numpy`...): what a spare worker imports ahead of any project code."""
+    base = str(root)
+    own: set[str] = set()
+    used: set[str] = set()
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if not (isinstance(f, str) and _is_user_file(f, base)):
+            continue
+        own.add(name.partition(".")[0])
+        for value in list(vars(mod).values()):
+            where = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+            if isinstance(where, str) and where:
+                used.add(where.partition(".")[0])
+    return used - own - {"builtins", "__main__"}
 
 
 def reload_user_code(root: Path) -> None:
@@ -191,8 +210,10 @@ def _digest(path: str) -> str | None:
 
 class WarmPool:
     """The local worker pool, kept across watch runs. It is replaced when a source file its
-    workers may have imported changed since it started (see `stale`), and a new pool imports the
-    pipeline module in every worker at once, so the first stage does not wait for the import."""
+    workers may have imported changed since it started (see `stale`). The replacement is a spare
+    pool started while the watcher was idle, whose workers have imported the libraries the
+    project uses but none of its code; it then imports the pipeline module in every worker at
+    once, so the first stage waits neither for new processes nor for its imports."""
 
     def __init__(self, root: Path, jobs: int, module: str) -> None:
         self.root = root
@@ -200,6 +221,7 @@ class WarmPool:
         self.module = module
         self.starts = 0
         self._pool: PoolExecutor | None = None
+        self._spare: PoolExecutor | None = None
         self._loaded: dict[str, str | None] = {}  # file -> its digest when the pool started
         self._started = 0.0
 
@@ -234,14 +256,27 @@ class WarmPool:
         self.stop(kill=True)
         self._started = time.time()
         self._loaded = {f: _digest(f) for f in files}  # before any worker imports them
-        self._pool = PoolExecutor(self.jobs, self.root)
-        self._pool.preload(self.module, self.jobs)
+        self._pool, self._spare = self._spare or PoolExecutor(self.jobs, self.root), None
+        self._pool.preload([self.module], self.jobs)
         self.starts += 1
+
+    def spare(self, modules: Iterable[str]) -> None:
+        """Start the next pool now (the watcher is idle), importing `modules` (libraries only)."""
+        if self._spare is None:
+            self._spare = PoolExecutor(self.jobs, self.root)
+            self._spare.preload(sorted(modules), self.jobs)
 
     def stop(self, kill: bool = False) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.shutdown(kill=kill)
+
+    def close(self) -> None:
+        """Stop both pools (Ctrl-C)."""
+        self.stop(kill=True)
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            spare.shutdown(kill=True)
 
     def executor(self) -> KeptExecutor:
         """The executor a Runner uses: this pool, which stays when the run ends."""

@@ -192,21 +192,22 @@ class PoolExecutor:
         fut: Future[StageResult] = self._pool.submit(execute, task)  # loky is not annotated
         return fut
 
-    def preload(self, module: str, count: int) -> None:
-        """Import `module` (the pipeline) in the workers now, ahead of their first stage: `count`
-        imports, one per worker when they are free (watch mode, pivot/watcher.py)."""
+    def preload(self, modules: list[str], count: int) -> None:
+        """Import `modules` in the workers now, ahead of their first stage: `count` times, so
+        once per worker when they are free (watch mode, pivot/watcher.py)."""
         for _ in range(count):
-            self._pool.submit(preload_module, module)
+            self._pool.submit(preload_modules, modules)
 
     def shutdown(self, kill: bool = False) -> None:
         self._pool.shutdown(wait=not kill, kill_workers=kill)
 
 
-def preload_module(module: str) -> None:
-    """Import a module in a worker, ignoring any failure: a pipeline that does not import is
+def preload_modules(modules: list[str]) -> None:
+    """Import modules in a worker, ignoring failures: a pipeline that does not import is
     reported by the run that needs it, not by a worker warming up."""
-    with contextlib.suppress(BaseException):  # a broken import is the run's to report
-        importlib.import_module(module)
+    for module in modules:
+        with contextlib.suppress(BaseException):  # a broken import is the run's to report
+            importlib.import_module(module)
 
 
 @contextmanager

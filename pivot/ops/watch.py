@@ -34,7 +34,7 @@ def watch_pipeline(request: RunRequest, reporter: Reporter) -> NoReturn:
         with Changes(root) as changes:
             session.loop(changes)
     finally:
-        pool.stop(kill=True)
+        pool.close()
 
 
 def check_watch_flags(request: RunRequest) -> None:
@@ -63,11 +63,19 @@ class Session:
         self.cycle([])
         changes.ready()
         self.reporter.watching(self.runs)
+        self.idle()
         while True:
             saved = sorted({rel for p in changes.next() if (rel := self.triggers.relative(p)) is not None})
             if saved:
                 self.cycle(saved)
                 self.reporter.watching(self.runs)
+                self.idle()
+
+    def idle(self) -> None:
+        """Waiting for a save: get the next pool ready, with the libraries the project uses."""
+        from pivot.watcher import libraries  # lazy: watch mode only
+
+        self.pool.spare(libraries(self.root) | {"pivot.cache"})
 
     def cycle(self, saved: list[str]) -> None:
         """Load the pipeline as saved now and run what is stale. A run that does nothing (all up
