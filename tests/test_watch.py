@@ -30,8 +30,14 @@ class TrainParams(BaseModel):
     epochs: int = 1
 
 
+def worker(stage):
+    with open("pids.txt", "a") as f:  # which worker process ran the stage
+        f.write(f"{stage} {os.getpid()}\\n")
+
+
 @stage(deps=["data/raw.txt"], outs=["out/prep.txt"])
 def prep():
+    worker("prep")
     text = open("data/raw.txt").read()
     if text.startswith("fail"):
         raise ValueError("raw data says fail")
@@ -44,11 +50,13 @@ def prep():
 
 @stage(deps=["out/prep.txt"], outs=["out/model.txt"], params=TrainParams)
 def train(p: TrainParams):
+    worker("train")
     open("out/model.txt", "w").write(f"{p.epochs} x {open('out/prep.txt').read()}")
 
 
 @stage(deps=["data/other.txt"], outs=["out/other.txt"])
 def other():
+    worker("other")
     open("out/other.txt", "w").write(open("data/other.txt").read())
 """
 
@@ -64,7 +72,8 @@ class Watcher:
 
     def __init__(self, project: Project) -> None:
         self.project = project
-        self.proc = subprocess.Popen([PIVOT, "run", "--watch", "--json"], cwd=project.root, text=True,
+        # one worker: which process runs a stage tells whether the pool was kept or replaced
+        self.proc = subprocess.Popen([PIVOT, "run", "--watch", "--json", "-j", "1"], cwd=project.root, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -109,6 +118,10 @@ class Watcher:
         return self.proc.returncode, err
 
 
+def last_worker(project: Project, stage: str) -> str:
+    return [line.split()[1] for line in project.read("pids.txt").splitlines() if line.split()[0] == stage][-1]
+
+
 def started(events: list[dict[str, Any]]) -> list[str]:
     return [e["stage"] for e in events if e["event"] == "running"]
 
@@ -134,6 +147,7 @@ def watched(project: Project) -> Iterator[Watcher]:
 def test_edits_rerun_exactly_the_stages_they_make_stale(watched: Watcher) -> None:
     project = watched.project
     watched.quiet(0.5)  # the first run's own writes (outputs, locks, .gitignore) start nothing
+    first_pool = last_worker(project, "prep")
 
     # a helper's code: the stage that calls it and the one downstream; `other` never starts
     events = watched.save("src/helpers.py", HELPERS.replace("n * 2", "n * 3"))
@@ -141,6 +155,7 @@ def test_edits_rerun_exactly_the_stages_they_make_stale(watched: Watcher) -> Non
     assert started(events) == ["prep", "train"], events
     assert events[-2]["event"] == "summary" and events[-2]["skipped"] == ["other"]
     assert project.read("out/model.txt") == "1 x 9"
+    assert last_worker(project, "prep") != first_pool  # its worker had imported the old helper
 
     # a comment in the helper: the fingerprint ignores it; one quiet event, nothing runs
     events = watched.save("src/helpers.py", HELPERS.replace("n * 2", "n * 3").replace("factor", "multiplier"))
@@ -158,6 +173,7 @@ def test_edits_rerun_exactly_the_stages_they_make_stale(watched: Watcher) -> Non
     events = watched.save("data/other.txt", "other v2")
     assert events[0] == {"event": "watch_run", "run": 4, "changes": ["data/other.txt"]}, events
     assert started(events) == ["other"], events
+    assert last_worker(project, "other") == last_worker(project, "train")  # no code changed: same worker
     watched.quiet(0.3)
 
     code, err = watched.interrupt()
@@ -182,7 +198,7 @@ def test_failing_stage_is_reported_and_watching_continues(watched: Watcher) -> N
     events = watched.save("data/raw.txt", "fail now")
     failed = [e for e in events if e["event"] == "failed"]
     assert [e["stage"] for e in failed] == ["prep"] and "raw data says fail" in failed[0]["error"]
-    assert events[-2]["event"] == "summary" and events[-2]["not_run"] == ["train"]
+    assert events[-2]["event"] == "summary" and "train" in events[-2]["not_run"]
     assert watched.project.read("out/prep.txt") == "6"  # rolled back to the last good output
 
     events = watched.save("data/raw.txt", "abcd")
