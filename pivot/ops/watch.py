@@ -82,7 +82,7 @@ class Session:
         to date) says so in one line; a pipeline that does not load is reported, and the next
         save tries again."""
         from pivot.run import Runner, RunOptions  # lazy: loads the pipeline machinery
-        from pivot.watcher import Triggers, reload_user_code, user_code  # lazy: watch mode only
+        from pivot.watcher import Triggers, pipeline_module, reload_user_code, user_code  # lazy: watch mode only
 
         first = not saved
         if any(s.endswith(".py") for s in saved):
@@ -101,6 +101,7 @@ class Session:
                     raise
                 self.code = user_code(self.root)
                 self.triggers = Triggers.of(repo, tracked.paths(self.root))
+                self.pool.module = pipeline_module(ws.config.pipeline)  # the worker's import, as configured now
                 self.pool.refresh(self.code)
                 source = None if req.no_pull else remote_source(ws, None, ask=True)
                 with ws.lock("run"):
