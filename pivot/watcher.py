@@ -43,31 +43,36 @@ def _is_user_file(filename: str, root: str) -> bool:
     return full.startswith(root + os.sep) and "site-packages" not in full and full.endswith(".py")
 
 
+def _user_modules(root: Path) -> dict[str, ModuleType]:
+    """The project's modules loaded in this process, by name. Pivot's own never count (a
+    checkout of Pivot may sit inside a project)."""
+    base = str(root)
+    found = {}
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and _is_user_file(f, base) and name.partition(".")[0] != "pivot":
+            found[name] = mod
+    return found
+
+
 def user_code(root: Path) -> set[str]:
     """The project's source files loaded in this process: the pipeline module and everything it
     imported (what a worker imports to unpickle a stage function)."""
-    base = str(root)
-    files = set()
-    for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if isinstance(f, str) and _is_user_file(f, base):
-            files.add(os.path.abspath(f))
-    return files
+    return {os.path.abspath(str(mod.__file__)) for mod in _user_modules(root).values()}
 
 
 def libraries(root: Path) -> set[str]:
     """The top-level packages outside the project that the project's loaded modules use
     (`pydantic`, `numpy`...): what a spare worker imports ahead of any project code."""
-    base = str(root)
     own: set[str] = set()
     used: set[str] = set()
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        if not (isinstance(f, str) and _is_user_file(f, base)):
-            continue
+    for name, mod in _user_modules(root).items():
         own.add(name.partition(".")[0])
         for value in list(vars(mod).values()):
-            where = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+            try:
+                where = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+            except Exception:  # an object whose attributes raise: not a library's
+                continue
             if isinstance(where, str) and where:
                 used.add(where.partition(".")[0])
     return used - own - {"builtins", "__main__"}
@@ -75,11 +80,8 @@ def libraries(root: Path) -> set[str]:
 
 def reload_user_code(root: Path) -> None:
     """Forget the project's modules, so the next import of the pipeline reads them from disk."""
-    base = str(root)
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        if isinstance(f, str) and _is_user_file(f, base):
-            del sys.modules[name]
+    for name in _user_modules(root):
+        del sys.modules[name]
     importlib.invalidate_caches()  # a module saved since the last import is found
 
 

@@ -41,6 +41,8 @@ def prep():
     text = open("data/raw.txt").read()
     if text.startswith("fail"):
         raise ValueError("raw data says fail")
+    if text.startswith("nap"):
+        time.sleep(1)
     if text.startswith("slow"):
         open("out/prep.txt", "w").write("half")
         open("started", "w").close()
@@ -204,6 +206,19 @@ def test_failing_stage_is_reported_and_watching_continues(watched: Watcher) -> N
     events = watched.save("data/raw.txt", "abcd")
     assert started(events) == ["prep", "train"], events
     assert watched.project.read("out/model.txt") == "1 x 8"
+
+
+def test_a_save_during_a_run_starts_the_next_run(watched: Watcher) -> None:
+    project = watched.project
+    project.write("data/raw.txt", "nap")
+    assert started(watched.until("running")) == ["prep"]
+    project.write("src/helpers.py", HELPERS.replace("n * 2", "n * 5"))  # prep was decided before this
+    events = watched.until("watching")
+    assert project.read("out/prep.txt") == "6", events  # the run under way ran the code it decided on
+    events = watched.until("watching")
+    assert events[0] == {"event": "watch_run", "run": 3, "changes": ["src/helpers.py"]}, events
+    assert started(events) == ["prep", "train"], events
+    assert project.read("out/prep.txt") == "15"
 
 
 def test_ctrl_c_during_a_run_leaves_nothing_half_written(watched: Watcher) -> None:
