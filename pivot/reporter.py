@@ -237,4 +237,6 @@ class JsonReporter(Reporter):
         self._emit(event="unaffected", changes=changes)
 
     def watch_error(self, error: str, changes: list[str]) -> None:
+        sys.stderr.write(f"error: {error}\n")  # as every error of pivot run --json
+        sys.stderr.flush()
         self._emit(event="watch_error", error=error, changes=changes)
