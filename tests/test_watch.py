@@ -8,6 +8,7 @@ import os
 import queue
 import signal
 import subprocess
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -108,9 +109,18 @@ class Watcher:
             return
         raise AssertionError(f"unexpected event {ev}")
 
+    def write(self, rel: str, text: str) -> None:
+        """Save a file as many editors do: a temporary file renamed over it. (Written in place,
+        a test on a loaded machine could be descheduled between the truncation and the write
+        for longer than the watcher's batching, and the watcher would see an empty file first.)"""
+        path = self.project.root / rel
+        tmp = path.parent / f".{path.name}.saving"
+        tmp.write_text(textwrap.dedent(text))
+        os.replace(tmp, path)
+
     def save(self, rel: str, text: str) -> list[dict[str, Any]]:
         """Save a file, then return the events up to the watcher's next `watching`."""
-        self.project.write(rel, text)
+        self.write(rel, text)
         return self.until("watching")
 
     def interrupt(self) -> tuple[int, str]:
@@ -170,7 +180,7 @@ def test_edits_rerun_exactly_the_stages_they_make_stale(watched: Watcher) -> Non
     assert project.read("out/model.txt") == "5 x 9"
 
     # an output written by hand is not a trigger: the next event is the dependency's save
-    project.write("out/other.txt", "scribbled")
+    watched.write("out/other.txt", "scribbled")
     time.sleep(0.3)
     events = watched.save("data/other.txt", "other v2")
     assert events[0] == {"event": "watch_run", "run": 4, "changes": ["data/other.txt"]}, events
@@ -212,9 +222,9 @@ def test_failing_stage_is_reported_and_watching_continues(watched: Watcher) -> N
 
 def test_a_save_during_a_run_starts_the_next_run(watched: Watcher) -> None:
     project = watched.project
-    project.write("data/raw.txt", "nap")
+    watched.write("data/raw.txt", "nap")
     assert started(watched.until("running")) == ["prep"]
-    project.write("src/helpers.py", HELPERS.replace("n * 2", "n * 5"))  # prep was decided before this
+    watched.write("src/helpers.py", HELPERS.replace("n * 2", "n * 5"))  # prep was decided before this
     events = watched.until("watching")
     assert project.read("out/prep.txt") == "6", events  # the run under way ran the code it decided on
     events = watched.until("watching")
@@ -226,7 +236,7 @@ def test_a_save_during_a_run_starts_the_next_run(watched: Watcher) -> None:
 def test_ctrl_c_during_a_run_leaves_nothing_half_written(watched: Watcher) -> None:
     project = watched.project
     lock_before = project.lock("prep")
-    project.write("data/raw.txt", "slow")
+    watched.write("data/raw.txt", "slow")
     watched.until("running")
     deadline = time.monotonic() + 20
     while not project.exists("started"):  # the stage has written half its output
