@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -159,6 +160,10 @@ class Changes:
 
     def _watch(self) -> None:
         from watchfiles import watch  # lazy: watch mode only
+
+        # Ctrl-C is the main thread's: blocked here, the kernel never hands it to this thread (or
+        # the one watchfiles starts), so a Ctrl-C held while workers start is not lost here.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
         noise = _noise(self.root)
         config = tuple(os.path.join(self.root, f) for f in CONFIG_FILES)

@@ -153,8 +153,11 @@ def _worker_init(root: str, parent: int) -> None:
 
     install(root)
     os.chdir(root)
-    # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did.
+    # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did. The
+    # worker may have started with it blocked too (_sigint_held): undone once it is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _watch_parent(parent)
 
 
@@ -179,12 +182,14 @@ class PoolExecutor:
     def __init__(self, jobs: int, root: Path) -> None:
         from loky import ProcessPoolExecutor  # lazy: start-up
 
+        _start_resource_trackers()
         self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                          initargs=(str(root), os.getpid()))
         # Start the workers now with Ctrl-C ignored (inherited through exec), so a Ctrl-C sent to
-        # the whole process group while they boot cannot print their tracebacks; the parent
-        # handles Ctrl-C by stopping them. A Ctrl-C in these few milliseconds is dropped.
-        with _sigint_ignored():
+        # the whole process group while they boot cannot print their tracebacks; this process
+        # gets it once they are started (held, not dropped: watch mode starts a pool right after
+        # a run, when Ctrl-C is likely) and handles it by stopping them.
+        with _sigint_held():
             # loky offers no public way to start the workers now.
             self._pool._ensure_executor_running()  # noqa: SLF001
 
@@ -210,17 +215,36 @@ def preload_modules(modules: list[str]) -> None:
             importlib.import_module(module)
 
 
+def _start_resource_trackers() -> None:
+    """Start the resource trackers (loky's and multiprocessing's) that the first pool would start:
+    multiprocessing's unblocks SIGINT when it has started its process, which would undo
+    _sigint_held halfway (and loky's threads started after that would not block SIGINT)."""
+    from multiprocessing import resource_tracker  # lazy: with the pool
+
+    from loky.backend import resource_tracker as loky_tracker  # lazy: with the pool
+
+    loky_tracker.ensure_running()
+    resource_tracker.ensure_running()
+
+
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def _sigint_held() -> Iterator[None]:
+    """While worker processes start: SIGINT ignored, which the children inherit through exec (a
+    Ctrl-C sent to the process group while they boot cannot print their tracebacks), and blocked
+    in this thread, so that one arriving meanwhile is not dropped (Linux keeps a blocked signal
+    pending even when it is ignored) but handled on leaving, once the handler is back."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: nothing to protect
         yield
         return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def available_cpus() -> int:
