@@ -267,6 +267,12 @@ class WarmPool:
         self._pool.preload([self.module], self.jobs)
         self.starts += 1
 
+    def warm(self, files: Iterable[str], modules: Iterable[str]) -> None:
+        """Start the pool (on `files`) and the spare (importing `modules`) now."""
+        if self._pool is None:
+            self.start(files)
+        self.spare(modules)
+
     def spare(self, modules: Iterable[str]) -> None:
         """Start the next pool now (the watcher is idle), importing `modules` (libraries only)."""
         if self._spare is None:

@@ -73,9 +73,12 @@ class Session:
 
     def idle(self) -> None:
         """Waiting for a save: get the next pool ready, with the libraries the project uses."""
+        self.pool.spare(self.libraries())
+
+    def libraries(self) -> set[str]:
         from pivot.watcher import libraries  # lazy: watch mode only
 
-        self.pool.spare(libraries(self.root) | {"pivot.cache"})
+        return libraries(self.root) | {"pivot.cache"}
 
     def cycle(self, saved: list[str]) -> None:
         """Load the pipeline as saved now and run what is stale. A run that does nothing (all up
@@ -103,6 +106,8 @@ class Session:
                 self.triggers = Triggers.of(repo, tracked.paths(self.root))
                 self.pool.module = pipeline_module(ws.config.pipeline)  # the worker's import, as configured now
                 self.pool.refresh(self.code)
+                if first:  # both pools boot during the first run, ready for the first save
+                    self.pool.warm(self.code, self.libraries())
                 source = None if req.no_pull else remote_source(ws, None, ask=True)
                 with ws.lock("run"):
                     Runner(repo, held, jobs=self.pool.jobs, executor_factory=self.pool.executor,
