@@ -226,7 +226,6 @@ class WarmPool:
         self.root = root
         self.jobs = jobs
         self.module = module
-        self.starts = 0
         self._pool: PoolExecutor | None = None
         self._spare: PoolExecutor | None = None
         self._loaded: dict[str, str | None] = {}  # file -> its digest when the pool started
@@ -265,7 +264,6 @@ class WarmPool:
         self._loaded = {f: _digest(f) for f in files}  # before any worker imports them
         self._pool, self._spare = self._spare or PoolExecutor(self.jobs, self.root), None
         self._pool.preload([self.module], self.jobs)
-        self.starts += 1
 
     def warm(self, files: Iterable[str], modules: Iterable[str]) -> None:
         """Start the pool (on `files`) and the spare (importing `modules`) now."""
