@@ -18,7 +18,11 @@ debounce, re-loading the pipeline, deciding, and (helper edits) new workers.
 Each edit is also checked: the affected stage started, the five unrelated
 stages did not.
 
-    .venv/bin/python benchmarks/bench_watch.py [--edits 20] [--pivot PATH]
+    .venv/bin/python benchmarks/bench_watch.py [--edits 20] [--pivot PATH] [--fresh]
+
+--fresh measures the same edits without the watcher, for reference: after each
+edit a new `pivot run --json` process starts (as a user or an editor's
+on-save hook would), and the sample is again save to stage start.
 
 Prints median, 95th percentile and max (all edits, and per kind) and writes the
 samples as JSON to benchmarks/results/.
@@ -166,6 +170,7 @@ def main() -> int:
     ap.add_argument("--edits", type=int, default=20)
     ap.add_argument("--pivot", default=None, help="the pivot executable (default: $PIVOT, else on PATH)")
     ap.add_argument("--pause", type=float, default=0.3, help="seconds between the watcher idling and the next edit")
+    ap.add_argument("--fresh", action="store_true", help="no watcher: a new `pivot run` after each edit")
     args = ap.parse_args()
     pivot = resolve_executable(args.pivot, "PIVOT", str(Path(sys.executable).parent / "pivot"))
     if pivot is None:
@@ -177,18 +182,26 @@ def main() -> int:
         make_project(root, pivot)
         stamp_file = Path(tmp) / "stamps.txt"
         env = {**tool_env(), "BENCH_STAMPS": str(stamp_file)}
-        watcher = Watcher(pivot, root, env)
         samples: list[dict[str, Any]] = []
         problems: list[str] = []
+        if args.fresh:
+            subprocess.run([pivot, "run"], cwd=root, env=env, check=True, capture_output=True)
+        watcher = None if args.fresh else Watcher(pivot, root, env)
         try:
-            watcher.until("watching", timeout=120)
+            if watcher is not None:
+                watcher.until("watching", timeout=120)
             for n in range(args.edits):
                 kind = ("helper", "param", "data")[n % 3]
                 time.sleep(args.pause)
                 before = len(stamps(stamp_file))
                 t0 = time.time()
                 expected = edit(root, kind, n)
-                events = watcher.until("watching")
+                if watcher is None:
+                    out = subprocess.run([pivot, "run", "--json"], cwd=root, env=env, capture_output=True,
+                                         text=True).stdout
+                    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+                else:
+                    events = watcher.until("watching")
                 started = {name: t for name, t in stamps(stamp_file)[before:]}
                 ran = {ev["stage"] for ev in events if ev["event"] == "running"}
                 if expected not in started:
@@ -198,7 +211,7 @@ def main() -> int:
                     problems.append(f"edit {n} ({kind}): unrelated stages started: {sorted(ran & UNRELATED)}")
                 samples.append({"edit": n, "kind": kind, "seconds": started[expected] - t0})
         finally:
-            code = watcher.stop()
+            code = watcher.stop() if watcher is not None else 130
         if code != 130:
             problems.append(f"the watcher exited {code} on Ctrl-C, not 130")
     rows = []
@@ -207,11 +220,13 @@ def main() -> int:
         if values:
             rows.append([label, str(len(values)), f"{statistics.median(values):.3f}",
                          f"{percentile(values, 0.95):.3f}", f"{max(values):.3f}"])
-    print(f"save -> affected stage starts (s), {args.edits} edits, load {os.getloadavg()[0]:.2f}")
+    how = "a new pivot run per edit" if args.fresh else "pivot run --watch"
+    print(f"save -> affected stage starts (s), {how}, {args.edits} edits, load {os.getloadavg()[0]:.2f}")
     print(markdown_table(["edits", "n", "median", "p95", "max"], rows))
     for p in problems:
         print("PROBLEM:", p)
-    path = write_results("watch", {"machine": machine_info(), "samples": samples, "problems": problems})
+    path = write_results("watch-fresh" if args.fresh else "watch",
+                         {"machine": machine_info(), "samples": samples, "problems": problems})
     print(f"samples: {path}")
     return 1 if problems else 0
 
