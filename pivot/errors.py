@@ -157,3 +157,7 @@ class YamlProblem(ValueError):
 
 class FlagMisuse(ProjectError):
     """A dask-only flag given for a local run (the CLI shows it as a usage error)."""
+
+
+class WatchError(PivotError):
+    """pivot run --watch cannot watch the project (the system's file watches ran out, say)."""

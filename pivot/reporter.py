@@ -36,6 +36,15 @@ class Reporter:
     def output(self, stage: str, text: str) -> None: ...
     def progress(self, done: int, total: int, running: list[str], elapsed: float) -> None: ...
     def summary(self, s: Summary, dry_run: bool = False) -> None: ...
+    # pivot run --watch (docs/watch.md): a run's events come between watch_run and watching.
+    def watch_run(self, run: int, changes: list[str]) -> None: ...
+    def watching(self, run: int) -> None: ...
+    def unaffected(self, changes: list[str]) -> None: ...
+    def watch_error(self, error: str, changes: list[str]) -> None: ...
+
+
+def _saved(changes: list[str]) -> str:
+    return ", ".join(changes[:3]) + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else "")
 
 
 class ConsoleReporter(Reporter):
@@ -150,6 +159,19 @@ class ConsoleReporter(Reporter):
             line += f"; rescheduled after a worker was lost: {', '.join(s.rescheduled)}"
         self._line(line)
 
+    def watch_run(self, run: int, changes: list[str]) -> None:
+        if changes:
+            self._line(f"watch: {_saved(changes)} changed")
+
+    def watching(self, run: int) -> None:
+        self._line("watch: watching for changes (Ctrl-C to stop)")
+
+    def unaffected(self, changes: list[str]) -> None:
+        self._line(f"watch: {_saved(changes)} changed; no stage affected")
+
+    def watch_error(self, error: str, changes: list[str]) -> None:
+        self._line(f"error: {error}", self.err)
+
 
 class JsonReporter(Reporter):
     """One JSON object per line on stdout."""
@@ -212,3 +234,17 @@ class JsonReporter(Reporter):
         self._emit(event="summary", ran=s.ran, skipped=s.skipped, failed=s.failed, not_run=s.not_run,
                    restored=s.restored, dry_run=dry_run, attempts=s.attempts, timed_out=s.timed_out,
                    rescheduled=s.rescheduled)
+
+    def watch_run(self, run: int, changes: list[str]) -> None:
+        self._emit(event="watch_run", run=run, changes=changes)
+
+    def watching(self, run: int) -> None:
+        self._emit(event="watching", run=run)
+
+    def unaffected(self, changes: list[str]) -> None:
+        self._emit(event="unaffected", changes=changes)
+
+    def watch_error(self, error: str, changes: list[str]) -> None:
+        sys.stderr.write(f"error: {error}\n")  # as every error of pivot run --json
+        sys.stderr.flush()
+        self._emit(event="watch_error", error=error, changes=changes)

@@ -34,10 +34,13 @@ from pivot.cli.common import stages_argument
                    "params.yaml (comments kept), then the run proceeds. Repeatable.")
 @click.option("--no-run-cache", is_flag=True,
               help="Run stale stages even when a run record (local or on the default remote) would restore them.")
+@click.option("--watch", is_flag=True,
+              help="After the run, watch the project and run again what each saved change makes stale "
+                   "(Ctrl-C stops).")
 def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, single_stage: bool,
             keep_going: bool, jobs: int | None, as_json: bool, executor: str | None, scheduler: str | None,
             remote: str | None, no_download: bool, no_pull: bool, no_run_cache: bool,
-            set_params: tuple[str, ...]) -> None:
+            set_params: tuple[str, ...], watch: bool) -> None:
     """Run STAGES (default: all) and the stages they need, skipping what is up to date."""
     from pivot.errors import FlagMisuse, StageFailed
     from pivot.ops.run import RunRequest, run_pipeline
@@ -47,6 +50,10 @@ def command(stages: tuple[str, ...], force: bool, dry_run: bool, explain: bool, 
     request = RunRequest(stages, force, dry_run, single_stage, keep_going, jobs, executor, scheduler, remote,
                          no_download, no_pull, no_run_cache, set_params=set_params)
     try:
+        if watch:
+            from pivot.ops.watch import watch_pipeline  # lazy: watch mode only
+
+            watch_pipeline(request, reporter)  # ends with Ctrl-C only
         summary = run_pipeline(request, reporter)
     except FlagMisuse as exc:
         raise click.UsageError(str(exc)) from None

@@ -4,6 +4,8 @@ stage call itself (`call_stage`), which the Dask worker uses as well."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -152,8 +154,11 @@ def _worker_init(root: str, parent: int, env: tuple[tuple[str, str], ...] = ()) 
     os.environ.update(env)  # before any user code: CUDA reads CUDA_VISIBLE_DEVICES once per process
     install(root)
     os.chdir(root)
-    # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did.
+    # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did. The
+    # worker may have started with it blocked too (_sigint_held): undone once it is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _watch_parent(parent)
 
 
@@ -180,12 +185,14 @@ class PoolExecutor:
 
         self._root = root
         self._solos: set[Solo] = set()
+        _start_resource_trackers()
         self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                          initargs=(str(root), os.getpid()))
         # Start the workers now with Ctrl-C ignored (inherited through exec), so a Ctrl-C sent to
-        # the whole process group while they boot cannot print their tracebacks; the parent
-        # handles Ctrl-C by stopping them. A Ctrl-C in these few milliseconds is dropped.
-        with _sigint_ignored():
+        # the whole process group while they boot cannot print their tracebacks; this process
+        # gets it once they are started (held, not dropped: watch mode starts a pool right after
+        # a run, when Ctrl-C is likely) and handles it by stopping them.
+        with _sigint_held():
             # loky offers no public way to start the workers now.
             self._pool._ensure_executor_running()  # noqa: SLF001
 
@@ -196,6 +203,12 @@ class PoolExecutor:
             return solo.future
         fut: Future[StageResult] = self._pool.submit(execute, task)  # loky is not annotated
         return fut
+
+    def preload(self, modules: list[str], count: int) -> None:
+        """Import `modules` in the workers now, ahead of their first stage: `count` times, so
+        once per worker when they are free (watch mode, pivot/watcher.py)."""
+        for _ in range(count):
+            self._pool.submit(preload_modules, modules)
 
     def shutdown(self, kill: bool = False) -> None:
         for solo in list(self._solos):
@@ -217,7 +230,7 @@ class Solo:
         self.future.set_running_or_notify_cancel()
         self._task, self._solos, self._lock = task, solos, threading.Lock()
         self._start = time.perf_counter()
-        with _sigint_ignored():
+        with _sigint_held():
             self._pool = ProcessPoolExecutor(max_workers=1, initializer=_worker_init,
                                              initargs=(str(root), os.getpid(), task.env))
             inner = self._pool.submit(execute, task)
@@ -265,19 +278,44 @@ class Solo:
             self._pool.shutdown(wait=False, kill_workers=True)
         else:
             self.future.exception()
+def preload_modules(modules: list[str]) -> None:
+    """Import modules in a worker, ignoring failures: a pipeline that does not import is
+    reported by the run that needs it, not by a worker warming up."""
+    for module in modules:
+        with contextlib.suppress(BaseException):  # a broken import is the run's to report
+            importlib.import_module(module)
+
+
+def _start_resource_trackers() -> None:
+    """Start the resource trackers (loky's and multiprocessing's) that the first pool would start:
+    multiprocessing's unblocks SIGINT when it has started its process, which would undo
+    _sigint_held halfway (and loky's threads started after that would not block SIGINT)."""
+    from multiprocessing import resource_tracker  # lazy: with the pool
+
+    from loky.backend import resource_tracker as loky_tracker  # lazy: with the pool
+
+    loky_tracker.ensure_running()
+    resource_tracker.ensure_running()
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def _sigint_held() -> Iterator[None]:
+    """While worker processes start: SIGINT ignored, which the children inherit through exec (a
+    Ctrl-C sent to the process group while they boot cannot print their tracebacks), and blocked
+    in this thread, so that one arriving meanwhile is not dropped (Linux keeps a blocked signal
+    pending even when it is ignored) but handled on leaving, once the handler is back."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: nothing to protect
         yield
         return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def available_cpus() -> int:
