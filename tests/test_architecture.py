@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("definition", ("pivot.outputs", "pivot.stage", "pivot.params", "pivot.graph", "pivot.fingerprint.*")),
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run", "pivot.planning",
                 "pivot.runcache", "pivot.backups", "pivot.landing", "pivot.fresh", "pivot.retrieve", "pivot.checkout",
-                "pivot.verify", "pivot.metrics", "pivot.plots.*", "pivot.remote.*")),
+                "pivot.verify", "pivot.checkmemo", "pivot.metrics", "pivot.plots.*", "pivot.remote.*")),
     ("application", ("pivot.ops.*",)),
     ("faces", ("pivot.cli.*", "pivot.hooks", "pivot", "pivot.__main__")),
 ]
