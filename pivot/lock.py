@@ -17,6 +17,7 @@ from pivot.records import OutputKind, PathRecord
 from pivot.state import State
 
 LOCK_SCHEMA = 1
+_KINDS = {str(k): k for k in OutputKind}
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class StageLock:
         code = d["code"]
 
         def records(rows: list[dict[str, Any]]) -> tuple[PathRecord, ...]:
-            return tuple(PathRecord(r["path"], r["hash"], "dir" in r, OutputKind(r["type"]) if "type" in r else None)
+            return tuple(PathRecord(r["path"], r["hash"], "dir" in r, _KINDS[r["type"]] if "type" in r else None)
                          for r in rows)
 
         return cls(code["fingerprint"], code["manifest"], d.get("params"), records(d["deps"]), records(d["outs"]),

@@ -80,8 +80,8 @@ class Repo:
         self.cache = Cache(project.cache_dir, project.config.link)
         self.fingerprinter = Fingerprinter(self.root, self.state)
         os.chdir(self.root)
-        self.graph: Graph = build(discover(self.root, project.config.pipeline), self.root)
-        gc.freeze()  # the pipeline lives as long as the process: the collector need not look at it again
+        with gc_paused(keep=True):  # the pipeline lives as long as the process
+            self.graph: Graph = build(discover(self.root, project.config.pipeline), self.root)
         self.stages = list(self.graph.stages.values())  # paths resolved
         self.overrides = params_mod.load_overrides(self.root)
         params_mod.check_sections(self.overrides, self.stages)
