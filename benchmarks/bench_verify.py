@@ -76,6 +76,7 @@ def child_env(env_as_is: bool) -> dict[str, str]:
 def prepare(dest: Path, pivot: str, shape: Shape, n: int, env: dict[str, str]) -> None:
     if (dest / ".git").is_dir() and (dest / ".pivot" / "stages").is_dir():
         log(f"reusing {dest}")
+        use(dest, pivot, env)
         return
     generate(dest, "pivot", shape, n, pivot)
     for argv in ([pivot, "run"], ["git", "add", "-A"], ["git", "commit", "-q", "--no-verify", "-m", "locks"],

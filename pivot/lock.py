@@ -133,7 +133,7 @@ def locked_stages(stages_dir: Path) -> list[str]:
         return []
 
 
-STAT_MEMO = f"lockstat{LOCK_SCHEMA}:"  # state key prefix: stage -> [stat of its lock file, parsed lock]
+STAT_MEMO = f"stat-lock{LOCK_SCHEMA}:"  # state key prefix: stage -> [stat of its lock file, parsed lock]
 
 
 def stat_signature(st: os.stat_result) -> str:

@@ -30,7 +30,7 @@ def remembered(project: Project) -> set[str]:
     """The stages whose parsed lock the state database remembers by the lock file's stat."""
     db = sqlite3.connect(project.root / ".pivot" / "state.db")
     try:
-        return {k.split(":", 1)[1] for (k,) in db.execute("SELECT key FROM kv WHERE key LIKE 'lockstat%'")}
+        return {k.split(":", 1)[1] for (k,) in db.execute("SELECT key FROM kv WHERE key LIKE 'stat-lock%'")}
     finally:
         db.close()
 
