@@ -1,8 +1,11 @@
-"""How long the pre-commit check takes on an up-to-date pipeline (target: under 1 s at 1,000 stages).
+"""How long the commands of an up-to-date pipeline take: no-op run, status and the pre-commit check
+(issue 19's targets at 10,000 stages: run and status at most 0.5 s, the check through a real
+`git commit` at most 1 s).
 
-For each size N (default 100 and 1000, chain shape, from gen_pipelines.py) the project is
-generated, run once, committed with its lock files, and given Pivot's pre-commit hook. Then, R
-times each (whole commands, process start to exit, nothing changed in between):
+For each shape (chain, fanout) and size N (default 100 and 1000, from gen_pipelines.py) the project
+is generated, run once, committed with its lock files, and given Pivot's pre-commit hook (kept in
+--workdir with --keep, and reused by a later invocation: a 10,000-stage first run takes minutes).
+Then, R times each (whole commands, process start to exit, nothing changed in between):
 
 - `pivot verify`                the CI check: every stage planned against its lock;
 - `pivot verify --staged` cold  the pre-commit check doing the full check (the memo is invalidated
@@ -14,7 +17,14 @@ times each (whole commands, process start to exit, nothing changed in between):
                                 check reads changed, so the pipeline is neither imported nor planned;
 - `git commit` (hook) warm      the real commit on that path: what a user usually waits for;
 - `git commit --no-verify`      the commit without hooks, for reference;
-- `pivot status`                for comparison with the check's core.
+- `pivot status`                what `pivot run` would do;
+- `pivot run` (no-op)           nothing to run: every stage is decided and skipped.
+
+With --baseline PIVOT2, every sample is taken with both executables, alternating which goes
+first, on the same project (the hook is installed for the executable being measured, and a warm
+sample is preceded by an untimed check of that executable recording its memo), and the table
+shows both medians and their ratio: paired measurements for a before/after comparison on a
+loaded machine.
 
 By default children run with Python's bytecode cache allowed (PYTHONDONTWRITEBYTECODE removed
 from their environment), as on a typical machine. `--env-as-is` keeps the environment unchanged.
@@ -29,11 +39,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 from benchlib import (
     Measurement,
     failure_notes,
     fmt_measurement,
+    fmt_ratio,
     machine_info,
     markdown_table,
     resolve_executable,
@@ -42,10 +54,12 @@ from benchlib import (
     tool_version,
     write_results,
 )
-from gen_pipelines import GenerationError, generate
+from gen_pipelines import GenerationError, Shape, generate
 
-COMMANDS = ("pivot verify", "pivot verify --staged cold", "git commit (hook) cold",
-            "pivot verify --staged warm", "git commit (hook) warm", "git commit --no-verify", "pivot status")
+COMMANDS = ("pivot run (no-op)", "pivot status", "pivot verify", "pivot verify --staged cold",
+            "git commit (hook) cold", "pivot verify --staged warm", "git commit (hook) warm",
+            "git commit --no-verify")
+SHAPES = ("chain", "fanout")
 
 
 def log(message: str) -> None:
@@ -59,8 +73,12 @@ def child_env(env_as_is: bool) -> dict[str, str]:
     return env
 
 
-def prepare(dest: Path, pivot: str, n: int, env: dict[str, str]) -> None:
-    generate(dest, "pivot", "chain", n, pivot)
+def prepare(dest: Path, pivot: str, shape: Shape, n: int, env: dict[str, str]) -> None:
+    if (dest / ".git").is_dir() and (dest / ".pivot" / "stages").is_dir():
+        log(f"reusing {dest}")
+        use(dest, pivot, env)
+        return
+    generate(dest, "pivot", shape, n, pivot)
     for argv in ([pivot, "run"], ["git", "add", "-A"], ["git", "commit", "-q", "--no-verify", "-m", "locks"],
                  [pivot, "hooks", "install", "-t", "pre-commit"]):
         result = run_timed(argv, cwd=dest, timeout=1800, env=env)
@@ -76,6 +94,7 @@ def argv_for(command: str, pivot: str) -> list[str]:
         "git commit (hook)": ["git", "commit", "-q", "--allow-empty", "-m", "bench"],
         "git commit --no-verify": ["git", "commit", "-q", "--no-verify", "--allow-empty", "-m", "bench"],
         "pivot status": [pivot, "status"],
+        "pivot run (no-op)": [pivot, "run"],
     }[name]
 
 
@@ -87,57 +106,81 @@ def invalidate_memo(dest: Path) -> None:
 
 def record_memo(dest: Path, pivot: str, env: dict[str, str]) -> None:
     time.sleep(2.1)  # the memo trusts no file younger than 2 s
-    run_timed([pivot, "verify"], cwd=dest, env=env)
     check = run_timed([pivot, "verify", "--staged"], cwd=dest, env=env)
+    if "nothing the check reads changed" not in check.stdout:
+        check = run_timed([pivot, "verify", "--staged"], cwd=dest, env=env)
     if "nothing the check reads changed" not in check.stdout:
         log("  warning: the memo was not recorded; warm figures are full checks")
 
 
-def bench_size(pivot: str, n: int, repeats: int, workdir: Path, env: dict[str, str]) -> list[Measurement]:
-    dest = workdir / f"chain-{n}"
-    config = {"stages": n, "shape": "chain"}
-    results = [Measurement("pivot", c, dict(config)) for c in COMMANDS]
-    log(f"preparing a {n}-stage project in {dest} ...")
+def use(dest: Path, pivot: str, env: dict[str, str]) -> None:
+    """The pre-commit hook of `dest` runs `pivot` (the hook records the executable that installs it)."""
+    run_timed([pivot, "hooks", "install", "-t", "pre-commit"], cwd=dest, env=env)
+
+
+def sample(m: Measurement, dest: Path, pivot: str, env: dict[str, str]) -> bool:
+    use(dest, pivot, env)
+    if m.metric.endswith("warm"):
+        record_memo(dest, pivot, env)
+    if m.metric.endswith("cold"):
+        invalidate_memo(dest)
+    return m.add(run_timed(argv_for(m.metric, pivot), cwd=dest, env=env))
+
+
+def bench_size(exes: dict[str, str], shape: Shape, n: int, repeats: int, workdir: Path,
+               env: dict[str, str]) -> list[Measurement]:
+    """`exes`: label -> executable (the first generates the project)."""
+    dest = workdir / f"{shape}-{n}"
+    config = {"stages": n, "shape": shape}
+    results = {(label, c): Measurement(label, c, dict(config)) for c in COMMANDS for label in exes}
+    log(f"preparing a {n}-stage {shape} project in {dest} ...")
     try:
-        prepare(dest, pivot, n, env)
+        prepare(dest, next(iter(exes.values())), shape, n, env)
     except GenerationError as exc:
-        for m in results:
+        for m in results.values():
             m.fail(str(exc))
-        return results
+        return list(results.values())
     if not (dest / ".git" / "hooks" / "pre-commit").is_file():
-        for m in results:
+        for m in results.values():
             m.fail("pivot hooks install did not install a pre-commit hook")
-        return results
-    for m in results:
-        argv = argv_for(m.metric, pivot)
-        if m.metric.endswith("warm") and not any(r.metric.endswith("warm") and r.samples for r in results):
-            record_memo(dest, pivot, env)
-        run_timed(argv, cwd=dest, env=env)  # warm-up: page cache, bytecode, state.db
-        for _ in range(repeats):
-            if m.metric.endswith("cold"):
-                invalidate_memo(dest)
-            if not m.add(run_timed(argv, cwd=dest, env=env)):
-                break
-        log(f"  {m.metric}: {fmt_measurement(m)}")
-    return results
-
-
-def report(results: list[Measurement], sizes: list[int]) -> str:
-    rows = []
+        return list(results.values())
+    labels = list(exes)
     for command in COMMANDS:
-        row = [f"`{command}`"]
-        for n in sizes:
-            m = next((r for r in results if r.metric == command and r.config.get("stages") == n), None)
-            row.append(fmt_measurement(m))
-        rows.append(row)
-    header = ["command", *(f"{n} stages" for n in sizes)]
+        for label in labels:  # warm-up: page cache, bytecode, state.db
+            use(dest, exes[label], env)
+            run_timed(argv_for(command, exes[label]), cwd=dest, env=env)
+        for r in range(repeats):
+            for label in (labels if r % 2 == 0 else labels[::-1]):
+                m = results[(label, command)]
+                if m.status == "ok" and not sample(m, dest, exes[label], env):
+                    log(f"  {label} {command}: failed")
+        log("  " + "; ".join(f"{label}: {command}: {fmt_measurement(results[(label, command)])}" for label in labels))
+    return list(results.values())
+
+
+def report(results: list[Measurement], sizes: list[int], shapes: list[Shape], labels: list[str]) -> str:
+    rows = []
+    for shape in shapes:
+        for command in COMMANDS:
+            for n in sizes:
+                found = {label: next((r for r in results if r.tool == label and r.metric == command
+                                      and r.config == {"stages": n, "shape": shape}), None) for label in labels}
+                row = [shape, str(n), f"`{command}`", *(fmt_measurement(found[label]) for label in labels)]
+                if len(labels) == 2:
+                    row.append(fmt_ratio(found[labels[0]], found[labels[1]]))
+                rows.append(row)
+    header = ["shape", "N", "command", *(f"{label} median (min–max)" for label in labels)]
+    if len(labels) == 2:
+        header.append(f"{labels[0]}/{labels[1]}")
     return markdown_table(header, rows) + failure_notes(results)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pivot", help="pivot executable (default: $PIVOT, else `pivot` on PATH)")
+    p.add_argument("--baseline", help="a second pivot executable, measured in pairs with the first (before/after)")
     p.add_argument("--stages", default="100,1000", help="comma-separated pipeline sizes (default 100,1000)")
+    p.add_argument("--shapes", default="chain", help="comma-separated subset of chain,fanout (default chain)")
     p.add_argument("-r", "--repeats", type=int, default=7, help="samples per command (default 7)")
     p.add_argument("--env-as-is", action="store_true", help="keep PYTHONDONTWRITEBYTECODE if it is set")
     p.add_argument("--workdir", type=Path, help="where projects are generated (default: a temp dir)")
@@ -148,20 +191,26 @@ def main(argv: list[str] | None = None) -> int:
         log("error: no pivot executable found (use --pivot or $PIVOT)")
         return 2
     sizes = [int(x) for x in args.stages.split(",") if x.strip()]
+    shapes = [cast(Shape, x) for x in SHAPES if x in args.shapes.split(",")]
+    exes = {"pivot": pivot}
+    if args.baseline:
+        exes["baseline"] = args.baseline
+    labels = ["baseline", "pivot"] if args.baseline else ["pivot"]
     env = child_env(args.env_as_is)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pivot-bench-verify-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        results = [m for n in sizes for m in bench_size(pivot, n, args.repeats, workdir, env)]
+        results = [m for n in sizes for shape in shapes for m in bench_size(exes, shape, n, args.repeats, workdir, env)]
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(report(results, sizes))
+    print(report(results, sizes, shapes, labels))
     path = write_results("verify", {
         "machine": machine_info(),
         "load_average": os.getloadavg(),
-        "settings": {"repeats": args.repeats, "stages": sizes, "bytecode_cache": "PYTHONDONTWRITEBYTECODE" not in env},
-        "executables": {"pivot": pivot, "pivot_version": tool_version([pivot, "--version"])},
+        "settings": {"repeats": args.repeats, "stages": sizes, "shapes": shapes,
+                     "bytecode_cache": "PYTHONDONTWRITEBYTECODE" not in env},
+        "executables": {**exes, **{f"{k}_version": tool_version([v, "--version"]) for k, v in exes.items()}},
         "results": [m.to_json() for m in results],
     })
     log(f"raw samples: {path}")

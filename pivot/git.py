@@ -80,7 +80,8 @@ class WorkTreeChanges:
     """Paths (relative to the project root) whose work-tree content differs from the index."""
 
     unstaged: dict[str, str] = field(default_factory=dict)  # path -> git's work-tree status letter
-    untracked: frozenset[str] = frozenset()  # files, and folders ending in '/' (wholly untracked)
+    # Files, and folders ending in '/' (wholly untracked), among the paths asked about.
+    untracked: frozenset[str] = frozenset()
 
     def is_untracked(self, path: str) -> bool:
         if path in self.untracked:
@@ -89,23 +90,35 @@ class WorkTreeChanges:
         return any("/".join(parts[:i]) + "/" in self.untracked for i in range(1, len(parts)))
 
 
-def worktree_changes(top: Path, prefix: str) -> WorkTreeChanges:
-    """`git status` of the project folder: unstaged modifications and untracked (not ignored) files."""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # the index is locked while `git commit` runs hooks
+def worktree_changes(top: Path, prefix: str, untracked_in: tuple[str, ...] = ()) -> WorkTreeChanges:
+    """`git status` of the project folder: unstaged modifications, and the untracked (not
+    ignored) files among `untracked_in` (paths relative to the project; see `untracked`)."""
     out = run_git(top, "status", "--porcelain=v1", "-z", "--no-renames", "--ignore-submodules=all",
-                  "--untracked-files=normal", "--", prefix or ".", env=env).stdout.decode(errors="surrogateescape")
+                  "--untracked-files=no", "--", prefix or ".", env=_no_optional_locks()).stdout
     unstaged: dict[str, str] = {}
-    untracked: set[str] = set()
     strip = f"{prefix}/" if prefix else ""
-    for entry in out.split("\0"):
-        if len(entry) < 4 or not entry[3:].startswith(strip):
-            continue
-        code, path = entry[:2], entry[3 + len(strip):]
-        if code == "??":
-            untracked.add(path)
-        elif code[1] not in (" ", "!"):
-            unstaged[path] = code[1]
-    return WorkTreeChanges(unstaged, frozenset(untracked))
+    for entry in out.decode(errors="surrogateescape").split("\0"):
+        if len(entry) >= 4 and entry[3:].startswith(strip) and entry[1] not in (" ", "!", "?"):
+            unstaged[entry[3 + len(strip):]] = entry[1]
+    return WorkTreeChanges(unstaged, untracked(top, prefix, untracked_in))
+
+
+def untracked(top: Path, prefix: str, paths: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """The untracked, not ignored, files among `paths` (files or folders relative to the project),
+    and the folders among or above them that are wholly untracked (as 'folder/'). Only these
+    paths are looked through: listing the whole project would match every output against
+    .gitignore, which names each cached output (0.6 s of CPU at 10,000 stages)."""
+    if not paths:
+        return frozenset()
+    strip = f"{prefix}/" if prefix else ""
+    out = run_git(top, "--literal-pathspecs", "ls-files", "-z", "--others", "--exclude-standard", "--directory",
+                  "--no-empty-directory", "--", *(strip + p for p in paths), env=_no_optional_locks()).stdout
+    return frozenset(p[len(strip):] for p in out.decode(errors="surrogateescape").split("\0")
+                     if p.startswith(strip) and len(p) > len(strip))
+
+
+def _no_optional_locks() -> dict[str, str]:
+    return {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # the index is locked while `git commit` runs hooks
 
 
 @contextmanager

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +12,13 @@ from typing import Any
 
 from pivot import atomic, yamlio
 from pivot.errors import LockError, YamlProblem
-from pivot.hashing import hash_bytes
+from pivot.hashing import RACY_NS, hash_bytes
 from pivot.layout import LOCK_SUFFIX, stage_file, stage_of_file
-from pivot.records import PathRecord
+from pivot.records import OutputKind, PathRecord
 from pivot.state import State
 
 LOCK_SCHEMA = 1
+_KINDS = {str(k): k for k in OutputKind}
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,19 @@ class StageLock:
             outs=tuple(PathRecord.from_dict(r) for r in d.get("outs") or ()),
             notes=tuple(code.get("notes") or ()),
         )
+
+    @classmethod
+    def from_memo(cls, d: dict[str, Any]) -> StageLock:
+        """A lock from the state database's memo, written by `to_dict` of a lock that was checked
+        when its file was parsed: built without checking it again (a no-op status reads every lock)."""
+        code = d["code"]
+
+        def records(rows: list[dict[str, Any]]) -> tuple[PathRecord, ...]:
+            return tuple(PathRecord(r["path"], r["hash"], "dir" in r, _KINDS[r["type"]] if "type" in r else None)
+                         for r in rows)
+
+        return cls(code["fingerprint"], code["manifest"], d.get("params"), records(d["deps"]), records(d["outs"]),
+                   tuple(code.get("notes", ())))
 
 
 def lock_path(stages_dir: Path, stage: str) -> Path:
@@ -109,10 +126,12 @@ def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock 
 
 def locked_stages(stages_dir: Path) -> list[str]:
     """The stages that have a lock file in `stages_dir` (its `<stage>.lock` files), sorted."""
-    if not stages_dir.is_dir():
+    try:
+        with os.scandir(stages_dir) as it:
+            names = [stage_of_file(e.name, LOCK_SUFFIX) for e in it if not e.name.startswith(".") and e.is_file()]
+        return sorted(n for n in names if n is not None)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    names = (stage_of_file(p.name, LOCK_SUFFIX) for p in stages_dir.glob(f"*{LOCK_SUFFIX}") if p.is_file())
-    return sorted(n for n in names if n is not None)
 
 
 def with_variants(stages_dir: Path, names: Iterable[str], strict: bool = True) -> list[str]:
@@ -127,10 +146,53 @@ def with_variants(stages_dir: Path, names: Iterable[str], strict: bool = True) -
     return list(dict.fromkeys(found))
 
 
+STAT_MEMO = f"stat-lock{LOCK_SCHEMA}:"  # state key prefix: stage -> [stat of its lock file, parsed lock]
+
+
+def stat_signature(st: os.stat_result) -> str:
+    """What a lock file's stat says of its bytes: any write changes the ctime (which no one can
+    set back), a replacing rename the inode."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+class LockReader:
+    """Reads a project's lock files, remembering each parsed lock in the state database by the
+    stat of its file, so that an unchanged lock costs one stat: the memo of every stage is
+    read in one query. A lock file whose mtime or ctime is less than RACY_NS before the stat
+    is not remembered by stat (it could change again within the timestamp granularity)."""
+
+    def __init__(self, stages_dir: Path, state: State) -> None:
+        self.stages_dir = stages_dir
+        self.state = state
+        self._memo: dict[str, str] | None = None  # stage -> the memo row's text (parsed on use)
+        self._folder = str(stages_dir)
+
+    def read(self, stage: str) -> StageLock | None:
+        path = os.path.join(self._folder, stage_file(stage, LOCK_SUFFIX))
+        try:
+            st = os.stat(path)  # before reading: a write after it changes the stat we remember
+        except FileNotFoundError:
+            return None
+        sig = stat_signature(st)
+        if self._memo is None:
+            self._memo = self.state.values_under(STAT_MEMO)
+        row = self._memo.get(STAT_MEMO + stage)
+        if row is not None and row.startswith(f'["{sig}",'):
+            try:
+                return StageLock.from_memo(json.loads(row)[1])
+            except (ValueError, TypeError, KeyError, IndexError):
+                pass  # a damaged memo row is a forgotten one
+        lock = read(self.stages_dir, stage, self.state)
+        if lock is not None and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= RACY_NS:
+            self.state.put_json(STAT_MEMO + stage, [sig, lock.to_dict()])
+        return lock
+
+
 def prune_memo(stages_dir: Path, state: State) -> int:
     """Forget parsed locks that no lock file in the workspace has now (run by `pivot gc`)."""
     keep = {f"lock{LOCK_SCHEMA}:{hash_bytes(p.read_bytes())}" for p in stages_dir.rglob("*.lock")}
-    return state.drop_json(f"lock{LOCK_SCHEMA}:", keep)
+    stages = {STAT_MEMO + name for name in locked_stages(stages_dir)}
+    return state.drop_json(f"lock{LOCK_SCHEMA}:", keep) + state.drop_json(STAT_MEMO, stages)
 
 
 def write(stages_dir: Path, stage: str, lock: StageLock) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pivot.repo import Prepared, Repo
+from pivot.repo import Prepared, Repo, gc_paused
 from pivot.runcache import Hit, RunCache
 from pivot.status import Decision, Policy, decide
 
@@ -26,6 +26,12 @@ def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force:
     locked outputs a remote holds (restorable from there, see pivot/fresh.py). `runs`: stale
     stages are looked up in the run cache, and a hit counts as restored (its outputs known), so
     the stages after it are decided too: the remote is asked once per wave of such stages."""
+    with gc_paused(keep=True):
+        return _plan(repo, targets, single, force, policy, on_remote, runs)
+
+
+def _plan(repo: Repo, targets: tuple[str, ...], single: bool, force: bool, policy: Policy,
+          on_remote: frozenset[str], runs: RunCache | None) -> list[Planned]:
     names = repo.graph.select(list(targets), single)
     repo.check_params(names)
     will_run: set[str] = set()

@@ -21,7 +21,7 @@ from pivot.lock import StageLock
 from pivot.outputs import Out
 from pivot.planning import Planned, plan
 from pivot.records import NeededOutput, PathRecord
-from pivot.repo import Prepared, Repo
+from pivot.repo import Prepared, Repo, gc_paused
 from pivot.reporter import Reporter, Summary
 from pivot.runcache import Hit, RunCache, key_of
 from pivot.status import Decision, decide
@@ -112,7 +112,8 @@ class Runner:
         self._look_up_front(opts)
         try:
             while True:
-                self._start_ready(opts.force)
+                with gc_paused():  # thousands of stages may be decided here
+                    self._start_ready(opts.force)
                 # Commit before waiting: an open write transaction would block `pivot status`.
                 self.repo.state.commit()
                 if not self.running:

@@ -90,7 +90,9 @@ def stage(
             params=params,
             exclusive=bool(exclusive),
             run_cache=bool(run_cache),
-            limits=stage_limits(f"stage '{stage_name}' ({_where(func)})", resources, timeout, retries),
+            # Checked only when declared: naming the stage's place costs more than the check.
+            limits=DEFAULT if resources is None and timeout is None and retries == 0 else
+            stage_limits(f"stage '{stage_name}' ({_where(func)})", resources, timeout, retries),
             matrix=matrix,
         )
         _REGISTRY.append(record)
@@ -101,22 +103,27 @@ def stage(
 
 
 def _check_definition(s: Stage) -> None:
-    where = f"stage '{s.name}' ({s.where})"
     if not isinstance(s.name, str) or not _NAME_RE.match(s.name):
-        raise PipelineError(f"{where}: invalid stage name {s.name!r}; use letters, digits, '_', '-' or '.'")
+        raise PipelineError(f"{_named(s)}: invalid stage name {s.name!r}; use letters, digits, '_', '-' or '.'")
     if "<locals>" in getattr(s.func, "__qualname__", "") or s.func.__name__ == "<lambda>":
-        raise PipelineError(f"{where}: a stage must be a module-level function (def at the top of a module)")
+        raise PipelineError(f"{_named(s)}: a stage must be a module-level function (def at the top of a module)")
     for dep in s.deps:
         if not isinstance(dep, str):
-            raise PipelineError(f"{where}: deps must be path strings, got {dep!r}")
+            raise PipelineError(f"{_named(s)}: deps must be path strings, got {dep!r}")
     for out in s.outs:
         if not isinstance(out.path, str):
-            raise PipelineError(f"{where}: output paths must be strings, got {out.path!r}")
+            raise PipelineError(f"{_named(s)}: output paths must be strings, got {out.path!r}")
     if s.params is not None:
         from pydantic import BaseModel
 
         if not (isinstance(s.params, type) and issubclass(s.params, BaseModel)):
-            raise PipelineError(f"{where}: params= must be a pydantic BaseModel subclass, got {s.params!r}")
+            raise PipelineError(f"{_named(s)}: params= must be a pydantic BaseModel subclass, got {s.params!r}")
+
+
+def _named(s: Stage) -> str:
+    """How an error names a stage: `stage 'train' (pipeline.py:12)` (only on the way to an error:
+    the relative path costs more than the checks)."""
+    return f"stage '{s.name}' ({s.where})"
 
 
 def _import_error(exc: BaseException, root: Path, target: str) -> PipelineError:

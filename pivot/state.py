@@ -60,6 +60,10 @@ class State:
         self._path = path
         self._db: sqlite3.Connection | None = None
         self._rebuilt = False
+        # Rows read ahead by preload_files: path -> its row (None: no row). A fact "this stat had
+        # this hash" stays true, so a row read ahead is as good as one read now; put_files drops
+        # the paths it writes, which are then read from the database again.
+        self._ahead: dict[str, FileMemo | None] = {}
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -134,6 +138,8 @@ class State:
 
     # -- file hashes -------------------------------------------------------
     def get_file(self, path: str) -> FileMemo | None:
+        if path in self._ahead:
+            return self._ahead[path]
         row = self._do(lambda db: db.execute(
             "SELECT size, mtime, inode, checked, hash FROM hashes WHERE path=?", (path,)
         ).fetchone())
@@ -146,7 +152,22 @@ class State:
         ).fetchall())
         return {r[0]: FileMemo(*r[1:]) for r in rows}
 
+    def preload_files(self, paths: list[str]) -> None:
+        """Read the rows of many paths in a few queries (a plan of thousands of stages asks for
+        each of their deps and outputs)."""
+        wanted = [p for p in dict.fromkeys(paths) if p not in self._ahead]
+        for i in range(0, len(wanted), 500):
+            self._ahead.update(self._rows_of(wanted[i:i + 500]))
+
+    def _rows_of(self, paths: list[str]) -> dict[str, FileMemo | None]:
+        sql = f"SELECT path, size, mtime, inode, checked, hash FROM hashes WHERE path IN ({','.join('?' * len(paths))})"
+        found: dict[str, FileMemo | None] = dict.fromkeys(paths)
+        found.update({r[0]: FileMemo(*r[1:]) for r in self._do(lambda db: db.execute(sql, paths).fetchall())})
+        return found
+
     def put_files(self, rows: list[FileMemoRow]) -> None:
+        for r in rows:
+            self._ahead.pop(r[0], None)
         self._do(lambda db: db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", rows))
 
     # -- directory hashes --------------------------------------------------
@@ -168,6 +189,11 @@ class State:
             return json.loads(row[0]) if row else None
         except (TypeError, ValueError):  # a damaged value is a forgotten one
             return None
+
+    def values_under(self, prefix: str) -> dict[str, str]:
+        """The stored text of every value whose key starts with `prefix`, by key (one query)."""
+        return dict(self._do(lambda db: db.execute(
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ?", (prefix, prefix + "\U0010ffff")).fetchall()))
 
     def put_json(self, key: str, value: Any) -> None:
         text = json.dumps(value)

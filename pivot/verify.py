@@ -8,19 +8,14 @@ cached outputs as restorable. A metric is committed to git, so a missing or edit
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pivot.errors import PivotError
 from pivot.layout import (
-    CONFIG,
-    CONFIG_LOCAL,
     LOCK_SUFFIX,
     PARAMS_FILE,
-    PIVOT_DIR,
     STAGES_DIR,
     TMP_DIR,
     TRACKED_DIR,
@@ -28,9 +23,9 @@ from pivot.layout import (
     stage_file,
     stage_of_file,
 )
-from pivot.records import OutputKind
 
 if TYPE_CHECKING:
+    from pivot.checkmemo import Signed, Staging
     from pivot.git import WorkTreeChanges
     from pivot.lock import StageLock
     from pivot.planning import Planned
@@ -131,13 +126,16 @@ class Report:
 # -- the workspace against its own lock files ----------------------------------------------------
 
 
-def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> Report:
+def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True, earlier: Signed | None = None) -> Report:
     """Stale stages (with reasons) and metrics whose content does not match their lock. Decided
     with Policy.VERIFY: cached outputs missing from the workspace count as restorable. With
-    `remember` (and no targets), a clean result is memoised for the pre-commit check."""
+    `remember` (and no targets), a clean result is memoised for the pre-commit check (`earlier`:
+    stats the memo lookup took, see pivot/checkmemo.py)."""
+    from pivot import checkmemo
     from pivot.planning import plan
     from pivot.status import Policy
 
+    signed = checkmemo.before_check(repo, earlier) if not targets and remember else None
     planned = plan(repo, targets, policy=Policy.VERIFY)
     report = Report(stages=len(planned))
     modified = False  # an output present but not as locked, restorable only while its object is cached
@@ -156,11 +154,8 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True) -> 
                       for o in repo.orphan_locks()]
     if not targets:
         _add_tracked(report, tracked_changes(repo, check_cache=True))
-    if not targets and remember:
-        if report.ok and not modified:
-            _record_memo(repo)
-        else:
-            repo.state.put_json(_MEMO_KEY, None)
+    if signed is not None:
+        checkmemo.record(repo, signed[0], signed[1] if report.ok and not modified else None)
     return report
 
 
@@ -219,37 +214,22 @@ def _metric_problems(stage: str, lock: StageLock, current: dict[str, tuple[str, 
 # -- what is being committed ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Staging:
-    """What the staging checks need from the pipeline (kept in the memo, so a memo hit needs no import)."""
-
-    stages: list[str]
-    metrics: list[tuple[str, str]]  # (stage, path)
-    modules: list[str]  # project files of the modules the pipeline imported
-
-    @classmethod
-    def of(cls, repo: Repo) -> Staging:
-        g = repo.graph
-        metrics = [(n, o.path) for n in g.order for o in g.stages[n].outs if o.kind is OutputKind.METRIC]
-        return cls(list(g.order), metrics, sorted(_user_modules(repo)))
-
-
 def verify_staged(start: Path) -> Report:
     """The pre-commit check: verify the code being committed (unstaged changes are set aside
     while the pipeline is loaded and planned), and require every lock file and metric, and the
     user modules the pipeline imports, to be staged as they are in the workspace."""
-    from pivot import git
+    from pivot import checkmemo, git
     from pivot.project import find_root, load_project
 
     root = find_root(start)
     top = git.toplevel(root)
     prefix = git.project_prefix(top, root)
-    changes = git.worktree_changes(top, prefix)
+    changes = git.worktree_changes(top, prefix, (LOCKS_DIR, TRACKED_DIR, PARAMS_FILE))
     pending = _unstaged_locks(root, changes)
     records = _unstaged_records(root, changes)
     with git.unstaged_changes_set_aside(top, prefix, root / TMP_DIR / "hooks") as set_aside:
         project = load_project(root)
-        staging: Staging | None = _memo_hit(project.root, project.state_path)
+        staging, earlier = checkmemo.look_up(project.root, project.state_path)
         if staging is not None:
             report = Report(stages=len(staging.stages))
             report.notes.append("nothing the check reads changed since the last full check")
@@ -258,13 +238,15 @@ def verify_staged(start: Path) -> Report:
 
             repo = Repo(project)
             try:
-                report, staging = verify(repo), Staging.of(repo)
+                report, staging = verify(repo, earlier=earlier), checkmemo.Staging.of(repo)
                 if pending and not report.ok:
                     report = _as_if_added(repo, report, pending)
                 if records and report.tracked:
                     report.tracked = _tracked_as_if_added(repo, report.tracked, records)
             finally:
                 repo.close()
+    more = [*staging.modules, *(path for _stage, path in staging.metrics)]
+    changes = replace(changes, untracked=changes.untracked | git.untracked(top, prefix, more))
     report.staging = staging_problems(root, staging, changes)
     if set_aside:
         report.notes.append("unstaged changes were set aside while checking, and put back")
@@ -276,13 +258,17 @@ def verify_staged(start: Path) -> Report:
 
 def _unstaged_locks(root: Path, changes: WorkTreeChanges) -> dict[str, bytes]:
     """The workspace's bytes of the lock files that are modified or new but not staged, by stage."""
+    if changes.is_untracked(f"{LOCKS_DIR}/"):  # the whole folder is new
+        names = [f"{LOCKS_DIR}/{p.name}" for p in (root / LOCKS_DIR).glob(f"*{LOCK_SUFFIX}")]
+    else:
+        names = [*(p for p, code in changes.unstaged.items() if code != "D"), *changes.untracked]
     found: dict[str, bytes] = {}
-    for path in sorted((root / LOCKS_DIR).glob(f"*{LOCK_SUFFIX}")):
-        rel = f"{LOCKS_DIR}/{path.name}"
-        stage = stage_of_file(path.name, LOCK_SUFFIX)
-        if stage is not None and (changes.unstaged.get(rel) not in (None, "D") or changes.is_untracked(rel)):
+    for rel in sorted(names):
+        folder, _, name = rel.rpartition("/")
+        stage = stage_of_file(name, LOCK_SUFFIX) if folder == LOCKS_DIR else None
+        if stage is not None:
             try:
-                found[stage] = path.read_bytes()
+                found[stage] = (root / rel).read_bytes()
             except OSError:
                 continue  # unreadable: the staging check reports it
     return found
@@ -372,128 +358,6 @@ def _staged_as_in_workspace(root: Path, path: str, what: str, stage: str | None,
         problems.append(FileProblem(path, f"{what} differs from its staged version", f"git add {path}", stage))
     elif changes.is_untracked(path) and (root / path).exists():
         problems.append(FileProblem(path, f"{what} is not staged", f"git add {path}", stage))
-
-
-def _user_modules(repo: Repo) -> set[str]:
-    """Project files of the modules the pipeline imported (a helper left untracked would be
-    missing from the commit that records its fingerprint)."""
-    is_user = repo.fingerprinter.is_user_file
-    pivot_dir = str(repo.root / PIVOT_DIR) + os.sep
-    found = set()
-    for mod in list(sys.modules.values()):
-        filename = getattr(mod, "__file__", None)
-        if filename and is_user(filename) and not os.path.abspath(filename).startswith(pivot_dir):
-            found.add(os.path.relpath(os.path.abspath(filename), repo.root).replace(os.sep, "/"))
-    return found
-
-
-# -- the memo: skip the full check when nothing it reads has changed -------------------------------
-#
-# After a clean full check of every stage, the (size, mtime, ctime, inode) of everything the
-# decision reads is recorded: lock files, config, params.yaml, the pipeline's own modules and
-# their folders, every dep and output (folders walked), and the interpreter with its sys.path
-# folders (installing a package changes them). The pre-commit check skips importing and planning
-# only when all of these are unchanged; ctime moves on any write, even one that restores mtime.
-# Not covered: a module-level constant computed from the environment or from a file that is not
-# a dep; `pivot verify` (and CI) always do the full check.
-
-_MEMO_KEY = "verify-memo"
-_MEMO_SCHEMA = 1
-
-
-@dataclass(frozen=True)
-class _Memo(Staging):
-    digest: str = ""
-    stat_paths: tuple[str, ...] = ()  # stat the path itself
-    tree_paths: tuple[str, ...] = ()  # stat every file below a folder
-
-
-def _environment(root: Path) -> str:
-    """The interpreter and import path (without the project root, which loading a pipeline adds)."""
-    from pivot.version import __version__
-
-    paths = [p for p in sys.path if os.path.abspath(p or ".") != str(root)]
-    return "\n".join([f"memo {_MEMO_SCHEMA}", __version__, sys.version, sys.executable, *paths])
-
-
-def _signature(root: Path, stat_paths: tuple[str, ...], tree_paths: tuple[str, ...], record: bool) -> str | None:
-    """A digest of the stats of those paths; None when recording and a file is too recent to
-    trust (it could change again within the file system's timestamp granularity)."""
-    import time
-
-    import xxhash
-
-    from pivot.hashing import RACY_NS
-
-    h = xxhash.xxh3_128(_environment(root).encode())
-    too_new = time.time_ns() - RACY_NS
-    for kind, paths in (("s", stat_paths), ("t", tree_paths)):
-        for rel in paths:
-            for name, st in _stats(os.path.join(root, rel), deep=kind == "t"):
-                if st is not None and record and max(st.st_mtime_ns, st.st_ctime_ns) > too_new:
-                    return None
-                row = "-" if st is None else f"{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-                h.update(f"{kind}:{rel}/{name}\0{row}\n".encode())
-    return h.hexdigest()
-
-
-def _stats(path: str, deep: bool) -> list[tuple[str, os.stat_result | None]]:
-    import stat as stat_mod
-
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [("", None)]
-    if not deep or not stat_mod.S_ISDIR(st.st_mode):
-        return [("", st)]
-    found: list[tuple[str, os.stat_result | None]] = [("", st)]
-    for folder, dirs, files in os.walk(path):
-        dirs.sort()
-        rel = os.path.relpath(folder, path)
-        for name in [*sorted(dirs), *sorted(files)]:
-            try:
-                found.append((f"{rel}/{name}", os.stat(os.path.join(folder, name))))
-            except OSError:
-                found.append((f"{rel}/{name}", None))
-    return found
-
-
-def _record_memo(repo: Repo) -> None:
-    from pivot import tracked
-
-    staging = Staging.of(repo)
-    g = repo.graph
-    folders = sorted({os.path.dirname(m) or "." for m in staging.modules})
-    outside = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(str(repo.root))]
-    stat_paths = (CONFIG, CONFIG_LOCAL, PARAMS_FILE, *staging.modules, *folders,
-                  *outside)
-    data = {p for n in g.order for p in (*g.deps[n], *g.outs[n])} | set(tracked.paths(repo.root))
-    tree_paths = (LOCKS_DIR, TRACKED_DIR, *sorted(data))
-    digest = _signature(repo.root, stat_paths, tree_paths, record=True)
-    if digest is None:
-        repo.state.put_json(_MEMO_KEY, None)
-        return
-    repo.state.put_json(_MEMO_KEY, {
-        "digest": digest, "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
-        "stat_paths": list(stat_paths), "tree_paths": list(tree_paths),
-    })
-
-
-def _memo_hit(root: Path, state_path: Path) -> _Memo | None:
-    from pivot.state import State
-
-    if not state_path.exists():
-        return None
-    state = State(state_path)
-    try:
-        data = state.get_json(_MEMO_KEY)
-    finally:
-        state.close()
-    if not data:
-        return None
-    memo = _Memo(data["stages"], [tuple(m) for m in data["metrics"]], data["modules"], data["digest"],
-                 tuple(data["stat_paths"]), tuple(data["tree_paths"]))
-    return memo if _signature(root, memo.stat_paths, memo.tree_paths, record=False) == memo.digest else None
 
 
 # -- the workspace against another revision's lock files ---------------------------------------------

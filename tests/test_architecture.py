@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run", "pivot.budget",
                 "pivot.planning",
                 "pivot.runcache", "pivot.backups", "pivot.landing", "pivot.fresh", "pivot.retrieve", "pivot.checkout",
-                "pivot.verify", "pivot.metrics", "pivot.stage_table", "pivot.plots.*", "pivot.remote.*",
-                "pivot.watcher")),
+                "pivot.verify", "pivot.checkmemo", "pivot.metrics", "pivot.stage_table", "pivot.plots.*",
+                "pivot.remote.*", "pivot.watcher")),
     ("application", ("pivot.ops.*",)),
     ("faces", ("pivot.cli.*", "pivot.hooks", "pivot", "pivot.__main__")),
 ]

@@ -304,6 +304,26 @@ def test_untracked_helper_module_is_refused(project: Project) -> None:
     git(project.root, "commit", "-q", "-m", "helpers")
 
 
+def test_new_lock_and_metric_never_added_are_refused(project: Project) -> None:
+    # git is asked about untracked files only where the check looks: these must still be seen.
+    setup(project)
+    project.pipeline(PIPELINE + '''
+
+@stage(deps=["data/final.txt"], outs=[Metric("reports/size.json")])
+def size():
+    import os
+    os.makedirs("reports", exist_ok=True)
+    open("reports/size.json", "w").write('{"n": %d}\\n' % len(open("data/final.txt").read()))
+''')
+    project.pivot("run")
+    project.git("add", "pipeline.py")
+    proc = git(project.root, "commit", "-q", "-m", "size", check=False)
+    assert ".pivot/stages/size.lock (stage size): lock file is not staged" in proc.stderr, proc.stderr
+    assert "reports/size.json (stage size): metric is not staged" in proc.stderr, proc.stderr
+    project.git("add", ".pivot/stages/size.lock", "reports/size.json")
+    git(project.root, "commit", "-q", "-m", "size")
+
+
 def test_memo_skips_the_full_check_only_while_nothing_changed(project: Project) -> None:
     setup(project)
     time.sleep(2.1)  # files younger than 2 s are never trusted by the memo

@@ -1,0 +1,186 @@
+"""The pre-commit check's memo: skip importing and planning when nothing the check reads changed.
+
+Before a full check of every stage reads anything, the (mode, size, mtime, ctime, inode) of
+everything the decision reads is taken: lock files, config, params.yaml, the pipeline's own
+modules and their folders, every dep and output (folders walked), tracked data, and the
+interpreter with its sys.path folders (installing a package changes them). When the check is
+clean they are recorded. The pre-commit check skips importing and planning only when all of
+these are unchanged; ctime moves on any write, even one that restores mtime, and a file whose
+mtime or ctime is less than RACY_NS before the stats were taken is not trusted (no memo).
+Not covered: a module-level constant computed from the environment or from a file that is not
+a dep; `pivot verify` (and CI) always do the full check.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import xxhash
+
+from pivot.hashing import RACY_NS
+from pivot.layout import CONFIG, CONFIG_LOCAL, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TRACKED_DIR
+from pivot.records import OutputKind
+
+if TYPE_CHECKING:
+    from pivot.repo import Repo
+
+MEMO_KEY = "verify-memo"
+_MEMO_SCHEMA = 2
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What the staging checks need from the pipeline (kept in the memo, so a memo hit needs no import)."""
+
+    stages: list[str]
+    metrics: list[tuple[str, str]]  # (stage, path)
+    modules: list[str]  # project files of the modules the pipeline imported
+
+    @classmethod
+    def of(cls, repo: Repo) -> Staging:
+        g = repo.graph
+        metrics = [(n, o.path) for n in g.order for o in g.stages[n].outs if o.kind is OutputKind.METRIC]
+        return cls(list(g.order), metrics, sorted(_user_modules(repo)))
+
+
+@dataclass(frozen=True)
+class Signed:
+    """The stats of a set of paths, as one digest, and whether they may be trusted later."""
+
+    stat_paths: tuple[str, ...]  # stat the path itself
+    tree_paths: tuple[str, ...]  # stat every file below a folder
+    digest: str
+    trusted: bool  # no file's mtime or ctime was within RACY_NS of taking the stats
+
+
+@dataclass(frozen=True)
+class Memo:
+    staging: Staging
+    signed: Signed
+
+
+def _user_modules(repo: Repo) -> set[str]:
+    """Project files of the modules the pipeline imported (a helper left untracked would be
+    missing from the commit that records its fingerprint)."""
+    is_user = repo.fingerprinter.is_user_file
+    pivot_dir = str(repo.root / PIVOT_DIR) + os.sep
+    found = set()
+    for mod in list(sys.modules.values()):
+        filename = getattr(mod, "__file__", None)
+        if filename and is_user(filename) and not os.path.abspath(filename).startswith(pivot_dir):
+            found.add(os.path.relpath(os.path.abspath(filename), repo.root).replace(os.sep, "/"))
+    return found
+
+
+def _environment(root: Path) -> str:
+    """The interpreter and import path (without the project root, which loading a pipeline adds)."""
+    from pivot.version import __version__
+
+    paths = [p for p in sys.path if os.path.abspath(p or ".") != str(root)]
+    return "\n".join([f"memo {_MEMO_SCHEMA}", __version__, sys.version, sys.executable, *paths])
+
+
+def sign(root: Path, stat_paths: tuple[str, ...], tree_paths: tuple[str, ...]) -> Signed:
+    """The stats of those paths now, as one digest."""
+    taken = time.time_ns()
+    rows = [_environment(root)]
+    newest = 0
+    for kind, paths in (("s", stat_paths), ("t", tree_paths)):
+        for rel in paths:
+            for name, st in _stats(os.path.join(root, rel), deep=kind == "t"):
+                if st is None:
+                    rows.append(f"{kind}:{rel}/{name}\0-")
+                    continue
+                newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+                rows.append(f"{kind}:{rel}/{name}\0{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:"
+                            f"{st.st_ino}")
+    digest = xxhash.xxh3_128_hexdigest("\n".join(rows).encode("utf-8", "surrogateescape"))
+    return Signed(stat_paths, tree_paths, digest, taken - newest >= RACY_NS)
+
+
+def _stats(path: str, deep: bool) -> list[tuple[str, os.stat_result | None]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [("", None)]
+    found: list[tuple[str, os.stat_result | None]] = [("", st)]
+    if deep and stat_mod.S_ISDIR(st.st_mode):
+        _walk(path, ".", found)
+    return found
+
+
+def _walk(folder: str, rel: str, found: list[tuple[str, os.stat_result | None]]) -> None:
+    """Every entry below `folder`, in name order (as os.walk: links to folders are not entered)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        try:
+            st: os.stat_result | None = e.stat()
+        except OSError:
+            st = None
+        found.append((f"{rel}/{e.name}", st))
+        if e.is_dir(follow_symlinks=False):
+            _walk(e.path, f"{rel}/{e.name}", found)
+
+
+def paths_of(repo: Repo, staging: Staging) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a full check of `repo` reads: (paths to stat, folders and files to stat below)."""
+    from pivot import tracked  # lazy: only when a full check records its memo
+
+    g = repo.graph
+    folders = sorted({os.path.dirname(m) or "." for m in staging.modules})
+    outside = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(str(repo.root))]
+    stat_paths = (CONFIG, CONFIG_LOCAL, PARAMS_FILE, *staging.modules, *folders, *outside)
+    data = {p for n in g.order for p in (*g.deps[n], *g.outs[n])} | set(tracked.paths(repo.root))
+    return stat_paths, (STAGES_DIR, TRACKED_DIR, *sorted(data))
+
+
+def before_check(repo: Repo, earlier: Signed | None = None) -> tuple[Staging, Signed]:
+    """The stats of what a full check is about to read, taken before it reads them (a file that
+    changes during the check then differs from what is recorded). `earlier`: stats taken before
+    this, by the memo lookup; used when they cover the same paths."""
+    staging = Staging.of(repo)
+    stat_paths, tree_paths = paths_of(repo, staging)
+    if earlier is not None and (earlier.stat_paths, earlier.tree_paths) == (stat_paths, tree_paths):
+        return staging, earlier
+    return staging, sign(repo.root, stat_paths, tree_paths)
+
+
+def record(repo: Repo, staging: Staging, signed: Signed | None) -> None:
+    """Remember a clean full check (None, or stats too recent to trust: forget any memo)."""
+    if signed is None or not signed.trusted:
+        repo.state.put_json(MEMO_KEY, None)
+        return
+    repo.state.put_json(MEMO_KEY, {
+        "digest": signed.digest, "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
+        "stat_paths": list(signed.stat_paths), "tree_paths": list(signed.tree_paths),
+    })
+
+
+def look_up(root: Path, state_path: Path) -> tuple[Staging | None, Signed | None]:
+    """(the memo's staging when nothing it covers changed, else None; the stats taken now of
+    what it covers, or None when there is no memo)."""
+    from pivot.state import State
+
+    if not state_path.exists():
+        return None, None
+    state = State(state_path)
+    try:
+        data = state.get_json(MEMO_KEY)
+    finally:
+        state.close()
+    if not data:
+        return None, None
+    now = sign(root, tuple(data["stat_paths"]), tuple(data["tree_paths"]))
+    if now.digest != data["digest"]:
+        return None, now
+    return Staging(data["stages"], [(s, p) for s, p in data["metrics"]], data["modules"]), now

@@ -1,0 +1,117 @@
+"""The shortcuts of a no-op status and run (docs/performance.md): parsed lock files remembered by
+their file's stat, and what invalidates them. Each test changes one thing a full check would
+see and requires `pivot status` to see it too."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+
+from conftest import Project
+
+TWO = '''
+from pivot import stage
+
+
+@stage(deps=["data/raw.txt"], outs=["data/upper.txt"])
+def upper():
+    open("data/upper.txt", "w").write(open("data/raw.txt").read().upper())
+
+
+@stage(deps=["data/upper.txt"], outs=["data/final.txt"])
+def final():
+    open("data/final.txt", "w").write(open("data/upper.txt").read() + "!")
+'''
+
+
+def remembered(project: Project) -> set[str]:
+    """The stages whose parsed lock the state database remembers by the lock file's stat."""
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:
+        return {k.split(":", 1)[1] for (k,) in db.execute("SELECT key FROM kv WHERE key LIKE 'stat-lock%'")}
+    finally:
+        db.close()
+
+
+def up_to_date(project: Project) -> Project:
+    """A run two-stage project whose lock files are old enough to be remembered by stat."""
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(TWO)
+    project.pivot("run")
+    time.sleep(2.1)  # a lock younger than 2 s is never remembered by its stat
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    assert remembered(project) == {"upper", "final"}
+    return project
+
+
+def test_a_lock_edited_in_place_keeping_size_and_mtime_is_read_again(project: Project) -> None:
+    up_to_date(project)
+    path = project.root / ".pivot" / "stages" / "final.lock"
+    st = os.stat(path)
+    text = path.read_text()
+    locked = text.split("hash: ")[1][:32]  # the dep's hash: replaced by another of the same length
+    with open(path, "r+") as f:  # in place: same inode, same size
+        f.write(text.replace(locked, "a" * 32, 1))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: only the ctime moved
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns, os.stat(path).st_ino) == \
+        (st.st_size, st.st_mtime_ns, st.st_ino)
+    out = project.pivot("status", "--explain").stdout
+    assert "final: stale" in out and "dep 'data/upper.txt' changed" in out, out
+
+
+def test_a_lock_restored_by_git_checkout_is_read_again(project: Project) -> None:
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(TWO)
+    project.pivot("run")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "v1")
+    project.write("data/raw.txt", "bye\n")
+    project.pivot("run")  # v2 locks, not committed
+    time.sleep(2.1)
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    assert remembered(project) == {"upper", "final"}
+    project.git("checkout", "--", ".pivot/stages")  # the v1 lock files again
+    out = project.pivot("status", "--explain").stdout
+    assert "upper: stale" in out and "dep 'data/raw.txt' changed" in out, out
+    assert "final: stale" in out
+
+
+def test_a_deleted_lock_counts_as_never_run(project: Project) -> None:
+    up_to_date(project)
+    (project.root / ".pivot" / "stages" / "upper.lock").unlink()
+    out = project.pivot("status", "--explain").stdout
+    assert "upper: stale" in out and "never run: no lock file" in out, out
+
+
+def test_a_lock_too_recent_to_trust_is_not_remembered_by_stat(project: Project) -> None:
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(TWO)
+    project.pivot("run")
+    time.sleep(2.1)
+    path = project.root / ".pivot" / "stages" / "upper.lock"
+    ahead = time.time_ns() + 3600 * 10**9  # an mtime later than the status: it could still change unseen
+    os.utime(path, ns=(ahead, ahead))
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    assert remembered(project) == {"final"}
+
+
+def test_an_unreadable_lock_is_not_hidden_by_its_memo(project: Project) -> None:
+    up_to_date(project)
+    path = project.root / ".pivot" / "stages" / "upper.lock"
+    path.write_text("schema: [unclosed\n")
+    out = project.pivot("status", "--explain").stdout
+    assert "upper: stale" in out and "is unreadable" in out, out
+
+
+def test_status_and_verify_agree_after_the_memo_serves(project: Project) -> None:
+    up_to_date(project)
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "v1")
+    assert "all 2 stage(s) match" in project.pivot("verify").stdout
+    project.write("data/raw.txt", "changed\n")
+    proc = project.pivot("verify", check=False)
+    assert "upper: stale" in proc.stdout and "dep 'data/raw.txt' changed" in proc.stdout, proc.stdout
+    proc = subprocess.run(["git", "status", "--porcelain"], cwd=project.root, capture_output=True, text=True)
+    assert "data/raw.txt" in proc.stdout
