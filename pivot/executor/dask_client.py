@@ -100,19 +100,19 @@ class DaskExecutor:
         self.download = settings.download
         self._pickle = cloudpickle
         self._storage: Storage | None = None
+        # Workers use their own environment's credentials: none of this machine's go in a task.
+        self._worker_remote = settings.remote.without_secrets()
         self._register_project_modules()
-        try:
-            # distributed ships partial annotations: its Client is an untyped call.
-            self.client: Any = Client(settings.scheduler, timeout=settings.connect_timeout,  # type: ignore[no-untyped-call]
-                                      set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise DaskError(f"cannot reach the Dask scheduler at {settings.scheduler} within "
-                            f"{settings.connect_timeout:g}s ({type(exc).__name__}: {exc}); start it "
-                            "('dask scheduler', see docs/dask.md) or fix --scheduler / executor.scheduler") from None
-        workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        self.cluster: Any = None  # a cluster started from executor.cluster, closed by shutdown
+        self.client: Any = self._connect(Client)
         # A worker process runs one stage at a time (a stage owns its cwd and fds 1-2). Half as
         # many again are submitted, so a worker that finishes finds its next stage waiting at the
-        # scheduler instead of idling for a round trip through this machine.
+        # scheduler instead of idling for a round trip through this machine. A cluster started
+        # from configuration counts the most workers it may have: an adaptive one starts with few
+        # or none, and scales to the stages waiting at the scheduler.
+        workers = settings.cluster.most_workers() if settings.cluster is not None else None
+        if workers is None:
+            workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
         self.capabilities = Capabilities(remote=True, slots=max(1, workers + (workers + 1) // 2),
                                          downloads=settings.download)
         self._on_remote: set[str] = set()  # objects known to be on the remote in this run
@@ -129,6 +129,29 @@ class DaskExecutor:
         self._pending: dict[str, Future[None]] = {}
         self._upload_errors: list[str] = []
         self._closed = False
+
+    def _connect(self, client_class: Any) -> Any:
+        """A Client of the scheduler at settings.scheduler, or of a cluster started now from
+        settings.cluster (closed again if connecting to it fails)."""
+        settings = self.settings
+        if settings.cluster is not None:
+            from pivot.executor.dask_cluster import close_cluster, start_cluster  # lazy: imports the deployer
+
+            self.cluster = start_cluster(settings.cluster)
+            try:
+                return client_class(self.cluster, timeout=settings.connect_timeout, set_as_default=False)
+            except BaseException as exc:
+                close_cluster(self.cluster, 10)
+                if not isinstance(exc, (OSError, TimeoutError, ValueError)):
+                    raise
+                raise DaskError(f"cannot connect to the cluster {settings.cluster.class_path} started from "
+                                f"{settings.cluster.where} ({type(exc).__name__}: {exc})") from None
+        try:
+            return client_class(settings.scheduler, timeout=settings.connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise DaskError(f"cannot reach the Dask scheduler at {settings.scheduler} within "
+                            f"{settings.connect_timeout:g}s ({type(exc).__name__}: {exc}); start it "
+                            "('dask scheduler', see docs/dask.md) or fix --scheduler / executor.scheduler") from None
 
     @property
     def storage(self) -> Storage:
@@ -230,7 +253,7 @@ class DaskExecutor:
             key=key, name=task.name, code=code, code_digest=hash_bytes(code),
             fingerprint=task.fingerprint.digest if task.fingerprint else "",
             versions=self._versions(task), outs=task.outs, deps=task.deps, inputs=task.inputs,
-            manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self.settings.remote,
+            manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self._worker_remote,
             sources=self._source_texts(task), blobs=tuple(blobs.items()), download=self.download,
         )
         dfut = self.client.submit(run_on_worker, wt, key=key, pure=False, retries=0)
@@ -473,10 +496,16 @@ class DaskExecutor:
             # nothing it did reaches the workspace (it wrote only to its scratch folder).
             with contextlib.suppress(Exception):  # the cluster may be gone already
                 self.client.cancel(pending, force=True)
-        self._post.shutdown(wait=not kill, cancel_futures=kill)
-        self._bg.shutdown(wait=not kill, cancel_futures=kill)
-        with contextlib.suppress(Exception):  # the cluster may be gone already
-            self.client.close(timeout=2 if kill else 10)
+        try:
+            self._post.shutdown(wait=not kill, cancel_futures=kill)
+            self._bg.shutdown(wait=not kill, cancel_futures=kill)
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                self.client.close(timeout=2 if kill else 10)
+        finally:  # even on a second Ctrl-C: a cluster Pivot started does not outlive the run
+            if self.cluster is not None:
+                from pivot.executor.dask_cluster import close_cluster  # lazy: loaded when it was started
+
+                close_cluster(self.cluster, 5 if kill else 30)
         if self._upload_errors and not kill:
             raise RemoteError(f"{self._upload_errors[0]}; the outputs are in the local cache and their locks are "
                               "written: run 'pivot push' to put them on the remote")
