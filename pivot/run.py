@@ -24,6 +24,7 @@ from pivot.records import NeededOutput, PathRecord
 from pivot.repo import Prepared, Repo
 from pivot.reporter import Reporter, Summary
 from pivot.runcache import Hit, RunCache, key_of
+from pivot.speculate import followers
 from pivot.status import Decision, decide
 
 if TYPE_CHECKING:
@@ -429,8 +430,10 @@ class Runner:
                     inputs.append(PathRecord(o.path, h.hash, h.is_dir))
                     if h.manifest:
                         manifests[h.hash] = h.manifest
+        then = followers(self.repo, self.landing, self.state, prep.stage.name, prep.current.forced,
+                         self.logs_dir) if self._caps.batches else ()
         return replace(task, fingerprint=prep.fingerprint, deps=deps, manifests=tuple(manifests.items()),
-                       inputs=tuple(inputs))
+                       inputs=tuple(inputs), then=then)
 
     def _finish(self, fut: Future[StageResult]) -> None:
         # The stage stays in self.running, which Ctrl-C or an error rolls back (_abort), until it

@@ -38,6 +38,8 @@ class Capabilities:
     slots: int | None = None
     # Outputs come back into the local cache (False: --no-download, they stay on the remote).
     downloads: bool = True
+    # Runs a task's `then` stages after it on the same worker (pivot/speculate.py).
+    batches: bool = False
 
 
 LOCAL = Capabilities()
@@ -65,6 +67,9 @@ class StageTask:
     deps: tuple[PathRecord, ...] = ()  # each dep's hash, as the lock will record it
     manifests: tuple[tuple[str, bytes], ...] = ()  # hash -> manifest bytes of directory deps
     inputs: tuple[PathRecord, ...] = ()  # IncrementalOuts to start from (workspace or cache)
+    # Stages that may run right after this one on the same worker, speculatively (pivot/speculate.py):
+    # their answers are used only if the runner submits them later with the same inputs.
+    then: tuple[StageTask, ...] = ()
 
 
 @dataclass(frozen=True)

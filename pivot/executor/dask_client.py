@@ -61,6 +61,7 @@ from pivot import atomic
 from pivot.cache import Cache
 from pivot.errors import DaskError, PivotError, RemoteError
 from pivot.executor.base import Capabilities, StageResult, StageTask
+from pivot.executor.dask_chain import Answered, Speculated
 from pivot.executor.dask_settings import DaskSettings
 from pivot.executor.dask_transfer import (
     INLINE,
@@ -72,7 +73,7 @@ from pivot.executor.dask_transfer import (
     read_verified,
     run_storage,
 )
-from pivot.executor.dask_worker import WorkerReply, WorkerTask, run_on_worker
+from pivot.executor.dask_worker import WorkerReply, WorkerTask, run_chain, run_on_worker
 from pivot.hashing import hash_bytes, parse_manifest
 from pivot.records import PathRecord
 
@@ -114,7 +115,7 @@ class DaskExecutor:
         if workers is None:
             workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
         self.capabilities = Capabilities(remote=True, slots=max(1, workers + (workers + 1) // 2),
-                                         downloads=settings.download)
+                                         downloads=settings.download, batches=True)
         self._on_remote: set[str] = set()  # objects known to be on the remote in this run
         self._manifests: dict[str, bytes] = {}
         self._sizes: dict[str, int] = {}
@@ -128,6 +129,7 @@ class DaskExecutor:
         self._bg = ThreadPoolExecutor(2, thread_name_prefix="pivot-dask-upload")
         self._pending: dict[str, Future[None]] = {}
         self._upload_errors: list[str] = []
+        self._speculated = Speculated()  # answers of stages run after another, until submitted
         self._closed = False
 
     def _connect(self, client_class: Any) -> Any:
@@ -247,23 +249,46 @@ class DaskExecutor:
                                               f"({type(exc).__name__}: {exc}); keep unpicklable objects (open "
                                               "files, locks, clients) out of module-level values the stage uses"))
             return fut
+        wt = self._worker_task(task, code)
+        reply = self._speculated.claim(wt)
+        if reply is not None:  # it ran on a worker after the stage before it, with these very inputs
+            self._post.submit(self._complete, task, wt, Answered(reply), fut)
+            return fut
+        chain = self._chain(task)
+        fn, args = (run_chain, (wt, chain)) if chain else (run_on_worker, (wt,))
+        dfut = self.client.submit(fn, *args, key=wt.key, pure=False, retries=0)
+        with self._lock:
+            self._futures[wt.key] = dfut
+        dfut.add_done_callback(lambda d: self._on_done(task, wt, d, fut, chain))
+        return fut
+
+    def _worker_task(self, task: StageTask, code: bytes) -> WorkerTask:
         sizes, blobs = self._send_inputs(task)
         key = f"pivot-{task.name}-{uuid.uuid4().hex}"
-        wt = WorkerTask(
+        return WorkerTask(
             key=key, name=task.name, code=code, code_digest=hash_bytes(code),
             fingerprint=task.fingerprint.digest if task.fingerprint else "",
             versions=self._versions(task), outs=task.outs, deps=task.deps, inputs=task.inputs,
             manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self._worker_remote,
             sources=self._source_texts(task), blobs=tuple(blobs.items()), download=self.download,
         )
-        dfut = self.client.submit(run_on_worker, wt, key=key, pure=False, retries=0)
-        with self._lock:
-            self._futures[key] = dfut
-        dfut.add_done_callback(lambda d: self._on_done(task, wt, d, fut))
-        return fut
 
-    def _on_done(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
+    def _chain(self, task: StageTask) -> tuple[WorkerTask, ...]:
+        """The WorkerTasks of the stages to run after `task` on the same worker (pivot/speculate.py),
+        up to the first whose code cannot be sent."""
+        chain = []
+        for follower in task.then:
+            try:
+                chain.append(self._worker_task(follower, self._code(follower)))
+            except Exception:  # it goes on its own when its turn comes, and fails there with the reason
+                break
+        return tuple(chain)
+
+    def _on_done(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult],
+                 chain: tuple[WorkerTask, ...] = ()) -> None:
         """In Dask's callback thread: hand over to ours (downloads must not hold up other answers)."""
+        if chain:
+            dfut = self._speculated.unpack(dfut, chain)
         try:
             self._post.submit(self._complete, task, wt, dfut, fut)
         except RuntimeError:  # shut down (Ctrl-C): nobody waits for this answer any more
@@ -290,6 +315,8 @@ class DaskExecutor:
 
         try:
             for rec in (*task.deps, *task.inputs):
+                if not rec.hash:  # a chain's follower: made by the stage before it, on the worker
+                    continue
                 if not rec.is_dir:
                     add(rec.hash, self.root / rec.path)
                     continue
@@ -489,6 +516,7 @@ class DaskExecutor:
         if self._closed:
             return
         self._closed = True
+        self._speculated.clear()
         with self._lock:
             pending = list(self._futures.values())
         if pending:

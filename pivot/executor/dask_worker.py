@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +146,26 @@ def run_on_worker(wt: WorkerTask) -> WorkerReply:
         finally:
             os.chdir(base)
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_chain(first: WorkerTask, followers: tuple[WorkerTask, ...]
+              ) -> tuple[WorkerReply, list[tuple[tuple[PathRecord, ...], WorkerReply]]]:
+    """Runs on a Dask worker: `first`, then each follower with the outputs of the stage before
+    it (their objects are in this worker's cache already), until one fails (dask_chain.py).
+    Returns the first stage's reply, and each follower's deps as it ran with its reply."""
+    first_reply = reply = run_on_worker(first)
+    done: list[tuple[tuple[PathRecord, ...], WorkerReply]] = []
+    for wt in followers:
+        if not reply.result.ok:
+            break
+        made = {r.path: r for r in reply.result.records}
+        deps = tuple(PathRecord(r.path, made[r.path].hash, made[r.path].is_dir) if not r.hash and r.path in made
+                     else r for r in wt.deps)
+        if any(not r.hash for r in deps):
+            break
+        reply = run_on_worker(replace(wt, deps=deps))
+        done.append((deps, reply))
+    return first_reply, done
 
 
 def _run_in(wt: WorkerTask, base: Path, scratch: Path, where: str) -> WorkerReply:
