@@ -314,7 +314,7 @@ import pivot.executor.dask_worker as dw
 
 def dask_setup(worker):
     """Keep a copy of every task this worker receives, as it arrived (pickled again)."""
-    for name in ("run_on_worker", "run_batch"):
+    for name in ("run_on_worker", "run_chain"):
         original = getattr(dw, name, None)
         if original is None:
             continue
@@ -385,3 +385,100 @@ def _tasks(args: Any) -> list[Any]:
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
     return found
+
+
+# -- short chains in one round trip ----------------------------------------------------------------
+
+LINE = '''\
+from pivot import stage
+
+
+@stage(deps=["data/raw.txt"], outs=["a.txt"])
+def a():
+    open("a.txt", "w").write(open("data/raw.txt").read() + "a")
+
+
+@stage(deps=["a.txt", "data/raw.txt"], outs=["b.txt"])
+def b():
+    if open("data/raw.txt").read().startswith("fail"):
+        raise ValueError("b refuses " + open("a.txt").read().strip())
+    open("b.txt", "w").write(open("a.txt").read() + "b")
+
+
+@stage(deps=["b.txt", "data/raw.txt"], outs=["c.txt"])
+def c():
+    open("c.txt", "w").write(open("b.txt").read() + "c")
+
+
+@stage(deps=["c.txt"], outs=["d.txt"])
+def d():
+    open("d.txt", "w").write(open("c.txt").read() + "d")
+
+
+@stage(deps=["data/raw.txt"], outs=["x.txt"])
+def x():
+    open("x.txt", "w").write("x")
+'''
+
+
+def line_project(root: Path, seaweed: SeaweedServer | None, raw: str) -> Project:
+    make_git_repo(root)
+    p = Project(root)
+    p.pivot("init")
+    p.pipeline(LINE)
+    p.write("data/raw.txt", raw)
+    if seaweed is not None:
+        p.pivot("remote", "add", "store", f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:10]}", "--default",
+                "-o", f"endpoint_url={seaweed.endpoint}")
+    return p
+
+
+def sent(cluster: Any) -> dict[str, int]:
+    """How many calls of each kind the worker got since the last call (run_chain, run_on_worker)."""
+    counts: dict[str, int] = {}
+    for f in cluster.tasks.iterdir():
+        counts[f.name.split(".")[0]] = counts.get(f.name.split(".")[0], 0) + 1
+        f.unlink()
+    return counts
+
+
+def test_a_chain_runs_in_one_round_trip_with_a_lock_per_stage(tmp_path: Path, seaweed: SeaweedServer,
+                                                              capturing_cluster: Any) -> None:
+    """a -> b -> c -> d go to the worker as one task; each stage still gets its own done event
+    and its own lock, the same as a local run writes, and the remote holds every output."""
+    sent(capturing_cluster)
+    project = line_project(tmp_path / "p", seaweed, "raw\n")
+    local = line_project(tmp_path / "local", None, "raw\n")
+    proc = project.pivot("run", "--json", "--scheduler", capturing_cluster.scheduler_address, "d")
+    done = [json.loads(line)["stage"] for line in proc.stdout.splitlines() if '"done"' in line]
+    assert done == ["a", "b", "c", "d"]
+    assert sent(capturing_cluster) == {"run_chain": 1, "run_on_worker": 4}
+    local.pivot("run", "d")
+    for name in "abcd":
+        assert project.lock(name) == local.lock(name)
+        assert project.read(f"{name}.txt") == local.read(f"{name}.txt")
+    project.pivot("verify", "--remote", "d")
+    project.pivot("run", "--force", "--scheduler", capturing_cluster.scheduler_address, "d")
+    assert sent(capturing_cluster) == {"run_chain": 1, "run_on_worker": 4}
+    assert all(project.lock(n) == local.lock(n) for n in "abcd")
+
+
+def test_a_failure_in_a_chain_is_reported_for_its_stage(tmp_path: Path, seaweed: SeaweedServer,
+                                                         capturing_cluster: Any) -> None:
+    """b raises on the worker: a keeps its lock, b fails with its own traceback, c and d are not
+    run (they were never sent ahead of b's failure), x runs with --keep-going."""
+    sent(capturing_cluster)
+    project = line_project(tmp_path / "p", seaweed, "fail\n")
+    project.write("b.txt", "previous")
+    proc = project.pivot("run", "--keep-going", "--scheduler", capturing_cluster.scheduler_address, check=False)
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "ValueError: b refuses fail" in out and 'pipeline.py", line' in out
+    assert "upstream stage 'b' failed" in out
+    assert project.exists(".pivot/stages/a.lock") and project.exists(".pivot/stages/x.lock")
+    assert not any(project.exists(f".pivot/stages/{n}.lock") for n in "bcd")
+    assert project.read("b.txt") == "previous" and not project.exists("c.txt")
+    # fixed: b, c and d run (a is up to date), again as one chain
+    project.write("data/raw.txt", "ok\n")
+    project.pivot("run", "--scheduler", capturing_cluster.scheduler_address)
+    assert project.read("d.txt") == "ok\nabcd"
