@@ -21,7 +21,6 @@ anywhere else, options are not checked here (the class itself refuses unknown on
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +154,7 @@ def accepted_options(cls: type) -> set[str] | None:
 def _collect(klass: type, names: set[str]) -> list[str]:
     """Add the parameters of every __init__ in `klass`'s MRO to `names`; return the names of the
     **kwargs parameters that go elsewhere than to a base class's __init__ (collected here too)."""
+    import inspect  # lazy: only a run with executor.cluster checks a class
     inits = [k.__dict__["__init__"] for k in klass.__mro__ if k is not object and "__init__" in k.__dict__]
     open_ends = []
     for i, init in enumerate(inits):
