@@ -209,7 +209,8 @@ def _run_in(wt: WorkerTask, base: Path, scratch: Path, where: str) -> WorkerRepl
         on_remote = await present(storage, [d for d in mine if objects[d][1] > INLINE])
         await put_objects(storage, {d: src for d, src in mine.items() if d not in on_remote}, set(manifests))
 
-    run_storage(storage, f"uploading the outputs of stage '{wt.name}'", upload)
+    if mine:  # (small outputs the client uploads itself: no trip to the remote from here)
+        run_storage(storage, f"uploading the outputs of stage '{wt.name}'", upload)
     done = time.perf_counter()
     for d, (src, _size) in objects.items():  # a stage after this one on this worker needs no download
         _keep(cache, d, src=src)
@@ -281,9 +282,7 @@ def _materialise(storage: Storage, cache: Cache, work: Path, wt: WorkerTask) -> 
     copies of them in the scratch folder. Returns what went wrong, or None."""
     sizes = dict(wt.sizes)
     manifests = dict(wt.manifests)
-    for d, data in wt.blobs:
-        if hash_bytes(data) == d:
-            _keep(cache, d, data=data)
+    _keep_blobs(cache, wt.blobs)
     wanted: dict[str, int] = {}
     dirs: list[PathRecord] = []
     for rec in (*wt.deps, *wt.inputs):
@@ -306,13 +305,28 @@ def _materialise(storage: Storage, cache: Cache, work: Path, wt: WorkerTask) -> 
                 more[e.hash] = e.size
         return missing + await fetch_into(storage, cache, more)
 
-    missing = run_storage(storage, f"fetching the deps of stage '{wt.name}'", go)
+    if _at_hand(cache, wanted, dirs, manifests):
+        missing: list[str] = []  # sent along, or cached here: no trip to the remote
+    else:
+        missing = run_storage(storage, f"fetching the deps of stage '{wt.name}'", go)
     if missing:
         paths = [r.path for r in (*wt.deps, *wt.inputs) if r.hash in missing] or missing
         return (f"stage '{wt.name}': dep '{paths[0]}' ({missing[0]}) is not on remote '{storage.name}' "
                 "(removed meanwhile, by 'pivot gc --remote' say?); run again")
     _place_inputs(cache, work, (*wt.deps, *wt.inputs), manifests)
     return None
+
+
+def _keep_blobs(cache: Cache, blobs: Iterable[tuple[str, bytes]]) -> None:
+    for d, data in blobs:
+        if hash_bytes(data) == d:
+            _keep(cache, d, data=data)
+
+
+def _at_hand(cache: Cache, wanted: Iterable[str], dirs: list[PathRecord], manifests: dict[str, bytes]) -> bool:
+    """Every object of the deps is in the worker's cache already."""
+    return all(cache.has(d) for d in wanted) and all(r.hash in manifests for r in dirs) and all(
+        cache.has(e.hash) for r in dirs for e in parse_manifest(manifests[r.hash]))
 
 
 def _place_inputs(cache: Cache, work: Path, records: Iterable[PathRecord], manifests: dict[str, bytes]) -> None:
