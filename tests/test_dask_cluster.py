@@ -472,6 +472,7 @@ def test_a_failure_in_a_chain_is_reported_for_its_stage(tmp_path: Path, seaweed:
     project.write("b.txt", "previous")
     proc = project.pivot("run", "--keep-going", "--scheduler", capturing_cluster.scheduler_address, check=False)
     assert proc.returncode == 1
+    assert sent(capturing_cluster) == {"run_chain": 1, "run_on_worker": 3}  # a with b, c, d after it; x
     out = proc.stdout + proc.stderr
     assert "ValueError: b refuses fail" in out and 'pipeline.py", line' in out
     assert "upstream stage 'b' failed" in out
@@ -482,3 +483,4 @@ def test_a_failure_in_a_chain_is_reported_for_its_stage(tmp_path: Path, seaweed:
     project.write("data/raw.txt", "ok\n")
     project.pivot("run", "--scheduler", capturing_cluster.scheduler_address)
     assert project.read("d.txt") == "ok\nabcd"
+    assert sent(capturing_cluster) == {"run_chain": 1, "run_on_worker": 5}  # a (its dep changed) with b, c, d; x
