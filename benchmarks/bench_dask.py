@@ -11,8 +11,10 @@ warmed up by an untimed run first, as they would be on a long-lived cluster.
    task, the worker fetches the dep from S3, calls the stage, hashes and uploads the output,
    the client brings it into the cache and the workspace and writes the lock, then prepares
    the next stage. Measured from `pivot run --json`: the time between consecutive `done`
-   events, as read from the pipe (median over the N-1 gaps of each run, then over repeats).
-   The local pool (`-j 1`) is measured the same way for comparison.
+   events, as read from the pipe (median over the N-1 gaps of each run, then over repeats),
+   and the stage phase (first `running` to last `done`) divided by N: stages sent as one chain
+   (pivot/speculate.py) report together, so the gaps alone would flatter them.
+   The local pool (`-j 1`) is measured the same way for comparison (`--no-local`: skipped).
 2. Wide — M (default 40) independent stages that each sleep S (default 0.5) seconds, after
    one shared input: the wall time of a whole `pivot run` on the cluster against the local
    pool at `-j 2`, and of its stage phase (first `running` event to last `done`), which leaves
@@ -23,7 +25,9 @@ warmed up by an untimed run first, as they would be on a long-lived cluster.
 
 Results: a markdown table on stdout, raw samples in benchmarks/results/dask-*.json.
 
-    python benchmarks/bench_dask.py [--workers 4] [--chain 20] [--wide 40] [--sleep 0.5] [--repeats 3]
+    python benchmarks/bench_dask.py [--workers 4] [--chain 20] [--wide 40] [--sleep 0.5] [--repeats 3] [--no-local]
+
+`--wide 0` skips the wide part.
 """
 
 from __future__ import annotations
