@@ -252,7 +252,10 @@ class DaskExecutor:
         wt = self._worker_task(task, code)
         reply = self._speculated.claim(wt)
         if reply is not None:  # it ran on a worker after the stage before it, with these very inputs
-            self._post.submit(self._complete, task, wt, Answered(reply), fut)
+            if reply.uploaded:  # outputs to download: not on the runner's thread
+                self._post.submit(self._complete, task, wt, Answered(reply), fut)
+            else:  # everything is in the reply: settled here, without two thread hand-overs
+                self._complete(task, wt, Answered(reply), fut)
             return fut
         chain = self._chain(task)
         fn, args = (run_chain, (wt, chain)) if chain else (run_on_worker, (wt,))
