@@ -11,8 +11,10 @@ warmed up by an untimed run first, as they would be on a long-lived cluster.
    task, the worker fetches the dep from S3, calls the stage, hashes and uploads the output,
    the client brings it into the cache and the workspace and writes the lock, then prepares
    the next stage. Measured from `pivot run --json`: the time between consecutive `done`
-   events, as read from the pipe (median over the N-1 gaps of each run, then over repeats).
-   The local pool (`-j 1`) is measured the same way for comparison.
+   events, as read from the pipe (median over the N-1 gaps of each run, then over repeats),
+   and the stage phase (first `running` to last `done`) divided by N: stages sent as one chain
+   (pivot/speculate.py) report together, so the gaps alone would flatter them.
+   The local pool (`-j 1`) is measured the same way for comparison (`--no-local`: skipped).
 2. Wide — M (default 40) independent stages that each sleep S (default 0.5) seconds, after
    one shared input: the wall time of a whole `pivot run` on the cluster against the local
    pool at `-j 2`, and of its stage phase (first `running` event to last `done`), which leaves
@@ -23,7 +25,9 @@ warmed up by an untimed run first, as they would be on a long-lived cluster.
 
 Results: a markdown table on stdout, raw samples in benchmarks/results/dask-*.json.
 
-    python benchmarks/bench_dask.py [--workers 4] [--chain 20] [--wide 40] [--sleep 0.5] [--repeats 3]
+    python benchmarks/bench_dask.py [--workers 4] [--chain 20] [--wide 40] [--sleep 0.5] [--repeats 3] [--no-local]
+
+`--wide 0` skips the wide part.
 """
 
 from __future__ import annotations
@@ -99,11 +103,14 @@ def stream(root: Path, args: list[str], env: dict[str, str]) -> tuple[list[tuple
     return stamps, time.perf_counter() - start
 
 
-def done_gaps(root: Path, args: list[str], env: dict[str, str]) -> tuple[list[float], float]:
-    """Seconds between consecutive `done` events, and the wall time."""
+def done_gaps(root: Path, args: list[str], env: dict[str, str]) -> tuple[list[float], float, float]:
+    """Seconds between consecutive `done` events, the wall time, and the stage phase (first
+    `running` to last `done`) divided by the number of stages: with stages batched onto one
+    worker round trip, several `done` events arrive together, so the gaps alone would flatter."""
     stamps, wall = stream(root, args, env)
     done = [t for e, t in stamps if e == "done"]
-    return [b - a for a, b in itertools.pairwise(done)], wall
+    first = min(t for e, t in stamps if e == "running")
+    return [b - a for a, b in itertools.pairwise(done)], wall, (done[-1] - first) / len(done)
 
 
 def timed_run(root: Path, args: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -114,6 +121,8 @@ def timed_run(root: Path, args: list[str], env: dict[str, str]) -> tuple[float, 
 
 
 def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
+    if not values:
+        return "–"
     v = [x * scale for x in values]
     return f"{statistics.median(v):.{0 if unit == 'ms' else 2}f} {unit} ({min(v):.{0 if unit == 'ms' else 2}f}–" \
            f"{max(v):.{0 if unit == 'ms' else 2}f}, n={len(v)})"
@@ -127,6 +136,7 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--local-jobs", type=int, default=2)
+    ap.add_argument("--no-local", action="store_true", help="skip the local pool's runs (cluster only)")
     args = ap.parse_args()
 
     from distributed import LocalCluster
@@ -152,31 +162,40 @@ def main() -> None:
 
             chain_dask, chain_local, chain_dask_wall, chain_local_wall = [], [], [], []
             forced_dask, forced_local = [], []
+            chain_dask_per: list[float] = []
+            chain_local_per: list[float] = []
             for _ in range(args.repeats):
                 root = make_project(base, chain_pipeline(args.chain), s3.endpoint, env)
-                gaps, wall = done_gaps(root, dask, env)
+                gaps, wall, per = done_gaps(root, dask, env)
                 chain_dask.append(statistics.median(gaps))
                 chain_dask_wall.append(wall)
+                chain_dask_per.append(per)
                 forced_dask.append(statistics.median(done_gaps(root, [*dask, "--force"], env)[0]))
+                if args.no_local:
+                    continue
                 root = make_project(base, chain_pipeline(args.chain), None, env)
-                gaps, wall = done_gaps(root, ["-j", "1"], env)
+                gaps, wall, per = done_gaps(root, ["-j", "1"], env)
                 chain_local.append(statistics.median(gaps))
                 chain_local_wall.append(wall)
+                chain_local_per.append(per)
                 forced_local.append(statistics.median(done_gaps(root, ["-j", "1", "--force"], env)[0]))
 
             wide_dask, wide_local, phase_dask, phase_local = [], [], [], []
-            for _ in range(args.repeats):
+            for _ in range(args.repeats if args.wide else 0):
                 wall, phase = timed_run(make_project(base, wide_pipeline(args.wide, args.sleep), s3.endpoint, env),
                                         dask, env)
                 wide_dask.append(wall)
                 phase_dask.append(phase)
+                if args.no_local:
+                    continue
                 wall, phase = timed_run(make_project(base, wide_pipeline(args.wide, args.sleep), None, env),
                                         ["-j", str(args.local_jobs)], env)
                 wide_local.append(wall)
                 phase_local.append(phase)
 
     results.update(chain_dask_gap=chain_dask, chain_local_gap=chain_local, forced_dask_gap=forced_dask,
-                   forced_local_gap=forced_local, chain_dask_wall=chain_dask_wall,
+                   forced_local_gap=forced_local, chain_dask_per=chain_dask_per,
+                   chain_local_per=chain_local_per, chain_dask_wall=chain_dask_wall,
                    chain_local_wall=chain_local_wall, wide_dask=wide_dask, wide_local=wide_local,
                    phase_dask=phase_dask, phase_local=phase_local)
     path = write_results("dask", results)
@@ -185,6 +204,8 @@ def main() -> None:
     rows = [
         [f"chain of {args.chain} trivial stages, first run: per-stage time (median gap between `done` events)",
          spread(chain_dask, "ms", 1000), spread(chain_local, "ms", 1000)],
+        [f"chain of {args.chain}, first run: stage phase (first `running` to last `done`) per stage",
+         spread(chain_dask_per, "ms", 1000), spread(chain_local_per, "ms", 1000)],
         [f"chain of {args.chain}, `--force` re-run: per-stage time", spread(forced_dask, "ms", 1000),
          spread(forced_local, "ms", 1000)],
         [f"chain of {args.chain}: whole command", spread(chain_dask_wall), spread(chain_local_wall)],
@@ -193,11 +214,12 @@ def main() -> None:
          spread(wide_dask), spread(wide_local)],
         [f"{args.wide} wide stages: stage phase, first `running` to last `done` (ideal {ideal_d:.1f} s / "
          f"{ideal_l:.1f} s)", spread(phase_dask), spread(phase_local)],
-        ["speed-up of the wide run, cluster over local: whole command / stage phase",
-         f"{statistics.median(wide_local) / statistics.median(wide_dask):.2f}x / "
-         f"{statistics.median(phase_local) / statistics.median(phase_dask):.2f}x "
-         f"(ideal {args.workers / args.local_jobs:.2f}x)", ""],
     ]
+    if wide_local and wide_dask:
+        rows.append(["speed-up of the wide run, cluster over local: whole command / stage phase",
+                     f"{statistics.median(wide_local) / statistics.median(wide_dask):.2f}x / "
+                     f"{statistics.median(phase_local) / statistics.median(phase_dask):.2f}x "
+                     f"(ideal {args.workers / args.local_jobs:.2f}x)", ""])
     print(markdown_table(["", f"dask, {args.workers} workers (SeaweedFS S3)",
                           f"local pool (-j 1 / -j {args.local_jobs})"], rows))
     print(f"\nraw samples: {path}")

@@ -56,6 +56,25 @@ class RemoteSpec:
         """The options without secrets (for listings)."""
         return {k: ("***" if k in SECRET_KEYS else masked(v)) for k, v in sorted(self.options.items())}
 
+    def without_secrets(self) -> RemoteSpec:
+        """This remote as another machine may be told it (a Dask worker, which uses its own
+        environment's credentials): no secret options, at any depth, and no user:password@ in
+        the url (a user name alone stays)."""
+        return RemoteSpec(self.name, _no_password(self.url), _no_secrets(self.options))
+
+
+def _no_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _no_secrets(v) for k, v in value.items()
+                if not (isinstance(k, str) and (k in SECRET_KEYS or k.removeprefix("aws_") in SECRET_KEYS))}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_no_secrets(v) for v in value)
+    return _no_password(value) if isinstance(value, str) else value
+
+
+def _no_password(url: str) -> str:
+    return _USERINFO.sub(lambda m: m.group(0).split(":", 1)[0] + "@" if ":" in m.group(0) else m.group(0), url)
+
 
 def resolve(config: Config, name: str | None) -> RemoteSpec:
     """The remote `name`, else the default one, with a message saying how to fix each mistake."""

@@ -17,6 +17,7 @@ from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, 
 from pivot.graph import Frontier
 from pivot.landing import Landing, start_incremental
 from pivot.layout import stage_file
+from pivot.limits import DEFAULT
 from pivot.lock import StageLock
 from pivot.outputs import Out
 from pivot.planning import Planned, plan
@@ -24,6 +25,7 @@ from pivot.records import NeededOutput, PathRecord
 from pivot.repo import Prepared, Repo, gc_paused
 from pivot.reporter import Reporter, Summary
 from pivot.runcache import Hit, RunCache, key_of
+from pivot.speculate import followers
 from pivot.status import Decision, decide
 
 if TYPE_CHECKING:
@@ -438,6 +440,9 @@ class Runner:
             self._start_executor()
             if self._remote:
                 task = self.landing.remote_task(task, prep, outs)
+                if self._caps.batches and prep.stage.limits == DEFAULT:  # a chain shares one worker's time
+                    task = replace(task, then=followers(self.repo, self.landing, self.state, name,
+                                                        prep.current.forced, self.logs_dir))
             elif self.budget is not None:
                 gpus = self.budget.take(name, prep.stage.limits)
                 task = replace(task, env=(("CUDA_VISIBLE_DEVICES", ",".join(gpus)),) if gpus else ())

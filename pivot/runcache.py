@@ -27,9 +27,15 @@ if TYPE_CHECKING:
     from pivot.lock import StageLock
     from pivot.records import NeededOutput
     from pivot.remote import Storage
+    from pivot.remote.runs import RunPacks
     from pivot.repo import Prepared, Repo
     from pivot.reporter import Reporter
     from pivot.stage import Stage
+
+# Seconds a listing of the remote's run packs is used again: stage after stage of a run asks the
+# remote, and one LIST request each was most of a short stage's cost on a cluster. A record
+# pushed by someone else within that time is missed, and the stage runs instead.
+LISTING_AGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class RunCache:
     asked: set[str] = field(default_factory=set)  # keys the remote was asked about
     found: dict[str, bytes] = field(default_factory=dict)  # what it answered
     refused: set[str] = field(default_factory=set)  # keys warned about: never tried again
+    _packs: RunPacks | None = None  # the remote's run packs as last listed, used again for LISTING_AGE
 
     def __post_init__(self) -> None:
         self.local = LocalRuns(self.repo.cache.dir)
@@ -186,7 +193,12 @@ class RunCache:
                 storage = self._open(src)
                 opening = time.monotonic() - started
                 refused: list[str] = []
-                self.found.update(lookup(storage, todo, src.jobs(), key_lists(self.repo.cache.dir), refused))
+                if self._packs is None:
+                    from pivot.remote.runs import RunPacks  # lazy: as above
+
+                    self._packs = RunPacks(storage, key_lists(self.repo.cache.dir), src.jobs())
+                self.found.update(lookup(storage, todo, src.jobs(), key_lists(self.repo.cache.dir), refused,
+                                         self._packs, LISTING_AGE))
                 for line in refused:
                     self.reporter.warning(line)
         except PivotError as exc:

@@ -42,6 +42,8 @@ class Capabilities:
     # A cluster's workers, each as the resources it offers (("GPU", 1.0), ...), to check that some
     # worker can run each stage before the run starts; None: not a cluster (or not known).
     workers: tuple[tuple[tuple[str, float], ...], ...] | None = None
+    # Runs a task's `then` stages after it on the same worker (pivot/speculate.py).
+    batches: bool = False
 
 
 LOCAL = Capabilities()
@@ -71,6 +73,9 @@ class StageTask:
     inputs: tuple[PathRecord, ...] = ()  # IncrementalOuts to start from (workspace or cache)
     limits: Limits = DEFAULT  # resources (a cluster's worker resources) and timeout
     env: tuple[tuple[str, str], ...] = ()  # set in the stage's process (CUDA_VISIBLE_DEVICES), locally
+    # Stages that may run right after this one on the same worker, speculatively (pivot/speculate.py):
+    # their answers are used only if the runner submits them later with the same inputs.
+    then: tuple[StageTask, ...] = ()
 
 
 @dataclass(frozen=True)

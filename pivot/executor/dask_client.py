@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 import threading
 import uuid
@@ -61,6 +60,8 @@ from pivot import atomic
 from pivot.cache import Cache
 from pivot.errors import DaskError, PivotError, RemoteError
 from pivot.executor.base import Capabilities, StageResult, StageTask
+from pivot.executor.dask_chain import Answered, Speculated
+from pivot.executor.dask_code import CodeSender
 from pivot.executor.dask_settings import DaskSettings
 from pivot.executor.dask_transfer import (
     INLINE,
@@ -72,7 +73,7 @@ from pivot.executor.dask_transfer import (
     read_verified,
     run_storage,
 )
-from pivot.executor.dask_worker import WorkerReply, WorkerTask, run_on_worker
+from pivot.executor.dask_worker import WorkerReply, WorkerTask, run_chain, run_on_worker
 from pivot.hashing import hash_bytes, parse_manifest
 from pivot.limits import cluster_resources
 from pivot.records import PathRecord
@@ -99,29 +100,26 @@ class DaskExecutor:
         self.root = root
         self.cache = cache
         self.download = settings.download
-        self._pickle = cloudpickle
+        self._code_sender = CodeSender(root, cloudpickle)
         self._storage: Storage | None = None
-        self._register_project_modules()
-        try:
-            # distributed ships partial annotations: its Client is an untyped call.
-            self.client: Any = Client(settings.scheduler, timeout=settings.connect_timeout,  # type: ignore[no-untyped-call]
-                                      set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise DaskError(f"cannot reach the Dask scheduler at {settings.scheduler} within "
-                            f"{settings.connect_timeout:g}s ({type(exc).__name__}: {exc}); start it "
-                            "('dask scheduler', see docs/dask.md) or fix --scheduler / executor.scheduler") from None
+        # Workers use their own environment's credentials: none of this machine's go in a task.
+        self._worker_remote = settings.remote.without_secrets()
+        self.cluster: Any = None  # a cluster started from executor.cluster, closed by shutdown
+        self.client: Any = self._connect(Client)
         found = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        workers = len(found)
         # A worker process runs one stage at a time (a stage owns its cwd and fds 1-2). Half as
         # many again are submitted, so a worker that finishes finds its next stage waiting at the
-        # scheduler instead of idling for a round trip through this machine.
+        # scheduler instead of idling for a round trip through this machine. A cluster started
+        # from configuration counts the most workers it may have: an adaptive one starts with few
+        # or none, and scales to the stages waiting at the scheduler.
+        workers = settings.cluster.most_workers() if settings.cluster is not None else None
+        if workers is None:
+            workers = len(found)
         self.capabilities = Capabilities(remote=True, slots=max(1, workers + (workers + 1) // 2),
-                                         downloads=settings.download, workers=_resources(found))
+                                         downloads=settings.download, workers=_resources(found), batches=True)
         self._on_remote: set[str] = set()  # objects known to be on the remote in this run
         self._manifests: dict[str, bytes] = {}
         self._sizes: dict[str, int] = {}
-        self._sources: dict[str, str | None] = {}
-        self._base_versions: dict[str, str] | None = None
         self._lock = threading.Lock()
         self._futures: dict[str, Any] = {}  # key -> dask future, while running
         self._answered: set[str] = set()
@@ -130,11 +128,34 @@ class DaskExecutor:
         self._bg = ThreadPoolExecutor(2, thread_name_prefix="pivot-dask-upload")
         self._pending: dict[str, Future[None]] = {}
         self._upload_errors: list[str] = []
+        self._speculated = Speculated()  # answers of stages run after another, until submitted
         self._closed = False
         self._lost: set[str] = set()  # keys of tasks a worker was running when it was lost
         self._expired: set[str] = set()  # keys of tasks that timed out (answered by _expire)
-        # distributed ships partial annotations: subscribe_topic is an untyped call.
-        self.client.subscribe_topic("all", self._on_event)  # type: ignore[no-untyped-call]
+        self.client.subscribe_topic("all", self._on_event)  # lost workers: see _on_event
+
+    def _connect(self, client_class: Any) -> Any:
+        """A Client of the scheduler at settings.scheduler, or of a cluster started now from
+        settings.cluster (closed again if connecting to it fails)."""
+        settings = self.settings
+        if settings.cluster is not None:
+            from pivot.executor.dask_cluster import close_cluster, start_cluster  # lazy: imports the deployer
+
+            self.cluster = start_cluster(settings.cluster)
+            try:
+                return client_class(self.cluster, timeout=settings.connect_timeout, set_as_default=False)
+            except BaseException as exc:
+                close_cluster(self.cluster, 10)
+                if not isinstance(exc, (OSError, TimeoutError, ValueError)):
+                    raise
+                raise DaskError(f"cannot connect to the cluster {settings.cluster.class_path} started from "
+                                f"{settings.cluster.where} ({type(exc).__name__}: {exc})") from None
+        try:
+            return client_class(settings.scheduler, timeout=settings.connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise DaskError(f"cannot reach the Dask scheduler at {settings.scheduler} within "
+                            f"{settings.connect_timeout:g}s ({type(exc).__name__}: {exc}); start it "
+                            "('dask scheduler', see docs/dask.md) or fix --scheduler / executor.scheduler") from None
 
     @property
     def storage(self) -> Storage:
@@ -147,110 +168,50 @@ class DaskExecutor:
                 self._storage = open_storage(self.settings.remote, self.root, TRANSFERS)
             return self._storage
 
-    # -- code by value -------------------------------------------------------------------------
-    def _register_project_modules(self) -> None:
-        """Every loaded module whose file is in the project goes by value; anything else (the
-        standard library, installed packages, pivot) by reference, to be imported on the worker."""
-        base = str(self.root) + os.sep
-        for name, mod in list(sys.modules.items()):
-            filename = getattr(mod, "__file__", None) or ""
-            if filename.startswith(base) and "site-packages" not in filename and "dist-packages" not in filename \
-                    and name.split(".")[0] != "pivot":
-                try:
-                    self._pickle.register_pickle_by_value(mod)
-                except ValueError:  # not importable by that name (a __main__ script)
-                    continue
-
-    def _code(self, task: StageTask) -> bytes:
-        import importlib  # lazy: used per submission only
-        import io  # lazy: used per submission only
-
-        manifest = task.fingerprint.manifest if task.fingerprint else {}
-        # A project module imported inside a function is not reached through globals: send it
-        # whole (importing it here first if nothing has yet, as a local worker would).
-        modules = {}
-        imported = False
-        for key in manifest:
-            if key.startswith("module:"):
-                name = key[7:]
-                if name not in sys.modules:
-                    try:
-                        importlib.import_module(name)
-                        imported = True
-                    except Exception:
-                        continue
-                modules[name] = sys.modules[name]
-        if imported:
-            self._register_project_modules()
-
-        buf = io.BytesIO()
-        _pickler_class()(buf, protocol=self._pickle.DEFAULT_PROTOCOL).dump((task.func, task.params, modules))
-        return buf.getvalue()
-
-    def _versions(self, task: StageTask) -> tuple[tuple[str, str], ...]:
-        if self._base_versions is None:
-            from importlib import metadata  # lazy: once per run
-
-            self._base_versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
-            for dist in ("pivot", "cloudpickle", "pydantic"):
-                with contextlib.suppress(metadata.PackageNotFoundError):
-                    self._base_versions[dist] = metadata.version(dist)
-        found = {k: v for k, v in self._base_versions.items() if k != "pydantic" or task.params is not None}
-        for key, version in (task.fingerprint.manifest if task.fingerprint else {}).items():
-            if key.startswith("pkg:") and version != "unknown":
-                found[key[4:]] = version
-        return tuple(sorted(found.items()))
-
-    def _source_texts(self, task: StageTask) -> tuple[tuple[str, str], ...]:
-        files = {str(self.root / v.partition(" ")[2]) for v in (task.fingerprint.manifest if task.fingerprint else {})
-                 .values() if " " in v}
-        code = getattr(task.func, "__code__", None)
-        if code is not None:
-            files.add(code.co_filename)
-        out = []
-        for f in sorted(files):
-            if f not in self._sources:
-                try:
-                    self._sources[f] = Path(f).read_text(errors="replace") if os.path.getsize(f) < 2 ** 20 else None
-                except OSError:
-                    self._sources[f] = None
-            text = self._sources[f]
-            if text is not None:
-                out.append((f, text))
-        return tuple(out)
-
     # -- submit ----------------------------------------------------------------------------------
     def submit(self, task: StageTask) -> Future[StageResult]:
         fut: Future[StageResult] = Future()
         fut.set_running_or_notify_cancel()
         try:
-            code = self._code(task)
+            code = self._code_sender.code(task)
         except Exception as exc:  # an unpicklable global, say: this stage fails, the run goes on
             fut.set_result(_failed(task.name, f"stage '{task.name}': its code could not be sent to the cluster "
                                               f"({type(exc).__name__}: {exc}); keep unpicklable objects (open "
                                               "files, locks, clients) out of module-level values the stage uses"))
             return fut
-        sizes, blobs = self._send_inputs(task)
-        key = f"pivot-{task.name}-{uuid.uuid4().hex}"
-        wt = WorkerTask(
-            key=key, name=task.name, code=code, code_digest=hash_bytes(code),
-            fingerprint=task.fingerprint.digest if task.fingerprint else "",
-            versions=self._versions(task), outs=task.outs, deps=task.deps, inputs=task.inputs,
-            manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self.settings.remote,
-            sources=self._source_texts(task), blobs=tuple(blobs.items()), download=self.download,
-        )
+        wt = self._worker_task(task, code)
+        reply = self._speculated.claim(wt)
+        if reply is not None:  # it ran on a worker after the stage before it, with these very inputs
+            if reply.uploaded:  # outputs to download: not on the runner's thread
+                self._post.submit(self._complete, task, wt, Answered(reply), fut)
+            else:  # everything is in the reply: settled here, without two thread hand-overs
+                self._complete(task, wt, Answered(reply), fut)
+            return fut
+        chain = self._chain(task)
+        fn, args = (run_chain, (wt, chain)) if chain else (run_on_worker, (wt,))
         # Worker resources: only a worker that offers what the stage declares runs it.
-        dfut = self.client.submit(run_on_worker, wt, key=key, pure=False, retries=0,
+        dfut = self.client.submit(fn, *args, key=wt.key, pure=False, retries=0,
                                   resources=cluster_resources(task.limits) or None)
         with self._lock:
-            self._futures[key] = dfut
-        dfut.add_done_callback(lambda d: self._on_done(task, wt, d, fut))
+            self._futures[wt.key] = dfut
+        dfut.add_done_callback(lambda d: self._on_done(task, wt, d, fut, chain))
         if task.limits.timeout is not None:
-            timer = threading.Timer(task.limits.timeout, self._expire, (task, key, fut))
+            timer = threading.Timer(task.limits.timeout, self._expire, (task, wt.key, fut))
             timer.daemon = True
             timer.start()
             fut.add_done_callback(lambda _f: timer.cancel())
         return fut
+
+    def _worker_task(self, task: StageTask, code: bytes) -> WorkerTask:
+        sizes, blobs = self._send_inputs(task)
+        key = f"pivot-{task.name}-{uuid.uuid4().hex}"
+        return WorkerTask(
+            key=key, name=task.name, code=code, code_digest=hash_bytes(code),
+            fingerprint=task.fingerprint.digest if task.fingerprint else "",
+            versions=self._code_sender.versions(task), outs=task.outs, deps=task.deps, inputs=task.inputs,
+            manifests=task.manifests, sizes=tuple(sorted(sizes.items())), remote=self._worker_remote,
+            sources=self._code_sender.sources(task), blobs=tuple(blobs.items()), download=self.download,
+        )
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         """A scheduler event: a worker lost (not closed on purpose) while it ran some stages,
@@ -280,8 +241,22 @@ class DaskExecutor:
                                               "cancelled and the worker running it restarted; raise its timeout= "
                                               "or make it faster", timed_out=True))
 
-    def _on_done(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult]) -> None:
+    def _chain(self, task: StageTask) -> tuple[WorkerTask, ...]:
+        """The WorkerTasks of the stages to run after `task` on the same worker (pivot/speculate.py),
+        up to the first whose code cannot be sent."""
+        chain = []
+        for follower in task.then:
+            try:
+                chain.append(self._worker_task(follower, self._code_sender.code(follower)))
+            except Exception:  # it goes on its own when its turn comes, and fails there with the reason
+                break
+        return tuple(chain)
+
+    def _on_done(self, task: StageTask, wt: WorkerTask, dfut: Any, fut: Future[StageResult],
+                 chain: tuple[WorkerTask, ...] = ()) -> None:
         """In Dask's callback thread: hand over to ours (downloads must not hold up other answers)."""
+        if chain:
+            dfut = self._speculated.unpack(dfut, chain)
         try:
             self._post.submit(self._complete, task, wt, dfut, fut)
         except RuntimeError:  # shut down (Ctrl-C): nobody waits for this answer any more
@@ -308,6 +283,8 @@ class DaskExecutor:
 
         try:
             for rec in (*task.deps, *task.inputs):
+                if not rec.hash:  # a chain's follower: made by the stage before it, on the worker
+                    continue
                 if not rec.is_dir:
                     add(rec.hash, self.root / rec.path)
                     continue
@@ -512,6 +489,7 @@ class DaskExecutor:
         if self._closed:
             return
         self._closed = True
+        self._speculated.clear()
         with self._lock:
             pending = list(self._futures.values())
         if pending:
@@ -519,38 +497,19 @@ class DaskExecutor:
             # nothing it did reaches the workspace (it wrote only to its scratch folder).
             with contextlib.suppress(Exception):  # the cluster may be gone already
                 self.client.cancel(pending, force=True)
-        self._post.shutdown(wait=not kill, cancel_futures=kill)
-        self._bg.shutdown(wait=not kill, cancel_futures=kill)
-        with contextlib.suppress(Exception):  # the cluster may be gone already
-            self.client.close(timeout=2 if kill else 10)
+        try:
+            self._post.shutdown(wait=not kill, cancel_futures=kill)
+            self._bg.shutdown(wait=not kill, cancel_futures=kill)
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                self.client.close(timeout=2 if kill else 10)
+        finally:  # even on a second Ctrl-C: a cluster Pivot started does not outlive the run
+            if self.cluster is not None:
+                from pivot.executor.dask_cluster import close_cluster  # lazy: loaded when it was started
+
+                close_cluster(self.cluster, 5 if kill else 30)
         if self._upload_errors and not kill:
             raise RemoteError(f"{self._upload_errors[0]}; the outputs are in the local cache and their locks are "
                               "written: run 'pivot push' to put them on the remote")
-
-
-_PICKLER: type | None = None
-
-
-def _pickler_class() -> type:
-    """cloudpickle's Pickler, except that code keeps its file name (cloudpickle writes
-    "<dynamic-code>"), so a traceback on a worker names the file and line as it does here."""
-    global _PICKLER
-    if _PICKLER is None:
-        import types  # lazy: once per process
-        from collections import ChainMap  # lazy: once per process
-
-        import cloudpickle  # lazy: only a Dask run needs it
-
-        base = cloudpickle.Pickler
-        reduce_code = base.dispatch_table[types.CodeType]
-
-        def code_reduce(obj: types.CodeType) -> Any:
-            fn, args = reduce_code(obj)
-            return fn, tuple(obj.co_filename if isinstance(a, str) and a == "<dynamic-code>" else a for a in args)
-
-        _PICKLER = type("CodePickler", (base,), {"dispatch_table": ChainMap({types.CodeType: code_reduce},
-                                                                             base.dispatch_table)})
-    return _PICKLER
 
 
 def _failed(name: str, error: str, timed_out: bool = False) -> StageResult:

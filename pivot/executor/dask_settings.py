@@ -3,7 +3,9 @@ be checked without the cluster, each problem with how to fix it.
 
 `options` is the `executor:` mapping of .pivot/config.yaml (config.local.yaml overriding it key
 by key), with what the command line says laid over it: `scheduler`, `remote`, `download`
-(False for --no-download) and `connect_timeout`.
+(False for --no-download) and `connect_timeout`. Instead of a scheduler's address, `cluster`
+describes a cluster Pivot starts and closes itself (dask_cluster.py); `--scheduler` on the
+command line takes precedence over it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pivot.errors import DaskError, ProjectError
+from pivot.executor.dask_cluster import ClusterSpec, check_class, parse_cluster
 
 if TYPE_CHECKING:
     from pivot.project import Project
@@ -32,10 +35,11 @@ def check_kind(kind: str) -> str:
 
 @dataclass(frozen=True)
 class DaskSettings:
-    scheduler: str
+    scheduler: str  # "" when `cluster` is set
     remote: RemoteSpec
     download: bool = True
     connect_timeout: float = CONNECT_TIMEOUT
+    cluster: ClusterSpec | None = None  # a cluster to start from configuration, and close at the end
 
 
 def resolve_settings(project: Project, options: Mapping[str, Any]) -> DaskSettings:
@@ -46,9 +50,17 @@ def resolve_settings(project: Project, options: Mapping[str, Any]) -> DaskSettin
         raise DaskError("--executor dask needs the distributed package on this machine and on the workers; "
                         "install it with: pip install 'pivot[dask]'")
     address = options.get("scheduler")
-    if not isinstance(address, str) or not address.strip():
-        raise DaskError("--executor dask needs the scheduler's address; pass --scheduler tcp://HOST:8786 or set "
-                        "executor.scheduler in .pivot/config.yaml")
+    cluster = None
+    if options.get("cluster") is not None:
+        where = _defined_in(project, "cluster")
+        if address:
+            raise DaskError(f"{where}: executor has both scheduler and cluster; keep one (a cluster to start, "
+                            "or the address of a running scheduler)")
+        cluster = parse_cluster(options["cluster"], where)
+        address = ""
+    elif not isinstance(address, str) or not address.strip():
+        raise DaskError("--executor dask needs the scheduler's address or a cluster to start; pass --scheduler "
+                        "tcp://HOST:8786, or set executor.scheduler or executor.cluster in .pivot/config.yaml")
     from pivot import remote_config  # lazy: start-up
 
     if not project.config.remotes:
@@ -62,4 +74,18 @@ def resolve_settings(project: Project, options: Mapping[str, Any]) -> DaskSettin
     timeout = options.get("connect_timeout", CONNECT_TIMEOUT)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise DaskError("executor.connect_timeout in .pivot/config.yaml must be a number of seconds")
-    return DaskSettings(address.strip(), spec, bool(options.get("download", True)), float(timeout))
+    if cluster is not None:
+        check_class(cluster)  # before anything changes: the package installed, every option known
+    return DaskSettings(address.strip(), spec, bool(options.get("download", True)), float(timeout), cluster)
+
+
+def _defined_in(project: Project, key: str) -> str:
+    """The configuration file whose `executor.KEY` is in force (config.local.yaml wins), for messages."""
+    from pivot.config import config_paths, read_file  # lazy: start-up
+
+    shared, local = config_paths(project.root)
+    for path in (local, shared):
+        section = read_file(path).get("executor")
+        if isinstance(section, dict) and key in section:
+            return str(path.relative_to(project.root))
+    return str(shared.relative_to(project.root))

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,6 +148,26 @@ def run_on_worker(wt: WorkerTask) -> WorkerReply:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def run_chain(first: WorkerTask, followers: tuple[WorkerTask, ...]
+              ) -> tuple[WorkerReply, list[tuple[tuple[PathRecord, ...], WorkerReply]]]:
+    """Runs on a Dask worker: `first`, then each follower with the outputs of the stage before
+    it (their objects are in this worker's cache already), until one fails (dask_chain.py).
+    Returns the first stage's reply, and each follower's deps as it ran with its reply."""
+    first_reply = reply = run_on_worker(first)
+    done: list[tuple[tuple[PathRecord, ...], WorkerReply]] = []
+    for wt in followers:
+        if not reply.result.ok:
+            break
+        made = {r.path: r for r in reply.result.records}
+        deps = tuple(PathRecord(r.path, made[r.path].hash, made[r.path].is_dir) if not r.hash and r.path in made
+                     else r for r in wt.deps)
+        if any(not r.hash for r in deps):
+            break
+        reply = run_on_worker(replace(wt, deps=deps))
+        done.append((deps, reply))
+    return first_reply, done
+
+
 def _run_in(wt: WorkerTask, base: Path, scratch: Path, where: str) -> WorkerReply:
     import pickle
 
@@ -189,7 +209,8 @@ def _run_in(wt: WorkerTask, base: Path, scratch: Path, where: str) -> WorkerRepl
         on_remote = await present(storage, [d for d in mine if objects[d][1] > INLINE])
         await put_objects(storage, {d: src for d, src in mine.items() if d not in on_remote}, set(manifests))
 
-    run_storage(storage, f"uploading the outputs of stage '{wt.name}'", upload)
+    if mine:  # (small outputs the client uploads itself: no trip to the remote from here)
+        run_storage(storage, f"uploading the outputs of stage '{wt.name}'", upload)
     done = time.perf_counter()
     for d, (src, _size) in objects.items():  # a stage after this one on this worker needs no download
         _keep(cache, d, src=src)
@@ -261,9 +282,7 @@ def _materialise(storage: Storage, cache: Cache, work: Path, wt: WorkerTask) -> 
     copies of them in the scratch folder. Returns what went wrong, or None."""
     sizes = dict(wt.sizes)
     manifests = dict(wt.manifests)
-    for d, data in wt.blobs:
-        if hash_bytes(data) == d:
-            _keep(cache, d, data=data)
+    _keep_blobs(cache, wt.blobs)
     wanted: dict[str, int] = {}
     dirs: list[PathRecord] = []
     for rec in (*wt.deps, *wt.inputs):
@@ -286,13 +305,28 @@ def _materialise(storage: Storage, cache: Cache, work: Path, wt: WorkerTask) -> 
                 more[e.hash] = e.size
         return missing + await fetch_into(storage, cache, more)
 
-    missing = run_storage(storage, f"fetching the deps of stage '{wt.name}'", go)
+    if _at_hand(cache, wanted, dirs, manifests):
+        missing: list[str] = []  # sent along, or cached here: no trip to the remote
+    else:
+        missing = run_storage(storage, f"fetching the deps of stage '{wt.name}'", go)
     if missing:
         paths = [r.path for r in (*wt.deps, *wt.inputs) if r.hash in missing] or missing
         return (f"stage '{wt.name}': dep '{paths[0]}' ({missing[0]}) is not on remote '{storage.name}' "
                 "(removed meanwhile, by 'pivot gc --remote' say?); run again")
     _place_inputs(cache, work, (*wt.deps, *wt.inputs), manifests)
     return None
+
+
+def _keep_blobs(cache: Cache, blobs: Iterable[tuple[str, bytes]]) -> None:
+    for d, data in blobs:
+        if hash_bytes(data) == d:
+            _keep(cache, d, data=data)
+
+
+def _at_hand(cache: Cache, wanted: Iterable[str], dirs: list[PathRecord], manifests: dict[str, bytes]) -> bool:
+    """Every object of the deps is in the worker's cache already."""
+    return all(cache.has(d) for d in wanted) and all(r.hash in manifests for r in dirs) and all(
+        cache.has(e.hash) for r in dirs for e in parse_manifest(manifests[r.hash]))
 
 
 def _place_inputs(cache: Cache, work: Path, records: Iterable[PathRecord], manifests: dict[str, bytes]) -> None:

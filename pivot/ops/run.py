@@ -119,4 +119,6 @@ def executor_factory(repo: Repo, request: RunRequest) -> Callable[[], Executor] 
     # The command line over the configuration, key by key.
     options: dict[str, Any] = {**config, "download": not request.no_download}
     options.update({k: v for k, v in (("scheduler", request.scheduler), ("remote", request.remote)) if v})
+    if request.scheduler:  # a running scheduler named on the command line: no cluster to start
+        options.pop("cluster", None)
     return executor_factory(kind, options, 1, root=repo.root, cache=repo.cache, project=repo.project)

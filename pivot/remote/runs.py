@@ -48,8 +48,13 @@ class RunPacks:
         self.storage, self.folder, self.jobs = storage, folder, jobs
         self.by_pack: dict[str, list[Entry]] = {}
         self.notes: list[str] = []
+        self.listed_at = -float("inf")  # time.monotonic() of the last listing
+        self.where: dict[str, Entry] = {}
 
     async def load(self) -> dict[str, Entry]:
+        import time  # lazy: start-up
+
+        self.listed_at = time.monotonic()
         names = indexed(await self.storage.list_dir(RUN_RECORDS))
         for name, got in await bounded(max(self.jobs, READS), names, self._entries):
             if isinstance(got, list):
@@ -61,6 +66,7 @@ class RunPacks:
         for entries in self.by_pack.values():
             for e in entries:
                 where.setdefault(e.digest, e)
+        self.where = where
         return where
 
     async def _entries(self, name: str) -> list[Entry] | BadPack:
@@ -115,19 +121,27 @@ async def _put(packs: RunPacks, records: dict[str, bytes]) -> str:
 
 
 def lookup(storage: Storage, keys: Iterable[str], jobs: int, folder: Path,
-           notes: list[str] | None = None) -> dict[str, bytes]:
+           notes: list[str] | None = None, packs: RunPacks | None = None, max_age: float = 0.0) -> dict[str, bytes]:
     """The records the remote holds for `keys` (key -> bytes); absent keys are left out. A run
-    pack whose index is refused adds a line naming it to `notes`."""
+    pack whose index is refused adds a line naming it to `notes`. `packs`: the listing of an
+    earlier lookup, used again if it is at most `max_age` seconds old (a run looking up stage
+    after stage lists the remote's run packs once a second at most, not once a stage)."""
+    import time  # lazy: start-up
+
     wanted = set(keys)
     if not wanted:
         return {}
 
     async def main() -> dict[str, bytes]:
         with Step(storage, "looking up run records"):
-            packs = RunPacks(storage, folder, jobs)
-            where = await packs.load()
-            if notes is not None:
-                notes.extend(packs.notes)
+            nonlocal packs
+            if packs is None or time.monotonic() - packs.listed_at > max_age:
+                packs = packs or RunPacks(storage, folder, jobs)
+                packs.notes.clear()
+                await packs.load()
+                if notes is not None:
+                    notes.extend(packs.notes)
+            where = packs.where
             return await _read(storage, [where[k] for k in sorted(wanted) if k in where], jobs)
 
     result: dict[str, bytes] = storage.run(main)
