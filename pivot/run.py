@@ -102,8 +102,7 @@ class Runner:
         self.stopping = False
         self.retry_alone: set[str] = set()
         self.keep_going = opts.keep_going
-        # self.landing: outputs of stages run remotely in this run; deps downstream are taken
-        # from it when the workspace does not have them (--no-download).
+        # self.landing: remote stages' outputs, for deps the workspace lacks (--no-download).
         self.total = len(names)
         self.runs_on = opts.run_cache
         self.started = time.monotonic()
