@@ -193,7 +193,7 @@ def test_ctrl_c_closes_the_cluster(tmp_path: Path, seaweed: SeaweedServer) -> No
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, (out, err)
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     assert_closed(side)
 
 

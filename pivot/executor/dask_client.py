@@ -501,6 +501,9 @@ class DaskExecutor:
             self._post.shutdown(wait=not kill, cancel_futures=kill)
             self._bg.shutdown(wait=not kill, cancel_futures=kill)
             with contextlib.suppress(Exception):  # the cluster may be gone already
+                # Unsubscribed first: else the scheduler logs a traceback sending this client's
+                # own departure to it, once it is closed.
+                self.client.unsubscribe_topic("all")
                 self.client.close(timeout=2 if kill else 10)
         finally:  # even on a second Ctrl-C: a cluster Pivot started does not outlive the run
             if self.cluster is not None:
