@@ -1,5 +1,5 @@
 """Bringing a remote executor's outputs into the workspace, and remembering them for the rest
-of the run.
+of the run; and an IncrementalOut started from its locked version before its stage runs.
 
 A remote executor (a cluster that shares nothing with this machine but the remote) answers
 with hashes: its outputs are in the local cache (or, with --no-download, left on the remote),
@@ -11,6 +11,7 @@ whose deps the workspace lacks (--no-download) is prepared from these records in
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pivot import atomic
 from pivot.errors import CacheError
@@ -58,6 +59,18 @@ class Landing:
                 prep.dep_hashes[d] = PathHash(rec.hash, rec.is_dir, self.manifests.get(rec.hash))
         return prep
 
+    def start_incremental(self, prep: Prepared) -> None:
+        """An IncrementalOut starts from its last locked version, as a writable copy."""
+        locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
+        for o in prep.stage.outs:
+            rec = locked.get(o.path)
+            if not o.incremental or rec is None or not self.repo.in_cache(rec):
+                continue
+            current = self.repo.hasher.hash_path(o.path)
+            if current is not None and current.hash == rec.hash and not _shares_cache(self.root / o.path):
+                continue
+            self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
+
     def record(self, dep: str) -> PathRecord | None:
         """A dep's record when a remote stage of this run produced it (or the folder it is in)
         and the workspace does not have it (--no-download)."""
@@ -70,3 +83,11 @@ class Landing:
                     if e.path == rel:
                         return PathRecord(dep, e.hash)
         return None
+
+
+def _shares_cache(path: Path) -> bool:
+    """True when a workspace file is a link into the cache (hardlink or symlink)."""
+    try:
+        return path.is_symlink() or (path.is_file() and os.stat(path).st_nlink > 1)
+    except OSError:
+        return False

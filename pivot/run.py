@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pivot import atomic, fresh, gitignore, tracked
@@ -103,16 +101,17 @@ class Runner:
         self._looked: set[str] = set()
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
+        self._settled: list[tuple[Prepared, StageLock, list[str]]] = []  # done, lock not yet written
+        self._committed = time.monotonic()
         self._look_up_front(opts)
         try:
             while True:
                 self._start_ready(opts.force)
-                # Commit before waiting: an open write transaction would block `pivot status`.
-                self.repo.state.commit()
+                self._write_settled()  # while the stages just submitted run
                 if not self.running:
+                    self.repo.state.commit()
                     break
-                done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-                for fut in done:
+                for fut in self._wait():
                     self._finish(fut)
         except BaseException:
             self._abort()
@@ -396,7 +395,7 @@ class Runner:
         outs = prep.stage.outs
         backups: list[str] = []
         try:
-            self._prepare_incremental(prep, outs)
+            self.landing.start_incremental(prep)
             backups = self.backups.move_aside(name, outs)
             for o in outs:
                 (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
@@ -472,15 +471,45 @@ class Runner:
             deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
             fp = prep.fingerprint
             lock = StageLock(fp.digest, fp.manifest, prep.current.params, tuple(deps), result.records, fp.notes)
-            self.repo.write_lock(name, lock)
             del self.running[fut]
             self._settle(name, "ok")
             self.summary.ran.append(name)
-        self.runs.save(prep, lock)  # only now: outputs cached, lock written
+            self._settled.append((prep, lock, backups))  # its lock: see _write_settled
         self.repo.state.put_files(list(result.memo))
-        self.backups.drop(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
+
+    def _write_settled(self, abort: bool = False) -> None:
+        """The locks of the stages done since the last call, then their run records (never before
+        the lock), and their old outputs dropped. Called once the stages they made ready are
+        submitted, so that workers run while this is written; and before the run ends, Ctrl-C
+        included (`abort`: a lock that cannot be written is left, the first problem goes on)."""
+        while self._settled:
+            prep, lock, backups = self._settled[0]
+            name = prep.stage.name
+            try:
+                with atomic.interrupts_deferred():
+                    self.repo.write_lock(name, lock)
+                    self._settled.pop(0)
+            except Exception:
+                if not abort:
+                    raise
+                self._settled.pop(0)
+                continue
+            self.runs.save(prep, lock)  # only now: outputs cached, lock written
+            self.backups.drop(name, backups)
+
+    def _wait(self) -> set[Future[StageResult]]:
+        """The running stages that are done, as soon as one is. The state database is committed
+        before a wait longer than a moment, and at least every quarter second: an open write
+        transaction would block `pivot status`, and a commit per stage costs as much as a lock."""
+        done, _ = wait(list(self.running), timeout=0.05, return_when=FIRST_COMPLETED)
+        if not done or time.monotonic() - self._committed > 0.25:
+            self.repo.state.commit()
+            self._committed = time.monotonic()
+        if not done:
+            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        return done
 
     def _settle_failed(self, fut: Future[StageResult], outs: tuple[Out, ...], backups: list[str],
                        error: str) -> None:
@@ -540,6 +569,7 @@ class Runner:
             self._executor.shutdown(kill=True)
             self._executor = None
         with atomic.interrupts_deferred():  # a second Ctrl-C must not stop a roll back halfway
+            self._write_settled(abort=True)  # stages done before it keep their locks
             for prep, backups in self.running.values():
                 name = prep.stage.name
                 self.backups.roll_back(name, prep.stage.outs, backups)
@@ -561,28 +591,3 @@ class Runner:
     def _update_gitignore(self) -> None:
         paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]
         gitignore.update(self.root, paths + tracked.paths(self.root))
-
-    # -- one stage ---------------------------------------------------------
-    def _prepare_incremental(self, prep: Prepared, outs: tuple[Out, ...]) -> None:
-        """An IncrementalOut starts from its last locked version, as a writable copy."""
-        locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
-        for o in outs:
-            if not o.incremental:
-                continue
-            p = o.path
-            rec = locked.get(p)
-            full = self.root / p
-            if rec is None or not self.repo.in_cache(rec):
-                continue
-            current = self.repo.hasher.hash_path(p)
-            if current is not None and current.hash == rec.hash and not _shares_cache(full):
-                continue
-            self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
-
-
-def _shares_cache(path: Path) -> bool:
-    """True when a workspace file is a link into the cache (hardlink or symlink)."""
-    try:
-        return path.is_symlink() or (path.is_file() and os.stat(path).st_nlink > 1)
-    except OSError:
-        return False
