@@ -14,11 +14,14 @@ pipeline of 10,000 stages, against 40 MB and 0.9 s in groups). Line numbers, tra
 """
 
 from __future__ import annotations
+import __future__
 
 import contextlib
+import functools
 import importlib.machinery
 import importlib.util
 import marshal
+import operator
 import os
 import re
 import sys
@@ -113,7 +116,9 @@ GROUPED = 65536  # modules from this size on are read in groups of statements
 # end for the tokenizer, not for counting lines here), a module-level `global` (compile checks it
 # against assignments in earlier statements).
 _WHOLE = re.compile(rb"\A(?:[^\n]*\n)?[ \t\f]*#[^\n]*coding[:=]|\r(?!\n)|^global\b", re.MULTILINE)
-_FUTURE_FLAGS = 0x3FE0000  # the CO_FUTURE_* bits of co_flags, which compile() takes as flags
+# The bits of co_flags a `from __future__ import` sets, which compile() takes as flags.
+_FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, name).compiler_flag
+                                                for name in __future__.all_feature_names))
 _MAX_RETRIES = 64  # groups that did not compile and were extended; past this, compile whole
 
 

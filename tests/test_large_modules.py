@@ -42,7 +42,9 @@ def functions(code: types.CodeType) -> dict[tuple[str, int], tuple[bytes, list[o
 
 
 def test_a_large_module_compiles_in_groups_to_the_code_of_the_whole_file(tmp_path: Path) -> None:
-    source = module(400, tail=textwrap.dedent('''\
+    source = "from __future__ import annotations\n" + module(400, tail=textwrap.dedent('''\
+        def annotated(x: Undefined) -> Undefined:  # a string, under the __future__ import
+            return x
         if True:
             A = 1
         else:
