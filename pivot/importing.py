@@ -119,7 +119,7 @@ _WHOLE = re.compile(rb"\A(?:[^\n]*\n)?[ \t\f]*#[^\n]*coding[:=]|\r(?!\n)|^global
 # The bits of co_flags a `from __future__ import` sets, which compile() takes as flags.
 _FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, name).compiler_flag
                                                 for name in __future__.all_feature_names))
-_MAX_RETRIES = 64  # groups that did not compile and were extended; past this, compile whole
+MAX_RETRIES = 64  # times one group did not compile and was extended; past this, compile whole
 
 
 def compile_chunks(source: bytes, path: str) -> tuple[CodeType, ...]:
@@ -141,12 +141,13 @@ def compile_chunks(source: bytes, path: str) -> tuple[CodeType, ...]:
                 code = compile(chunk, path, "exec", flags=flags, dont_inherit=True)
             except (SyntaxError, ValueError):
                 retries += 1
-                if retries > _MAX_RETRIES:
+                if retries > MAX_RETRIES:
                     break
                 continue  # the group goes on to the next start
         if not codes:
             flags = code.co_flags & _FUTURE_FLAGS
         codes.append(_shifted(code, line))
+        retries = 0
         shown += [warnings.WarningMessage(w.message, w.category, w.filename, w.lineno + line) for w in caught]
         line += chunk.count(b"\n")
         begin = end

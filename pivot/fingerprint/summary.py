@@ -35,7 +35,7 @@ from pivot.fingerprint.scopes import (
     module_level,
     position,
 )
-from pivot.importing import GROUPED, group_starts
+from pivot.importing import GROUPED, MAX_RETRIES, group_starts
 
 DYNAMIC_CALLS = ("eval", "exec", "compile", "__import__", "globals")
 _LONE_CR = re.compile(r"\r(?!\n)")
@@ -273,11 +273,12 @@ def _groups(source: str, filename: str) -> Iterable[tuple[int, ast.Module]]:
             tree = ast.parse(chunk, filename)
         except (SyntaxError, ValueError):
             failed += 1
-            if end == len(source) or failed > 64:
+            if end == len(source) or failed > MAX_RETRIES:
                 yield -1, ast.parse(source, filename)  # or the file's SyntaxError, as reading it whole
                 return
             continue
         yield line, tree
+        failed = 0
         line += chunk.count("\n")
         begin = end
 
