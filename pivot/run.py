@@ -101,13 +101,11 @@ class Runner:
         self._looked: set[str] = set()
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
-        self._settled: list[tuple[Prepared, StageLock, list[str]]] = []  # done, lock not yet written
         self._committed = time.monotonic()
         self._look_up_front(opts)
         try:
             while True:
                 self._start_ready(opts.force)
-                self._write_settled()  # while the stages just submitted run
                 if not self.running:
                     self.repo.state.commit()
                     break
@@ -471,33 +469,15 @@ class Runner:
             deps = [PathRecord(d, h.hash, h.is_dir) for d, h in prep.dep_hashes.items() if h is not None]
             fp = prep.fingerprint
             lock = StageLock(fp.digest, fp.manifest, prep.current.params, tuple(deps), result.records, fp.notes)
+            self.repo.write_lock(name, lock)
             del self.running[fut]
             self._settle(name, "ok")
             self.summary.ran.append(name)
-            self._settled.append((prep, lock, backups))  # its lock: see _write_settled
+        self.runs.save(prep, lock)  # only now: outputs cached, lock written
         self.repo.state.put_files(list(result.memo))
+        self.backups.drop(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
-
-    def _write_settled(self, abort: bool = False) -> None:
-        """The locks of the stages done since the last call, then their run records (never before
-        the lock), and their old outputs dropped. Called once the stages they made ready are
-        submitted, so that workers run while this is written; and before the run ends, Ctrl-C
-        included (`abort`: a lock that cannot be written is left, the first problem goes on)."""
-        while self._settled:
-            prep, lock, backups = self._settled[0]
-            name = prep.stage.name
-            try:
-                with atomic.interrupts_deferred():
-                    self.repo.write_lock(name, lock)
-                    self._settled.pop(0)
-            except Exception:
-                if not abort:
-                    raise
-                self._settled.pop(0)
-                continue
-            self.runs.save(prep, lock)  # only now: outputs cached, lock written
-            self.backups.drop(name, backups)
 
     def _wait(self) -> set[Future[StageResult]]:
         """The running stages that are done, as soon as one is. The state database is committed
@@ -569,7 +549,6 @@ class Runner:
             self._executor.shutdown(kill=True)
             self._executor = None
         with atomic.interrupts_deferred():  # a second Ctrl-C must not stop a roll back halfway
-            self._write_settled(abort=True)  # stages done before it keep their locks
             for prep, backups in self.running.values():
                 name = prep.stage.name
                 self.backups.roll_back(name, prep.stage.outs, backups)

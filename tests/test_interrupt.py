@@ -533,8 +533,8 @@ def test_a_lock_temporary_left_by_a_killed_run_is_removed_by_the_next(project: P
 
 def test_ctrl_c_while_the_next_stage_is_sent_keeps_the_lock_of_the_finished_one(project: Project,
                                                                                 clean_modules: None) -> None:
-    """A finished stage's lock is written after the stages it made ready are sent to workers; a
-    Ctrl-C in that moment (here: while the next stage is submitted) still writes it."""
+    """A Ctrl-C while the next stage is sent to a worker keeps the lock of the stage that finished
+    before it (a guard for any change that would write locks later than when a stage finishes)."""
     from pivot.executor import InlineExecutor, StageResult, StageTask
     from pivot.repo import Repo
     from pivot.reporter import Reporter
