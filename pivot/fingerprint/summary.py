@@ -35,7 +35,7 @@ from pivot.fingerprint.scopes import (
     module_level,
     position,
 )
-from pivot.importing import GROUPED, MAX_RETRIES, group_starts
+from pivot.importing import GROUP, GROUPED, MAX_RETRIES, group_starts
 
 DYNAMIC_CALLS = ("eval", "exec", "compile", "__import__", "globals")
 _LONE_CR = re.compile(r"\r(?!\n)")
@@ -266,7 +266,7 @@ def _groups(source: str, filename: str) -> Iterable[tuple[int, ast.Module]]:
         return
     begin = line = failed = 0
     for end in [*group_starts(source), len(source)]:
-        if end <= begin:
+        if end - begin < GROUP and end < len(source):
             continue
         chunk = source[begin:end]
         try:
