@@ -11,14 +11,21 @@ Plus CLI start-up: `pivot --help` / `dvc --help` (R repeats).
 
 Each sample is the wall time of the whole command (process start to exit),
 taken with time.perf_counter around subprocess. Results: a markdown table of
-median (min–max) and the DVC/Pivot ratio of medians on stdout, and the raw
-samples as JSON in benchmarks/results/.
+median (min–max), the median per stage (ms/stage, the figure issue 19's
+targets are stated in), the CPU time per stage (user + system, workers
+included: steadier than wall time on a loaded machine), the peak resident set
+of the command and the DVC/Pivot ratio of medians on stdout, and the raw samples as JSON in benchmarks/results/.
+
+Peak RSS is the kernel's ru_maxrss of the command as `wait4` reports it (what
+`/usr/bin/time -v` prints): the largest resident set of the command's process
+or of any process it waited for (Pivot's workers), over all samples of the row.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -151,6 +158,27 @@ def find(results: list[Measurement], tool: str, metric: str, config: dict[str, A
     return next((m for m in results if m.tool == tool and m.metric == metric and m.config == config), None)
 
 
+def per_stage(m: Measurement | None, config: dict[str, Any]) -> str:
+    """The median in milliseconds per stage, or "—"."""
+    stages = config.get("stages")
+    if m is None or m.median is None or not isinstance(stages, int):
+        return "—"
+    return f"{m.median * 1000 / stages:.2f}"
+
+
+def cpu_per_stage(m: Measurement | None, config: dict[str, Any]) -> str:
+    """The median CPU time (user + system, workers included) in milliseconds per stage: less
+    sensitive than wall time to other load on a shared machine."""
+    stages = config.get("stages")
+    if m is None or m.median is None or not m.cpu_samples or not isinstance(stages, int):
+        return "—"
+    return f"{statistics.median(m.cpu_samples) * 1000 / stages:.2f}"
+
+
+def peak_rss(m: Measurement | None) -> str:
+    return "—" if m is None or m.median is None else f"{m.max_rss_kib / 1024:.0f} MiB"
+
+
 def report(results: list[Measurement]) -> str:
     keys: list[tuple[str, tuple[tuple[str, Any], ...]]] = []
     for m in results:
@@ -162,9 +190,11 @@ def report(results: list[Measurement]) -> str:
         config = dict(items)
         pivot, dvc = find(results, "pivot", metric, config), find(results, "dvc", metric, config)
         rows.append([str(config.get("shape", "—")), str(config.get("stages", "—")), metric,
-                     fmt_measurement(pivot), fmt_measurement(dvc), fmt_ratio(dvc, pivot)])
-    table = markdown_table(["shape", "N", "measurement", "Pivot median (min–max)",
-                            "DVC median (min–max)", "DVC/Pivot"], rows)
+                     fmt_measurement(pivot), per_stage(pivot, config), cpu_per_stage(pivot, config), peak_rss(pivot),
+                     fmt_measurement(dvc), per_stage(dvc, config), peak_rss(dvc), fmt_ratio(dvc, pivot)])
+    table = markdown_table(["shape", "N", "measurement", "Pivot median (min–max)", "Pivot ms/stage",
+                            "Pivot CPU ms/stage", "Pivot peak RSS", "DVC median (min–max)", "DVC ms/stage",
+                            "DVC peak RSS", "DVC/Pivot"], rows)
     return table + failure_notes(results)
 
 

@@ -39,6 +39,7 @@ class CmdResult:
     max_rss_kib: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system time of the command and the processes it waited for
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,7 @@ def run_timed(
             max_rss_kib=usage.ru_maxrss,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
         )
 
 
@@ -112,6 +114,7 @@ class Measurement:
     config: dict[str, Any] = field(default_factory=dict)
     samples: list[float] = field(default_factory=list)
     max_rss_kib: int = 0
+    cpu_samples: list[float] = field(default_factory=list)  # CPU seconds per sample (see CmdResult)
     status: str = "ok"  # ok | failed | skipped
     error: str = ""
 
@@ -121,6 +124,7 @@ class Measurement:
             self.fail(result.failure())
             return False
         self.samples.append(result.seconds)
+        self.cpu_samples.append(result.cpu_seconds)
         self.max_rss_kib = max(self.max_rss_kib, result.max_rss_kib)
         return True
 

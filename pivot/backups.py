@@ -20,6 +20,16 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
+def clear_leftovers(cache_dir: Path, stages_dir: Path, logs_dir: Path) -> None:
+    """Partial cache objects left by killed workers, half-written lock files and running-log
+    markers of a killed run (the caller holds the project lock)."""
+    shutil.rmtree(cache_dir / "tmp", ignore_errors=True)
+    for folder, pattern in ((stages_dir, ".*.lock.*.tmp"), (logs_dir, "*.running")):
+        if folder.is_dir():
+            for f in folder.glob(pattern):
+                f.unlink(missing_ok=True)
+
+
 class Backups:
     """One flat folder: a rename in and an unlink out per output, no folders to make or prune."""
 

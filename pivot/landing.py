@@ -1,5 +1,5 @@
 """Bringing a remote executor's outputs into the workspace, and remembering them for the rest
-of the run.
+of the run; and an IncrementalOut started from its locked version before its stage runs.
 
 A remote executor (a cluster that shares nothing with this machine but the remote) answers
 with hashes: its outputs are in the local cache (or, with --no-download, left on the remote),
@@ -61,6 +61,18 @@ class Landing:
                 prep.dep_hashes[d] = PathHash(rec.hash, rec.is_dir, self.manifests.get(rec.hash))
         return prep
 
+    def start_incremental(self, prep: Prepared) -> None:
+        """An IncrementalOut starts from its last locked version, as a writable copy."""
+        locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
+        for o in prep.stage.outs:
+            rec = locked.get(o.path)
+            if not o.incremental or rec is None or not self.repo.in_cache(rec):
+                continue
+            current = self.repo.hasher.hash_path(o.path)
+            if current is not None and current.hash == rec.hash and not _shares_cache(self.root / o.path):
+                continue
+            self.repo.restore(rec, link="copy" if self.repo.cache.link in ("hardlink", "symlink") else None)
+
     def record(self, dep: str) -> PathRecord | None:
         """A dep's record when a remote stage of this run produced it (or the folder it is in)
         and the workspace does not have it (--no-download)."""
@@ -90,18 +102,6 @@ class Landing:
         return replace(task, fingerprint=prep.fingerprint, deps=deps, manifests=tuple(manifests.items()),
                        inputs=tuple(inputs))
 
-
-def start_incremental(repo: Repo, prep: Prepared, outs: tuple[Out, ...]) -> None:
-    """An IncrementalOut starts from its last locked version, as a writable copy."""
-    locked = {r.path: r for r in prep.lock.outs} if prep.lock else {}
-    for o in outs:
-        rec = locked.get(o.path) if o.incremental else None
-        if rec is None or not repo.in_cache(rec):
-            continue
-        current = repo.hasher.hash_path(o.path)
-        if current is not None and current.hash == rec.hash and not _shares_cache(repo.root / o.path):
-            continue
-        repo.restore(rec, link="copy" if repo.cache.link in ("hardlink", "symlink") else None)
 
 
 def _shares_cache(path: Path) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -10,12 +9,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pivot import atomic, fresh, gitignore, tracked
-from pivot.backups import Backups
+from pivot.backups import Backups, clear_leftovers
 from pivot.budget import Budget, refusal
 from pivot.errors import PivotError, ResourceError, WorkerRefused
 from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
 from pivot.graph import Frontier
-from pivot.landing import Landing, start_incremental
+from pivot.landing import Landing
 from pivot.layout import stage_file
 from pivot.limits import DEFAULT
 from pivot.lock import StageLock
@@ -90,7 +89,7 @@ class Runner:
         self._check_runnable(names, opts.force)  # before anything changes
         self._warn_unreadable_locks(names)
         self.backups.recover(self.repo.graph.outs)
-        self._clean_tmp()
+        clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
         self._remove_orphans()
         self._update_gitignore()
         self._fetch_missing(opts, names)
@@ -110,17 +109,16 @@ class Runner:
         self._looked: set[str] = set()
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
+        self._committed = time.monotonic()
         self._look_up_front(opts)
         try:
             while True:
                 with gc_paused():  # thousands of stages may be decided here
                     self._start_ready(opts.force)
-                # Commit before waiting: an open write transaction would block `pivot status`.
-                self.repo.state.commit()
                 if not self.running:
+                    self.repo.state.commit()
                     break
-                done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-                for fut in done:
+                for fut in self._wait():
                     self._finish(fut)
         except BaseException:
             self._abort()
@@ -426,7 +424,7 @@ class Runner:
         outs = prep.stage.outs
         backups: list[str] = []
         try:
-            start_incremental(self.repo, prep, outs)
+            self.landing.start_incremental(prep)
             backups = self.backups.move_aside(name, outs)
             for o in outs:
                 (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
@@ -512,6 +510,18 @@ class Runner:
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
         self._progress()
 
+    def _wait(self) -> set[Future[StageResult]]:
+        """The running stages that are done, as soon as one is. The state database is committed
+        before a wait longer than a moment, and at least every quarter second: an open write
+        transaction would block `pivot status`, and a commit per stage costs as much as a lock."""
+        done, _ = wait(list(self.running), timeout=0.05, return_when=FIRST_COMPLETED)
+        if not done or time.monotonic() - self._committed > 0.25:
+            self.repo.state.commit()
+            self._committed = time.monotonic()
+        if not done:
+            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        return done
+
     def _settle_failed(self, fut: Future[StageResult], outs: tuple[Out, ...], backups: list[str],
                        error: str, timed_out: bool = False) -> None:
         """A running stage failed: undo what it wrote and record the failure (or try it again,
@@ -578,19 +588,7 @@ class Runner:
                 name = prep.stage.name
                 self.backups.roll_back(name, prep.stage.outs, backups)
             self.running.clear()
-        self._clean_tmp()
-
-    def _clean_tmp(self) -> None:
-        """Partial cache objects left by killed workers, and half-written lock files of a
-        killed run (we hold the project lock)."""
-        shutil.rmtree(self.repo.cache.dir / "tmp", ignore_errors=True)
-        stages_dir = self.repo.project.stages_dir
-        if stages_dir.is_dir():
-            for f in stages_dir.glob(".*.lock.*.tmp"):
-                f.unlink(missing_ok=True)
-        if self.logs_dir.is_dir():
-            for f in self.logs_dir.glob("*.running"):
-                f.unlink(missing_ok=True)
+        clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
 
     def _update_gitignore(self) -> None:
         paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]

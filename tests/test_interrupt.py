@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -528,3 +529,42 @@ def test_a_lock_temporary_left_by_a_killed_run_is_removed_by_the_next(project: P
     stray.write_text("half a lock")
     project.pivot("run")
     assert sorted(p.name for p in stray.parent.iterdir()) == ["early.lock", "other.lock", "slow.lock"]
+
+
+def test_ctrl_c_while_the_next_stage_is_sent_keeps_the_lock_of_the_finished_one(project: Project,
+                                                                                clean_modules: None) -> None:
+    """A Ctrl-C while the next stage is sent to a worker keeps the lock of the stage that finished
+    before it (a guard for any change that would write locks later than when a stage finishes)."""
+    from pivot.executor import InlineExecutor, StageResult, StageTask
+    from pivot.repo import Repo
+    from pivot.reporter import Reporter
+    from pivot.run import Runner, RunOptions
+
+    class CtrlCOnSecond(InlineExecutor):
+        def submit(self, task: StageTask) -> Future[StageResult]:
+            if task.name == "second":
+                raise KeyboardInterrupt
+            return super().submit(task)
+
+    project.write("data/raw.txt", "raw\n")
+    project.pipeline("""\
+        from pivot import stage
+
+        @stage(deps=["data/raw.txt"], outs=["data/first.txt"])
+        def first():
+            open("data/first.txt", "w").write(open("data/raw.txt").read())
+
+        @stage(deps=["data/first.txt"], outs=["data/second.txt"])
+        def second():
+            open("data/second.txt", "w").write("2")
+        """)
+    repo = Repo.load(project.root)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Runner(repo, Reporter(), executor_factory=CtrlCOnSecond).run(RunOptions())
+    finally:
+        repo.close()
+    assert project.exists(".pivot/stages/first.lock")
+    assert not project.exists(".pivot/stages/second.lock")
+    status = json.loads(project.pivot("status", "--json").stdout)
+    assert {s["stage"]: s["stale"] for s in status} == {"first": False, "second": True}

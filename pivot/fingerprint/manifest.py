@@ -11,6 +11,8 @@ import re
 import sys
 from dataclasses import dataclass
 
+import xxhash
+
 from pivot.hashing import hash_bytes
 
 # Bump when summaries or manifest entries are computed differently: cached summaries are
@@ -33,6 +35,19 @@ def entry_digest(text: str | bytes) -> str:
     """The short digest of one manifest entry (or of the code or statement behind it)."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     return hash_bytes(data)[:DIGEST_CHARS]
+
+
+class PartsDigest:
+    """`entry_digest` of a text given in parts, so that the whole text is never in memory."""
+
+    def __init__(self) -> None:
+        self._hash = xxhash.xxh3_128()
+
+    def update(self, text: str) -> None:
+        self._hash.update(text.encode("utf-8", "surrogatepass"))
+
+    def hexdigest(self) -> str:
+        return str(self._hash.hexdigest())[:DIGEST_CHARS]
 
 
 def exception_note(exc: BaseException) -> str:

@@ -10,8 +10,14 @@ from pivot.fingerprint.scopes import dotted, module_level
 
 def stage_decorator_names(tree: ast.Module) -> set[str]:
     """Names under which this module refers to pivot's @stage: its deps/outs never count as code."""
+    # a module that gets `stage` some other way (a re-export): assume the plain name is pivot's
+    return stage_imports(tree.body) or {"stage"}
+
+
+def stage_imports(body: list[ast.stmt]) -> set[str]:
+    """The names under which these module-level statements import pivot's @stage."""
     names: set[str] = set()
-    for node in module_level(tree.body):
+    for node in module_level(body):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in ("pivot", "pivot.stage"):
             for a in node.names:
                 if a.name in ("stage", "*"):
@@ -22,8 +28,7 @@ def stage_decorator_names(tree: ast.Module) -> set[str]:
                     names.add(f"{a.asname or 'pivot'}.stage")
                 elif a.name == "pivot.stage":
                     names.add(f"{a.asname}.stage" if a.asname else "pivot.stage.stage")
-    # a module that gets `stage` some other way (a re-export): assume the plain name is pivot's
-    return names or {"stage"}
+    return names
 
 
 def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
@@ -31,11 +36,14 @@ def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     return min([node.lineno, *(d.lineno for d in node.decorator_list)])
 
 
+def is_bare_string(stmt: ast.stmt) -> bool:
+    """A docstring or other bare string statement: it never changes behaviour."""
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
 def _clean_body(body: list[ast.stmt]) -> list[ast.stmt]:
-    """Without docstrings or other bare string statements: they never change behaviour."""
-    kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                                    and isinstance(s.value.value, str))]
-    return kept or [ast.Pass()]
+    """Without docstrings or other bare string statements."""
+    return [s for s in body if not is_bare_string(s)] or [ast.Pass()]
 
 
 class Normaliser(ast.NodeTransformer):
@@ -43,14 +51,17 @@ class Normaliser(ast.NodeTransformer):
     compared separately), function annotations (never evaluated at call time).
 
     `first_lines` keeps each function's first line as its code object has it (the line of its
-    first decorator), taken before the @stage decorator is dropped."""
+    first decorator), taken before the @stage decorator is dropped. `decorators` says whether a
+    decorator was looked at (the only use of `stage_names`)."""
 
     def __init__(self, stage_names: set[str]) -> None:
         self.stage_names = stage_names
         self.in_function = 0
         self.first_lines: dict[ast.AST, int] = {}
+        self.decorators = False
 
     def _is_stage(self, node: ast.expr) -> bool:
+        self.decorators = True
         return dotted(node.func if isinstance(node, ast.Call) else node) in self.stage_names
 
     def visit_Module(self, node: ast.Module) -> ast.AST:

@@ -10,16 +10,21 @@ summarise() returns, for one source file (JSON-serialisable, cached in the state
   file:    digest of the whole normalised module.
 refs are the free names and dotted chains a definition reads; flags record dynamic features
 ("call:eval", "getattr") and imports done inside functions ("import:<level>:<module>:<names>").
+
+A large module is read one group of top-level statements at a time (`pivot.importing.group_starts`),
+never as one syntax tree: a 10,000-stage module's tree is about 150 MB of Python objects. The
+result is the same as from the whole tree, digest for digest (tests/test_summary_digests.py).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 from typing import Any
 
-from pivot.fingerprint.manifest import entry_digest
-from pivot.fingerprint.normalise import Normaliser, stage_decorator_names
+from pivot.fingerprint.manifest import PartsDigest, entry_digest
+from pivot.fingerprint.normalise import Normaliser, is_bare_string, stage_imports
 from pivot.fingerprint.scopes import (
     Scope,
     arg_names,
@@ -30,8 +35,14 @@ from pivot.fingerprint.scopes import (
     module_level,
     position,
 )
+from pivot.importing import GROUP, GROUPED, MAX_RETRIES, group_starts
 
 DYNAMIC_CALLS = ("eval", "exec", "compile", "__import__", "globals")
+_LONE_CR = re.compile(r"\r(?!\n)")
+# ast.dump of a module, around and between the dumps of its statements ("Module(body=[", ", ", …)
+_ONE = ast.dump(ast.Module(body=[ast.Pass()], type_ignores=[]))
+_HEAD, _TAIL = _ONE.split("Pass()")
+_SEP = ast.dump(ast.Module(body=[ast.Pass(), ast.Pass()], type_ignores=[]))[len(_HEAD) + 6:-len(_TAIL) - 6]
 _DYNAMIC_DOTTED = ("importlib.import_module",)
 
 
@@ -54,6 +65,8 @@ class _Analyser(ast.NodeVisitor):
         self.stmt: _Acc | None = None
         self.quals: list[str] = []
         self.defs: dict[str, list[Any]] = {}
+        self.offset = 0  # lines before the group of statements being read
+        self.last: tuple[ast.AST | None, str] = (None, "")  # the node dumped last, and its dump
 
     # -- name resolution -------------------------------------------------
     def _depth(self, name: str, pos: tuple[int, int]) -> int:
@@ -86,7 +99,9 @@ class _Analyser(ast.NodeVisitor):
             acc.flags.add(flag)
 
     def _record(self, key: str, node: ast.AST, acc: _Acc) -> None:
-        digest = entry_digest(ast.dump(node))
+        text = ast.dump(node)
+        self.last = (node, text)
+        digest = entry_digest(text)
         refs, flags = acc.refs, acc.flags
         if key in self.defs:  # two definitions found under one key (lambdas on one line): count both
             old = self.defs[key]
@@ -162,7 +177,7 @@ class _Analyser(ast.NodeVisitor):
         self.quals.pop()
         self.scopes.pop()
         self.owners.pop()
-        self._record(f"f:{self.first_lines.get(node, node.lineno)}", node, acc)
+        self._record(f"f:{self.first_lines.get(node, node.lineno) + self.offset}", node, acc)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -175,7 +190,7 @@ class _Analyser(ast.NodeVisitor):
         self.visit(node.body)
         self.scopes.pop()
         self.owners.pop()
-        self._record(f"f:{node.lineno}", node, acc)
+        self._record(f"f:{node.lineno + self.offset}", node, acc)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         acc = _Acc()
@@ -225,33 +240,112 @@ def _stmt_imports(stmt: ast.stmt) -> Iterable[ast.Import | ast.ImportFrom]:
 
 def summarise(source: str, filename: str) -> dict[str, Any]:
     """The cached facts about one module (see the module docstring)."""
-    tree = ast.parse(source, filename)
-    normaliser = Normaliser(stage_decorator_names(tree))
-    tree = normaliser.visit(tree)
-    analyser = _Analyser(normaliser.first_lines)
-    stmts: list[list[Any]] = []
-    binds: dict[str, list[int]] = {}
-    imports: dict[str, list[Any]] = {}
-    stars: list[list[Any]] = []
-    for index, stmt in enumerate(tree.body):
+    summary = _read(source, filename, None)
+    if summary.names_changed():  # a decorator was read before an import that names @stage
+        summary = _read(source, filename, summary.final_names())
+    return summary.result()
+
+
+def _read(source: str, filename: str, names: set[str] | None) -> _Summary:
+    summary = _Summary(names)
+    for offset, group in _groups(source, filename):
+        if offset < 0:  # the whole tree after all: start again from it
+            summary = _Summary(names)
+            offset = 0
+        summary.add(offset, group)
+    return summary
+
+
+def _groups(source: str, filename: str) -> Iterable[tuple[int, ast.Module]]:
+    """The module's syntax trees, one group of top-level statements at a time, each with the
+    number of lines before it (one group for a module under GROUPED characters). Should the
+    groups not parse one by one (only a pathological file does that), the whole tree comes
+    last, with -1 lines: what came before it is to be dropped."""
+    if len(source) < GROUPED or _LONE_CR.search(source):  # a line end to Python, not to counting here
+        yield 0, ast.parse(source, filename)
+        return
+    begin = line = failed = 0
+    for end in [*group_starts(source), len(source)]:
+        if end - begin < GROUP and end < len(source):
+            continue
+        chunk = source[begin:end]
+        try:
+            tree = ast.parse(chunk, filename)
+        except (SyntaxError, ValueError):
+            failed += 1
+            if end == len(source) or failed > MAX_RETRIES:
+                yield -1, ast.parse(source, filename)  # or the file's SyntaxError, as reading it whole
+                return
+            continue
+        yield line, tree
+        failed = 0
+        line += chunk.count("\n")
+        begin = end
+
+
+class _Summary:
+    """The summary, built statement by statement. `names`: the names of @stage, when known."""
+
+    def __init__(self, names: set[str] | None) -> None:
+        self.names = names
+        self.found: set[str] = set()  # names of @stage imported so far
+        self.used: set[frozenset[str]] = set()  # names decorators were compared with
+        self.analyser = _Analyser({})
+        self.stmts: list[list[Any]] = []
+        self.binds: dict[str, list[int]] = {}
+        self.imports: dict[str, list[Any]] = {}
+        self.stars: list[list[Any]] = []
+        self.file = PartsDigest()
+        self.file.update(_HEAD)
+
+    def final_names(self) -> set[str]:
+        # a module that gets `stage` some other way (a re-export): assume the plain name is pivot's
+        return self.names or self.found or {"stage"}
+
+    def names_changed(self) -> bool:
+        return any(used != self.final_names() for used in self.used)
+
+    def add(self, offset: int, group: ast.Module) -> None:
+        if self.names is None:
+            self.found |= stage_imports(group.body)
+        names = self.final_names()
+        normaliser = Normaliser(names)
+        kept = [normaliser.visit(stmt) for stmt in group.body if not is_bare_string(stmt)]
+        if normaliser.decorators:
+            self.used.add(frozenset(names))
+        self.analyser.first_lines = normaliser.first_lines
+        self.analyser.offset = offset
+        for stmt in kept:
+            self._statement(stmt)
+
+    def _statement(self, stmt: ast.stmt) -> None:
+        index = len(self.stmts)
+        analyser = self.analyser
         analyser.stmt = _Acc()
         analyser.visit(stmt)
-        stmts.append([entry_digest(ast.dump(stmt)), sorted(analyser.stmt.refs)])
+        text = analyser.last[1] if analyser.last[0] is stmt else ast.dump(stmt)
+        self.stmts.append([entry_digest(text), sorted(analyser.stmt.refs)])
+        self.file.update(_SEP + text if index else text)
         for name in bindings("module", [stmt], imports=False).bound:
-            binds.setdefault(name, []).append(index)
+            self.binds.setdefault(name, []).append(index)
         for imp in _stmt_imports(stmt):
             if isinstance(imp, ast.Import):
                 for a in imp.names:
                     if a.asname:
-                        imports[a.asname] = [0, a.name, ""]
+                        self.imports[a.asname] = [0, a.name, ""]
                     else:
                         top = a.name.split(".")[0]
-                        imports[top] = [0, top, ""]
+                        self.imports[top] = [0, top, ""]
             else:
                 for a in imp.names:
                     if a.name == "*":
-                        stars.append([imp.level, imp.module or ""])
+                        self.stars.append([imp.level, imp.module or ""])
                     else:
-                        imports[a.asname or a.name] = [imp.level, imp.module or "", a.name]
-    return {"defs": analyser.defs, "stmts": stmts, "binds": binds, "imports": imports,
-            "stars": stars, "file": entry_digest(ast.dump(tree))}
+                        self.imports[a.asname or a.name] = [imp.level, imp.module or "", a.name]
+
+    def result(self) -> dict[str, Any]:
+        if not self.stmts:  # nothing but strings: the module reads as `pass`
+            self._statement(ast.Pass())
+        self.file.update(_TAIL)
+        return {"defs": self.analyser.defs, "stmts": self.stmts, "binds": self.binds, "imports": self.imports,
+                "stars": self.stars, "file": self.file.hexdigest()}
