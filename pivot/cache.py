@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -155,13 +157,11 @@ class Cache:
         digests = list(digests)
         if len(digests) < 1024:
             return [d for d in digests if not self.has(d)]
-        listed: dict[str, set[str]] = {}
+        have: set[str] = set()
         for prefix in {d[:2] for d in digests}:
-            try:
-                listed[prefix] = set(os.listdir(self.dir / "files" / prefix))
-            except (FileNotFoundError, NotADirectoryError):
-                listed[prefix] = set()
-        return [d for d in digests if d[2:] not in listed[d[:2]]]
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                have.update(map(prefix.__add__, os.listdir(self.dir / "files" / prefix)))
+        return list(itertools.filterfalse(have.__contains__, digests))
 
     # -- writing objects ---------------------------------------------------
     def _tmp(self) -> tuple[int, str]:
@@ -220,6 +220,14 @@ class Cache:
             unlink_quiet(tmp)
             raise
         return digest
+
+    def manifest_hashes(self, digest: str) -> list[str]:
+        """The hashes of the files of directory manifest `digest` (faster than read_manifest)."""
+        try:
+            rows = json.loads(self.path(digest).read_bytes())
+        except FileNotFoundError:
+            raise CacheError(f"directory manifest {digest} is missing from the cache") from None
+        return [r["hash"] for r in rows]
 
     def read_manifest(self, digest: str) -> list[DirEntry]:
         try:

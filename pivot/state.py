@@ -1,6 +1,9 @@
-"""Per-machine state in .pivot/state.db: remembered file hashes and fingerprint summaries.
+"""Per-machine state in .pivot/state.db: remembered file and folder hashes and fingerprint
+summaries.
 
-Nothing here is committed; deleting the file only costs re-hashing.
+Nothing here is committed; deleting the file only costs re-hashing. A folder is remembered as
+one `folders` row (the signature of a walk, when, and the hash) and its files in `folder_chunks`
+of up to 1024 (see hashing.py), so that one changed file rewrites one chunk, not the folder.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pivot.errors import StateError
-from pivot.records import DirMemo, FileMemo, FileMemoRow
+from pivot.records import FileMemo, FileMemoRow, FolderChunk, FolderMemo
 
 T = TypeVar("T")
 
@@ -29,6 +32,10 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
     " hash TEXT, manifest TEXT)",
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
+    " hash TEXT, chunks BLOB, sum TEXT)",
+    "CREATE TABLE IF NOT EXISTS folder_chunks (path TEXT, idx INTEGER, data BLOB, text BLOB, sums TEXT,"
+    " PRIMARY KEY (path, idx))",
 )
 
 
@@ -36,7 +43,9 @@ _TABLES = (
 # table with other columns) is caught at once rather than by the first query that needs it.
 _COLUMNS = {"hashes": "path, size, mtime, inode, checked, hash",
             "dirs": "path, signature, checked, hash, manifest",
-            "kv": "key, value"}
+            "kv": "key, value",
+            "folders": "path, signature, checked, hash, chunks, sum",
+            "folder_chunks": "path, idx, data, text, sums"}
 
 # sqlite's primary result codes meaning "this is not a state database we can use": SQLITE_ERROR
 # (tables of another shape), SQLITE_IOERR (a short read), SQLITE_CORRUPT, SQLITE_CANTOPEN (a
@@ -83,7 +92,7 @@ class State:
             if version > SCHEMA:  # a newer Pivot's: its rows may mean something else
                 raise sqlite3.DatabaseError(f"schema {version} of a newer Pivot; this one reads {SCHEMA}")
             if version != SCHEMA:
-                for table in ("hashes", "dirs", "kv"):
+                for table in _COLUMNS:
                     db.execute(f"DROP TABLE IF EXISTS {table}")
                 db.execute(f"PRAGMA user_version={SCHEMA}")
             for sql in _TABLES:
@@ -149,17 +158,47 @@ class State:
     def put_files(self, rows: list[FileMemoRow]) -> None:
         self._do(lambda db: db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", rows))
 
-    # -- directory hashes --------------------------------------------------
-    def get_dir(self, path: str) -> DirMemo | None:
+    # -- folder hashes -----------------------------------------------------
+    # (The `dirs` table of earlier versions is left as it is and no longer read.)
+    def get_folder(self, path: str) -> FolderMemo | None:
+        """The remembered hash of a folder, without its chunks (what an unchanged folder needs)."""
         row = self._do(lambda db: db.execute(
-            "SELECT signature, checked, hash, manifest FROM dirs WHERE path=?", (path,)
-        ).fetchone())
-        return DirMemo(*row) if row else None
+            "SELECT signature, checked, hash FROM folders WHERE path=?", (path,)).fetchone())
+        return FolderMemo(*row) if row else None
 
-    def put_dir(self, path: str, signature: str, checked: int, hash_: str, manifest: str) -> None:
-        self._do(lambda db: db.execute(
-            "INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", (path, signature, checked, hash_, manifest)
-        ))
+    def get_folder_index(self, path: str) -> tuple[bytes, str] | None:
+        """The folder's list of chunks, as stored, and its checksum."""
+        row = self._do(lambda db: db.execute("SELECT chunks, sum FROM folders WHERE path=?", (path,)).fetchone())
+        return (bytes(row[0]), row[1]) if row and row[0] is not None else None
+
+    def get_folder_chunks(self, path: str, idxs: list[int] | None = None) -> dict[int, FolderChunk]:
+        """Chunks of a folder by index (all of them without `idxs`)."""
+        def query(db: sqlite3.Connection) -> list[Any]:
+            sql = "SELECT idx, data, text, sums FROM folder_chunks WHERE path=?"
+            if idxs is None:
+                return db.execute(sql, (path,)).fetchall()
+            return [r for i in idxs for r in db.execute(sql + " AND idx=?", (path, i))]
+
+        return {r[0]: FolderChunk(bytes(r[1]), bytes(r[2]), r[3]) for r in self._do(query)}
+
+    def get_folder_texts(self, path: str, idxs: list[int]) -> dict[int, tuple[bytes, str]]:
+        """Only the manifest parts (and checksums) of chunks of a folder."""
+        def query(db: sqlite3.Connection) -> list[Any]:
+            sql = "SELECT idx, text, sums FROM folder_chunks WHERE path=? AND idx=?"
+            return [r for i in idxs for r in db.execute(sql, (path, i))]
+
+        return {r[0]: (bytes(r[1]), r[2]) for r in self._do(query)}
+
+    def put_folder(self, path: str, memo: FolderMemo, index: tuple[bytes, str],
+                   chunks: dict[int, FolderChunk], count: int) -> None:
+        """Remember a folder: its row, the chunks that changed, and no chunk at or past `count`."""
+        def put(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO folders VALUES (?,?,?,?,?,?)", (path, *memo, *index))
+            db.executemany("INSERT OR REPLACE INTO folder_chunks VALUES (?,?,?,?,?)",
+                           [(path, i, *c) for i, c in chunks.items()])
+            db.execute("DELETE FROM folder_chunks WHERE path=? AND idx>=?", (path, count))
+
+        self._do(put)
 
     # -- generic values ----------------------------------------------------
     def get_json(self, key: str) -> Any:
@@ -187,11 +226,12 @@ class State:
         """Forget the hashes of files and folders (relative to root) that no longer exist."""
         def drop(db: sqlite3.Connection) -> int:
             gone = 0
-            for table in ("hashes", "dirs"):
+            for table in ("hashes", "dirs", "folders"):
                 paths = [p for (p,) in db.execute(f"SELECT path FROM {table}")
                          if not os.path.lexists(os.path.join(root, p))]
                 db.executemany(f"DELETE FROM {table} WHERE path=?", ((p,) for p in paths))
                 gone += len(paths)
+            db.execute("DELETE FROM folder_chunks WHERE path NOT IN (SELECT path FROM folders)")
             return gone
 
         return self._do(drop)
