@@ -42,10 +42,12 @@ def set_mtimes(folder: Path, ns: int) -> None:
 
 
 def tracked_folder(project: Project, files: int = 6, mtime: int = OLD) -> Path:
-    """`data/` of `files` files in two subfolders, tracked, and its memo taken by a status."""
+    """`data/` of `files` files in two subfolders and one alone in a third, tracked, and its memo
+    taken by a status."""
     project.pipeline("from pivot import stage\n")
     for i in range(files):
         project.write(f"data/{i % 2}/f{i:05d}.txt", f"file {i:05d}\n")
+    project.write("data/solo/only.txt", "alone\n")  # renamed, it still comes first in a walk
     set_mtimes(project.root / "data", mtime)
     project.pivot("track", "data")
     assert clean(project)  # remembers the folder
@@ -102,9 +104,9 @@ def test_racy_edit_in_place_with_same_size_and_mtime_is_seen(project: Project) -
 
 def test_added_removed_and_renamed_files_are_seen(project: Project) -> None:
     data = tracked_folder(project)
-    (data / "0/f00000.txt").rename(data / "0/g00000.txt")  # same inode, size and mtime
+    (data / "solo/only.txt").rename(data / "solo/other.txt")  # same inode, size and mtime
     assert not clean(project)
-    (data / "0/g00000.txt").rename(data / "0/f00000.txt")
+    (data / "solo/other.txt").rename(data / "solo/only.txt")
     assert clean(project)
     (data / "1/f00001.txt").unlink()
     assert not clean(project)
