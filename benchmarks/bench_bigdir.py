@@ -1,7 +1,9 @@
 """`pivot status` over one 100,000-file folder, before and after a change of Pivot, against the
 walk floor measured in the same run.
 
-Two shapes, each a project generated once and copied for every Pivot being compared:
+Two shapes, each a project generated once and used by every Pivot being compared (each keeps its
+own memo in .pivot/state.db; a status of each Pivot starts every round, so each case starts from
+that Pivot's own memo):
 
 - output   one stage owning a folder of N small files (`gen_pipelines.py --shape dir`), run once;
 - tracked  a folder of N files of 1-4 KiB in 100 subfolders (as bench_track.py), `pivot track`ed.
@@ -15,8 +17,8 @@ alternating order (before/after, then after/before), so load drifts hit both ali
 
 floor is the time a fresh Python takes, inside the process, to walk the folder with os.scandir
 and stat every entry (`os.scandir` + `DirEntry.stat()`, as any status must); it runs in each
-round too. Between cases the changed file gets its old content back and a status is run untimed,
-so each case starts from the state it names. Every timed command starts after `sync`; the load
+round too. Between cases the changed file gets its old content back (new inode, old mtime) and
+a status is run untimed, so each case starts from the state it names. Every timed command starts after `sync`; the load
 average is recorded with each sample.
 
     .venv/bin/python benchmarks/bench_bigdir.py --pivot after=.venv/bin/pivot \\
@@ -144,11 +146,13 @@ class Bench:
         out = subprocess.run([sys.executable, "-c", FLOOR, str(folder)], capture_output=True, text=True, check=True)
         return float(out.stdout.split()[0])
 
-    def round(self, shape: Shape, projects: dict[str, Path], round_: int) -> None:
+    def round(self, shape: Shape, round_: int) -> None:
         order = list(self.tools) if round_ % 2 == 0 else list(reversed(self.tools))
-        self.add(f"{shape.name}:floor", self.floor(projects[order[0]] / shape.folder))
+        proj = shape.master
+        self.add(f"{shape.name}:floor", self.floor(proj / shape.folder))
         for tool in order:
-            exe, proj = self.tools[tool], projects[tool]
+            exe = self.tools[tool]
+            self.status(exe, proj)  # its memo again: another Pivot's no-state case deleted it
             self.add(f"{shape.name}:{tool}:unchanged", self.status(exe, proj))
             path, content, mtime = shape.touch(proj, round_)
             self.add(f"{shape.name}:{tool}:touched", self.status(exe, proj))
@@ -157,20 +161,15 @@ class Bench:
             for memo in (proj / ".pivot").glob("state.db*"):
                 memo.unlink()
             self.add(f"{shape.name}:{tool}:no-state", self.status(exe, proj))
-            self.status(exe, proj)  # remember again, for the next round's "unchanged"
 
-    def shape(self, shape: Shape, work: Path) -> None:
-        projects = {}
-        for tool, exe in self.tools.items():
-            proj = projects[tool] = work / f"{shape.name}-{tool}"
-            shutil.copytree(shape.master, proj, symlinks=True)
-            set_old(proj / shape.folder)
-            self.status(exe, proj)
-            self.status(exe, proj)
+    def shape(self, shape: Shape) -> None:
+        """One project serves every Pivot: each keeps its own memo in the state database (the
+        versions compared read the same schema), and each case starts from that Pivot's memo."""
+        set_old(shape.master / shape.folder)
+        for exe in self.tools.values():
+            self.status(exe, shape.master)
         for r in range(self.args.repeat):
-            self.round(shape, projects, r)
-        for proj in projects.values():
-            shutil.rmtree(proj)
+            self.round(shape, r)
 
 
 def median(xs: list[float] | None) -> float | None:
@@ -209,6 +208,8 @@ def report(b: Bench, shapes: list[str]) -> None:
 def compile_tree(exe: str) -> None:
     """Byte-compile the pivot package an executable runs (PYTHONDONTWRITEBYTECODE is set here)."""
     python = str(Path(exe).parent / "python")
+    if not os.path.exists(python):  # a wrapper script: compiling is its maker's business
+        return
     where = subprocess.run([python, "-c", "import pivot, os; print(os.path.dirname(pivot.__file__))"],
                            capture_output=True, text=True, check=True).stdout.strip()
     if os.access(where, os.W_OK) and not (Path(where) / "__pycache__").is_dir():
@@ -235,7 +236,7 @@ def main() -> None:
     try:
         for name in shapes:
             shape = (make_output if name == "output" else make_tracked)(work, args.files, maker)
-            b.shape(shape, work)
+            b.shape(shape)
             shutil.rmtree(shape.master)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,12 +10,15 @@ chunks are written back. The manifest, and so the hash, is the same as hashing e
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import gc
 import json
 import marshal
 import os
 import stat as stat_mod
 import time
+from collections.abc import Iterator
 from functools import partial
 from json.encoder import encode_basestring_ascii as json_str
 from operator import itemgetter
@@ -24,7 +27,7 @@ from pathlib import Path
 import xxhash
 
 from pivot.errors import StateError
-from pivot.records import DirEntry, FileMemo, FileMemoRow, FolderChunk, FolderMemo, PathHash
+from pivot.records import DirEntry, FileMemo, FileMemoRow, FolderMemo, PathHash
 from pivot.state import State
 
 CHUNK = 1024 * 1024
@@ -95,14 +98,43 @@ def parse_manifest(data: bytes) -> list[DirEntry]:
     return [DirEntry(r["path"], r["hash"], r["size"]) for r in json.loads(data)]
 
 
-def _pieces(manifest: bytes) -> set[bytes] | None:
-    """A manifest as written by manifest_bytes, cut between entries (a cut inside a path that
-    holds '},{' gives pieces that do not parse, which sends changed_entries to the slow way)."""
-    if manifest == b"[]":
-        return set()
-    if not (manifest.startswith(b"[{") and manifest.endswith(b"}]")):
+_ENTRY = b'},{"hash":"'
+_REGION = 64 * 1024
+
+
+def _regions(a: bytes, b: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Two manifests as written by manifest_bytes (without their brackets) cut into pairs of
+    regions at entries of the same path, about every 64 KiB: unchanged regions are equal bytes."""
+    ia = ib = 0
+    while (pa := a.find(_ENTRY, ia + _REGION)) >= 0:
+        start = pa + 2
+        key_at = a.find(b'"path":', start)
+        key = a[key_at:a.find(b',"size":', key_at) + 8]  # '"path":"P","size":' is one entry's
+        pb = b.find(key, ib)
+        if key_at < 0 or pb < 0 or (at := b.rfind(b'{"hash":"', ib, pb)) <= ib:
+            ia = start
+            continue
+        yield a[ia:start], b[ib:at]
+        ia, ib = start, at
+    yield a[ia:], b[ib:]
+
+
+def _pieces(manifest: bytes, other: bytes) -> tuple[set[bytes], set[bytes]] | None:
+    """The entries (as bytes) of two manifests written as manifest_bytes writes them, leaving
+    out regions the same in both (a cut inside a path that holds '},{' gives pieces that do not
+    parse, which sends changed_entries to the slow way). Sound without sorted input: an entry
+    left out is in both manifests, as an entry is never twice in one."""
+    if not all(m == b"[]" or (m.startswith(b"[{") and m.endswith(b"}]")) for m in (manifest, other)):
         return None
-    return set(manifest[2:-2].split(b"},{"))
+    mine: set[bytes] = set()
+    theirs: set[bytes] = set()
+    for ra, rb in _regions(manifest[1:-1], other[1:-1]):
+        if ra != rb:
+            for region, found in ((ra, mine), (rb, theirs)):
+                region = region.rstrip(b",")
+                if region:
+                    found.update(region[1:-1].split(b"},{"))
+    return mine, theirs
 
 
 def _piece_entry(piece: bytes) -> DirEntry:
@@ -116,8 +148,9 @@ def changed_entries(manifest: bytes, other: bytes) -> tuple[list[DirEntry], list
     """The entries of `manifest` that `other` lacks, and those of `other` that `manifest` lacks:
     a file whose content differs is in both. Parses only the entries that differ when both are
     written as manifest_bytes writes them (the case that matters: one file of 100,000 changed)."""
-    mine, theirs = _pieces(manifest), _pieces(other)
-    if mine is not None and theirs is not None:
+    pieces = _pieces(manifest, other)
+    if pieces is not None:
+        mine, theirs = pieces
         try:
             return [_piece_entry(p) for p in mine - theirs], [_piece_entry(p) for p in theirs - mine]
         except (ValueError, KeyError, TypeError):
@@ -146,31 +179,39 @@ def walk_files(root: str) -> list[tuple[str, os.stat_result]]:
 
 # A file as `scan` finds it: path below the folder, size, mtime (ns), inode, mode.
 Row = tuple[str, int, int, int, int]
+Entry = tuple[str, str, int]  # a manifest entry: path, hash, size
 FOLDER_CHUNK = 1024
 _DIR_BITS = stat_mod.S_IFDIR
 
 
 def scan(root: str) -> list[Row]:
     """Every file below root (following symlinks, like walk_files), in the order the file system
-    lists them. One stat per entry and nothing else per file: this is the floor of a status."""
+    lists them. One stat per entry and nothing else per file: this is the floor of a status.
+    Call it with the cyclic garbage collector off (`no_gc`): 100,000 live tuples would
+    otherwise start collections that go through all of them."""
     found: list[Row] = []
     stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel)) as it:
+            rows = [(rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode) for e in it for s in (e.stat(),)]
+        subdirs = [r[0] + "/" for r in rows if stat_mod.S_IFMT(r[4]) == _DIR_BITS]
+        if subdirs:
+            stack.extend(subdirs)
+            rows = [r for r in rows if stat_mod.S_IFMT(r[4]) != _DIR_BITS]
+        found.extend(rows)
+    return found
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
     collecting = gc.isenabled()
-    gc.disable()  # 100,000 new tuples would start needless collections of everything alive
+    gc.disable()
     try:
-        while stack:
-            rel = stack.pop()
-            with os.scandir(os.path.join(root, rel)) as it:
-                rows = [(rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode) for e in it for s in (e.stat(),)]
-            subdirs = [r[0] + "/" for r in rows if stat_mod.S_IFMT(r[4]) == _DIR_BITS]
-            if subdirs:
-                stack.extend(subdirs)
-                rows = [r for r in rows if stat_mod.S_IFMT(r[4]) != _DIR_BITS]
-            found.extend(rows)
+        yield
     finally:
         if collecting:
             gc.enable()
-    return found
 
 
 def signature(rows: list[Row]) -> str:
@@ -178,8 +219,35 @@ def signature(rows: list[Row]) -> str:
     return xxhash.xxh3_128_hexdigest(marshal.dumps(rows, 2))
 
 
-def _sums(data: bytes, text: bytes) -> str:
-    return xxhash.xxh3_64_hexdigest(data) + xxhash.xxh3_64_hexdigest(text)
+def _summed(blob: bytes) -> tuple[bytes, str]:
+    return blob, xxhash.xxh3_64_hexdigest(blob)
+
+
+def _checked(blob: bytes, digest: str) -> bytes | None:
+    return blob if xxhash.xxh3_64_hexdigest(blob) == digest else None
+
+
+def _segments(entries: list[Entry]) -> tuple[list[str], list[bytes]]:
+    """A manifest's entries (sorted by path) in parts of FOLDER_CHUNK: each part's first path, text."""
+    parts = [entries[i:i + FOLDER_CHUNK] for i in range(0, len(entries), FOLDER_CHUNK)]
+    return [p[0][0] for p in parts], [manifest_text(p) for p in parts]
+
+
+def _patch(firsts: list[str], texts: list[bytes], gone: set[Entry], new: set[Entry]) -> set[int] | None:
+    """Replace in the manifest parts each entry of `gone` by the entry of `new` with its path (a
+    file whose content changed); the parts changed, or None when the paths are not the same."""
+    if {e[0] for e in gone} != {e[0] for e in new} or len(gone) != len(new):
+        return None
+    old = {e[0]: e for e in gone}
+    changed: set[int] = set()
+    for path, digest, size in new:
+        i = max(0, bisect.bisect_right(firsts, path) - 1)
+        before, after = manifest_text([old[path]]), manifest_text([(path, digest, size)])
+        if before not in texts[i]:
+            return None
+        texts[i] = texts[i].replace(before, after, 1)  # unique: '{"' cannot occur inside a path
+        changed.add(i)
+    return changed
 
 
 class Hasher:
@@ -200,7 +268,8 @@ class Hasher:
         except (FileNotFoundError, NotADirectoryError):
             return None
         if stat_mod.S_ISDIR(st.st_mode):
-            return self._hash_dir(rel, full)
+            with no_gc():  # _hash_dir's walk rows are gone before collecting starts again
+                return self._hash_dir(rel, full)
         return PathHash(self._hash_one(rel, full, st), is_dir=False)
 
     def _hash_one(self, rel: str, full: str, st: os.stat_result) -> str:
@@ -218,94 +287,114 @@ class Hasher:
         self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
 
     # -- folders -----------------------------------------------------------
-    def _hash_dir(self, rel: str, full: str) -> PathHash:
+    # A folder is remembered as its walk in chunks of FOLDER_CHUNK files, in walk order (a
+    # signature each; the rows and hashes stored), and its manifest in parts of FOLDER_CHUNK
+    # entries, in path order. Unchanged: one walk, its signatures, one row read. One file
+    # changed: one chunk read, one file hashed, one manifest part patched, two rows written.
+    def _hash_dir(self, rel: str, full: str, believe: bool = True) -> PathHash:
+        """`believe`: False to go through the chunks even when the walk is the remembered one."""
         rows = scan(full)
-        sig = signature(rows)
+        chunks = [rows[i:i + FOLDER_CHUNK] for i in range(0, len(rows), FOLDER_CHUNK)]
+        sigs = [signature(c) for c in chunks]
+        sig = xxhash.xxh3_128_hexdigest("".join(sigs).encode())
         memo = self.state.get_folder(rel)
-        if memo and memo.signature == sig and self._trusted(memo.checked, max([r[2] for r in rows], default=0)):
+        newest = max([r[2] for r in rows], default=0)
+        if believe and memo and memo.signature == sig and self._trusted(memo.checked, newest):
             return PathHash(memo.hash, is_dir=True, load=partial(self._remembered_manifest, rel, memo.hash))
-        return self._refresh(rel, full, rows, sig, memo)
+        return self._refresh(rel, full, chunks, sigs, sig, memo)
 
     def _remembered_manifest(self, rel: str, digest: str) -> bytes:
         """The manifest of folder `rel` whose hash was found remembered as `digest`."""
         index = self._index(rel)
-        if index is not None:
-            idxs = list(range(len(index)))
-            texts = self.state.get_folder_texts(rel, idxs)
-            if all(i in texts and texts[i][1].endswith(xxhash.xxh3_64_hexdigest(texts[i][0])) for i in idxs):
-                manifest = b"[" + b",".join(texts[i][0] for i in idxs) + b"]"
-                if hash_bytes(manifest) == digest:
-                    return manifest
+        texts = self._texts(rel, len(index[1])) if index is not None else None
+        if texts is not None:
+            manifest = b"[" + b",".join(texts) + b"]"
+            if hash_bytes(manifest) == digest:
+                return manifest
         # damaged, or changed by another process since: hash it again (from what is intact)
-        full = os.path.join(self.root, rel)
-        rows = scan(full)
-        found = self._refresh(rel, full, rows, signature(rows), self.state.get_folder(rel))
+        with no_gc():
+            found = self._hash_dir(rel, os.path.join(self.root, rel), believe=False)
         if found.hash != digest or found.given is None:
             raise StateError(f"'{rel}' changed while Pivot was reading it; run the command again")
         return found.given
 
-    def _index(self, rel: str) -> list[tuple[str, str, str]] | None:
-        """The remembered chunks of folder `rel`: (signature, first path, last path) of each."""
+    def _index(self, rel: str) -> tuple[list[str], list[str]] | None:
+        """The remembered walk chunks' signatures and manifest parts' first paths of `rel`."""
         stored = self.state.get_folder_index(rel)
-        if stored is None or xxhash.xxh3_64_hexdigest(stored[0]) != stored[1]:
-            return None
+        blob = _checked(*stored) if stored is not None else None
         try:
-            index = marshal.loads(stored[0])
+            sigs, firsts = marshal.loads(blob) if blob is not None else (None, None)
         except (ValueError, EOFError, TypeError):
             return None
-        return index if isinstance(index, list) else None
+        return (sigs, firsts) if isinstance(sigs, list) and isinstance(firsts, list) else None
 
-    def _refresh(self, rel: str, full: str, rows: list[Row], sig: str, memo: FolderMemo | None) -> PathHash:
+    def _texts(self, rel: str, count: int) -> list[bytes] | None:
+        """The remembered manifest parts of `rel`, or None when one is missing or damaged."""
+        stored = self.state.get_folder_parts(rel, "text", list(range(count)))
+        texts = [_checked(*stored[i]) if i in stored else None for i in range(count)]
+        return None if None in texts else [t for t in texts if t is not None]
+
+    def _walks(self, rel: str, idxs: list[int]) -> dict[int, tuple[list[Row], list[str]]]:
+        """Remembered walk chunks (rows and hashes) of `rel`; damaged ones are left out."""
+        found = {}
+        for i, (data, digest) in self.state.get_folder_parts(rel, "walk", idxs).items():
+            try:
+                rows, hashes = marshal.loads(data) if _checked(data, digest) is not None else ((), ())
+            except (ValueError, EOFError, TypeError):
+                continue
+            if isinstance(rows, list) and isinstance(hashes, list) and len(rows) == len(hashes):
+                found[i] = (rows, hashes)
+        return found
+
+    def _refresh(self, rel: str, full: str, chunks: list[list[Row]], sigs: list[str], sig: str,
+                 memo: FolderMemo | None) -> PathHash:
         """Hash a folder whose walk differs from the remembered one (or that was never seen),
         reading only the files that differ, and remember it."""
         now = time.time_ns()
-        rows.sort(key=itemgetter(0))
-        chunks = [rows[i:i + FOLDER_CHUNK] for i in range(0, len(rows), FOLDER_CHUNK)]
-        sigs = [signature(c) for c in chunks]
-        old = self._index(rel) if memo is not None else None
+        index = self._index(rel) if memo is not None else None
         limit = memo.checked - RACY_NS if memo is not None else 0
-        same = [i for i, c in enumerate(chunks) if old is not None and i < len(old) and old[i][0] == sigs[i]
-                and max([r[2] for r in c]) <= limit]
-        texts = self.state.get_folder_texts(rel, same) if same else {}
-        kept = {i: t for i, (t, sums) in texts.items() if sums.endswith(xxhash.xxh3_64_hexdigest(t))}
-        redo = [i for i in range(len(chunks)) if i not in kept]
-        known, files = self._known(rel, [chunks[i] for i in redo], old or [], limit)
-        written: dict[int, FolderChunk] = {}
-        for i in redo:
-            chunk = chunks[i]
-            hashes = self._chunk_hashes(full, rel, chunk, known, files)
-            data = marshal.dumps((chunk, hashes), 2)
-            text = manifest_text([(r[0], h, r[1]) for r, h in zip(chunk, hashes, strict=True)])
-            written[i] = FolderChunk(data, text, _sums(data, text))
-            kept[i] = text
-        manifest = b"[" + b",".join(kept[i] for i in range(len(chunks))) + b"]"
+        old_sigs, firsts = index if index is not None else ([], [])
+        redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i]
+                or max([r[2] for r in c]) > limit]
+        stale = [i for i in range(len(old_sigs)) if i >= len(chunks) or i in set(redo)]  # remembered, differing
+        olds = self._walks(rel, stale)
+        known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True) if r[2] <= limit}
+        files = self.state.get_files_under(rel) if index is None and chunks else {}
+        walks = {i: (chunks[i], self._chunk_hashes(full, rel, chunks[i], known, files)) for i in redo}
+        texts = self._texts(rel, len(firsts)) if index is not None and len(olds) == len(stale) else None
+        changed = None
+        if texts is not None:  # the entries of the differing chunks, before and now
+            gone = {(r[0], h, r[1]) for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True)}
+            new = {(r[0], h, r[1]) for rows, hashes in walks.values() for r, h in zip(rows, hashes, strict=True)}
+            changed = _patch(firsts, texts, gone - new, new - gone)
+        if texts is None or changed is None:  # files added, removed or renamed: all parts anew
+            firsts, texts = self._all_parts(rel, full, chunks, walks, known, files)
+            changed = set(range(len(texts)))
+        manifest = b"[" + b",".join(texts) + b"]"
         digest = hash_bytes(manifest)
-        index = marshal.dumps([(s, c[0][0], c[-1][0]) for s, c in zip(sigs, chunks, strict=True)], 2)
-        self.state.put_folder(rel, FolderMemo(sig, now, digest), (index, xxhash.xxh3_64_hexdigest(index)),
-                              written, len(chunks))
+        self.state.put_folder(rel, FolderMemo(sig, now, digest), _summed(marshal.dumps((sigs, firsts), 2)),
+                              {"walk": ({i: _summed(marshal.dumps(w, 2)) for i, w in walks.items()}, len(chunks)),
+                               "text": ({i: _summed(texts[i]) for i in changed}, len(texts))})
         return PathHash(digest, is_dir=True, given=manifest)
 
-    def _known(self, rel: str, todo: list[list[Row]], old: list[tuple[str, str, str]],
-               limit: int) -> tuple[dict[Row, str], dict[str, FileMemo]]:
-        """What is remembered of the files of chunks `todo`: the hashes of walk rows from the
-        remembered chunks that cover their paths (only rows older than `limit`), or, for a
-        folder never remembered as a whole, the file memo's rows below it."""
-        if not todo:
-            return {}, {}
-        if not old:
-            return {}, self.state.get_files_under(rel)
-        wanted = sorted({j for c in todo for j, (_s, first, last) in enumerate(old)
-                         if first <= c[-1][0] and last >= c[0][0]})
-        known: dict[Row, str] = {}
-        for chunk in self.state.get_folder_chunks(rel, wanted).values():
-            if not chunk.sums.startswith(xxhash.xxh3_64_hexdigest(chunk.data)):
-                continue
-            try:
-                found, hashes = marshal.loads(chunk.data)
-            except (ValueError, EOFError, TypeError):
-                continue
-            known.update((r, h) for r, h in zip(found, hashes, strict=True) if r[2] <= limit)
-        return known, {}
+    def _all_parts(self, rel: str, full: str, chunks: list[list[Row]], walks: dict[int, tuple[list[Row], list[str]]],
+                   known: dict[Row, str], files: dict[str, FileMemo]) -> tuple[list[str], list[bytes]]:
+        """Every manifest part of a folder, from the hashes of every chunk: those just taken,
+        the remembered ones of the other chunks (read again where damaged)."""
+        rest = [i for i in range(len(chunks)) if i not in walks]
+        olds = self._walks(rel, rest)
+        entries: list[Entry] = []
+        for i, chunk in enumerate(chunks):
+            if i in walks:
+                hashes = walks[i][1]
+            elif i in olds and olds[i][0] == chunk:
+                hashes = olds[i][1]
+            else:
+                hashes = self._chunk_hashes(full, rel, chunk, known, files)
+                walks[i] = (chunk, hashes)
+            entries.extend((r[0], h, r[1]) for r, h in zip(chunk, hashes, strict=True))
+        entries.sort(key=itemgetter(0))
+        return _segments(entries)
 
     def _chunk_hashes(self, full: str, rel: str, chunk: list[Row], known: dict[Row, str],
                       files: dict[str, FileMemo]) -> list[str]:

@@ -121,15 +121,6 @@ class FolderMemo(NamedTuple):
     hash: str
 
 
-class FolderChunk(NamedTuple):
-    """Part of a remembered folder: up to 1024 of its files in path order, as stored. `data` is
-    their walk rows and hashes, `text` their part of the manifest; `sums` checks both."""
-
-    data: bytes
-    text: bytes
-    sums: str
-
-
 @dataclass(frozen=True)
 class NeededOutput:
     """A cache object that the lock files of a revision (or the workspace) refer to."""

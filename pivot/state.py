@@ -2,8 +2,10 @@
 summaries.
 
 Nothing here is committed; deleting the file only costs re-hashing. A folder is remembered as
-one `folders` row (the signature of a walk, when, and the hash) and its files in `folder_chunks`
-of up to 1024 (see hashing.py), so that one changed file rewrites one chunk, not the folder.
+one `folders` row (the signature of a walk, when, the hash, and an index of its parts) and its
+`folder_parts`: the walk in chunks of 1,024 files ("walk") and the manifest in parts of 1,024
+entries ("text"), each with a checksum, so that one changed file rewrites two parts, not the
+folder (see hashing.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pivot.errors import StateError
-from pivot.records import FileMemo, FileMemoRow, FolderChunk, FolderMemo
+from pivot.records import FileMemo, FileMemoRow, FolderMemo
 
 T = TypeVar("T")
 
@@ -33,9 +35,9 @@ _TABLES = (
     " hash TEXT, manifest TEXT)",
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)",
     "CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
-    " hash TEXT, chunks BLOB, sum TEXT)",
-    "CREATE TABLE IF NOT EXISTS folder_chunks (path TEXT, idx INTEGER, data BLOB, text BLOB, sums TEXT,"
-    " PRIMARY KEY (path, idx))",
+    " hash TEXT, parts BLOB, sum TEXT)",
+    "CREATE TABLE IF NOT EXISTS folder_parts (path TEXT, kind TEXT, idx INTEGER, data BLOB, sum TEXT,"
+    " PRIMARY KEY (path, kind, idx))",
 )
 
 
@@ -44,8 +46,8 @@ _TABLES = (
 _COLUMNS = {"hashes": "path, size, mtime, inode, checked, hash",
             "dirs": "path, signature, checked, hash, manifest",
             "kv": "key, value",
-            "folders": "path, signature, checked, hash, chunks, sum",
-            "folder_chunks": "path, idx, data, text, sums"}
+            "folders": "path, signature, checked, hash, parts, sum",
+            "folder_parts": "path, kind, idx, data, sum"}
 
 # sqlite's primary result codes meaning "this is not a state database we can use": SQLITE_ERROR
 # (tables of another shape), SQLITE_IOERR (a short read), SQLITE_CORRUPT, SQLITE_CANTOPEN (a
@@ -167,36 +169,28 @@ class State:
         return FolderMemo(*row) if row else None
 
     def get_folder_index(self, path: str) -> tuple[bytes, str] | None:
-        """The folder's list of chunks, as stored, and its checksum."""
-        row = self._do(lambda db: db.execute("SELECT chunks, sum FROM folders WHERE path=?", (path,)).fetchone())
-        return (bytes(row[0]), row[1]) if row and row[0] is not None else None
+        """The folder's index of parts, as stored, and its checksum."""
+        row = self._do(lambda db: db.execute("SELECT parts, sum FROM folders WHERE path=?", (path,)).fetchone())
+        return (bytes(row[0]), row[1]) if row and row[0] is not None and row[1] is not None else None
 
-    def get_folder_chunks(self, path: str, idxs: list[int] | None = None) -> dict[int, FolderChunk]:
-        """Chunks of a folder by index (all of them without `idxs`)."""
+    def get_folder_parts(self, path: str, kind: str, idxs: list[int]) -> dict[int, tuple[bytes, str]]:
+        """Parts of one kind of a folder, by index: (data, checksum)."""
         def query(db: sqlite3.Connection) -> list[Any]:
-            sql = "SELECT idx, data, text, sums FROM folder_chunks WHERE path=?"
-            if idxs is None:
-                return db.execute(sql, (path,)).fetchall()
-            return [r for i in idxs for r in db.execute(sql + " AND idx=?", (path, i))]
+            sql = "SELECT idx, data, sum FROM folder_parts WHERE path=? AND kind=? AND idx=?"
+            return [r for i in idxs for r in db.execute(sql, (path, kind, i))]
 
-        return {r[0]: FolderChunk(bytes(r[1]), bytes(r[2]), r[3]) for r in self._do(query)}
-
-    def get_folder_texts(self, path: str, idxs: list[int]) -> dict[int, tuple[bytes, str]]:
-        """Only the manifest parts (and checksums) of chunks of a folder."""
-        def query(db: sqlite3.Connection) -> list[Any]:
-            sql = "SELECT idx, text, sums FROM folder_chunks WHERE path=? AND idx=?"
-            return [r for i in idxs for r in db.execute(sql, (path, i))]
-
-        return {r[0]: (bytes(r[1]), r[2]) for r in self._do(query)}
+        return {r[0]: (bytes(r[1]), r[2]) for r in self._do(query) if r[1] is not None and r[2] is not None}
 
     def put_folder(self, path: str, memo: FolderMemo, index: tuple[bytes, str],
-                   chunks: dict[int, FolderChunk], count: int) -> None:
-        """Remember a folder: its row, the chunks that changed, and no chunk at or past `count`."""
+                   parts: dict[str, tuple[dict[int, tuple[bytes, str]], int]]) -> None:
+        """Remember a folder: its row and, of each kind, the parts that changed (index: data and
+        checksum) and how many there are now (those past the count are dropped)."""
         def put(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO folders VALUES (?,?,?,?,?,?)", (path, *memo, *index))
-            db.executemany("INSERT OR REPLACE INTO folder_chunks VALUES (?,?,?,?,?)",
-                           [(path, i, *c) for i, c in chunks.items()])
-            db.execute("DELETE FROM folder_chunks WHERE path=? AND idx>=?", (path, count))
+            for kind, (changed, count) in parts.items():
+                db.executemany("INSERT OR REPLACE INTO folder_parts VALUES (?,?,?,?,?)",
+                               [(path, kind, i, *part) for i, part in changed.items()])
+                db.execute("DELETE FROM folder_parts WHERE path=? AND kind=? AND idx>=?", (path, kind, count))
 
         self._do(put)
 
@@ -231,7 +225,7 @@ class State:
                          if not os.path.lexists(os.path.join(root, p))]
                 db.executemany(f"DELETE FROM {table} WHERE path=?", ((p,) for p in paths))
                 gone += len(paths)
-            db.execute("DELETE FROM folder_chunks WHERE path NOT IN (SELECT path FROM folders)")
+            db.execute("DELETE FROM folder_parts WHERE path NOT IN (SELECT path FROM folders)")
             return gone
 
         return self._do(drop)

@@ -152,17 +152,19 @@ def test_one_change_among_thousands_gives_the_full_hash(project: Project) -> Non
 
 def test_a_damaged_folder_memo_is_not_believed(project: Project) -> None:
     data = tracked_folder(project, files=2100)
-    with sqlite3.connect(project.root / ".pivot/state.db") as db:
-        assert db.execute("SELECT count(*) FROM folder_chunks").fetchone()[0] == 3
-        db.execute("UPDATE folder_chunks SET text = X'00', data = X'01'")
-    assert "unchanged: data" in project.pivot("track", "data").stdout  # manifest rebuilt
+    with sqlite3.connect(project.root / ".pivot/state.db") as db:  # 3 walk chunks, 3 manifest parts
+        assert db.execute("SELECT kind, count(*) FROM folder_parts GROUP BY kind").fetchall() == [("text", 3),
+                                                                                                ("walk", 3)]
+        db.execute("UPDATE folder_parts SET data = X'00' WHERE kind = 'text' AND idx = 1")
+    assert "unchanged: data" in project.pivot("track", "data").stdout  # its manifest, rebuilt
     (data / "0/f00000.txt").write_text("FILE 00000\n")
     with sqlite3.connect(project.root / ".pivot/state.db") as db:
-        db.execute("UPDATE folder_chunks SET text = X'00', data = X'01'")
-        db.execute("UPDATE folders SET chunks = X'02'")
+        db.execute("UPDATE folder_parts SET data = X'00'")
+        db.execute("UPDATE folders SET parts = X'02'")
     assert not clean(project)
     project.pivot("track", "data")
     assert f"hash: {reference_hash(data)}" in project.read(".pivot/tracked/data.yaml")
+    assert clean(project)
 
 
 def test_a_modified_directory_output_is_restored(project: Project) -> None:
@@ -210,3 +212,25 @@ def test_changed_entries_is_the_set_difference(one: dict[str, str], two: dict[st
     b = [DirEntry(p, h, 1) for p, h in two.items()]
     mine, theirs = changed_entries(manifest_bytes(a), manifest_bytes(b))
     assert sorted(mine) == sorted(set(a) - set(b)) and sorted(theirs) == sorted(set(b) - set(a))
+
+
+def test_changed_entries_of_large_manifests() -> None:
+    """Large manifests are compared region by region (about 64 KiB each, cut at common paths):
+    the result is still the set difference, with changes, additions and removals anywhere."""
+    import random
+
+    rng = random.Random(7)
+    base = {f"d{i % 7}/f{i:06d}.bin": (f"{rng.getrandbits(128):032x}", rng.randint(0, 9999)) for i in range(6000)}
+    for trial in range(6):
+        other = dict(base)
+        for path in rng.sample(sorted(base), 3 * trial):
+            if rng.random() < 0.5:
+                other[path] = ("f" * 32, other[path][1] + 1)
+            else:
+                del other[path]
+        for i in range(trial):
+            other[f"d{i}/new}},{{{i}.bin"] = ("e" * 32, i)  # a path that holds the cut marker
+        a = [DirEntry(p, h, n) for p, (h, n) in base.items()]
+        b = [DirEntry(p, h, n) for p, (h, n) in other.items()]
+        mine, theirs = changed_entries(manifest_bytes(a), manifest_bytes(b))
+        assert sorted(mine) == sorted(set(a) - set(b)) and sorted(theirs) == sorted(set(b) - set(a))
