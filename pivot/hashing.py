@@ -2,10 +2,11 @@
 
 A folder is remembered whole: one walk of it (`scan`: a stat per entry and no other per-file
 work) gives a signature of every file's path, size, mtime, inode and mode, and when that matches
-the state's, the folder's hash is the remembered one. Otherwise its files, sorted by path, are
-compared in chunks of FOLDER_CHUNK with the remembered chunks (each also by signature): only the
-files of chunks that differ are looked up, only files that differ are read, and only those
-chunks are written back. The manifest, and so the hash, is the same as hashing every file.
+the state's, the folder's hash is the remembered one. Otherwise the walk is compared with the
+remembered one in chunks of FOLDER_CHUNK files (each also by signature): only the files of
+chunks that differ are looked up, only files that differ are read, and the remembered manifest
+is patched where a file's content changed (rebuilt when files were added, removed or renamed).
+The manifest, and so the hash, is the same as hashing every file.
 """
 
 from __future__ import annotations
