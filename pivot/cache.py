@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -16,6 +19,8 @@ from pivot import atomic
 from pivot.errors import CacheError
 from pivot.hashing import CHUNK, hash_bytes, parse_manifest, read_buffer
 from pivot.records import DirEntry, FileMemoRow, OutputKind, PathRecord, is_digest
+
+_HASH_KEY = re.compile(r'\{"hash":"([0-9a-f]{32})"')
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
 
@@ -155,13 +160,11 @@ class Cache:
         digests = list(digests)
         if len(digests) < 1024:
             return [d for d in digests if not self.has(d)]
-        listed: dict[str, set[str]] = {}
+        have: set[str] = set()
         for prefix in {d[:2] for d in digests}:
-            try:
-                listed[prefix] = set(os.listdir(self.dir / "files" / prefix))
-            except (FileNotFoundError, NotADirectoryError):
-                listed[prefix] = set()
-        return [d for d in digests if d[2:] not in listed[d[:2]]]
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                have.update(map(prefix.__add__, os.listdir(self.dir / "files" / prefix)))
+        return list(itertools.filterfalse(have.__contains__, digests))
 
     # -- writing objects ---------------------------------------------------
     def _tmp(self) -> tuple[int, str]:
@@ -220,6 +223,19 @@ class Cache:
             unlink_quiet(tmp)
             raise
         return digest
+
+    def manifest_hashes(self, digest: str) -> list[str]:
+        """The hashes of the files of directory manifest `digest` (faster than read_manifest)."""
+        try:
+            data = self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise CacheError(f"directory manifest {digest} is missing from the cache") from None
+        if data.isascii():  # as manifest_bytes writes it: '{"hash":"' cannot occur in a path
+            text = data.decode("ascii")
+            found = _HASH_KEY.findall(text)
+            if len(found) == text.count('"size":') and (text == "[]" or text.startswith('[{"hash":"')):
+                return found
+        return [r["hash"] for r in json.loads(data)]
 
     def read_manifest(self, digest: str) -> list[DirEntry]:
         try:

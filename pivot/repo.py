@@ -17,7 +17,7 @@ from pivot.confine import Confinement
 from pivot.errors import Escaped, LockError
 from pivot.fingerprint import Fingerprint, Fingerprinter
 from pivot.graph import Graph, build
-from pivot.hashing import Hasher, parse_manifest
+from pivot.hashing import Hasher, changed_entries, parse_manifest
 from pivot.lock import StageLock
 from pivot.project import Project, load_project
 from pivot.records import DirEntry, PathHash, PathRecord
@@ -168,7 +168,7 @@ class Repo:
             return False
         if rec.is_dir:
             try:
-                return not self.cache.missing(e.hash for e in self.cache.read_manifest(rec.hash))
+                return not self.cache.missing(self.cache.manifest_hashes(rec.hash))
             except Exception:
                 return False
         return True
@@ -247,11 +247,12 @@ class Repo:
         if not current.is_dir:
             return []
         try:
-            locked = {e.path: e.hash for e in self.cache.read_manifest(rec.hash)}
+            mine, theirs = changed_entries(current.manifest or b"[]", self.cache.path(rec.hash).read_bytes())
         except Exception:  # no manifest here: nothing of it can be checked out anyway
             return []
+        locked = {e.path: e.hash for e in theirs}
         hit = []
-        for e in _files(current):
+        for e in sorted(mine):  # only the files that differ, found without parsing both manifests
             was = locked.get(e.path)
             if was is not None and was != e.hash:
                 path = f"{rec.path}/{e.path}"

@@ -1,6 +1,11 @@
-"""Per-machine state in .pivot/state.db: remembered file hashes and fingerprint summaries.
+"""Per-machine state in .pivot/state.db: remembered file and folder hashes and fingerprint
+summaries.
 
-Nothing here is committed; deleting the file only costs re-hashing.
+Nothing here is committed; deleting the file only costs re-hashing. A folder is remembered as
+one `folders` row (the signature of a walk, when, the hash, and an index of its parts) and its
+`folder_parts`: the walk in chunks of 1,024 files ("walk") and the manifest in parts of 1,024
+entries ("text"), each with a checksum, so that one changed file rewrites two parts, not the
+folder (see hashing.py).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pivot.errors import StateError
-from pivot.records import DirMemo, FileMemo, FileMemoRow
+from pivot.records import FileMemo, FileMemoRow, FolderMemo
 
 T = TypeVar("T")
 
@@ -29,6 +34,10 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
     " hash TEXT, manifest TEXT)",
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
+    " hash TEXT, parts BLOB, sum TEXT)",
+    "CREATE TABLE IF NOT EXISTS folder_parts (path TEXT, kind TEXT, idx INTEGER, data BLOB, sum TEXT,"
+    " PRIMARY KEY (path, kind, idx))",
 )
 
 
@@ -36,7 +45,9 @@ _TABLES = (
 # table with other columns) is caught at once rather than by the first query that needs it.
 _COLUMNS = {"hashes": "path, size, mtime, inode, checked, hash",
             "dirs": "path, signature, checked, hash, manifest",
-            "kv": "key, value"}
+            "kv": "key, value",
+            "folders": "path, signature, checked, hash, parts, sum",
+            "folder_parts": "path, kind, idx, data, sum"}
 
 # sqlite's primary result codes meaning "this is not a state database we can use": SQLITE_ERROR
 # (tables of another shape), SQLITE_IOERR (a short read), SQLITE_CORRUPT, SQLITE_CANTOPEN (a
@@ -87,7 +98,7 @@ class State:
             if version > SCHEMA:  # a newer Pivot's: its rows may mean something else
                 raise sqlite3.DatabaseError(f"schema {version} of a newer Pivot; this one reads {SCHEMA}")
             if version != SCHEMA:
-                for table in ("hashes", "dirs", "kv"):
+                for table in _COLUMNS:
                     db.execute(f"DROP TABLE IF EXISTS {table}")
                 db.execute(f"PRAGMA user_version={SCHEMA}")
             for sql in _TABLES:
@@ -170,17 +181,39 @@ class State:
             self._ahead.pop(r[0], None)
         self._do(lambda db: db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", rows))
 
-    # -- directory hashes --------------------------------------------------
-    def get_dir(self, path: str) -> DirMemo | None:
+    # -- folder hashes -----------------------------------------------------
+    # (The `dirs` table of earlier versions is left as it is and no longer read.)
+    def get_folder(self, path: str) -> FolderMemo | None:
+        """The remembered hash of a folder, without its chunks (what an unchanged folder needs)."""
         row = self._do(lambda db: db.execute(
-            "SELECT signature, checked, hash, manifest FROM dirs WHERE path=?", (path,)
-        ).fetchone())
-        return DirMemo(*row) if row else None
+            "SELECT signature, checked, hash FROM folders WHERE path=?", (path,)).fetchone())
+        return FolderMemo(*row) if row else None
 
-    def put_dir(self, path: str, signature: str, checked: int, hash_: str, manifest: str) -> None:
-        self._do(lambda db: db.execute(
-            "INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?)", (path, signature, checked, hash_, manifest)
-        ))
+    def get_folder_index(self, path: str) -> tuple[bytes, str] | None:
+        """The folder's index of parts, as stored, and its checksum."""
+        row = self._do(lambda db: db.execute("SELECT parts, sum FROM folders WHERE path=?", (path,)).fetchone())
+        return (bytes(row[0]), row[1]) if row and row[0] is not None and row[1] is not None else None
+
+    def get_folder_parts(self, path: str, kind: str, idxs: list[int]) -> dict[int, tuple[bytes, str]]:
+        """Parts of one kind of a folder, by index: (data, checksum)."""
+        def query(db: sqlite3.Connection) -> list[Any]:
+            sql = "SELECT idx, data, sum FROM folder_parts WHERE path=? AND kind=? AND idx=?"
+            return [r for i in idxs for r in db.execute(sql, (path, kind, i))]
+
+        return {r[0]: (bytes(r[1]), r[2]) for r in self._do(query) if r[1] is not None and r[2] is not None}
+
+    def put_folder(self, path: str, memo: FolderMemo, index: tuple[bytes, str],
+                   parts: dict[str, tuple[dict[int, tuple[bytes, str]], int]]) -> None:
+        """Remember a folder: its row and, of each kind, the parts that changed (index: data and
+        checksum) and how many there are now (those past the count are dropped)."""
+        def put(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO folders VALUES (?,?,?,?,?,?)", (path, *memo, *index))
+            for kind, (changed, count) in parts.items():
+                db.executemany("INSERT OR REPLACE INTO folder_parts VALUES (?,?,?,?,?)",
+                               [(path, kind, i, *part) for i, part in changed.items()])
+                db.execute("DELETE FROM folder_parts WHERE path=? AND kind=? AND idx>=?", (path, kind, count))
+
+        self._do(put)
 
     # -- generic values ----------------------------------------------------
     def get_json(self, key: str) -> Any:
@@ -213,11 +246,12 @@ class State:
         """Forget the hashes of files and folders (relative to root) that no longer exist."""
         def drop(db: sqlite3.Connection) -> int:
             gone = 0
-            for table in ("hashes", "dirs"):
+            for table in ("hashes", "dirs", "folders"):
                 paths = [p for (p,) in db.execute(f"SELECT path FROM {table}")
                          if not os.path.lexists(os.path.join(root, p))]
                 db.executemany(f"DELETE FROM {table} WHERE path=?", ((p,) for p in paths))
                 gone += len(paths)
+            db.execute("DELETE FROM folder_parts WHERE path NOT IN (SELECT path FROM folders)")
             return gone
 
         return self._do(drop)
