@@ -283,8 +283,25 @@ def test_options_are_checked_against_the_constructor_without_building_it(tmp_pat
     assert "has no option 'workers_count'" in (_check("distributed.LocalCluster", {"workers_count": 2}) or "")
 
 
-def test_slurm_options_are_checked_without_a_scheduler() -> None:
+def test_importing_a_deployer_leaves_ctrl_c_to_pivot() -> None:
+    """dask_jobqueue sets a SIGINT handler calling sys.exit() when imported: Pivot keeps its own
+    (in a fresh interpreter, where nothing has imported dask_jobqueue yet)."""
     pytest.importorskip("dask_jobqueue", reason="pip install 'pivot[slurm]'")
+    script = ("import signal\n"
+              "from pivot.executor.dask_cluster import load_class, parse_cluster\n"
+              "load_class(parse_cluster({'class': 'dask_jobqueue.SLURMCluster'}, 'config.yaml'))\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+
+
+def test_slurm_options_are_checked_without_a_scheduler() -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    try:  # importing dask_jobqueue replaces this process's SIGINT handler (see the test above)
+        pytest.importorskip("dask_jobqueue", reason="pip install 'pivot[slurm]'")
+    finally:
+        signal.signal(signal.SIGINT, handler)
     good = {"queue": "gpu", "account": "proj", "cores": 8, "processes": 1, "memory": "32GB",
             "walltime": "02:00:00", "job_extra_directives": ["--gres=gpu:1"], "local_directory": "$TMPDIR",
             "worker_extra_args": ["--resources", "GPU=1"]}

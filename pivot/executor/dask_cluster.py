@@ -21,7 +21,8 @@ anywhere else, options are not checked here (the class itself refuses unknown on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +117,8 @@ def load_class(spec: ClusterSpec) -> type:
     module_name, _, class_name = spec.class_path.rpartition(".")
     here = f"{spec.where}: executor.cluster.class {spec.class_path}"
     try:
-        module = importlib.import_module(module_name)
+        with _ctrl_c_kept():
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         top = module_name.split(".")[0]
         missing = getattr(exc, "name", None) or top
@@ -129,6 +131,21 @@ def load_class(spec: ClusterSpec) -> type:
     if not isinstance(cls, type):
         raise DaskError(f"{here}: {module_name} has no class {class_name}")
     return cls
+
+
+@contextmanager
+def _ctrl_c_kept() -> Iterator[None]:
+    """Importing a deployer must not take Ctrl-C from Pivot: dask_jobqueue's runner module, for
+    one, sets a SIGINT handler that calls sys.exit() (exit status 0, no roll back) on import."""
+    import signal  # lazy: with the import it guards
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is not previous and previous is not None:
+            with suppress(ValueError):  # not the main thread: nothing was set here either
+                signal.signal(signal.SIGINT, previous)
 
 
 def accepted_options(cls: type) -> set[str] | None:
