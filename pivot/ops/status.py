@@ -28,14 +28,14 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
     is listed too (when no stages are named)."""
     from pivot import fresh  # lazy: loads the pipeline
     from pivot.ops.run import remote_source
-    from pivot.ops.track import changes  # lazy: start-up
     from pivot.planning import plan
     from pivot.reporter import Reporter
     from pivot.runcache import RunCache
+    from pivot.verify import tracked_changes  # lazy: start-up
 
     with Workspace.find() as ws:
         repo = ws.repo
-        tracked = [] if stages else changes(repo)
+        tracked = [] if stages else tracked_changes(repo)
         ask = ask_remote or remote is not None
         source = remote_source(ws, remote, ask, required=ask)  # None: no remote configured
         wanted = fresh.candidates(repo, repo.graph.select(list(stages), False)) if source is not None else {}
