@@ -27,7 +27,7 @@ def final():
 '''
 
 # Never imported by a no-op status: what it does not use.
-NOT_BY_STATUS = ("yaml", "tempfile", "shutil", "random", "pivot.ops.track", "pivot.remote", "s3fs",
+NOT_BY_STATUS = ("yaml", "tempfile", "shutil", "random", "pivot.ops.track", "pivot.verify", "pivot.remote", "s3fs",
                  "fsspec", "botocore", "aiobotocore", "pydantic", "ruamel", "dask", "distributed")
 # Nor by a no-op run (which does import shutil and subprocess, for its executor and backups).
 NOT_BY_RUN = ("yaml", "tempfile", "random", "pivot.remote", "s3fs", "fsspec", "botocore",
