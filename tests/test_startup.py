@@ -62,6 +62,11 @@ def test_a_no_op_status_and_run_import_only_what_they_use(project: Project) -> N
     assert "pivot.status" in found  # the report is real
     assert heavy(found, NOT_BY_STATUS) == []
     assert heavy(imported(project, "run"), NOT_BY_RUN) == []
+    # A default remote (status consults its local index): still no remote code, once the
+    # changed configuration is remembered by the status after the edit.
+    project.pivot("remote", "add", "store", "s3://bucket/prefix", "--default")
+    project.pivot("status")
+    assert heavy(imported(project, "status"), NOT_BY_STATUS) == []
 
 
 def test_the_configuration_is_read_again_when_either_file_changes(project: Project) -> None:
