@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -57,6 +56,8 @@ def write_bytes(path: Path, data: bytes) -> None:
     an interrupted write leaves no temporary behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
+    import tempfile  # lazy: a command that writes nothing (a no-op status) need not import it
+
     with interrupts_deferred():
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:

@@ -8,8 +8,6 @@ import itertools
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -103,6 +101,12 @@ def unlink_quiet(path: str | Path) -> None:
 _REFLINK_OK: dict[str, bool] = {}
 
 
+def _copyfile(src: str, dst: str) -> None:
+    import shutil  # lazy: shutil (with bz2, lzma) costs start-up time a no-op status does not need
+
+    shutil.copyfile(src, dst)
+
+
 class Cache:
     def __init__(self, cache_dir: Path, link: str = "auto") -> None:
         self.dir = cache_dir
@@ -149,7 +153,7 @@ class Cache:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:  # a symlink may point to another file system
                     raise
-                self._link(str(obj), str(workspace_file), make=shutil.copyfile)
+                self._link(str(obj), str(workspace_file), make=_copyfile)
                 unlink_quiet(obj)
         else:
             unlink_quiet(obj)
@@ -169,6 +173,8 @@ class Cache:
     # -- writing objects ---------------------------------------------------
     def _tmp(self) -> tuple[int, str]:
         tmp_dir = self.dir / "tmp"
+        import tempfile  # lazy: only when an object is written (not on a no-op status)
+
         tmp_dir.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
 
@@ -267,6 +273,8 @@ class Cache:
             try:
                 os.replace(tmp, dest)
             except IsADirectoryError:
+                import shutil  # lazy: see _copyfile
+
                 shutil.rmtree(dest)
                 os.replace(tmp, dest)
         except BaseException:
@@ -279,7 +287,7 @@ class Cache:
                 os.link(src, tmp)
             except OSError as exc:
                 if exc.errno == errno.EMLINK:  # the object has the most links the file system allows
-                    shutil.copyfile(src, tmp)
+                    _copyfile(src, tmp)
                     return
                 if exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOTSUP):
                     raise CacheError(
@@ -301,7 +309,7 @@ class Cache:
                         "cache.link is 'reflink' but this file system cannot clone files; "
                         "use 'auto' or 'copy' in .pivot/config.yaml"
                     )
-            shutil.copyfile(src, tmp)  # a new file: writable, mode from the umask
+            _copyfile(src, tmp)  # a new file: writable, mode from the umask
 
     def checkout_file(self, digest: str, dest: Path, link: str | None = None) -> None:
         """Put object `digest` at `dest`, by link mode `link` (default: the cache's)."""

@@ -26,7 +26,6 @@ import operator
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from types import CodeType, ModuleType
@@ -71,6 +70,8 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
             pass
         code = make(source, path)
         try:
+            import tempfile  # lazy: only when a compiled module is written (not on a no-op status)
+
             os.makedirs(self.cache_dir, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir)
             with os.fdopen(fd, "wb") as f:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -123,6 +122,8 @@ class State:
             raise StateError(f"{where}: unreadable even after rebuilding it ({exc}); "
                              "check that .pivot/ is writable and the disk is not full")
         self._rebuilt = True
+        import shutil  # lazy: only when rebuilding a damaged database (start-up time)
+
         try:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 path = self._path.with_name(self._path.name + suffix)

@@ -128,7 +128,12 @@ def load_mapping(path: Path, error: type[PivotError] = YamlError, *, where: str 
     """The top-level mapping of a YAML file; {} for an empty (or, with missing_ok, absent) file.
     `where` names the file in errors (default: the path)."""
     where = path if where is None else where
-    data = read_limited(path, error, where)
+    return mapping_of(read_limited(path, error, where), where, error, missing_ok=missing_ok)
+
+
+def mapping_of(data: bytes | None, where: str | Path, error: type[PivotError] = YamlError, *,
+               missing_ok: bool = True) -> dict[str, Any]:
+    """The top-level mapping of a YAML file's bytes (None: the file is absent), as `load_mapping`."""
     if data is None:
         if missing_ok:
             return {}

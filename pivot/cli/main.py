@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import tempfile
 import traceback
 from typing import Any
 
@@ -65,6 +64,8 @@ def _crash_report(exc: BaseException) -> str:
     # -o key=value options that are credentials, and any url's user:password@, are not written.
     args = [f"{a.split('=', 1)[0]}=***" if a.split("=", 1)[0] in SECRET_KEYS and "=" in a else a
             for a in sys.argv[1:]]
+    import tempfile  # lazy: only on a crash (tempfile imports random, shutil: start-up time)
+
     fd, path = tempfile.mkstemp(prefix="pivot-crash-", suffix=".log")
     with os.fdopen(fd, "w") as f:
         f.write(scrub(f"pivot {' '.join(args)}\n\n"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pivot.layout import TRACKED_DIR
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
     from pivot.planning import Planned
-    from pivot.repo import OrphanLock
+    from pivot.repo import OrphanLock, Repo
     from pivot.verify import TrackedChange
 
 
@@ -28,14 +29,13 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
     is listed too (when no stages are named)."""
     from pivot import fresh  # lazy: loads the pipeline
     from pivot.ops.run import remote_source
-    from pivot.ops.track import changes  # lazy: start-up
     from pivot.planning import plan
     from pivot.reporter import Reporter
     from pivot.runcache import RunCache
 
     with Workspace.find() as ws:
         repo = ws.repo
-        tracked = [] if stages else changes(repo)
+        tracked = [] if stages else _tracked_changes(repo)
         ask = ask_remote or remote is not None
         source = remote_source(ws, remote, ask, required=ask)  # None: no remote configured
         wanted = fresh.candidates(repo, repo.graph.select(list(stages), False)) if source is not None else {}
@@ -45,3 +45,11 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
             return StatusPlan(plan(repo, stages, runs=runs), repo.orphan_locks(), tracked=tracked)
         held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
         return StatusPlan(plan(repo, stages, on_remote=held, runs=runs), repo.orphan_locks(), source.name, tracked)
+
+
+def _tracked_changes(repo: Repo) -> list[TrackedChange]:
+    if not (repo.root / TRACKED_DIR).is_dir():  # nothing tracked ('pivot track' makes the folder)
+        return []
+    from pivot.verify import tracked_changes  # lazy: only with tracked data (start-up time)
+
+    return tracked_changes(repo)

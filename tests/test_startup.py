@@ -1,0 +1,94 @@
+"""Start-up of a no-op `pivot status` and `pivot run` (docs/performance.md, "Start-up"): they
+import nothing they do not use. PyYAML is not imported when every lock comes from the lock memo
+and the configuration from its memo (`.pivot/tmp/config-memo.json`, by the files' exact bytes);
+tempfile, shutil, `pivot track`'s module and the remote code are not imported at all. The memo
+must never hide a change: the other tests edit the configuration after it was remembered."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from conftest import PIVOT, Project
+
+TWO = '''
+from pivot import stage
+
+
+@stage(deps=["data/raw.txt"], outs=["data/upper.txt"])
+def upper():
+    open("data/upper.txt", "w").write(open("data/raw.txt").read().upper())
+
+
+@stage(deps=["data/upper.txt"], outs=["data/final.txt"])
+def final():
+    open("data/final.txt", "w").write(open("data/upper.txt").read() + "!")
+'''
+
+# Never imported by a no-op status: what it does not use.
+NOT_BY_STATUS = ("yaml", "tempfile", "shutil", "random", "pivot.ops.track", "pivot.verify", "pivot.remote", "s3fs",
+                 "fsspec", "botocore", "aiobotocore", "pydantic", "ruamel", "dask", "distributed")
+# Nor by a no-op run (which does import shutil and subprocess, for its executor and backups).
+NOT_BY_RUN = ("yaml", "tempfile", "random", "pivot.remote", "s3fs", "fsspec", "botocore",
+              "aiobotocore", "pydantic", "ruamel", "dask", "distributed")
+
+
+def imported(project: Project, *args: str) -> set[str]:
+    """Every module the real `pivot ARGS` imported (python -X importtime's report)."""
+    proc = subprocess.run([PIVOT, *args], cwd=project.root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2}
+
+
+def heavy(found: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in found if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def up_to_date(project: Project) -> Project:
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(TWO)
+    project.pivot("run")
+    time.sleep(2.1)  # a lock younger than 2 s is never remembered by its stat
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout  # remembers locks and config
+    return project
+
+
+def test_a_no_op_status_and_run_import_only_what_they_use(project: Project) -> None:
+    up_to_date(project)
+    found = imported(project, "status")
+    assert "pivot.status" in found  # the report is real
+    assert heavy(found, NOT_BY_STATUS) == []
+    assert heavy(imported(project, "run"), NOT_BY_RUN) == []
+    # A default remote (status consults its local index): still no remote code, once the
+    # changed configuration is remembered by the status after the edit.
+    project.pivot("remote", "add", "store", "s3://bucket/prefix", "--default")
+    project.pivot("status")
+    assert heavy(imported(project, "status"), NOT_BY_STATUS) == []
+
+
+def test_the_configuration_is_read_again_when_either_file_changes(project: Project) -> None:
+    up_to_date(project)
+    config = project.read(".pivot/config.yaml")
+    project.write(".pivot/config.yaml", config.replace("link: auto", "link: bogus"))
+    assert "bogus" in project.pivot("status", check=False).stderr
+    project.write(".pivot/config.yaml", config)
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    project.write(".pivot/config.local.yaml", "cache:\n  link: nonsense\n")
+    assert "nonsense" in project.pivot("status", check=False).stderr
+    project.write(".pivot/config.local.yaml", "cache:\n  link: [\n")
+    assert "config.local.yaml:" in project.pivot("status", check=False).stderr  # a YAML error, with its line
+    (project.root / ".pivot/config.local.yaml").unlink()
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+
+
+def test_a_configuration_json_cannot_hold_is_still_read_right(project: Project) -> None:
+    up_to_date(project)
+    # A date and a non-string key: not remembered (JSON would change them), parsed every time.
+    project.write(".pivot/config.local.yaml", "since: 2024-01-01\n1: one\ncache:\n  link: copy\n")
+    for _ in range(2):
+        assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    project.write(".pivot/config.local.yaml", "since: 2024-01-01\ncache:\n  link: bogus\n")
+    assert "bogus" in project.pivot("status", check=False).stderr
