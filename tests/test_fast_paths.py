@@ -115,3 +115,62 @@ def test_status_and_verify_agree_after_the_memo_serves(project: Project) -> None
     assert "upper: stale" in proc.stdout and "dep 'data/raw.txt' changed" in proc.stdout, proc.stdout
     proc = subprocess.run(["git", "status", "--porcelain"], cwd=project.root, capture_output=True, text=True)
     assert "data/raw.txt" in proc.stdout
+
+
+# -- the file memo is keyed by the ctime too: a same-size edit whose mtime is set back --------
+
+LONG_AGO = time.time_ns() - 3600 * 10**9  # an mtime that a hash taken now trusts
+
+
+def edit_keeping_mtime(path: os.PathLike[str], content: str) -> None:
+    """Rewrite `path` in place with content of the same size, and set its mtime back (as `cp -p`,
+    `touch -d` or rsync -t do): size, mtime and inode are those the memo remembers."""
+    before = os.stat(path)
+    assert len(content.encode()) == before.st_size
+    with open(path, "r+") as f:
+        f.write(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_a_dep_edited_to_the_same_size_and_mtime_is_seen(project: Project) -> None:
+    project.write("data/raw.txt", "hello\n")
+    os.utime(project.root / "data/raw.txt", ns=(LONG_AGO, LONG_AGO))
+    project.pipeline(TWO)
+    project.pivot("run")
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    edit_keeping_mtime(project.root / "data/raw.txt", "jello\n")
+    out = project.pivot("status", "--explain").stdout
+    assert "upper: stale" in out and "dep 'data/raw.txt' changed" in out, out
+    project.pivot("run")
+    assert project.read("data/final.txt") == "JELLO\n!"
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+
+
+DIR_DEP = '''
+from pivot import stage
+
+
+@stage(deps=["data/in"], outs=["data/count.txt"])
+def count():
+    import os
+    text = "".join(open(os.path.join("data/in", n)).read() for n in sorted(os.listdir("data/in")))
+    open("data/count.txt", "w").write(text.upper())
+'''
+
+
+def test_a_file_in_a_directory_dep_edited_to_the_same_size_and_mtime_is_seen(project: Project) -> None:
+    for i in range(3):
+        project.write(f"data/in/{i}.txt", f"part {i}\n")
+        os.utime(project.root / f"data/in/{i}.txt", ns=(LONG_AGO, LONG_AGO))
+    project.pipeline(DIR_DEP)
+    project.pivot("run")
+    time.sleep(2.1)  # past the racy window of every ctime: only the memo's key can see the edit
+    assert "all 1 stage(s) up to date" in project.pivot("status").stdout
+    edit_keeping_mtime(project.root / "data/in/1.txt", "PART 1\n")
+    out = project.pivot("status", "--explain").stdout
+    assert "count: stale" in out and "dep 'data/in' changed" in out, out
+    project.pivot("run")
+    assert project.read("data/count.txt") == "PART 0\nPART 1\nPART 2\n"
+    assert "all 1 stage(s) up to date" in project.pivot("status").stdout
