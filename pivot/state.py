@@ -176,7 +176,8 @@ class State:
             self._ahead.update(self._rows_of(wanted[i:i + 500]))
 
     def _rows_of(self, paths: list[str]) -> dict[str, FileMemo | None]:
-        sql = f"SELECT path, size, mtime, inode, ctime, checked, hash FROM hashes WHERE path IN ({','.join('?' * len(paths))})"
+        sql = ("SELECT path, size, mtime, inode, ctime, checked, hash FROM hashes"
+               f" WHERE path IN ({','.join('?' * len(paths))})")
         found: dict[str, FileMemo | None] = dict.fromkeys(paths)
         found.update({r[0]: FileMemo(*r[1:]) for r in self._do(lambda db: db.execute(sql, paths).fetchall())})
         return found

@@ -174,3 +174,30 @@ def test_a_file_in_a_directory_dep_edited_to_the_same_size_and_mtime_is_seen(pro
     project.pivot("run")
     assert project.read("data/count.txt") == "PART 0\nPART 1\nPART 2\n"
     assert "all 1 stage(s) up to date" in project.pivot("status").stdout
+
+
+def test_a_state_db_of_schema_1_is_upgraded_forgetting_hashes_without_ctime(project: Project) -> None:
+    """A hash row written before the ctime was part of its key cannot vouch for a file: the
+    upgrade forgets such rows (and folder memos) silently and keeps the other values."""
+    up_to_date(project)
+    raw = os.stat(project.root / "data/raw.txt")
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:  # what schema 1 wrote: a row matching raw.txt's stat, here with a wrong hash
+        db.execute("DROP TABLE hashes")
+        db.execute("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER,"
+                   " inode INTEGER, checked INTEGER, hash TEXT)")
+        db.execute("INSERT INTO hashes VALUES (?,?,?,?,?,?)", ("data/raw.txt", raw.st_size, raw.st_mtime_ns,
+                                                                raw.st_ino, time.time_ns(), "0" * 32))
+        db.execute("INSERT OR REPLACE INTO kv VALUES ('kept-by-upgrade', '1')")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+    finally:
+        db.close()
+    done = project.pivot("status")
+    assert "all 2 stage(s) up to date" in done.stdout and "warning" not in done.stderr, done.stderr
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:
+        assert db.execute("SELECT value FROM kv WHERE key='kept-by-upgrade'").fetchall() == [("1",)]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        db.close()
