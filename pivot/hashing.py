@@ -353,7 +353,7 @@ class Hasher:
             except (ValueError, EOFError, TypeError):
                 continue
             if isinstance(rows, list) and isinstance(hashes, list) and len(rows) == len(hashes) \
-                    and all(len(r) == len(rows[0]) == 6 for r in rows[:1]):  # rows of this version
+                    and all(len(r) == 6 for r in rows[:1]):  # Row's fields (with the ctime), not an older walk's
                 found[i] = (rows, hashes)
         return found
 
