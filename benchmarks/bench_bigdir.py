@@ -2,8 +2,9 @@
 walk floor measured in the same run.
 
 Two shapes, each a project generated once and used by every Pivot being compared (each keeps its
-own memo in .pivot/state.db; a status of each Pivot starts every round, so each case starts from
-that Pivot's own memo):
+own .pivot/state.db, moved aside while another Pivot runs, so versions of different state schemas
+can be compared; a status of each Pivot starts its turn of every round, 2.1 s after the last
+change to the folder, past the racy window, so each case starts from that Pivot's own memo):
 
 - output   one stage owning a folder of N small files (`gen_pipelines.py --shape dir`), run once;
 - tracked  a folder of N files of 1-4 KiB in 100 subfolders (as bench_track.py), `pivot track`ed.
@@ -18,8 +19,8 @@ alternating order (before/after, then after/before), so load drifts hit both ali
 floor is the time a fresh Python takes, inside the process, to walk the folder with os.scandir
 and stat every entry (`os.scandir` + `DirEntry.stat()`, as any status must); it runs in each
 round too. Between cases the changed file gets its old content back (new inode, old mtime) and
-a status is run untimed, so each case starts from the state it names. Every timed command starts after `sync`; the load
-average is recorded with each sample.
+a status is run untimed, so each case starts from the state it names. Every timed command starts
+after `sync`; the load average is recorded with each sample.
 
     .venv/bin/python benchmarks/bench_bigdir.py --pivot after=.venv/bin/pivot \\
         --pivot before=/work/main-base/.venv/bin/pivot [--files 100000] [--repeat 5] [--shapes output,tracked]
@@ -115,6 +116,9 @@ def make_tracked(work: Path, files: int, exe: str) -> Shape:
     return Shape("tracked", "data", master)
 
 
+RACY_S = 2.1  # a file changed less than 2 s before a memo was taken is read again (hashing.RACY_NS)
+
+
 def set_old(folder: Path) -> None:
     """Every file's mtime an hour ago: what a status then remembers is not 'racy'."""
     past = time.time_ns() - 3600 * 10**9
@@ -146,13 +150,27 @@ class Bench:
         out = subprocess.run([sys.executable, "-c", FLOOR, str(folder)], capture_output=True, text=True, check=True)
         return float(out.stdout.split()[0])
 
+    @staticmethod
+    def swap_memo(proj: Path, tool: str, shape: Shape, into: bool) -> None:
+        """Put a Pivot's own state database in the project (into) or aside (not into): two
+        versions of different state schemas would otherwise each rebuild the other's."""
+        aside = proj.parent / f"memo-{shape.name}-{tool}"
+        aside.mkdir(exist_ok=True)
+        src, dst = (aside, proj / ".pivot") if into else (proj / ".pivot", aside)
+        for memo in dst.glob("state.db*"):
+            memo.unlink()
+        for memo in src.glob("state.db*"):
+            memo.rename(dst / memo.name)
+
     def round(self, shape: Shape, round_: int) -> None:
         order = list(self.tools) if round_ % 2 == 0 else list(reversed(self.tools))
         proj = shape.master
         self.add(f"{shape.name}:floor", self.floor(proj / shape.folder))
         for tool in order:
             exe = self.tools[tool]
-            self.status(exe, proj)  # its memo again: another Pivot's no-state case deleted it
+            self.swap_memo(proj, tool, shape, into=True)
+            time.sleep(RACY_S)  # the last change (the file put back) is past the racy window
+            self.status(exe, proj)  # its memo of the folder as it is now
             self.add(f"{shape.name}:{tool}:unchanged", self.status(exe, proj))
             path, content, mtime = shape.touch(proj, round_)
             self.add(f"{shape.name}:{tool}:touched", self.status(exe, proj))
@@ -161,13 +179,15 @@ class Bench:
             for memo in (proj / ".pivot").glob("state.db*"):
                 memo.unlink()
             self.add(f"{shape.name}:{tool}:no-state", self.status(exe, proj))
+            self.swap_memo(proj, tool, shape, into=False)
 
     def shape(self, shape: Shape) -> None:
-        """One project serves every Pivot: each keeps its own memo in the state database (the
-        versions compared read the same schema), and each case starts from that Pivot's memo."""
+        """One project serves every Pivot: each keeps its own state database, moved aside while
+        another Pivot runs, and each case starts from that Pivot's memo."""
         set_old(shape.master / shape.folder)
-        for exe in self.tools.values():
+        for tool, exe in self.tools.items():
             self.status(exe, shape.master)
+            self.swap_memo(shape.master, tool, shape, into=False)
         for r in range(self.args.repeat):
             self.round(shape, r)
 

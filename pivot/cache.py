@@ -390,7 +390,8 @@ def save_output(cache: Cache, root: Path, path: str, kind: OutputKind,
         for rel, st in walk_files(str(full)):
             digest = cache.add_file(full / rel) if cached else hash_file(full / rel)
             entries.append(DirEntry(rel, digest, st.st_size))
-            rows.append(FileMemoRow(f"{path}/{rel}", st.st_size, st.st_mtime_ns, st.st_ino, now, digest))
+            rows.append(FileMemoRow(f"{path}/{rel}", st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, now,
+                                    digest))
         manifest = manifest_bytes(entries)
         digest = cache.add_bytes(manifest) if cached else hash_bytes(manifest)
         if cached and cache.link in ("hardlink", "symlink"):
@@ -401,5 +402,5 @@ def save_output(cache: Cache, root: Path, path: str, kind: OutputKind,
     if cached and cache.link in ("hardlink", "symlink"):
         cache.checkout_file(digest, full)
     st = os.stat(full)
-    row = FileMemoRow(path, st.st_size, st.st_mtime_ns, st.st_ino, now, digest)
+    row = FileMemoRow(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, now, digest)
     return PathRecord(path, digest, False, kind), [row]

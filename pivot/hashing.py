@@ -1,12 +1,17 @@
-"""xxh3-128 hashes of files and directories, remembered by (path, size, mtime, inode).
+"""xxh3-128 hashes of files and directories, remembered by (path, size, mtime, inode, ctime).
 
 A folder is remembered whole: one walk of it (`scan`: a stat per entry and no other per-file
-work) gives a signature of every file's path, size, mtime, inode and mode, and when that matches
+work) gives a signature of every file's path, size, mtime, inode, mode and ctime, and when that matches
 the state's, the folder's hash is the remembered one. Otherwise the walk is compared with the
 remembered one in chunks of FOLDER_CHUNK files (each also by signature): only the files of
 chunks that differ are looked up, only files that differ are read, and the remembered manifest
 is patched where a file's content changed (rebuilt when files were added, removed or renamed).
 The manifest, and so the hash, is the same as hashing every file.
+
+The ctime is in every key because the mtime can be set back after a same-size edit (`cp -p`,
+`touch -d`, os.utime, rsync -t); the ctime cannot, as any write, utime, chmod or link count
+change sets it to the present. Those that keep the content (a hardlink into the cache, a chmod)
+cost one more read of the file, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from pivot.records import DirEntry, FileMemo, FileMemoRow, FolderMemo, PathHash
 from pivot.state import State
 
 CHUNK = 1024 * 1024
-# A hash recorded less than this long after the file's mtime is not trusted later: the
-# file may have been rewritten within the file system's timestamp granularity.
+# A hash recorded less than this long after the file's mtime or ctime is not trusted later:
+# the file may have been rewritten within the file system's timestamp granularity.
 RACY_NS = 2_000_000_000
 
 
@@ -178,8 +183,8 @@ def walk_files(root: str) -> list[tuple[str, os.stat_result]]:
     return found
 
 
-# A file as `scan` finds it: path below the folder, size, mtime (ns), inode, mode.
-Row = tuple[str, int, int, int, int]
+# A file as `scan` finds it: path below the folder, size, mtime (ns), inode, mode, ctime (ns).
+Row = tuple[str, int, int, int, int, int]
 Entry = tuple[str, str, int]  # a manifest entry: path, hash, size
 FOLDER_CHUNK = 1024
 _DIR_BITS = stat_mod.S_IFDIR
@@ -195,7 +200,8 @@ def scan(root: str) -> list[Row]:
     while stack:
         rel = stack.pop()
         with os.scandir(os.path.join(root, rel)) as it:
-            rows = [(rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode) for e in it for s in (e.stat(),)]
+            rows = [(rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
+                    for e in it for s in (e.stat(),)]
         subdirs = [r[0] + "/" for r in rows if stat_mod.S_IFMT(r[4]) == _DIR_BITS]
         if subdirs:
             stack.extend(subdirs)
@@ -258,8 +264,8 @@ class Hasher:
         self.root = root
         self.state = state
 
-    def _trusted(self, checked: int, mtime: int) -> bool:
-        return checked - mtime >= RACY_NS
+    def _trusted(self, checked: int, mtime: int, ctime: int) -> bool:
+        return checked - max(mtime, ctime) >= RACY_NS
 
     def hash_path(self, rel: str) -> PathHash | None:
         """Hash a file or directory; None when it does not exist."""
@@ -275,17 +281,20 @@ class Hasher:
 
     def _hash_one(self, rel: str, full: str, st: os.stat_result) -> str:
         row = self.state.get_file(rel)
-        if row and (row.size, row.mtime, row.inode) == (st.st_size, st.st_mtime_ns, st.st_ino) \
-                and self._trusted(row.checked, row.mtime):
+        if row and (row.size, row.mtime, row.inode, row.ctime) == (st.st_size, st.st_mtime_ns, st.st_ino,
+                                                                   st.st_ctime_ns) \
+                and self._trusted(row.checked, row.mtime, row.ctime):
             return row.hash
         digest = hash_file(full)
-        self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
+        self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns,
+                                          time.time_ns(), digest)])
         return digest
 
     def remember(self, rel: str, digest: str) -> None:
         """Record the hash of a file we just wrote from a known object."""
         st = os.stat(os.path.join(self.root, rel))
-        self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest)])
+        self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns,
+                                          time.time_ns(), digest)])
 
     # -- folders -----------------------------------------------------------
     # A folder is remembered as its walk in chunks of FOLDER_CHUNK files, in walk order (a
@@ -299,8 +308,8 @@ class Hasher:
         sigs = [signature(c) for c in chunks]
         sig = xxhash.xxh3_128_hexdigest("".join(sigs).encode())
         memo = self.state.get_folder(rel)
-        newest = max([r[2] for r in rows], default=0)
-        if believe and memo and memo.signature == sig and self._trusted(memo.checked, newest):
+        newest = max([max(r[2], r[5]) for r in rows], default=0)
+        if believe and memo and memo.signature == sig and self._trusted(memo.checked, newest, newest):
             return PathHash(memo.hash, is_dir=True, load=partial(self._remembered_manifest, rel, memo.hash))
         return self._refresh(rel, full, chunks, sigs, sig, memo)
 
@@ -343,7 +352,8 @@ class Hasher:
                 rows, hashes = marshal.loads(data) if _checked(data, digest) is not None else ((), ())
             except (ValueError, EOFError, TypeError):
                 continue
-            if isinstance(rows, list) and isinstance(hashes, list) and len(rows) == len(hashes):
+            if isinstance(rows, list) and isinstance(hashes, list) and len(rows) == len(hashes) \
+                    and all(len(r) == 6 for r in rows[:1]):  # Row's fields (with the ctime), not an older walk's
                 found[i] = (rows, hashes)
         return found
 
@@ -356,10 +366,11 @@ class Hasher:
         limit = memo.checked - RACY_NS if memo is not None else 0
         old_sigs, firsts = index if index is not None else ([], [])
         redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i]
-                or max([r[2] for r in c]) > limit]
+                or max([max(r[2], r[5]) for r in c]) > limit]
         stale = [i for i in range(len(old_sigs)) if i >= len(chunks) or i in set(redo)]  # remembered, differing
         olds = self._walks(rel, stale)
-        known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True) if r[2] <= limit}
+        known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True)
+                 if max(r[2], r[5]) <= limit}
         files = self.state.get_files_under(rel) if index is None and chunks else {}
         walks = {i: (chunks[i], self._chunk_hashes(full, rel, chunks[i], known, files)) for i in redo}
         texts = self._texts(rel, len(firsts)) if index is not None and len(olds) == len(stale) else None
@@ -402,10 +413,10 @@ class Hasher:
         """The hash of each file of a chunk: remembered when its row matches, else read."""
         hashes: list[str | None] = list(map(known.get, chunk))
         for i in [i for i, h in enumerate(hashes) if h is None]:
-            path, size, mtime, inode, _mode = chunk[i]
+            path, size, mtime, inode, _mode, ctime = chunk[i]
             memo = files.get(f"{rel}/{path}")
-            if memo is not None and (memo.size, memo.mtime, memo.inode) == (size, mtime, inode) \
-                    and self._trusted(memo.checked, memo.mtime):
+            if memo is not None and (memo.size, memo.mtime, memo.inode, memo.ctime) == (size, mtime, inode, ctime) \
+                    and self._trusted(memo.checked, memo.mtime, memo.ctime):
                 hashes[i] = memo.hash
             else:
                 hashes[i] = hash_sized(os.path.join(full, path), size)

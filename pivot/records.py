@@ -92,11 +92,14 @@ class PathHash:
 
 
 class FileMemo(NamedTuple):
-    """A remembered file hash, keyed by the stat fields that must match for it to hold."""
+    """A remembered file hash, keyed by the stat fields that must match for it to hold. The
+    ctime is among them because the mtime can be set back (`cp -p`, `touch -d`, os.utime) after
+    a same-size edit; the ctime cannot: any write or utime sets it to the present."""
 
     size: int
     mtime: int  # ns
     inode: int
+    ctime: int  # ns
     checked: int  # ns: when the hash was taken (a hash taken too soon after mtime is not trusted)
     hash: str
 
@@ -108,13 +111,14 @@ class FileMemoRow(NamedTuple):
     size: int
     mtime: int
     inode: int
+    ctime: int
     checked: int
     hash: str
 
 
 class FolderMemo(NamedTuple):
     """A remembered folder hash, keyed by the signature of one walk of it (every file's path,
-    size, mtime, inode and mode, in the order the file system lists them)."""
+    size, mtime, inode, mode and ctime, in the order the file system lists them)."""
 
     signature: str
     checked: int  # ns: when it was recorded (files modified less than RACY_NS before are re-read)

@@ -25,11 +25,16 @@ from pivot.records import FileMemo, FileMemoRow, FolderMemo
 T = TypeVar("T")
 
 # Bump when the way a stored value is computed changes: old rows are then ignored.
-SCHEMA = 1
+SCHEMA = 2
+
+# The tables to empty when opening a database of an older schema (by its version), when not all
+# of them: 1 -> 2 added the ctime to the file memo and to folder walks, so remembered hashes are
+# forgotten (taken again once) while parsed locks and fingerprint summaries (`kv`) are kept.
+_DROPPED_SINCE = {1: ("hashes", "folders", "folder_parts")}
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER,"
-    " inode INTEGER, checked INTEGER, hash TEXT)",
+    " inode INTEGER, ctime INTEGER, checked INTEGER, hash TEXT)",
     "CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, signature TEXT, checked INTEGER,"
     " hash TEXT, manifest TEXT)",
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)",
@@ -42,7 +47,7 @@ _TABLES = (
 
 # A table as this version reads it: opening checks each, so a schema from another version (a
 # table with other columns) is caught at once rather than by the first query that needs it.
-_COLUMNS = {"hashes": "path, size, mtime, inode, checked, hash",
+_COLUMNS = {"hashes": "path, size, mtime, inode, ctime, checked, hash",
             "dirs": "path, signature, checked, hash, manifest",
             "kv": "key, value",
             "folders": "path, signature, checked, hash, parts, sum",
@@ -97,7 +102,7 @@ class State:
             if version > SCHEMA:  # a newer Pivot's: its rows may mean something else
                 raise sqlite3.DatabaseError(f"schema {version} of a newer Pivot; this one reads {SCHEMA}")
             if version != SCHEMA:
-                for table in _COLUMNS:
+                for table in _DROPPED_SINCE.get(version, tuple(_COLUMNS)):
                     db.execute(f"DROP TABLE IF EXISTS {table}")
                 db.execute(f"PRAGMA user_version={SCHEMA}")
             for sql in _TABLES:
@@ -153,13 +158,13 @@ class State:
         if path in self._ahead:
             return self._ahead[path]
         row = self._do(lambda db: db.execute(
-            "SELECT size, mtime, inode, checked, hash FROM hashes WHERE path=?", (path,)
+            "SELECT size, mtime, inode, ctime, checked, hash FROM hashes WHERE path=?", (path,)
         ).fetchone())
         return FileMemo(*row) if row else None
 
     def get_files_under(self, prefix: str) -> dict[str, FileMemo]:
         rows = self._do(lambda db: db.execute(
-            "SELECT path, size, mtime, inode, checked, hash FROM hashes WHERE path >= ? AND path < ?",
+            "SELECT path, size, mtime, inode, ctime, checked, hash FROM hashes WHERE path >= ? AND path < ?",
             (prefix + "/", prefix + "0"),  # '0' sorts right after '/'
         ).fetchall())
         return {r[0]: FileMemo(*r[1:]) for r in rows}
@@ -172,7 +177,8 @@ class State:
             self._ahead.update(self._rows_of(wanted[i:i + 500]))
 
     def _rows_of(self, paths: list[str]) -> dict[str, FileMemo | None]:
-        sql = f"SELECT path, size, mtime, inode, checked, hash FROM hashes WHERE path IN ({','.join('?' * len(paths))})"
+        sql = ("SELECT path, size, mtime, inode, ctime, checked, hash FROM hashes"
+               f" WHERE path IN ({','.join('?' * len(paths))})")
         found: dict[str, FileMemo | None] = dict.fromkeys(paths)
         found.update({r[0]: FileMemo(*r[1:]) for r in self._do(lambda db: db.execute(sql, paths).fetchall())})
         return found
@@ -180,7 +186,7 @@ class State:
     def put_files(self, rows: list[FileMemoRow]) -> None:
         for r in rows:
             self._ahead.pop(r[0], None)
-        self._do(lambda db: db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", rows))
+        self._do(lambda db: db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?,?)", rows))
 
     # -- folder hashes -----------------------------------------------------
     # (The `dirs` table of earlier versions is left as it is and no longer read.)

@@ -102,6 +102,19 @@ def test_racy_edit_in_place_with_same_size_and_mtime_is_seen(project: Project) -
     assert not clean(project)
 
 
+def test_edit_in_place_with_same_size_and_mtime_set_back_is_seen(project: Project) -> None:
+    """Not racy: the mtime is an hour old, and set back to it after the edit (`cp -p`, `touch
+    -d`, rsync -t): only the ctime, which no one can set back, differs from the memo's walk."""
+    data = tracked_folder(project)
+    time.sleep(2.1)  # past the racy window of the ctimes set_mtimes left: only the walk's key sees it
+    assert clean(project)
+    replace_keeping_stat(data / "0/f00002.txt", b"FILE 00002\n", same_inode=True)
+    assert not clean(project)
+    project.pivot("track", "data")
+    assert f"hash: {reference_hash(data)}" in project.read(".pivot/tracked/data.yaml")
+    assert clean(project)
+
+
 def test_added_removed_and_renamed_files_are_seen(project: Project) -> None:
     data = tracked_folder(project)
     (data / "solo/only.txt").rename(data / "solo/other.txt")  # same inode, size and mtime
@@ -186,6 +199,30 @@ def test_a_modified_directory_output_is_restored(project: Project) -> None:
     assert "will be restored from the cache" in project.pivot("status").stdout
     project.pivot("checkout", "--force")
     assert project.read("out/sub/7.txt") == "7\n"
+    assert "will be restored" not in project.pivot("status").stdout
+
+
+def test_a_directory_output_edited_to_the_same_size_and_mtime_is_restored(project: Project) -> None:
+    project.pipeline('''
+        from pivot import stage
+
+        @stage(outs=["out"])
+        def make():
+            import os
+            os.makedirs("out/sub", exist_ok=True)
+            for i in range(20):
+                open(f"out/sub/{i}.txt", "w").write(f"{i:02d}\\n")
+    ''')
+    project.pivot("run")
+    set_mtimes(project.root / "out", OLD)
+    time.sleep(2.1)  # past the racy window of the ctimes set_mtimes left
+    assert "up to date" in project.pivot("status").stdout
+    path = project.root / "out/sub/7.txt"
+    path.chmod(0o644)
+    replace_keeping_stat(path, b"xx\n", same_inode=True)
+    assert "will be restored from the cache" in project.pivot("status").stdout
+    project.pivot("run")
+    assert project.read("out/sub/7.txt") == "07\n"
     assert "will be restored" not in project.pivot("status").stdout
 
 

@@ -115,3 +115,89 @@ def test_status_and_verify_agree_after_the_memo_serves(project: Project) -> None
     assert "upper: stale" in proc.stdout and "dep 'data/raw.txt' changed" in proc.stdout, proc.stdout
     proc = subprocess.run(["git", "status", "--porcelain"], cwd=project.root, capture_output=True, text=True)
     assert "data/raw.txt" in proc.stdout
+
+
+# -- the file memo is keyed by the ctime too: a same-size edit whose mtime is set back --------
+
+LONG_AGO = time.time_ns() - 3600 * 10**9  # an mtime that a hash taken now trusts
+
+
+def edit_keeping_mtime(path: os.PathLike[str], content: str) -> None:
+    """Rewrite `path` in place with content of the same size, and set its mtime back (as `cp -p`,
+    `touch -d` or rsync -t do): size, mtime and inode are those the memo remembers."""
+    before = os.stat(path)
+    assert len(content.encode()) == before.st_size
+    with open(path, "r+") as f:
+        f.write(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_a_dep_edited_to_the_same_size_and_mtime_is_seen(project: Project) -> None:
+    project.write("data/raw.txt", "hello\n")
+    os.utime(project.root / "data/raw.txt", ns=(LONG_AGO, LONG_AGO))
+    project.pipeline(TWO)
+    project.pivot("run")
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    edit_keeping_mtime(project.root / "data/raw.txt", "jello\n")
+    out = project.pivot("status", "--explain").stdout
+    assert "upper: stale" in out and "dep 'data/raw.txt' changed" in out, out
+    project.pivot("run")
+    assert project.read("data/final.txt") == "JELLO\n!"
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+
+
+DIR_DEP = '''
+from pivot import stage
+
+
+@stage(deps=["data/in"], outs=["data/count.txt"])
+def count():
+    import os
+    text = "".join(open(os.path.join("data/in", n)).read() for n in sorted(os.listdir("data/in")))
+    open("data/count.txt", "w").write(text.upper())
+'''
+
+
+def test_a_file_in_a_directory_dep_edited_to_the_same_size_and_mtime_is_seen(project: Project) -> None:
+    for i in range(3):
+        project.write(f"data/in/{i}.txt", f"part {i}\n")
+        os.utime(project.root / f"data/in/{i}.txt", ns=(LONG_AGO, LONG_AGO))
+    project.pipeline(DIR_DEP)
+    project.pivot("run")
+    time.sleep(2.1)  # past the racy window of every ctime: only the memo's key can see the edit
+    assert "all 1 stage(s) up to date" in project.pivot("status").stdout
+    edit_keeping_mtime(project.root / "data/in/1.txt", "PART 1\n")
+    out = project.pivot("status", "--explain").stdout
+    assert "count: stale" in out and "dep 'data/in' changed" in out, out
+    project.pivot("run")
+    assert project.read("data/count.txt") == "PART 0\nPART 1\nPART 2\n"
+    assert "all 1 stage(s) up to date" in project.pivot("status").stdout
+
+
+def test_a_state_db_of_schema_1_is_upgraded_forgetting_hashes_without_ctime(project: Project) -> None:
+    """A hash row written before the ctime was part of its key cannot vouch for a file: the
+    upgrade forgets such rows (and folder memos) silently and keeps the other values."""
+    up_to_date(project)
+    raw = os.stat(project.root / "data/raw.txt")
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:  # what schema 1 wrote: a row matching raw.txt's stat, here with a wrong hash
+        db.execute("DROP TABLE hashes")
+        db.execute("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER,"
+                   " inode INTEGER, checked INTEGER, hash TEXT)")
+        db.execute("INSERT INTO hashes VALUES (?,?,?,?,?,?)", ("data/raw.txt", raw.st_size, raw.st_mtime_ns,
+                                                                raw.st_ino, time.time_ns(), "0" * 32))
+        db.execute("INSERT OR REPLACE INTO kv VALUES ('kept-by-upgrade', '1')")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+    finally:
+        db.close()
+    done = project.pivot("status")
+    assert "all 2 stage(s) up to date" in done.stdout and "warning" not in done.stderr, done.stderr
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:
+        assert db.execute("SELECT value FROM kv WHERE key='kept-by-upgrade'").fetchall() == [("1",)]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        db.close()
