@@ -454,13 +454,7 @@ def test_ctrl_c_cancels_the_cluster_stages_and_keeps_nothing(tmp_path: Path, clu
     proc = subprocess.Popen([PIVOT, "run", "--scheduler", cluster.scheduler_address], cwd=project.root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not Path(str(release) + ".started").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the stage never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = interrupt_when_started(proc, release)
     finally:
         release.touch()  # lets the cancelled call on the worker return, freeing the worker
         if proc.poll() is None:
@@ -555,3 +549,15 @@ def _fake_version(dist: str, version: str | None) -> None:
 
 def _worker_pids(cluster: Any) -> set[int]:
     return set(cluster.client.run(os.getpid).values())
+
+
+def interrupt_when_started(proc: subprocess.Popen[str], marker: Path) -> tuple[str, str]:
+    """Ctrl-C to `proc` once its stage has written `marker`.started; its stdout and stderr."""
+    deadline = time.monotonic() + 60
+    while not Path(str(marker) + ".started").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return out, err

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from conftest import PIVOT, Project, make_git_repo
 from seaweed import DUMMY_CREDENTIALS, S3_BUCKET, SeaweedServer
+from test_dask import interrupt_when_started
 
 pytest.importorskip("distributed", reason="the dask tests need distributed (pip install -e '.[test]')")
 
@@ -181,13 +182,7 @@ def test_ctrl_c_closes_the_cluster(tmp_path: Path, seaweed: SeaweedServer) -> No
     proc = subprocess.Popen([PIVOT, "run", "c"], cwd=project.root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not Path(str(hold) + ".started").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the stage never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = interrupt_when_started(proc, hold)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,20 +11,7 @@ import subprocess
 import time
 
 from conftest import PIVOT, Project
-
-TWO = '''
-from pivot import stage
-
-
-@stage(deps=["data/raw.txt"], outs=["data/upper.txt"])
-def upper():
-    open("data/upper.txt", "w").write(open("data/raw.txt").read().upper())
-
-
-@stage(deps=["data/upper.txt"], outs=["data/final.txt"])
-def final():
-    open("data/final.txt", "w").write(open("data/upper.txt").read() + "!")
-'''
+from test_fast_paths import TWO
 
 # Never imported by a no-op status: what it does not use.
 NOT_BY_STATUS = ("yaml", "tempfile", "shutil", "random", "pivot.ops.track", "pivot.verify", "pivot.remote", "s3fs",
