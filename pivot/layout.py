@@ -14,7 +14,9 @@ TMP_DIR = f"{PIVOT_DIR}/tmp"  # scratch: logs, the run lock, compiled modules, r
 STATE_DB = f"{PIVOT_DIR}/state.db"  # remembered hashes, per machine
 CONFIG = f"{PIVOT_DIR}/config.yaml"  # committed settings
 CONFIG_LOCAL = f"{PIVOT_DIR}/config.local.yaml"  # this machine's settings (credentials), git-ignored
-CONFIG_MEMO = f"{TMP_DIR}/config-memo.json"  # both config files parsed, by their exact bytes (pivot/config.py)
+# Both config files parsed, by their exact bytes (pivot/config.py): kept with the compiled user code
+# (pivot/importing.py), a memo of the same kind, which a command that changes nothing may write.
+CONFIG_MEMO = f"{TMP_DIR}/pycache/config.json"
 PLOTS_PAGE = f"{PIVOT_DIR}/plots/index.html"
 PARAMS_FILE = "params.yaml"
 LOCK_SUFFIX = ".lock"

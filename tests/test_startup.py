@@ -1,6 +1,6 @@
 """Start-up of a no-op `pivot status` and `pivot run` (docs/performance.md, "Start-up"): they
 import nothing they do not use. PyYAML is not imported when every lock comes from the lock memo
-and the configuration from its memo (`.pivot/tmp/config-memo.json`, by the files' exact bytes);
+and the configuration from its memo (`.pivot/tmp/pycache/config.json`, by the files' exact bytes);
 tempfile, shutil, `pivot track`'s module and the remote code are not imported at all. The memo
 must never hide a change: the other tests edit the configuration after it was remembered."""
 
