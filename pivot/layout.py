@@ -30,13 +30,18 @@ _FILE_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 def stage_file(stage: str, suffix: str) -> str:
     """The file name of stage `stage`'s lock (`suffix` ".lock") or log (".log")."""
+    if _FILE_SAFE.issuperset(stage):  # every ordinary name: once per stage on every command
+        return stage + suffix
     return "".join(c if c in _FILE_SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in stage) + suffix
 
 
 def stage_of_file(name: str, suffix: str) -> str | None:
     """The stage whose file (from `stage_file`) is named `name`; None for another file."""
-    from urllib.parse import unquote  # lazy: foundations import nothing heavy at start-up
-
     if not name.endswith(suffix) or name.startswith("."):
         return None
-    return unquote(name[: -len(suffix)], errors="replace")
+    stem = name[: -len(suffix)]
+    if "%" not in stem:  # nothing was encoded
+        return stem
+    from urllib.parse import unquote  # lazy: foundations import nothing heavy at start-up
+
+    return unquote(stem, errors="replace")
