@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -547,6 +548,8 @@ def test_summaries_are_cached_by_file_stat(tmp_path: Path, clean_modules: None,
     src.write_text("def f():\n    return 1\n")
     past = 1_000_000_000  # an old mtime: the summary is not "racy" and may be trusted later
     os.utime(src, (past, past))
+    # The ctime cannot be set back: trust a memo taken right after it (the racy rule is tested below).
+    monkeypatch.setattr("pivot.fingerprint.modules.RACY_NS", 0)
     sys.path.insert(0, str(root))
     import mod_cached  # type: ignore[import-not-found]
 
@@ -560,6 +563,30 @@ def test_summaries_are_cached_by_file_stat(tmp_path: Path, clean_modules: None,
     monkeypatch.setattr("pivot.fingerprint.modules.summarise", fail)
     assert Fingerprinter(root, state).fingerprint(mod_cached.f) == first
     state.close()
+
+
+def test_same_size_edit_with_the_mtime_set_back_is_summarised_again(tmp_path: Path, clean_modules: None,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cp -p`, `touch -d` or `rsync -t` can put an edited file's mtime back; its ctime moves."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    src = root / "mod_setback.py"
+    src.write_text("def f():\n    return 1\n")
+    past = 1_000_000_000
+    os.utime(src, (past, past))
+    monkeypatch.setattr("pivot.fingerprint.modules.RACY_NS", 0)
+    sys.path.insert(0, str(root))
+    import mod_setback  # type: ignore[import-not-found]
+
+    state = State(root / "state.db")
+    first = Fingerprinter(root, state).fingerprint(mod_setback.f)
+    state.commit()
+    time.sleep(0.01)  # a later ctime, on file systems with coarse timestamps too
+    src.write_text("def f():\n    return 2\n")  # same size
+    os.utime(src, (past, past))
+    second = Fingerprinter(root, state).fingerprint(mod_setback.f)
+    state.close()
+    assert second.digest != first.digest
 
 
 def test_set_order_does_not_depend_on_the_hash_seed(tmp_path: Path) -> None:

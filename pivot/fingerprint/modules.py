@@ -1,5 +1,5 @@
 """The project's modules: which files and objects are user code, where a module's file is, its
-summary (cached in the state DB by the file's size and mtime), where an imported name was
+summary (cached in the state DB by the file's size, mtime, ctime and inode), where an imported name was
 defined, and which files were edited after the run began."""
 
 from __future__ import annotations
@@ -84,11 +84,13 @@ class ModuleIndex:
         except OSError:
             self._summaries[filename] = None
             return None
-        if self._started_ns < st.st_mtime_ns <= time.time_ns():  # (a future mtime: clock skew, not an edit)
+        changed_ns = max(st.st_mtime_ns, st.st_ctime_ns)  # an mtime can be set back, a ctime cannot
+        if self._started_ns < changed_ns <= time.time_ns():  # (a future time: clock skew, not an edit)
             self._edited.add(filename)
         key = f"fp{FP_SCHEMA}:{self.relpath(filename)}"
         cached = self.state.get_json(key) if self.state else None
-        if cached and cached["stat"] == [st.st_size, st.st_mtime_ns] and cached["checked"] - st.st_mtime_ns >= RACY_NS:
+        stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if cached and cached["stat"] == stat and cached["checked"] - changed_ns >= RACY_NS:
             result = cached["summary"]
         else:
             try:
@@ -98,7 +100,7 @@ class ModuleIndex:
             except (OSError, SyntaxError, ValueError, RecursionError):
                 result = None
             if result is not None and self.state:
-                self.state.put_json(key, {"stat": [st.st_size, st.st_mtime_ns], "checked": time.time_ns(),
+                self.state.put_json(key, {"stat": stat, "checked": time.time_ns(),
                                           "summary": result})
         self._summaries[filename] = result
         return result
