@@ -15,8 +15,8 @@ import os
 import re
 import subprocess
 import sys
-import time
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
