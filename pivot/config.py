@@ -12,9 +12,6 @@ nothing of the pipeline) would pay on every call; validation by hand costs nothi
 
 from __future__ import annotations
 
-import json
-import math
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,46 +57,9 @@ def read_files(root: Path) -> list[dict[str, Any]]:
         data = [yamlio.read_limited(path, ProjectError) for path in paths]
     except ProjectError:  # one file cannot be read: report the errors in the order they always were
         return [read_file(path) for path in paths]
-    key = [None if d is None else d.decode("latin-1") for d in data]  # latin-1: any bytes, exactly
-    memo = root / CONFIG_MEMO
-    remembered = _recall(memo, key)
-    if remembered is not None:
-        return remembered
-    parsed = [yamlio.mapping_of(d, path, ProjectError) for d, path in zip(data, paths, strict=True)]
-    if all(_json_exact(value) for value in parsed) and memo.parent.is_dir():
-        with suppress(OSError):  # a read-only project is read, not remembered
-            atomic.write_bytes(memo, json.dumps({"schema": _MEMO_SCHEMA, "files": key, "parsed": parsed}).encode())
-    return parsed
-
-
-_MEMO_SCHEMA = 1
-
-
-def _recall(memo: Path, key: list[str | None]) -> list[dict[str, Any]] | None:
-    try:
-        with open(memo, "rb") as f:
-            found = json.loads(f.read())
-    except (OSError, ValueError):  # absent or damaged: parse the files
-        return None
-    if not isinstance(found, dict) or found.get("schema") != _MEMO_SCHEMA or found.get("files") != key:
-        return None
-    parsed = found.get("parsed")
-    if not isinstance(parsed, list) or len(parsed) != len(key) or not all(isinstance(p, dict) for p in parsed):
-        return None
-    return parsed
-
-
-def _json_exact(value: Any) -> bool:
-    """Whether JSON gives `value` back with the same types and value."""
-    if value is None or isinstance(value, str | bool | int):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_json_exact(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _json_exact(v) for k, v in value.items())
-    return False
+    return yamlio.remembered(root / CONFIG_MEMO, data, lambda: [
+        yamlio.mapping_of(d, path, ProjectError) for d, path in zip(data, paths, strict=True)],
+        shape=lambda parsed: all(isinstance(p, dict) for p in parsed))
 
 
 def load_config(root: Path) -> Config:

@@ -51,7 +51,7 @@ class Confinement:
     def problem(self, rel: str) -> str | None:
         """None when `rel` (POSIX, relative to the root) really lies inside the project and outside
         .pivot/, or is itself a link to a cache object; else where it leads."""
-        folder, name = os.path.split(rel)
+        folder, _, name = rel.rpartition("/")
         real_folder = self._real_folder(folder)
         safe = self._safe_folders.get(real_folder)
         if safe is None:

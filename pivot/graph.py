@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,9 +15,24 @@ from pivot.errors import GraphError
 from pivot.outputs import Out
 from pivot.stage import Stage
 
+# A path that is already normal: relative, POSIX, no empty, '.' or '..' part, outside .pivot/ and
+# .git/, not blank (most declared paths; checked by one match instead of the steps below).
+_NORMAL = re.compile(r"(?!\.pivot(?:/|$)|\.git(?:/|$)|.:)(?:(?!\.\.?(?:/|$))[^/\\:\s][^/\\]*/)*"
+                     r"(?!\.\.?$)[^/\\:\s][^/\\]*")
+
+
+def is_normal(path: str) -> bool:
+    """Whether `path` is already a normal project path (then `normal_form` returns it as it is)."""
+    return _NORMAL.fullmatch(path) is not None
+
 
 def normalize_path(path: str, stage: str, role: str) -> str:
     """A project-relative POSIX path, or a GraphError naming the stage."""
+    return path if _NORMAL.fullmatch(path) else normal_form(path, stage, role)
+
+
+def normal_form(path: str, stage: str, role: str) -> str:
+    """`normalize_path` step by step: each way a path can be wrong is told apart."""
     if not path or not path.strip():
         raise GraphError(f"stage '{stage}': empty {role} path")
     if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):

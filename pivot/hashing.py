@@ -263,13 +263,17 @@ class Hasher:
     def __init__(self, root: Path, state: State) -> None:
         self.root = root
         self.state = state
+        self._prefix = os.path.join(root, "")
+        # path -> (stat key, PathHash) of files whose remembered hash was trusted in this process:
+        # a path asked for again (a chain's output is the next stage's dep) costs a stat.
+        self._trusted_now: dict[str, tuple[tuple[int, int, int, int], PathHash]] = {}
 
     def _trusted(self, checked: int, mtime: int, ctime: int) -> bool:
         return checked - max(mtime, ctime) >= RACY_NS
 
     def hash_path(self, rel: str) -> PathHash | None:
         """Hash a file or directory; None when it does not exist."""
-        full = os.path.join(self.root, rel)
+        full = self._prefix + rel
         try:
             st = os.stat(full)
         except (FileNotFoundError, NotADirectoryError):
@@ -277,6 +281,14 @@ class Hasher:
         if stat_mod.S_ISDIR(st.st_mode):
             with no_gc():  # _hash_dir's walk rows are gone before collecting starts again
                 return self._hash_dir(rel, full)
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        seen = self._trusted_now.get(rel)
+        if seen is not None and seen[0] == key:
+            return seen[1]
+        row = self.state.get_file(rel)
+        if row is not None and row[:4] == key and self._trusted(row.checked, row.mtime, row.ctime):
+            found = self._trusted_now[rel] = (key, PathHash(row.hash, is_dir=False))
+            return found[1]
         return PathHash(self._hash_one(rel, full, st), is_dir=False)
 
     def _hash_one(self, rel: str, full: str, st: os.stat_result) -> str:

@@ -17,6 +17,7 @@ CONFIG_LOCAL = f"{PIVOT_DIR}/config.local.yaml"  # this machine's settings (cred
 # Both config files parsed, by their exact bytes (pivot/config.py): kept with the compiled user code
 # (pivot/importing.py), a memo of the same kind, which a command that changes nothing may write.
 CONFIG_MEMO = f"{TMP_DIR}/pycache/config.json"
+PARAMS_MEMO = f"{TMP_DIR}/pycache/params.json"  # params.yaml parsed, by its exact bytes
 PLOTS_PAGE = f"{PIVOT_DIR}/plots/index.html"
 PARAMS_FILE = "params.yaml"
 LOCK_SUFFIX = ".lock"

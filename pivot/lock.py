@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from pivot import atomic, yamlio
 from pivot.errors import LockError, YamlProblem
@@ -64,19 +66,6 @@ class StageLock:
             outs=tuple(PathRecord.from_dict(r) for r in d.get("outs") or ()),
             notes=tuple(code.get("notes") or ()),
         )
-
-    @classmethod
-    def from_memo(cls, d: dict[str, Any]) -> StageLock:
-        """A lock from the state database's memo, written by `to_dict` of a lock that was checked
-        when its file was parsed: built without checking it again (a no-op status reads every lock)."""
-        code = d["code"]
-
-        def records(rows: list[dict[str, Any]]) -> tuple[PathRecord, ...]:
-            return tuple(PathRecord(r["path"], r["hash"], "dir" in r, _KINDS[r["type"]] if "type" in r else None)
-                         for r in rows)
-
-        return cls(code["fingerprint"], code["manifest"], d.get("params"), records(d["deps"]), records(d["outs"]),
-                   tuple(code.get("notes", ())))
 
 
 def lock_path(stages_dir: Path, stage: str) -> Path:
@@ -134,6 +123,19 @@ def locked_stages(stages_dir: Path) -> list[str]:
         return []
 
 
+def unknown_locks(stages_dir: Path, known: Iterable[str]) -> list[str]:
+    """The stages with a lock file in `stages_dir` that are not among `known`, sorted (as
+    `locked_stages`, without decoding the name of every expected file)."""
+    expected = {stage_file(name, LOCK_SUFFIX) for name in known}
+    try:
+        with os.scandir(stages_dir) as it:
+            names = [stage_of_file(e.name, LOCK_SUFFIX) for e in it
+                     if e.name not in expected and not e.name.startswith(".") and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if n is not None)
+
+
 def with_variants(stages_dir: Path, names: Iterable[str], strict: bool = True) -> list[str]:
     """`names` with the name of a sweep (`train`) standing for the locks of its variants
     (`train@model=tree,seed=1`, ...). A name with no lock is kept when `strict` (the caller says
@@ -146,13 +148,54 @@ def with_variants(stages_dir: Path, names: Iterable[str], strict: bool = True) -
     return list(dict.fromkeys(found))
 
 
-STAT_MEMO = f"stat-lock{LOCK_SCHEMA}:"  # state key prefix: stage -> [stat of its lock file, parsed lock]
+STAT_MEMO = f"stat-lock{LOCK_SCHEMA}b:"  # state key prefix: stage -> its lock file's stat and parsed lock
+_OLD_MEMOS = (f"stat-lock{LOCK_SCHEMA}:",)  # earlier forms of the memo (JSON text), dropped by `pivot gc`
+_SUM = 8  # bytes of the checksum before a memo's payload
 
 
-def stat_signature(st: os.stat_result) -> str:
+def stat_signature(st: os.stat_result) -> tuple[int, int, int, int]:
     """What a lock file's stat says of its bytes: any write changes the ctime (which no one can
     set back), a replacing rename the inode."""
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _memo_bytes(sig: tuple[int, int, int, int], lock: StageLock) -> bytes | None:
+    """A parsed lock as a memo row: a checksum, then the marshalled tuple `_from_memo` reads
+    (marshal: a no-op status of 10,000 stages decodes 10,000 of them). None for params that
+    marshal cannot hold (then the lock is not remembered by stat)."""
+    def rows(records: tuple[PathRecord, ...]) -> tuple[tuple[str, str, bool, str | None], ...]:
+        return tuple((r.path, r.hash, r.is_dir, None if r.kind is None else str(r.kind)) for r in records)
+
+    try:
+        payload = marshal.dumps((sig, lock.fingerprint, lock.code_manifest, lock.params, rows(lock.deps),
+                                 rows(lock.outs), lock.notes))
+    except ValueError:  # a value marshal does not know (a date in params, say)
+        return None
+    return xxhash.xxh3_64_digest(payload) + payload
+
+
+def _from_memo(row: bytes, sig: tuple[int, int, int, int]) -> StageLock | None:
+    """The lock a memo row holds if it was remembered for this stat (and is intact), else None.
+    Its values were checked when the file was parsed: it is built without checking them again."""
+    if not isinstance(row, bytes) or xxhash.xxh3_64_digest(row[_SUM:]) != row[:_SUM]:
+        return None
+    data = marshal.loads(row[_SUM:])
+    if data[0] != sig:
+        return None
+    new = object.__new__
+
+    def records(rows: tuple[tuple[str, str, bool, str | None], ...]) -> tuple[PathRecord, ...]:
+        found = []
+        for path, digest, is_dir, kind in rows:
+            rec = new(PathRecord)  # frozen: set through its __dict__ (twice as fast as __init__)
+            rec.__dict__.update(path=path, hash=digest, is_dir=is_dir, kind=None if kind is None else _KINDS[kind])
+            found.append(rec)
+        return tuple(found)
+
+    lock = new(StageLock)
+    lock.__dict__.update(fingerprint=data[1], code_manifest=data[2], params=data[3], deps=records(data[4]),
+                         outs=records(data[5]), notes=data[6])
+    return lock
 
 
 class LockReader:
@@ -164,27 +207,30 @@ class LockReader:
     def __init__(self, stages_dir: Path, state: State) -> None:
         self.stages_dir = stages_dir
         self.state = state
-        self._memo: dict[str, str] | None = None  # stage -> the memo row's text (parsed on use)
-        self._folder = str(stages_dir)
+        self._memo: dict[str, bytes] | None = None  # memo key -> the memo row
+        self._prefix = os.path.join(stages_dir, "")
 
     def read(self, stage: str) -> StageLock | None:
-        path = os.path.join(self._folder, stage_file(stage, LOCK_SUFFIX))
-        try:
-            st = os.stat(path)  # before reading: a write after it changes the stat we remember
+        try:  # stat before reading: a write after it changes the stat we remember
+            st = os.stat(self._prefix + stage_file(stage, LOCK_SUFFIX))
         except FileNotFoundError:
             return None
-        sig = stat_signature(st)
+        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # stat_signature, inline: once per stage
         if self._memo is None:
-            self._memo = self.state.values_under(STAT_MEMO)
+            self._memo = self.state.blobs_under(STAT_MEMO)
         row = self._memo.get(STAT_MEMO + stage)
-        if row is not None and row.startswith(f'["{sig}",'):
+        if row is not None:
             try:
-                return StageLock.from_memo(json.loads(row)[1])
-            except (ValueError, TypeError, KeyError, IndexError):
-                pass  # a damaged memo row is a forgotten one
+                found = _from_memo(row, sig)
+            except (ValueError, TypeError, KeyError, IndexError, EOFError):
+                found = None  # a damaged memo row is a forgotten one
+            if found is not None:
+                return found
         lock = read(self.stages_dir, stage, self.state)
         if lock is not None and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= RACY_NS:
-            self.state.put_json(STAT_MEMO + stage, [sig, lock.to_dict()])
+            memo = _memo_bytes(sig, lock)
+            if memo is not None:
+                self.state.put_blob(STAT_MEMO + stage, memo)
         return lock
 
 
@@ -192,7 +238,8 @@ def prune_memo(stages_dir: Path, state: State) -> int:
     """Forget parsed locks that no lock file in the workspace has now (run by `pivot gc`)."""
     keep = {f"lock{LOCK_SCHEMA}:{hash_bytes(p.read_bytes())}" for p in stages_dir.rglob("*.lock")}
     stages = {STAT_MEMO + name for name in locked_stages(stages_dir)}
-    return state.drop_json(f"lock{LOCK_SCHEMA}:", keep) + state.drop_json(STAT_MEMO, stages)
+    old = sum(state.drop_json(prefix, set()) for prefix in _OLD_MEMOS)
+    return state.drop_json(f"lock{LOCK_SCHEMA}:", keep) + state.drop_json(STAT_MEMO, stages) + old
 
 
 def write(stages_dir: Path, stage: str, lock: StageLock) -> None:

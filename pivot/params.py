@@ -7,7 +7,7 @@ from typing import Any
 
 from pivot import yamlio
 from pivot.errors import ParamsError
-from pivot.layout import PARAMS_FILE
+from pivot.layout import PARAMS_FILE, PARAMS_MEMO
 from pivot.stage import Stage
 
 
@@ -15,7 +15,7 @@ def load_overrides(root: Path) -> dict[str, Any]:
     text = yamlio.read_limited(root / PARAMS_FILE, ParamsError, PARAMS_FILE)
     if text is None:
         return {}
-    data = yamlio.loads(text, PARAMS_FILE, ParamsError)
+    data = yamlio.remembered(root / PARAMS_MEMO, [text], lambda: [yamlio.loads(text, PARAMS_FILE, ParamsError)])[0]
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -146,8 +146,8 @@ class Repo:
 
     def orphan_locks(self) -> list[OrphanLock]:
         """Lock files of stages the pipeline no longer defines (renamed or removed)."""
-        return [OrphanLock(name, self.lock_file(name)) for name in lockfile.locked_stages(self.stages_dir)
-                if name not in self.graph.stages]
+        return [OrphanLock(name, self.lock_file(name))
+                for name in lockfile.unknown_locks(self.stages_dir, self.graph.stages)]
 
     def remove_orphan(self, orphan: OrphanLock) -> None:
         (self.root / orphan.path).unlink(missing_ok=True)
@@ -191,15 +191,16 @@ class Repo:
         inst, record = self.params_of(name)
         problem = self.lock_problem(name)
         lock = None if problem else self.read_lock(name)
-        dep_hashes = {d: self.hasher.hash_path(d) for d in self.graph.deps[name]}
+        hash_path = self.hasher.hash_path
+        dep_hashes = {d: hash_path(d) for d in self.graph.deps[name]}
         deps: dict[str, str | None] = {}
         for d, h in dep_hashes.items():
             # In a plan, an upstream stage that will be skipped restores its locked outputs first.
-            deps[d] = (expected or {}).get(d) or (h.hash if h else None)
+            deps[d] = (expected and expected.get(d)) or (h.hash if h else None)
         outs: dict[str, tuple[str, str | None]] = {}
         out_hashes: dict[str, PathHash | None] = {}
         for o in s.outs:
-            h = out_hashes[o.path] = self.hasher.hash_path(o.path)
+            h = out_hashes[o.path] = hash_path(o.path)
             outs[o.path] = (o.kind, h.hash if h else None)
         cached: set[str] = set()
         remote: set[str] = set()

@@ -235,6 +235,15 @@ class State:
         return dict(self._do(lambda db: db.execute(
             "SELECT key, value FROM kv WHERE key >= ? AND key < ?", (prefix, prefix + "\U0010ffff")).fetchall()))
 
+    def blobs_under(self, prefix: str) -> dict[str, bytes]:
+        """The stored bytes of every value whose key starts with `prefix`, by key (one query)."""
+        return dict(self._do(lambda db: db.execute(
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ? AND typeof(value) = 'blob'",
+            (prefix, prefix + "\U0010ffff")).fetchall()))
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        self._do(lambda db: db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, value)))
+
     def put_json(self, key: str, value: Any) -> None:
         text = json.dumps(value)
         self._do(lambda db: db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, text)))

@@ -131,11 +131,16 @@ class Policy(Enum):
     VERIFY = "verify"
 
 
+_UP_TO_DATE = Decision(False)
+
+
 def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) -> Decision:
     if lock is None:
         if cur.lock_problem:
             return Decision(True, (f"{cur.lock_problem}; it will be rewritten",))
         return Decision(True, ("never run: no lock file",))
+    if _as_locked(cur, lock):
+        return _UP_TO_DATE
     reasons = _definition_reasons(cur, lock)
     reasons.extend(_dep_reasons(cur, lock))
     restore: list[PathRecord] = []
@@ -150,6 +155,14 @@ def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) ->
         return Decision(True, tuple(reasons))
     fetch = tuple(r for r in restore if r.path in cur.on_remote and r.path not in cur.cached)
     return Decision(False, (), tuple(restore), fetch)
+
+
+def _as_locked(cur: Current, lock: StageLock) -> bool:
+    """Everything is as the lock says (the usual case, told by a few comparisons: what follows
+    finds the same, no reason and nothing to restore, one path at a time)."""
+    return (cur.fingerprint == lock.fingerprint and not cur.forced and not cur.upstream_running
+            and cur.params == lock.params and {r.path: r.hash for r in lock.deps} == cur.deps
+            and {r.path: (r.kind, r.hash) for r in lock.outs} == cur.outs)
 
 
 def _definition_reasons(cur: Current, lock: StageLock) -> list[str]:

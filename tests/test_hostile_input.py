@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_errors import _build_with_params, assert_same_tree, cloned, snapshot
 
+from pivot import graph, yamlio
 from pivot import lock as lockfile
-from pivot import yamlio
 from pivot.errors import LockError, MetricsError, PivotError, PlotDataError, YamlError
 from pivot.metrics import parse_metric
 from pivot.plots import parse_table
@@ -107,6 +107,19 @@ JSONISH = st.recursive(
 def test_yaml_reader_round_trips_structured_documents(value: Any) -> None:
     """What Pivot writes (yamlio.dumps), Pivot reads back unchanged."""
     assert yamlio.loads(yamlio.dumps(value), "f.yaml") == value
+
+
+# -- declared paths ---------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(st.text(alphabet="ab./\\: \n\tépg", max_size=14) | st.sampled_from(
+    [".pivot", ".pivot/x", ".git", ".gitx", "a/.pivot", "C:x", "a:b", "...", "a/..b", "x/..", "./a", "a//b"]))
+def test_paths_already_normal_pass_the_fast_path_unchanged(path: str) -> None:
+    """A declared path the one-match fast path accepts is one the full checks return unchanged
+    (so the fast path accepts nothing they refuse, and changes nothing they keep)."""
+    if graph.is_normal(path):
+        assert graph.normal_form(path, "s", "dep") == path
 
 
 # -- lock files, metrics, plots: the readers behind them ------------------------------------------
