@@ -54,6 +54,8 @@ def update(root: Path, paths: list[str]) -> bool:
 def pattern(path: str) -> str:
     """`path` as a .gitignore pattern that matches it alone: glob characters (a sweep value such
     as `[64,32]` puts brackets in a path) and a trailing space are escaped with a backslash."""
+    if "\\" not in path and "*" not in path and "?" not in path and "[" not in path and not path.endswith(" "):
+        return path  # nothing to escape (almost every path: one per cached output on every run)
     escaped = "".join("\\" + c if c in "\\*?[" else c for c in path)
     return escaped[:-1] + "\\ " if escaped.endswith(" ") else escaped
 

@@ -8,6 +8,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NoReturn
 
 from pivot import tracked
 from pivot.confine import Confinement
@@ -50,8 +51,13 @@ def normal_form(path: str, stage: str, role: str) -> str:
 
 
 def _ancestors(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+    """The folders above `path` (`a/b/c` -> `a`, `a/b`)."""
+    found = []
+    i = path.find("/")
+    while i != -1:
+        found.append(path[:i])
+        i = path.find("/", i + 1)
+    return found
 
 
 @dataclass
@@ -143,6 +149,9 @@ def build(stages: list[Stage], root: Path) -> Graph:
 
 def _resolve(s: Stage) -> Stage:
     """The stage with every dep and output path normalised (duplicate deps dropped)."""
+    if all(map(_NORMAL.fullmatch, s.deps)) and all(_NORMAL.fullmatch(o.path) for o in s.outs) \
+            and len(set(s.deps)) == len(s.deps):
+        return s  # already normal (the usual case): no copies
     deps = tuple(dict.fromkeys(normalize_path(d, s.name, "dep") for d in s.deps))
     outs = tuple(_with_path(o, normalize_path(o.path, s.name, "output")) for o in s.outs)
     if deps == s.deps and all(a is b for a, b in zip(outs, s.outs, strict=True)):
@@ -156,13 +165,19 @@ def _with_path(out: Out, path: str) -> Out:
 
 def _confine(stages: list[Stage], root: Path) -> None:
     """No dep or output may lead outside the project, or into .pivot/, through a symlink."""
-    confinement = Confinement(root)
+    problem = Confinement(root).problem
     for s in stages:
-        for role, path in [*(("dep", d) for d in s.deps), *(("output", o.path) for o in s.outs)]:
-            problem = confinement.problem(path)
-            if problem is not None:
-                raise GraphError(f"stage '{s.name}': {role} '{path}' {problem}; "
-                                 "declare a path inside the project, or replace the link with a folder")
+        for path in s.deps:
+            if problem(path) is not None:
+                _escapes(s, "dep", path, problem(path))
+        for out in s.outs:
+            if problem(out.path) is not None:
+                _escapes(s, "output", out.path, problem(out.path))
+
+
+def _escapes(s: Stage, role: str, path: str, problem: str | None) -> NoReturn:
+    raise GraphError(f"stage '{s.name}': {role} '{path}' {problem}; "
+                     "declare a path inside the project, or replace the link with a folder")
 
 
 def _producers(stages: list[Stage]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pivot import atomic, yamlio
 from pivot.errors import LockError, YamlProblem
 from pivot.hashing import RACY_NS, hash_bytes
 from pivot.layout import LOCK_SUFFIX, stage_file, stage_of_file
-from pivot.records import OutputKind, PathRecord
+from pivot.records import OutputKind, PathRecord, assemble
 from pivot.state import State
 
 LOCK_SCHEMA = 1
@@ -182,20 +182,13 @@ def _from_memo(row: bytes, sig: tuple[int, int, int, int]) -> StageLock | None:
     data = marshal.loads(row[_SUM:])
     if data[0] != sig:
         return None
-    new = object.__new__
 
     def records(rows: tuple[tuple[str, str, bool, str | None], ...]) -> tuple[PathRecord, ...]:
-        found = []
-        for path, digest, is_dir, kind in rows:
-            rec = new(PathRecord)  # frozen: set through its __dict__ (twice as fast as __init__)
-            rec.__dict__.update(path=path, hash=digest, is_dir=is_dir, kind=None if kind is None else _KINDS[kind])
-            found.append(rec)
-        return tuple(found)
+        return tuple(assemble(PathRecord, path=path, hash=digest, is_dir=is_dir,
+                              kind=None if kind is None else _KINDS[kind]) for path, digest, is_dir, kind in rows)
 
-    lock = new(StageLock)
-    lock.__dict__.update(fingerprint=data[1], code_manifest=data[2], params=data[3], deps=records(data[4]),
-                         outs=records(data[5]), notes=data[6])
-    return lock
+    return assemble(StageLock, fingerprint=data[1], code_manifest=data[2], params=data[3], deps=records(data[4]),
+                    outs=records(data[5]), notes=data[6])
 
 
 class LockReader:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pivot.errors import PipelineError
 from pivot.limits import DEFAULT, Limits, stage_limits
 from pivot.outputs import Out
+from pivot.records import assemble
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,7 +83,8 @@ def stage(
 
     def decorate(func: F) -> F:
         stage_name = name or func.__name__
-        record = Stage(
+        record = assemble(  # Stage(...), three times faster: every stage of the pipeline, on every command
+            Stage,
             name=stage_name,
             func=func,
             deps=tuple(deps),
@@ -94,6 +96,7 @@ def stage(
             limits=DEFAULT if resources is None and timeout is None and retries == 0 else
             stage_limits(f"stage '{stage_name}' ({_where(func)})", resources, timeout, retries),
             matrix=matrix,
+            variant=(),
         )
         _REGISTRY.append(record)
         func.__pivot_stage__ = record  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 
 from conftest import Project
@@ -201,3 +202,21 @@ def test_a_state_db_of_schema_1_is_upgraded_forgetting_hashes_without_ctime(proj
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         db.close()
+
+
+def test_records_built_on_the_fast_path_have_every_field(project: Project) -> None:
+    """The no-op plan builds its Current, the locks it reads from the memo, and @stage its Stage
+    records, without their __init__ (records.assemble): each must still carry exactly its
+    dataclass's fields, and equal what __init__ makes from the same values."""
+    up_to_date(project)
+    script = (
+        "import dataclasses, json; from pivot.repo import Repo; from pivot.lock import StageLock;"
+        "from pivot.status import Current; r = Repo.load(); p = r.prepare('final'); lock = r.read_lock('final');"
+        "names = lambda c: sorted(f.name for f in dataclasses.fields(c));"
+        "print(json.dumps([sorted(vars(p.current)) == names(Current), sorted(vars(lock)) == names(StageLock),"
+        " all(sorted(vars(x)) == names(type(x)) for x in (*lock.deps, *lock.outs)),"
+        " Current(**vars(p.current)) == p.current, StageLock(**vars(lock)) == lock,"
+        " sorted(vars(p.stage)) == names(type(p.stage)), type(p.stage)(**vars(p.stage)) == p.stage]))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=project.root, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[true, true, true, true, true, true, true]", out.stdout + out.stderr

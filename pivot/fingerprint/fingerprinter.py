@@ -75,7 +75,10 @@ class Fingerprinter:
         clashes: dict[str, set[str]] = {}  # keys reached with different values
         notes: set[str] = set()
         seen: set[tuple[str, str, int, str, str]] = set()
-        stack = [self.classify(func, ".".join(identity(func)), "const", "", "", "")]
+        if isinstance(func, types.FunctionType) and importable(func):  # (a stage: classify's answer, quicker)
+            stack = [Item("obj", "", func)]
+        else:
+            stack = [self.classify(func, ".".join(identity(func)), "const", "", "", "")]
         if params is not None:
             stack.append(Item("params", "", params))
         while stack:
@@ -132,19 +135,19 @@ class Fingerprinter:
         """What a free name or dotted chain in `owner`'s code refers to (`holder`: the qualname of
         the function whose closure is given)."""
         modules = self.modules
-        head, *rest = ref.split(".")
+        head, _, tail = ref.partition(".")
+        if head not in closure and head not in globals_:
+            return []  # a builtin (counted by the Python version) or an unbound name
         if head in closure:
             obj, label, kind, where, name = closure[head], f"{owner}.{head}", "closure", module, holder
-        elif head in globals_:
+        else:
             obj, (where, name) = globals_[head], modules.origin(module, head)
             if not modules.is_user_module(where):
                 if not modules.is_user_code(obj):
                     return [self._pkg_item(where)]
                 where, name = module, head  # try: from mine import x / except: from theirs import x
             label, kind = f"{where}.{name}" if name else where, "const"
-        else:
-            return []  # a builtin (counted by the Python version) or an unbound name
-        for attr in rest:
+        for attr in tail.split(".") if tail else ():
             if not isinstance(obj, types.ModuleType) or not modules.is_user_module(obj.__name__) \
                     or attr.startswith("__"):
                 break

@@ -72,5 +72,5 @@ def build_fingerprint(found: dict[str, str], clashes: dict[str, set[str]], notes
     for k, vs in clashes.items():
         found[k] = merge_values(vs)
     manifest = dict(sorted(found.items()))
-    text = "\n".join(f"{k}={v}" for k, v in manifest.items())
+    text = "\n".join([f"{k}={v}" for k, v in manifest.items()])
     return Fingerprint(hash_bytes(text.encode()), manifest, tuple(sorted(notes)))
