@@ -42,10 +42,11 @@ def _plan(repo: Repo, targets: tuple[str, ...], single: bool, force: bool, polic
         asks: dict[str, Planned] = {}
         later: dict[str, None] = {}
         for name in pending:
-            if any(u in asks or u in later for u in repo.graph.upstream[name]):
+            upstream = repo.graph.upstream[name]
+            if (asks or later) and any(u in asks or u in later for u in upstream):
                 later[name] = None  # decided after its upstream's lookup
                 continue
-            ups = tuple(sorted(u for u in repo.graph.upstream[name] if u in will_run))
+            ups = tuple(sorted(upstream & will_run)) if upstream and will_run else ()
             prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected, on_remote=on_remote)
             p = Planned(name, decide(prep.current, prep.lock, policy), prep.current.notes, prep)
             if p.decision.run and runs is not None and not ups and not force:
