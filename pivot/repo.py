@@ -60,6 +60,9 @@ def gc_paused(keep: bool = False) -> Iterator[None]:
             gc.enable()
 
 
+_NONE: frozenset[str] = frozenset()  # one empty set for every stage (frozenset(set()) makes a new one)
+
+
 @dataclass(frozen=True)
 class OrphanLock:
     """A lock file whose stage is not in the pipeline (renamed or removed)."""
@@ -223,9 +226,9 @@ class Repo:
             params=record,
             deps=deps,
             outs=outs,
-            cached=frozenset(cached),
-            on_remote=frozenset(remote),
-            damaged=frozenset(damaged),
+            cached=frozenset(cached) if cached else _NONE,
+            on_remote=frozenset(remote) if remote else _NONE,
+            damaged=frozenset(damaged) if damaged else _NONE,
             upstream_running=upstream_running,
             forced=forced,
             notes=fp.notes,
