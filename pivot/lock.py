@@ -104,11 +104,17 @@ def read(stages_dir: Path, stage: str, state: State | None = None) -> StageLock 
         return None
     if state is None:
         return loads(data, path)
-    key = f"lock{LOCK_SCHEMA}:{hash_bytes(data)}"
+    return _parse(data, path, state, hash_bytes(data))
+
+
+def _parse(data: bytes, where: str | Path, state: State, digest: str) -> StageLock:
+    """The lock in `data` (whose hash is `digest`), parsed once per content: remembered in the
+    state database by that hash."""
+    key = f"lock{LOCK_SCHEMA}:{digest}"
     cached = state.get_json(key)
     if cached is not None:
         return StageLock.from_dict(cached)
-    lock = loads(data, path)
+    lock = loads(data, where)
     state.put_json(key, lock.to_dict())
     return lock
 
@@ -148,7 +154,7 @@ def with_variants(stages_dir: Path, names: Iterable[str], strict: bool = True) -
     return list(dict.fromkeys(found))
 
 
-STAT_MEMO = f"stat-lock{LOCK_SCHEMA}b:"  # state key prefix: stage -> its lock file's stat and parsed lock
+STAT_MEMO = f"stat-lock{LOCK_SCHEMA}r:"  # state key prefix: stage -> its lock file's stat and parsed lock
 _OLD_MEMOS = (f"stat-lock{LOCK_SCHEMA}:",)  # earlier forms of the memo (JSON text), dropped by `pivot gc`
 _SUM = 8  # bytes of the checksum before a memo's payload
 
@@ -159,43 +165,57 @@ def stat_signature(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _memo_bytes(sig: tuple[int, int, int, int], lock: StageLock) -> bytes | None:
-    """A parsed lock as a memo row: a checksum, then the marshalled tuple `_from_memo` reads
-    (marshal: a no-op status of 10,000 stages decodes 10,000 of them). None for params that
-    marshal cannot hold (then the lock is not remembered by stat)."""
+Sig = tuple[int, int, int, int]
+
+
+def memo_row(sig: Sig, checked: int, digest: str, lock: StageLock) -> bytes | None:
+    """A parsed lock as a memo row: a checksum, then the marshalled tuple `_row` reads (marshal:
+    a no-op status of 10,000 stages decodes 10,000 of them): the file's stat, when it was taken,
+    the hash of the file's bytes, and the lock. None for params that marshal cannot hold (then
+    the lock is not remembered by stat)."""
     def rows(records: tuple[PathRecord, ...]) -> tuple[tuple[str, str, bool, str | None], ...]:
         return tuple((r.path, r.hash, r.is_dir, None if r.kind is None else str(r.kind)) for r in records)
 
     try:
-        payload = marshal.dumps((sig, lock.fingerprint, lock.code_manifest, lock.params, rows(lock.deps),
-                                 rows(lock.outs), lock.notes))
+        payload = marshal.dumps((sig, checked, digest, lock.fingerprint, lock.code_manifest, lock.params,
+                                 rows(lock.deps), rows(lock.outs), lock.notes))
     except ValueError:  # a value marshal does not know (a date in params, say)
         return None
     return xxhash.xxh3_64_digest(payload) + payload
 
 
-def _from_memo(row: bytes, sig: tuple[int, int, int, int]) -> StageLock | None:
-    """The lock a memo row holds if it was remembered for this stat (and is intact), else None.
-    Its values were checked when the file was parsed: it is built without checking them again."""
+def _row(row: bytes) -> tuple[Any, ...] | None:
+    """A memo row's tuple, None when it is damaged (a damaged row is a forgotten one)."""
     if not isinstance(row, bytes) or xxhash.xxh3_64_digest(row[_SUM:]) != row[:_SUM]:
         return None
-    data = marshal.loads(row[_SUM:])
-    if data[0] != sig:
+    try:
+        data = marshal.loads(row[_SUM:])
+    except (ValueError, TypeError, EOFError):
         return None
+    return data if isinstance(data, tuple) and len(data) == 9 else None
 
+
+def _lock_of(data: tuple[Any, ...]) -> StageLock:
+    """The lock of a memo row. Its values were checked when the file was parsed: it is built
+    without checking them again."""
     def records(rows: tuple[tuple[str, str, bool, str | None], ...]) -> tuple[PathRecord, ...]:
         return tuple(assemble(PathRecord, path=path, hash=digest, is_dir=is_dir,
                               kind=None if kind is None else _KINDS[kind]) for path, digest, is_dir, kind in rows)
 
-    return assemble(StageLock, fingerprint=data[1], code_manifest=data[2], params=data[3], deps=records(data[4]),
-                    outs=records(data[5]), notes=data[6])
+    return assemble(StageLock, fingerprint=data[3], code_manifest=data[4], params=data[5], deps=records(data[6]),
+                    outs=records(data[7]), notes=data[8])
 
 
 class LockReader:
     """Reads a project's lock files, remembering each parsed lock in the state database by the
     stat of its file, so that an unchanged lock costs one stat: the memo of every stage is
-    read in one query. A lock file whose mtime or ctime is less than RACY_NS before the stat
-    is not remembered by stat (it could change again within the timestamp granularity)."""
+    read in one query.
+
+    A stat is only proof of the bytes once it is RACY_NS older than the file's last change (a
+    write within the timestamp granularity could leave the same stat behind). A row remembered
+    sooner (a lock Pivot just wrote, or read right after it was written) also holds the hash of
+    the bytes: while it is racy, a matching stat is confirmed by reading the file and comparing
+    that hash (no parsing), and the row is then re-dated once it is old enough ("racy git")."""
 
     def __init__(self, stages_dir: Path, state: State) -> None:
         self.stages_dir = stages_dir
@@ -204,27 +224,47 @@ class LockReader:
         self._prefix = os.path.join(stages_dir, "")
 
     def read(self, stage: str) -> StageLock | None:
+        path = self._prefix + stage_file(stage, LOCK_SUFFIX)
         try:  # stat before reading: a write after it changes the stat we remember
-            st = os.stat(self._prefix + stage_file(stage, LOCK_SUFFIX))
+            st = os.stat(path)
         except FileNotFoundError:
             return None
         sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # stat_signature, inline: once per stage
+        changed = max(st.st_mtime_ns, st.st_ctime_ns)
         if self._memo is None:
             self._memo = self.state.blobs_under(STAT_MEMO)
         row = self._memo.get(STAT_MEMO + stage)
-        if row is not None:
-            try:
-                found = _from_memo(row, sig)
-            except (ValueError, TypeError, KeyError, IndexError, EOFError):
-                found = None  # a damaged memo row is a forgotten one
-            if found is not None:
-                return found
-        lock = read(self.stages_dir, stage, self.state)
-        if lock is not None and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= RACY_NS:
-            memo = _memo_bytes(sig, lock)
-            if memo is not None:
-                self.state.put_blob(STAT_MEMO + stage, memo)
+        data = _row(row) if row is not None else None
+        if data is not None and data[0] == sig and data[1] - changed >= RACY_NS:
+            return _lock_of(data)  # the usual case: one stat
+        try:
+            raw = Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+        digest = hash_bytes(raw)
+        if data is not None and data[0] == sig and data[2] == digest:  # racy when remembered: the bytes agree
+            lock = _lock_of(data)
+        else:
+            lock = _parse(raw, path, self.state, digest)
+        self._remember(stage, sig, changed, digest, lock)
         return lock
+
+    def wrote(self, stage: str, lock: StageLock, data: bytes) -> None:
+        """Remember the lock just written to stage `stage`'s file as `data` (racy for now: the
+        next reads compare the bytes, which spares them parsing it)."""
+        try:
+            st = os.stat(self._prefix + stage_file(stage, LOCK_SUFFIX))
+        except FileNotFoundError:
+            return
+        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        self._remember(stage, sig, max(st.st_mtime_ns, st.st_ctime_ns), hash_bytes(data), lock)
+
+    def _remember(self, stage: str, sig: Sig, changed: int, digest: str, lock: StageLock) -> None:
+        memo = memo_row(sig, time.time_ns(), digest, lock)
+        if memo is not None:
+            self.state.put_blob(STAT_MEMO + stage, memo)
+            if self._memo is not None:
+                self._memo[STAT_MEMO + stage] = memo
 
 
 def prune_memo(stages_dir: Path, state: State) -> int:
@@ -235,13 +275,15 @@ def prune_memo(stages_dir: Path, state: State) -> int:
     return state.drop_json(f"lock{LOCK_SCHEMA}:", keep) + state.drop_json(STAT_MEMO, stages) + old
 
 
-def write(stages_dir: Path, stage: str, lock: StageLock) -> None:
-    """Write atomically; an identical lock is left untouched (replacing a file costs a flush)."""
+def write(stages_dir: Path, stage: str, lock: StageLock) -> bytes:
+    """Write atomically; an identical lock is left untouched (replacing a file costs a flush).
+    Returns the file's bytes."""
     path = lock_path(stages_dir, stage)
     data = dumps(lock).encode()
     try:
         if path.read_bytes() == data:
-            return
+            return data
     except FileNotFoundError:
         pass
     atomic.write_bytes(path, data)
+    return data

@@ -162,7 +162,7 @@ class Repo:
         self._lock_problems[name] = None
 
     def write_lock(self, name: str, lock: StageLock) -> None:
-        lockfile.write(self.stages_dir, name, lock)
+        self.lock_reader.wrote(name, lock, lockfile.write(self.stages_dir, name, lock))
         self._locks[name] = lock
         self._lock_problems[name] = None
 

@@ -177,8 +177,9 @@ def remembered(memo: Path, data: list[bytes | None], parse: Callable[[], list[An
     if found is not None and shape(found):
         return found
     parsed = parse()
-    if all(_json_exact(value) for value in parsed) and memo.parent.is_dir():
+    if all(_json_exact(value) for value in parsed) and memo.parents[2].is_dir():  # .pivot/tmp/pycache/: in .pivot/
         with suppress(OSError):  # a read-only project is read, not remembered
+            memo.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_bytes(memo, json.dumps({"schema": _MEMO_SCHEMA, "files": key, "parsed": parsed}).encode())
     return parsed
 

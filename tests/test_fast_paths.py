@@ -4,13 +4,18 @@ see and requires `pivot status` to see it too."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import xxhash
 from conftest import Project
+
+from pivot import lock as lockfile
 
 TWO = '''
 from pivot import stage
@@ -86,16 +91,44 @@ def test_a_deleted_lock_counts_as_never_run(project: Project) -> None:
     assert "upper: stale" in out and "never run: no lock file" in out, out
 
 
-def test_a_lock_too_recent_to_trust_is_not_remembered_by_stat(project: Project) -> None:
+def test_a_lock_too_recent_to_trust_is_checked_by_its_bytes(project: Project) -> None:
+    """A row remembered while its file's stat was racy is not proof by stat: a matching stat is
+    confirmed by the hash of the file's bytes. The row is made to hold another lock under the
+    file's stat: read by stat alone, 'final' would look up to date."""
     project.write("data/raw.txt", "hello\n")
     project.pipeline(TWO)
     project.pivot("run")
-    time.sleep(2.1)
-    path = project.root / ".pivot" / "stages" / "upper.lock"
-    ahead = time.time_ns() + 3600 * 10**9  # an mtime later than the status: it could still change unseen
+    path = project.root / ".pivot" / "stages" / "final.lock"
+    ahead = time.time_ns() + 3600 * 10**9  # an mtime later than the status: racy for an hour
     os.utime(path, ns=(ahead, ahead))
     assert "all 2 stage(s) up to date" in project.pivot("status").stdout
-    assert remembered(project) == {"final"}
+    assert remembered(project) == {"upper", "final"}
+    text = path.read_text()
+    locked = text.split("hash: ")[1][:32]  # final's dep: the lock now says another version of it
+    st = os.stat(path)
+    with open(path, "r+") as f:
+        f.write(text.replace(locked, "b" * 32, 1))
+    os.utime(path, ns=(st.st_atime_ns, ahead))
+    _restamp_row(project, "final", path)  # the row claims the edited file's stat, keeps the old lock
+    out = project.pivot("status", "--explain").stdout
+    assert "final: stale" in out and "dep 'data/upper.txt' changed" in out, out
+
+
+def _restamp_row(project: Project, stage: str, path: Path) -> None:
+    """Give stage's memo row the current stat of its lock file, keeping everything else the row
+    remembers (when it was taken, the hash of the bytes then, the lock): as if the file had been
+    rewritten within the timestamp granularity after the row was taken."""
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:
+        key = lockfile.STAT_MEMO + stage
+        (row,) = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        st = os.stat(path)
+        payload = marshal.dumps(((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino),
+                                 *marshal.loads(row[8:])[1:]))
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (xxhash.xxh3_64_digest(payload) + payload, key))
+        db.commit()
+    finally:
+        db.close()
 
 
 def test_an_unreadable_lock_is_not_hidden_by_its_memo(project: Project) -> None:

@@ -79,3 +79,17 @@ def test_a_configuration_json_cannot_hold_is_still_read_right(project: Project) 
         assert "all 2 stage(s) up to date" in project.pivot("status").stdout
     project.write(".pivot/config.local.yaml", "since: 2024-01-01\ncache:\n  link: bogus\n")
     assert "bogus" in project.pivot("status", check=False).stderr
+
+
+def test_a_status_right_after_a_run_parses_no_lock_file(project: Project) -> None:
+    """The locks a run just wrote are remembered as it writes them (racy: a matching stat is
+    confirmed by the bytes' hash), so the status right after the run imports no YAML parser;
+    params.yaml is remembered by its bytes like the configuration."""
+    project.write("data/raw.txt", "hello\n")
+    project.write("params.yaml", "# no sections yet\n")
+    project.pipeline(TWO)
+    project.pivot("run")
+    found = imported(project, "status")
+    assert "pivot.status" in found
+    assert heavy(found, ("yaml", "ruamel")) == []
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
