@@ -267,12 +267,26 @@ class Hasher:
         # path -> (stat key, PathHash) of files whose remembered hash was trusted in this process:
         # a path asked for again (a chain's output is the next stage's dep) costs a stat.
         self._trusted_now: dict[str, tuple[tuple[int, int, int, int], PathHash]] = {}
+        self._steady = False  # inside `steady()`: such a path is not stat-ed again
+
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[None]:
+        """A view of one moment (a plan, which writes nothing): inside, a file whose remembered
+        hash was trusted once is not stat-ed again, so a chain's output, which is the next
+        stage's dep, costs one stat. Outside, every call stats the path again."""
+        self._steady = True
+        try:
+            yield
+        finally:
+            self._steady = False
 
     def _trusted(self, checked: int, mtime: int, ctime: int) -> bool:
         return checked - max(mtime, ctime) >= RACY_NS
 
     def hash_path(self, rel: str) -> PathHash | None:
         """Hash a file or directory; None when it does not exist."""
+        if self._steady and rel in self._trusted_now:
+            return self._trusted_now[rel][1]
         full = self._prefix + rel
         try:
             st = os.stat(full)

@@ -26,7 +26,7 @@ def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force:
     locked outputs a remote holds (restorable from there, see pivot/fresh.py). `runs`: stale
     stages are looked up in the run cache, and a hit counts as restored (its outputs known), so
     the stages after it are decided too: the remote is asked once per wave of such stages."""
-    with gc_paused(keep=True):
+    with gc_paused(keep=True), repo.hasher.steady():
         return _plan(repo, targets, single, force, policy, on_remote, runs)
 
 

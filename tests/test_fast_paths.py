@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import xxhash
 from conftest import Project
 
@@ -253,3 +254,23 @@ def test_records_built_on_the_fast_path_have_every_field(project: Project) -> No
     out = subprocess.run([sys.executable, "-c", script], cwd=project.root, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[true, true, true, true, true, true, true]", out.stdout + out.stderr
+
+
+def test_a_plans_steady_view_of_files_ends_with_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a plan a file is stat-ed once (a chain's output is the next stage's dep); after it,
+    every look stats the file again, so a run sees what its stages wrote."""
+    from pivot.hashing import Hasher
+    from pivot.state import State
+
+    monkeypatch.setattr("pivot.hashing.RACY_NS", 0)  # trust a hash at once (the 2 s rule is tested above)
+    (tmp_path / "a.txt").write_text("one")
+    state = State(tmp_path / "state.db")
+    hasher = Hasher(tmp_path, state)
+    hasher.hash_path("a.txt")  # hashed and remembered
+    with hasher.steady():
+        seen = hasher.hash_path("a.txt")  # trusted from the memo
+        (tmp_path / "a.txt").write_text("two")
+        assert hasher.hash_path("a.txt") == seen  # the plan's one moment
+    after = hasher.hash_path("a.txt")
+    state.close()
+    assert seen is not None and after is not None and after.hash != seen.hash
