@@ -73,10 +73,11 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
         holding the groups of its latest version)."""
         if len(source) < GROUPED:
             return compile_chunks(source, path)
-        key = "groups-" + xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + path.encode())
+        key = "groups2-" + xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + path.encode())
         old = self._load(key)
-        valid = isinstance(old, dict) and all(isinstance(k, bytes) and isinstance(c, CodeType)
-                                              for k, c in old.items())
+        valid = isinstance(old, dict) and all(
+            isinstance(k, bytes) and isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], int)
+            and isinstance(v[1], CodeType) for k, v in old.items())
         memo = CodeMemo(old if valid else None)
         codes = compile_chunks(source, path, memo)
         if memo.compiled:
@@ -155,14 +156,15 @@ MAX_RETRIES = 64  # times one group did not compile and was extended; past this,
 
 class CodeMemo:
     """Compiled groups of a large module by their text (and the `from __future__` flags they were
-    compiled with), as compiled at line 1: an edit compiles again only the groups it changed.
+    compiled with), each with the lines before it where it was last: an edit compiles again
+    only the groups it changed, and moves those after it if it added or removed lines.
     `old`: as remembered; `new`: this version's groups, to remember next; `compiled`: how many
     groups were compiled now. A group whose compile warned is not remembered (its warnings are
     shown whenever it is compiled)."""
 
-    def __init__(self, old: dict[bytes, CodeType] | None = None) -> None:
+    def __init__(self, old: dict[bytes, tuple[int, CodeType]] | None = None) -> None:
         self.old = old or {}
-        self.new: dict[bytes, CodeType] = {}
+        self.new: dict[bytes, tuple[int, CodeType]] = {}
         self.compiled = 0
 
 
@@ -180,7 +182,7 @@ def compile_chunks(source: bytes, path: str, memo: CodeMemo | None = None) -> tu
         if not ends_group(source, begin, end):
             continue  # a thousand code objects for a 2 MB module, not one per statement
         chunk = source[begin:end]
-        code, caught = _compile_group(chunk, path, flags, memo)
+        code, caught = _compile_group(chunk, path, flags, line, memo)
         if code is None:
             retries += 1
             if retries > MAX_RETRIES:
@@ -188,7 +190,7 @@ def compile_chunks(source: bytes, path: str, memo: CodeMemo | None = None) -> tu
             continue  # the group goes on to the next start
         if not codes:
             flags = code.co_flags & _FUTURE_FLAGS
-        codes.append(_shifted(code, line))
+        codes.append(code)
         retries = 0
         shown += [warnings.WarningMessage(w.message, w.category, w.filename, w.lineno + line) for w in caught]
         line += chunk.count(b"\n")
@@ -200,25 +202,27 @@ def compile_chunks(source: bytes, path: str, memo: CodeMemo | None = None) -> tu
     return tuple(codes)
 
 
-def _compile_group(chunk: bytes, path: str, flags: int,
+def _compile_group(chunk: bytes, path: str, flags: int, line: int,
                    memo: CodeMemo | None) -> tuple[CodeType | None, list[warnings.WarningMessage]]:
-    """The group compiled at line 1 (None: it does not compile on its own), and its warnings."""
+    """The group compiled, `line` lines into the file (None: it does not compile on its own),
+    and its warnings (at its own lines)."""
     key = xxhash.xxh3_128_digest(flags.to_bytes(8, "little") + chunk) if memo is not None else b""
     if memo is not None:
         known = memo.new.get(key) or memo.old.get(key)
         if known is not None:
-            memo.new[key] = known
-            return known, []
+            code = _shifted(known[1], line - known[0])  # where the group was last, to where it is
+            memo.new[key] = (line, code)
+            return code, []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            code = compile(chunk, path, "exec", flags=flags, dont_inherit=True)
+            code = _shifted(compile(chunk, path, "exec", flags=flags, dont_inherit=True), line)
         except (SyntaxError, ValueError):
             return None, []
     if memo is not None:
         memo.compiled += 1
         if not caught:
-            memo.new[key] = code
+            memo.new[key] = (line, code)
     return code, list(caught)
 
 
