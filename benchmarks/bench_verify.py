@@ -17,9 +17,9 @@ Then, R times each (whole commands, process start to exit, nothing changed in be
                                 check reads changed, so the pipeline is neither imported nor planned;
 - `git commit` (hook) warm      the real commit on that path: what a user usually waits for;
 - `... pipeline.py touched`     `pivot verify --staged` and the real commit after pipeline.py's
-                                mtime changed but not its bytes (a checkout of another branch and
-                                back, an editor saving an unchanged file): the memo is invalidated
-                                (a full check), the module's summary is still valid;
+                                mtime changed but not its bytes (an editor saving an unchanged
+                                file, a checkout back and forth): the memo remembers the modules'
+                                bytes (since this case was added), so it still holds;
 - `... pipeline.py edited`      the same after one function of pipeline.py was edited and staged
                                 (a comment on its `def` line, new each sample: the stages stay up to
                                 date, but the module's bytes are new, so it is compiled and

@@ -345,6 +345,32 @@ def test_memo_skips_the_full_check_only_while_nothing_changed(project: Project) 
     assert "final: stale" in proc.stdout and "output 'data/final.txt' was modified" in proc.stdout
 
 
+def test_memo_holds_while_the_modules_bytes_and_names_do(project: Project) -> None:
+    """The pipeline's modules are remembered by their bytes and their folders by the names in
+    them: a module saved unchanged, rewritten with the same bytes or set aside and back by the
+    check itself keeps the memo; a new file beside it, or an edit, does not."""
+    setup(project)
+    time.sleep(2.1)  # files younger than 2 s are never trusted by the memo
+    assert "all 2 stage(s) match" in project.pivot("verify").stdout
+    pipeline = project.root / "pipeline.py"
+    os.utime(pipeline, None)  # an editor saving it unchanged
+    assert "nothing the check reads changed" in project.pivot("verify", "--staged").stdout
+    pipeline.unlink()  # rewritten with the same bytes (a checkout back and forth): new inode too
+    project.pipeline(PIPELINE)
+    assert "nothing the check reads changed" in project.pivot("verify", "--staged").stdout
+    project.pipeline(PIPELINE + "# not staged\n")  # set aside while checking, then put back
+    out = project.pivot("verify", "--staged").stdout
+    assert "unstaged changes were set aside" in out and "nothing the check reads changed" in out
+    project.pipeline(PIPELINE)
+    project.write("json.py", "")  # a new module beside the pipeline could shadow an import
+    assert "nothing the check reads changed" not in project.pivot("verify", "--staged").stdout
+    (project.root / "json.py").unlink()
+    project.pipeline(PIPELINE.replace("* SCALE", "* 3"))
+    project.git("add", "pipeline.py")
+    proc = project.pivot("verify", "--staged", check=False)
+    assert "loud: stale" in proc.stdout and "nothing the check reads changed" not in proc.stdout
+
+
 def test_branch_without_pivot_project_is_not_checked(tmp_path: Path) -> None:
     root = tmp_path / "plain"
     subprocess.run(["git", "init", "-q", str(root)], check=True)
