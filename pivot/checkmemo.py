@@ -33,8 +33,10 @@ from pivot.records import OutputKind
 if TYPE_CHECKING:
     from pivot.repo import Repo
 
-MEMO_KEY = "verify-memo"
 _MEMO_SCHEMA = 3
+# A key per schema: an older Pivot sharing the project (a hook installed by another version)
+# reads only memos it wrote, and this one only its own.
+MEMO_KEY = f"verify-memo{_MEMO_SCHEMA}"
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def record(repo: Repo, staging: Staging, signed: Signed | None) -> None:
         repo.state.put_json(MEMO_KEY, None)
         return
     repo.state.put_json(MEMO_KEY, {
-        "schema": _MEMO_SCHEMA, "digest": signed.digest,
+        "digest": signed.digest,
         "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
         "paths": [list(group) for group in signed.paths],
     })
@@ -221,9 +223,11 @@ def look_up(root: Path, state_path: Path) -> tuple[Staging | None, Signed | None
         state.close()
     if not data:
         return None, None
-    if data.get("schema") != _MEMO_SCHEMA:
-        return None, None  # recorded by another version of Pivot
-    now = sign(root, Paths(*(tuple(group) for group in data["paths"])))
+    try:
+        paths = Paths(*(tuple(group) for group in data["paths"]))
+    except (KeyError, TypeError):
+        return None, None  # not a memo this version wrote: the full check records one
+    now = sign(root, paths)
     if now.digest != data["digest"]:
         return None, now
     return Staging(data["stages"], [(s, p) for s, p in data["metrics"]], data["modules"]), now

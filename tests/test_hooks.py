@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PIVOT, Project
+
+from pivot.checkmemo import MEMO_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = ("pre-commit", "post-checkout", "post-merge", "pre-push")
@@ -369,6 +373,22 @@ def test_memo_holds_while_the_modules_bytes_and_names_do(project: Project) -> No
     project.git("add", "pipeline.py")
     proc = project.pivot("verify", "--staged", check=False)
     assert "loud: stale" in proc.stdout and "nothing the check reads changed" not in proc.stdout
+
+
+def test_a_memo_another_version_wrote_is_ignored(project: Project) -> None:
+    """A hook installed by another Pivot shares the state database: a memo this version did not
+    write (here an earlier format under the current key) means a full check, never a crash."""
+    setup(project)
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:
+        old = json.dumps({"digest": "0", "stages": ["loud", "final"], "metrics": [], "modules": ["pipeline.py"],
+                          "stat_paths": ["pipeline.py"], "tree_paths": [".pivot/stages"]})
+        db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", [("verify-memo", old), (MEMO_KEY, old)])
+        db.commit()
+    finally:
+        db.close()
+    proc = project.pivot("verify", "--staged")
+    assert "all 2 stage(s) match" in proc.stdout and "nothing the check reads changed" not in proc.stdout
 
 
 def test_branch_without_pivot_project_is_not_checked(tmp_path: Path) -> None:
