@@ -4,7 +4,8 @@ Python trusts a cached .pyc when the source's size and mtime (whole seconds) mat
 header, so a same-size edit saved within the same second as the previous version would run
 the *old* code while Pivot fingerprints the new. Modules inside the project are therefore
 compiled through a cache keyed by the hash of their source bytes (in .pivot/tmp/pycache),
-which is never stale by construction.
+which is never stale by construction. The groups of a large module (below) are also kept, by
+their text, so that an edit compiles only the groups it changed (`CodeMemo`).
 
 A module is compiled one group of top-level statements at a time (`compile_chunks`), and the
 groups run one after the other in the module's namespace: CPython's `compile` of a whole large
