@@ -1,12 +1,15 @@
 """The pre-commit check's memo: skip importing and planning when nothing the check reads changed.
 
 Before a full check of every stage reads anything, the (mode, size, mtime, ctime, inode) of
-everything the decision reads is taken: lock files, config, params.yaml, the pipeline's own
-modules and their folders, every dep and output (folders walked), tracked data, and the
-interpreter with its sys.path folders (installing a package changes them). When the check is
-clean they are recorded. The pre-commit check skips importing and planning only when all of
-these are unchanged; ctime moves on any write, even one that restores mtime, and a file whose
-mtime or ctime is less than RACY_NS before the stats were taken is not trusted (no memo).
+everything the decision reads is taken: lock files, config, params.yaml, every dep and output
+(folders walked), tracked data, and the interpreter with its sys.path folders (installing a
+package changes them); of the pipeline's own modules, the hash of their bytes, and of their
+folders, the names in them (what an import finds): a module saved unchanged, or rewritten with
+the same bytes (a checkout back and forth, the pre-commit check setting unstaged changes aside
+and back), is the same code, and reading a 2 MB pipeline costs a millisecond. When the check is clean they
+are recorded. The pre-commit check skips importing and planning only when all of these are
+unchanged; ctime moves on any write, even one that restores mtime, and a file whose mtime or
+ctime is less than RACY_NS before the stats were taken is not trusted (no memo).
 Not covered: a module-level constant computed from the environment or from a file that is not
 a dep; `pivot verify` (and CI) always do the full check.
 """
@@ -19,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
@@ -30,8 +33,10 @@ from pivot.records import OutputKind
 if TYPE_CHECKING:
     from pivot.repo import Repo
 
-MEMO_KEY = "verify-memo"
-_MEMO_SCHEMA = 2
+_MEMO_SCHEMA = 3
+# A key per schema: an older Pivot sharing the project (a hook installed by another version)
+# reads only memos it wrote, and this one only its own.
+MEMO_KEY = f"verify-memo{_MEMO_SCHEMA}"
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,23 @@ class Staging:
         return cls(list(g.order), metrics, sorted(_user_modules(repo)))
 
 
+class Paths(NamedTuple):
+    """What the memo covers, by how each path is looked at."""
+
+    stat: tuple[str, ...]  # stat the path itself
+    tree: tuple[str, ...]  # stat every file below a folder
+    hash: tuple[str, ...]  # hash the file's bytes (the pipeline's modules)
+    names: tuple[str, ...]  # list the names in a folder (the modules' folders: what imports find)
+
+
 @dataclass(frozen=True)
 class Signed:
     """The stats of a set of paths, as one digest, and whether they may be trusted later."""
 
-    stat_paths: tuple[str, ...]  # stat the path itself
-    tree_paths: tuple[str, ...]  # stat every file below a folder
+    paths: Paths
     digest: str
     trusted: bool  # no file's mtime or ctime was within RACY_NS of taking the stats
+    hashed: tuple[tuple[int, int, int, int] | None, ...] = ()  # stats of paths.hash before hashing (not in the digest)
 
 
 @dataclass(frozen=True)
@@ -86,13 +100,27 @@ def _environment(root: Path) -> str:
     return "\n".join([f"memo {_MEMO_SCHEMA}", __version__, sys.version, sys.executable, *paths])
 
 
-def sign(root: Path, stat_paths: tuple[str, ...], tree_paths: tuple[str, ...]) -> Signed:
-    """The stats of those paths now, as one digest."""
+def sign(root: Path, paths: Paths) -> Signed:
+    """The stats of those paths now (file hashes and folder listings for some), as one digest."""
     taken = time.time_ns()
     rows = [_environment(root)]
-    newest = 0
-    for kind, paths in (("s", stat_paths), ("t", tree_paths)):
-        for rel in paths:
+    hashed = _hashed_stats(root, paths.hash)  # before reading: a write from now on changes them
+    newest = max((max(st[1], st[2]) for st in hashed if st is not None), default=0)
+    for rel in paths.hash:
+        try:
+            with open(os.path.join(root, rel), "rb") as f:
+                rows.append(f"h:{rel}\0{xxhash.xxh3_128_hexdigest(f.read())}")
+        except OSError:
+            rows.append(f"h:{rel}\0-")
+    for rel in paths.names:
+        try:
+            with os.scandir(os.path.join(root, rel)) as it:
+                names = sorted(f"{e.name}/" if e.is_dir() else e.name for e in it)
+            rows.append(f"n:{rel}\0" + "\0".join(names))
+        except OSError:
+            rows.append(f"n:{rel}\0-")
+    for kind, group in (("s", paths.stat), ("t", paths.tree)):
+        for rel in group:
             for name, st in _stats(os.path.join(root, rel), deep=kind == "t"):
                 if st is None:
                     rows.append(f"{kind}:{rel}/{name}\0-")
@@ -101,7 +129,20 @@ def sign(root: Path, stat_paths: tuple[str, ...], tree_paths: tuple[str, ...]) -
                 rows.append(f"{kind}:{rel}/{name}\0{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:"
                             f"{st.st_ino}")
     digest = xxhash.xxh3_128_hexdigest("\n".join(rows).encode("utf-8", "surrogateescape"))
-    return Signed(stat_paths, tree_paths, digest, taken - newest >= RACY_NS)
+    return Signed(paths, digest, taken - newest >= RACY_NS, hashed)
+
+
+def _hashed_stats(root: Path, paths: tuple[str, ...]) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """The files that are hashed, as stats: compared when recording, so that a module written
+    while the check ran (even back to the bytes hashed) leaves no memo."""
+    found: list[tuple[int, int, int, int] | None] = []
+    for rel in paths:
+        try:
+            st = os.stat(os.path.join(root, rel))
+            found.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        except OSError:
+            found.append(None)
+    return tuple(found)
 
 
 def _stats(path: str, deep: bool) -> list[tuple[str, os.stat_result | None]]:
@@ -132,16 +173,16 @@ def _walk(folder: str, rel: str, found: list[tuple[str, os.stat_result | None]])
             _walk(e.path, f"{rel}/{e.name}", found)
 
 
-def paths_of(repo: Repo, staging: Staging) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What a full check of `repo` reads: (paths to stat, folders and files to stat below)."""
+def paths_of(repo: Repo, staging: Staging) -> Paths:
+    """What a full check of `repo` reads."""
     from pivot import tracked  # lazy: only when a full check records its memo
 
     g = repo.graph
-    folders = sorted({os.path.dirname(m) or "." for m in staging.modules})
+    folders = tuple(sorted({os.path.dirname(m) or "." for m in staging.modules}))
     outside = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(str(repo.root))]
-    stat_paths = (CONFIG, CONFIG_LOCAL, PARAMS_FILE, *staging.modules, *folders, *outside)
     data = {p for n in g.order for p in (*g.deps[n], *g.outs[n])} | set(tracked.paths(repo.root))
-    return stat_paths, (STAGES_DIR, TRACKED_DIR, *sorted(data))
+    return Paths((CONFIG, CONFIG_LOCAL, PARAMS_FILE, *outside), (STAGES_DIR, TRACKED_DIR, *sorted(data)),
+                 tuple(staging.modules), folders)
 
 
 def before_check(repo: Repo, earlier: Signed | None = None) -> tuple[Staging, Signed]:
@@ -149,20 +190,22 @@ def before_check(repo: Repo, earlier: Signed | None = None) -> tuple[Staging, Si
     changes during the check then differs from what is recorded). `earlier`: stats taken before
     this, by the memo lookup; used when they cover the same paths."""
     staging = Staging.of(repo)
-    stat_paths, tree_paths = paths_of(repo, staging)
-    if earlier is not None and (earlier.stat_paths, earlier.tree_paths) == (stat_paths, tree_paths):
+    paths = paths_of(repo, staging)
+    if earlier is not None and earlier.paths == paths:
         return staging, earlier
-    return staging, sign(repo.root, stat_paths, tree_paths)
+    return staging, sign(repo.root, paths)
 
 
 def record(repo: Repo, staging: Staging, signed: Signed | None) -> None:
-    """Remember a clean full check (None, or stats too recent to trust: forget any memo)."""
-    if signed is None or not signed.trusted:
+    """Remember a clean full check (None, stats too recent to trust, or a module written since
+    it was hashed: forget any memo)."""
+    if signed is None or not signed.trusted or signed.hashed != _hashed_stats(repo.root, signed.paths.hash):
         repo.state.put_json(MEMO_KEY, None)
         return
     repo.state.put_json(MEMO_KEY, {
-        "digest": signed.digest, "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
-        "stat_paths": list(signed.stat_paths), "tree_paths": list(signed.tree_paths),
+        "digest": signed.digest,
+        "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
+        "paths": [list(group) for group in signed.paths],
     })
 
 
@@ -180,7 +223,11 @@ def look_up(root: Path, state_path: Path) -> tuple[Staging | None, Signed | None
         state.close()
     if not data:
         return None, None
-    now = sign(root, tuple(data["stat_paths"]), tuple(data["tree_paths"]))
+    try:
+        paths = Paths(*(tuple(group) for group in data["paths"]))
+    except (KeyError, TypeError):
+        return None, None  # not a memo this version wrote: the full check records one
+    now = sign(root, paths)
     if now.digest != data["digest"]:
         return None, now
     return Staging(data["stages"], [(s, p) for s, p in data["metrics"]], data["modules"]), now

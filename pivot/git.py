@@ -86,6 +86,8 @@ class WorkTreeChanges:
     def is_untracked(self, path: str) -> bool:
         if path in self.untracked:
             return True
+        if not self.untracked:
+            return False  # asked for every lock file of a large pipeline
         parts = path.split("/")
         return any("/".join(parts[:i]) + "/" in self.untracked for i in range(1, len(parts)))
 

@@ -4,7 +4,8 @@ Python trusts a cached .pyc when the source's size and mtime (whole seconds) mat
 header, so a same-size edit saved within the same second as the previous version would run
 the *old* code while Pivot fingerprints the new. Modules inside the project are therefore
 compiled through a cache keyed by the hash of their source bytes (in .pivot/tmp/pycache),
-which is never stale by construction.
+which is never stale by construction. The groups of a large module (below) are also kept, by
+their text, so that an edit compiles only the groups it changed (`CodeMemo`).
 
 A module is compiled one group of top-level statements at a time (`compile_chunks`), and the
 groups run one after the other in the module's namespace: CPython's `compile` of a whole large
@@ -27,6 +28,7 @@ import os
 import re
 import sys
 import warnings
+import zlib
 from collections.abc import Sequence
 from types import CodeType, ModuleType
 from typing import Any
@@ -47,7 +49,7 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
 
     def get_codes(self, fullname: str) -> tuple[CodeType, ...]:
         """The module as groups of top-level statements, to run in order (`compile_chunks`)."""
-        codes = self._cached(fullname, b"chunks1\0", compile_chunks)
+        codes = self._cached(fullname, b"chunks1\0", self._compile_groups)
         assert isinstance(codes, tuple)
         return codes
 
@@ -59,28 +61,49 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
         path = self.get_filename(fullname)
         source = self.get_data(path)
         key = xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + kind + path.encode() + b"\0" + source)
-        cached = os.path.join(self.cache_dir, key)
-        try:
-            with open(cached, "rb") as f:
-                loaded = marshal.loads(f.read())
-            if isinstance(loaded, CodeType) or (
-                    isinstance(loaded, tuple) and all(isinstance(c, CodeType) for c in loaded)):
-                return loaded  # checked just above
-        except (OSError, ValueError, EOFError, TypeError):
-            pass
+        loaded = self._load(key)
+        if isinstance(loaded, CodeType) or (
+                isinstance(loaded, tuple) and all(isinstance(c, CodeType) for c in loaded)):
+            return loaded  # checked just above
         code = make(source, path)
+        self._store(key, code)
+        return code  # type: ignore[no-any-return]  # compile_source or compile_chunks
+
+    def _compile_groups(self, source: bytes, path: str) -> tuple[CodeType, ...]:
+        """compile_chunks, with the groups of this file's earlier versions (one entry per file,
+        holding the groups of its latest version)."""
+        if len(source) < GROUPED:
+            return compile_chunks(source, path)
+        key = "groups2-" + xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + path.encode())
+        old = self._load(key)
+        valid = isinstance(old, dict) and all(
+            isinstance(k, bytes) and isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], int)
+            and isinstance(v[1], CodeType) for k, v in old.items())
+        memo = CodeMemo(old if valid else None)
+        codes = compile_chunks(source, path, memo)
+        if memo.compiled:
+            self._store(key, memo.new)
+        return codes
+
+    def _load(self, key: str) -> Any:
+        try:
+            with open(os.path.join(self.cache_dir, key), "rb") as f:
+                return marshal.loads(f.read())
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+
+    def _store(self, key: str, value: Any) -> None:
         try:
             import tempfile  # lazy: only when a compiled module is written (not on a no-op status)
 
             os.makedirs(self.cache_dir, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir)
             with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps(code))
-            os.replace(tmp, cached)
+                f.write(marshal.dumps(value))
+            os.replace(tmp, os.path.join(self.cache_dir, key))
             _prune(self.cache_dir)
         except OSError:
             pass  # a read-only project still imports; it just compiles each time
-        return code  # type: ignore[no-any-return]  # compile_source or compile_chunks
 
 
 _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")  # UTF-16 and UTF-32, either byte order
@@ -114,10 +137,14 @@ _CANDIDATE = re.compile(rb"^(?:@|(?!(?:else|elif|except|finally)\b)(?!from[ \t]+
                         rb"[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_'\"]))", re.MULTILINE)
 _CANDIDATE_TEXT = re.compile(_CANDIDATE.pattern.decode(), re.MULTILINE | re.ASCII)
 GROUPED = 65536  # modules from this size on are read in groups of statements
-# A group is at least this long: a 10,000-stage module then compiles to about 900 code objects
-# and a 4.9 MiB cache entry (one group per statement: 10,000 and 8.5 MiB, slower to load in
-# every worker); compiling and parsing cost the same CPU time either way.
-GROUP = 2048
+# Groups are a few KiB: a 10,000-stage module compiles to about a thousand code objects and a
+# 5 MiB cache entry (one group per statement: 10,000 and 8.5 MiB, slower to load in every
+# worker); compiling and parsing cost the same CPU time either way. Where a group ends depends
+# on the text around that point only (see `ends_group`), so an edit changes the groups it falls
+# in and not those after it: compiled and summarised groups are remembered by their text.
+GROUP = 1024  # a group is at least this long ...
+GROUP_MAX = 16384  # ... and ends at the first start past this
+GROUP_EVERY = 4  # in between, at a start whose line's checksum is a multiple of this
 # Sources compiled whole: a coding declaration (groups are decoded as UTF-8), a lone CR (a line
 # end for the tokenizer, not for counting lines here), a module-level `global` (compile checks it
 # against assignments in earlier statements).
@@ -128,31 +155,43 @@ _FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, name).compil
 MAX_RETRIES = 64  # times one group did not compile and was extended; past this, compile whole
 
 
-def compile_chunks(source: bytes, path: str) -> tuple[CodeType, ...]:
+class CodeMemo:
+    """Compiled groups of a large module by their text (and the `from __future__` flags they were
+    compiled with), each with the lines before it where it was last: an edit compiles again
+    only the groups it changed, and moves those after it if it added or removed lines.
+    `old`: as remembered; `new`: this version's groups, to remember next; `compiled`: how many
+    groups were compiled now. A group whose compile warned is not remembered (its warnings are
+    shown whenever it is compiled)."""
+
+    def __init__(self, old: dict[bytes, tuple[int, CodeType]] | None = None) -> None:
+        self.old = old or {}
+        self.new: dict[bytes, tuple[int, CodeType]] = {}
+        self.compiled = 0
+
+
+def compile_chunks(source: bytes, path: str, memo: CodeMemo | None = None) -> tuple[CodeType, ...]:
     """The module as code objects of consecutive groups of top-level statements (one group for a
     module under 64 KiB), with the line numbers of the whole file; run in order, they do what the
-    whole module does. A SyntaxError is the whole file's (it is compiled whole to report it)."""
+    whole module does. A SyntaxError is the whole file's (it is compiled whole to report it).
+    With `memo`, groups it holds are not compiled again (see CodeMemo)."""
     if len(source) < GROUPED or _WHOLE.search(source):
         return (compile_source(source, path),)
     codes: list[CodeType] = []
     shown: list[warnings.WarningMessage] = []
     flags = retries = begin = line = 0
     for end in [*group_starts(source), len(source)]:
-        if end - begin < GROUP and end < len(source):
-            continue  # a few hundred code objects for a 2 MB module, not one per statement
+        if not ends_group(source, begin, end):
+            continue  # a thousand code objects for a 2 MB module, not one per statement
         chunk = source[begin:end]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                code = compile(chunk, path, "exec", flags=flags, dont_inherit=True)
-            except (SyntaxError, ValueError):
-                retries += 1
-                if retries > MAX_RETRIES:
-                    break
-                continue  # the group goes on to the next start
+        code, caught = _compile_group(chunk, path, flags, line, memo)
+        if code is None:
+            retries += 1
+            if retries > MAX_RETRIES:
+                break
+            continue  # the group goes on to the next start
         if not codes:
             flags = code.co_flags & _FUTURE_FLAGS
-        codes.append(_shifted(code, line))
+        codes.append(code)
         retries = 0
         shown += [warnings.WarningMessage(w.message, w.category, w.filename, w.lineno + line) for w in caught]
         line += chunk.count(b"\n")
@@ -162,6 +201,46 @@ def compile_chunks(source: bytes, path: str) -> tuple[CodeType, ...]:
     for w in shown:  # warnings at their lines in the file, as a whole compile gives them
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return tuple(codes)
+
+
+def _compile_group(chunk: bytes, path: str, flags: int, line: int,
+                   memo: CodeMemo | None) -> tuple[CodeType | None, list[warnings.WarningMessage]]:
+    """The group compiled, `line` lines into the file (None: it does not compile on its own),
+    and its warnings (at its own lines)."""
+    key = xxhash.xxh3_128_digest(flags.to_bytes(8, "little") + chunk) if memo is not None else b""
+    if memo is not None:
+        known = memo.new.get(key) or memo.old.get(key)
+        if known is not None:
+            code = _shifted(known[1], line - known[0])  # where the group was last, to where it is
+            memo.new[key] = (line, code)
+            return code, []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = _shifted(compile(chunk, path, "exec", flags=flags, dont_inherit=True), line)
+        except (SyntaxError, ValueError):
+            return None, []
+    if memo is not None:
+        memo.compiled += 1
+        if not caught:
+            memo.new[key] = (line, code)
+    return code, list(caught)
+
+
+def ends_group(source: str | bytes, begin: int, end: int) -> bool:
+    """Whether a group from `begin` ends before the start `end` (or at the end of `source`):
+    once it is GROUP long, at a start whose line has a checksum that is a multiple of
+    GROUP_EVERY, or the first start past GROUP_MAX. Groups are thus cut where the text is, not
+    where the previous cut was: after an edit, the same text is cut the same way again."""
+    if end >= len(source):
+        return True
+    if end - begin < GROUP:
+        return False
+    if end - begin >= GROUP_MAX:
+        return True
+    line = source[end:end + 120]
+    data = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+    return zlib.crc32(data.partition(b"\n")[0]) % GROUP_EVERY == 0
 
 
 def group_starts(source: str | bytes) -> list[int]:

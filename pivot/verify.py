@@ -8,6 +8,7 @@ cached outputs as restorable. A metric is committed to git, so a missing or edit
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,7 +228,11 @@ def verify_staged(start: Path) -> Report:
     changes = git.worktree_changes(top, prefix, (LOCKS_DIR, TRACKED_DIR, PARAMS_FILE))
     pending = _unstaged_locks(root, changes)
     records = _unstaged_records(root, changes)
-    with git.unstaged_changes_set_aside(top, prefix, root / TMP_DIR / "hooks") as set_aside:
+    # Nothing unstaged in the project (git status just said so): nothing to set aside, and no
+    # `git write-tree` and `git diff-index` to find that out.
+    aside = git.unstaged_changes_set_aside(top, prefix, root / TMP_DIR / "hooks") if changes.unstaged \
+        else contextlib.nullcontext(False)
+    with aside as set_aside:
         project = load_project(root)
         staging, earlier = checkmemo.look_up(project.root, project.state_path)
         if staging is not None:

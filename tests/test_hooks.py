@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PIVOT, Project
+
+from pivot.checkmemo import MEMO_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = ("pre-commit", "post-checkout", "post-merge", "pre-push")
@@ -343,6 +347,48 @@ def test_memo_skips_the_full_check_only_while_nothing_changed(project: Project) 
     project.write("data/final.txt", "edited output\n")  # an output (git ignores it), no longer restorable
     proc = project.pivot("verify", "--staged", check=False)
     assert "final: stale" in proc.stdout and "output 'data/final.txt' was modified" in proc.stdout
+
+
+def test_memo_holds_while_the_modules_bytes_and_names_do(project: Project) -> None:
+    """The pipeline's modules are remembered by their bytes and their folders by the names in
+    them: a module saved unchanged, rewritten with the same bytes or set aside and back by the
+    check itself keeps the memo; a new file beside it, or an edit, does not."""
+    setup(project)
+    time.sleep(2.1)  # files younger than 2 s are never trusted by the memo
+    assert "all 2 stage(s) match" in project.pivot("verify").stdout
+    pipeline = project.root / "pipeline.py"
+    os.utime(pipeline, None)  # an editor saving it unchanged
+    assert "nothing the check reads changed" in project.pivot("verify", "--staged").stdout
+    pipeline.unlink()  # rewritten with the same bytes (a checkout back and forth): new inode too
+    project.pipeline(PIPELINE)
+    assert "nothing the check reads changed" in project.pivot("verify", "--staged").stdout
+    project.pipeline(PIPELINE + "# not staged\n")  # set aside while checking, then put back
+    out = project.pivot("verify", "--staged").stdout
+    assert "unstaged changes were set aside" in out and "nothing the check reads changed" in out
+    project.pipeline(PIPELINE)
+    project.write("json.py", "")  # a new module beside the pipeline could shadow an import
+    assert "nothing the check reads changed" not in project.pivot("verify", "--staged").stdout
+    (project.root / "json.py").unlink()
+    project.pipeline(PIPELINE.replace("* SCALE", "* 3"))
+    project.git("add", "pipeline.py")
+    proc = project.pivot("verify", "--staged", check=False)
+    assert "loud: stale" in proc.stdout and "nothing the check reads changed" not in proc.stdout
+
+
+def test_a_memo_another_version_wrote_is_ignored(project: Project) -> None:
+    """A hook installed by another Pivot shares the state database: a memo this version did not
+    write (here an earlier format under the current key) means a full check, never a crash."""
+    setup(project)
+    db = sqlite3.connect(project.root / ".pivot" / "state.db")
+    try:
+        old = json.dumps({"digest": "0", "stages": ["loud", "final"], "metrics": [], "modules": ["pipeline.py"],
+                          "stat_paths": ["pipeline.py"], "tree_paths": [".pivot/stages"]})
+        db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", [("verify-memo", old), (MEMO_KEY, old)])
+        db.commit()
+    finally:
+        db.close()
+    proc = project.pivot("verify", "--staged")
+    assert "all 2 stage(s) match" in proc.stdout and "nothing the check reads changed" not in proc.stdout
 
 
 def test_branch_without_pivot_project_is_not_checked(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 import textwrap
+import time
 import tracemalloc
 import types
 import warnings
@@ -15,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from pivot.fingerprint.summary import summarise
-from pivot.importing import GROUPED, compile_chunks, compile_source, loader_for
+from pivot.fingerprint.summary import GroupMemo, summarise
+from pivot.importing import GROUPED, CodeMemo, compile_chunks, compile_source, loader_for
 
 STAGE = textwrap.dedent('''\
     @stage(deps=["data/in.txt"], outs=["data/out{i}.txt"])
@@ -126,3 +128,94 @@ def test_a_stage_of_a_large_pipeline_fails_naming_its_line(project: Project) -> 
     project.pipeline(source.replace('raise ValueError("from the last stage")', 'open("data/last.txt", "w")'))
     project.pivot("run", "last")
     assert "up to date" in project.pivot("status", "last").stdout
+
+
+def _edited(source: str, stage: int, extra_lines: int) -> str:
+    """`source` with the body of stage `stage` changed (and `extra_lines` lines added to it)."""
+    old = f'        f.write(x + "{stage}")\n'
+    assert old in source
+    return source.replace(old, f'        f.write(x + "{stage} edited")\n' + "    y = 1\n" * extra_lines)
+
+
+@pytest.mark.parametrize("extra_lines", [0, 3])
+def test_an_edit_compiles_only_its_group_again_to_the_code_of_the_whole_file(tmp_path: Path,
+                                                                             extra_lines: int) -> None:
+    """Compiled groups are remembered by their text: after an edit only the edited group is
+    compiled, and the groups after it are moved to their new lines."""
+    source = module(400)
+    path = str(tmp_path / "pipeline.py")
+    memo = CodeMemo()
+    compile_chunks(source.encode(), path, memo)
+    edited = _edited(source, 200, extra_lines).encode()
+    again = CodeMemo(memo.new)
+    groups = compile_chunks(edited, path, again)
+    assert again.compiled == 1
+    assert len(again.new) == len(memo.new)  # the groups of this version only
+    found: dict[tuple[str, int], tuple[bytes, list[object]]] = {}
+    for code in groups:
+        found.update(functions(code))
+    assert found == functions(compile_source(edited, path))  # names, first lines, bytecode, positions
+
+
+@pytest.mark.parametrize("extra_lines", [0, 3])
+def test_an_edit_summarises_only_its_group_again_to_the_summary_of_the_whole_file(extra_lines: int) -> None:
+    source = module(400)
+    memo = GroupMemo()
+    before = summarise(source, "/project/pipeline.py", memo)
+    edited = _edited(source, 200, extra_lines)
+    again = GroupMemo(memo.new)
+    after = summarise(edited, "/project/pipeline.py", again)
+    assert again.read == 1
+    assert after == summarise(edited, "/project/pipeline.py")  # every digest, line and reference
+    assert after["file"] != before["file"]
+    key = f"f:{edited[:edited.index('def s200(')].count(chr(10))}"  # its first line: the decorator's
+    assert after["defs"][key][0] != before["defs"][key][0]  # the edited function's own digest
+
+
+def test_groups_read_with_other_names_of_stage_are_read_again() -> None:
+    """A group's summary depends on the names @stage is imported under (an import further down
+    can change them): one read under other names is not used."""
+    source = module(400)
+    memo = GroupMemo()
+    summarise(source, "/project/pipeline.py", memo)
+    renamed = source + "from pivot import stage as step\nimport pivot.stage as ps\n"
+    again = GroupMemo(memo.new)
+    assert summarise(renamed, "/project/pipeline.py", again) == summarise(renamed, "/project/pipeline.py")
+    assert again.read > 1
+
+
+def test_a_stage_fails_naming_its_line_after_an_edit_above_it_added_lines(project: Project) -> None:
+    """The compiled groups after an edit that added lines are remembered ones, moved down."""
+    tail = textwrap.dedent('''\
+        @stage(deps=["data/in.txt"], outs=["data/last.txt"])
+        def last():
+            raise ValueError("from the last stage")
+        ''')
+    source = module(400, tail=tail)
+    project.pipeline(source)
+    project.write("data/in.txt", "x\n")
+    first = project.pivot("run", "last", check=False)
+    assert f'pipeline.py", line {source.count(chr(10))}, in last' in first.stdout + first.stderr
+    edited = _edited(source, 100, 5)
+    project.pipeline(edited)
+    result = project.pivot("run", "last", check=False)
+    assert f'pipeline.py", line {edited.count(chr(10))}, in last' in result.stdout + result.stderr
+
+
+def test_a_large_pipeline_touched_keeps_its_summary_and_an_edit_reads_one_group(project: Project) -> None:
+    """A new mtime on the same bytes (a checkout back and forth) reuses the summary; an edit
+    summarises again, and the stage whose function changed is the one that runs."""
+    source = module(400)
+    path = project.pipeline(source)
+    project.write("data/in.txt", "x\n")
+    project.pivot("run")
+    memos = list((project.root / ".pivot" / "tmp" / "pycache").glob("summary-*"))
+    assert len(memos) == 1
+    written = memos[0].stat().st_mtime_ns
+    os.utime(path, ns=(time.time_ns() + 5 * 10**9,) * 2)
+    assert "up to date" in project.pivot("status").stdout.splitlines()[-1]
+    assert memos[0].stat().st_mtime_ns == written  # not summarised again
+    project.pipeline(_edited(source, 200, 2))
+    status = project.pivot("status").stdout
+    assert "s200" in status and "s201" not in status and "s199" not in status
+    assert memos[0].stat().st_mtime_ns != written

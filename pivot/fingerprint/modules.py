@@ -1,18 +1,24 @@
 """The project's modules: which files and objects are user code, where a module's file is, its
-summary (cached in the state DB by the file's size, mtime, ctime and inode), where an imported name was
+summary (cached in the state DB by the file's size, mtime, ctime and inode, and its bytes' hash;
+the groups of a large module in .pivot/tmp/pycache by their text), where an imported name was
 defined, and which files were edited after the run began."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import sys
 import time
 import types
 from typing import Any
 
+import xxhash
+
 from pivot.fingerprint.manifest import CHANGED, FP_SCHEMA, entry_digest
-from pivot.fingerprint.summary import summarise
+from pivot.fingerprint.summary import GROUP_SCHEMA, GroupMemo, summarise
 from pivot.hashing import RACY_NS
+from pivot.importing import GROUPED
+from pivot.layout import TMP_DIR
 from pivot.state import State
 
 
@@ -73,7 +79,8 @@ class ModuleIndex:
     # -- summaries -------------------------------------------------------------
     def summary(self, filename: str | None) -> dict[str, Any] | None:
         """The file's summary (see pivot.fingerprint.summary), from the state DB while the file's
-        stat is unchanged; None when it cannot be read or parsed."""
+        stat is unchanged, or while its bytes are (a checkout back and forth, a save without a
+        change); None when it cannot be read or parsed."""
         if not filename:
             return None
         if filename in self._summaries:
@@ -93,17 +100,39 @@ class ModuleIndex:
         if cached and cached["stat"] == stat and cached["checked"] - changed_ns >= RACY_NS:
             result = cached["summary"]
         else:
-            try:
-                with open(filename, "rb") as f:
-                    source = f.read().decode("utf-8", errors="surrogateescape")
-                result = summarise(source, filename)
-            except (OSError, SyntaxError, ValueError, RecursionError):
-                result = None
-            if result is not None and self.state:
-                self.state.put_json(key, {"stat": stat, "checked": time.time_ns(),
-                                          "summary": result})
+            result = self._summarise(filename, stat, key, cached)
         self._summaries[filename] = result
         return result
+
+    def _summarise(self, filename: str, stat: list[int], key: str, cached: Any) -> dict[str, Any] | None:
+        """Read the file (its stat taken before): the cached summary if its bytes are those it was
+        made from, else summarised (with the groups of its last version, see GroupMemo)."""
+        try:
+            with open(filename, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        digest = xxhash.xxh3_128_hexdigest(data)
+        if cached and cached.get("hash") == digest:
+            result: dict[str, Any] | None = cached["summary"]
+        else:
+            memo_file = self._memo_file(filename) if len(data) >= GROUPED else None
+            memo = GroupMemo(_load_memo(memo_file)) if memo_file else None
+            try:
+                result = summarise(data.decode("utf-8", errors="surrogateescape"), filename, memo)
+            except (SyntaxError, ValueError, RecursionError):
+                result = None
+            if memo is not None and memo_file and memo.read:
+                _store_memo(memo_file, memo.new)
+        if result is not None and self.state:
+            self.state.put_json(key, {"stat": stat, "checked": time.time_ns(), "hash": digest, "summary": result})
+        return result
+
+    def _memo_file(self, filename: str) -> str:
+        """Where the summarised groups of a large module are kept (one file per module)."""
+        name = xxhash.xxh3_128_hexdigest(f"{GROUP_SCHEMA}\0{FP_SCHEMA}\0{sys.version}\0{self.relpath(filename)}".encode(
+            "utf-8", "surrogateescape"))
+        return os.path.join(self.root, TMP_DIR, "pycache", f"summary-{name}")
 
     def module_summary(self, name: str) -> dict[str, Any] | None:
         filename = self.module_file(name)
@@ -202,3 +231,25 @@ class ModuleIndex:
                     return self._find_origin(absolute, name, hops + 1)
                 return absolute, name
         return module, name
+
+
+def _load_memo(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            found = marshal.loads(f.read())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _store_memo(path: str, groups: dict[str, Any]) -> None:
+    import tempfile  # lazy: only when a large module was summarised
+
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(groups))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        pass  # a read-only project: large modules are summarised whole each time

@@ -21,7 +21,9 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
+
+import xxhash
 
 from pivot.fingerprint.manifest import PartsDigest, entry_digest
 from pivot.fingerprint.normalise import Normaliser, is_bare_string, stage_imports
@@ -35,7 +37,7 @@ from pivot.fingerprint.scopes import (
     module_level,
     position,
 )
-from pivot.importing import GROUP, GROUPED, MAX_RETRIES, group_starts
+from pivot.importing import GROUPED, MAX_RETRIES, ends_group, group_starts
 
 DYNAMIC_CALLS = ("eval", "exec", "compile", "__import__", "globals")
 _LONE_CR = re.compile(r"\r(?!\n)")
@@ -64,8 +66,7 @@ class _Analyser(ast.NodeVisitor):
         self.owners: list[tuple[int, _Acc]] = []  # (index its own scope gets, accumulator)
         self.stmt: _Acc | None = None
         self.quals: list[str] = []
-        self.defs: dict[str, list[Any]] = {}
-        self.offset = 0  # lines before the group of statements being read
+        self.records: list[list[Any]] = []  # [key, digest, refs, flags] of each definition
         self.last: tuple[ast.AST | None, str] = (None, "")  # the node dumped last, and its dump
 
     # -- name resolution -------------------------------------------------
@@ -99,15 +100,10 @@ class _Analyser(ast.NodeVisitor):
             acc.flags.add(flag)
 
     def _record(self, key: str, node: ast.AST, acc: _Acc) -> None:
+        """One definition, in the order found (`add_def` merges two found under one key)."""
         text = ast.dump(node)
         self.last = (node, text)
-        digest = entry_digest(text)
-        refs, flags = acc.refs, acc.flags
-        if key in self.defs:  # two definitions found under one key (lambdas on one line): count both
-            old = self.defs[key]
-            digest = entry_digest(old[0] + digest)
-            refs, flags = refs | set(old[1]), flags | set(old[2])
-        self.defs[key] = [digest, sorted(refs), sorted(flags)]
+        self.records.append([key, entry_digest(text), sorted(acc.refs), sorted(acc.flags)])
 
     # -- loads -------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
@@ -177,7 +173,7 @@ class _Analyser(ast.NodeVisitor):
         self.quals.pop()
         self.scopes.pop()
         self.owners.pop()
-        self._record(f"f:{self.first_lines.get(node, node.lineno) + self.offset}", node, acc)
+        self._record(f"f:{self.first_lines.get(node, node.lineno)}", node, acc)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -190,7 +186,7 @@ class _Analyser(ast.NodeVisitor):
         self.visit(node.body)
         self.scopes.pop()
         self.owners.pop()
-        self._record(f"f:{node.lineno + self.offset}", node, acc)
+        self._record(f"f:{node.lineno}", node, acc)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         acc = _Acc()
@@ -238,59 +234,132 @@ def _stmt_imports(stmt: ast.stmt) -> Iterable[ast.Import | ast.ImportFrom]:
             yield node
 
 
-def summarise(source: str, filename: str) -> dict[str, Any]:
-    """The cached facts about one module (see the module docstring)."""
-    summary = _read(source, filename, None)
+GROUP_SCHEMA = 1  # bump when what a GroupMemo entry holds changes
+
+
+class GroupMemo:
+    """Summaries of the groups of top-level statements of a large module, by the digest of each
+    group's exact text, so that an edit reads again only the groups it changed. An entry is a
+    function of the group's text and of the names of @stage it was read with (kept in the entry
+    and compared) alone: line numbers in it are relative to the group. `old`: entries remembered;
+    `new`: this version's groups (found in `old` or read now), to remember next; `read`: how many
+    groups were read now."""
+
+    def __init__(self, old: dict[str, Any] | None = None) -> None:
+        self.old = old or {}
+        self.new: dict[str, Any] = {}
+        self.read = 0
+
+    def known(self, key: str) -> bool:
+        """The group was read (so it parses) before."""
+        return key in self.new or key in self.old
+
+    def find(self, key: str) -> list[Any] | None:
+        return self.new.get(key) or self.old.get(key)
+
+
+def group_key(chunk: str) -> str:
+    return xxhash.xxh3_128_hexdigest(chunk.encode("utf-8", "surrogatepass"))
+
+
+def summarise(source: str, filename: str, memo: GroupMemo | None = None) -> dict[str, Any]:
+    """The cached facts about one module (see the module docstring). With `memo`, the groups of a
+    large module it knows are not read again (see GroupMemo)."""
+    summary = _read(source, filename, None, memo)
     if summary.names_changed():  # a decorator was read before an import that names @stage
-        summary = _read(source, filename, summary.final_names())
+        summary = _read(source, filename, summary.final_names(), memo)
     return summary.result()
 
 
-def _read(source: str, filename: str, names: set[str] | None) -> _Summary:
+def _read(source: str, filename: str, names: set[str] | None, memo: GroupMemo | None) -> _Summary:
     summary = _Summary(names)
-    for offset, group in _groups(source, filename):
-        if offset < 0:  # the whole tree after all: start again from it
+    for group in _groups(source, filename, memo):
+        if group.line < 0:  # the whole tree after all: start again from it
             summary = _Summary(names)
-            offset = 0
-        summary.add(offset, group)
+            group = group._replace(line=0)
+        summary.add(group, filename, memo)
     return summary
 
 
-def _groups(source: str, filename: str) -> Iterable[tuple[int, ast.Module]]:
-    """The module's syntax trees, one group of top-level statements at a time, each with the
-    number of lines before it (one group for a module under GROUPED characters). Should the
-    groups not parse one by one (only a pathological file does that), the whole tree comes
-    last, with -1 lines: what came before it is to be dropped."""
+class _Group(NamedTuple):
+    line: int  # lines before the group (-1: the whole module, replacing the groups before)
+    chunk: str  # its text ("" for a whole module read as one tree)
+    key: str  # group_key of the text ("": not to be remembered)
+    tree: ast.Module | None  # None: not parsed (the memo knows the group parses)
+
+
+def _groups(source: str, filename: str, memo: GroupMemo | None) -> Iterable[_Group]:
+    """The module's groups of top-level statements, each with the number of lines before it
+    (one group for a module under GROUPED characters). Should the groups not parse one by one
+    (only a pathological file does that), the whole tree comes last, with -1 lines: what came
+    before it is to be dropped. A group the memo knows is not parsed here."""
     if len(source) < GROUPED or _LONE_CR.search(source):  # a line end to Python, not to counting here
-        yield 0, ast.parse(source, filename)
+        yield _Group(0, "", "", ast.parse(source, filename))
         return
     begin = line = failed = 0
     for end in [*group_starts(source), len(source)]:
-        if end - begin < GROUP and end < len(source):
+        if not ends_group(source, begin, end):
             continue
         chunk = source[begin:end]
-        try:
-            tree = ast.parse(chunk, filename)
-        except (SyntaxError, ValueError):
-            failed += 1
-            if end == len(source) or failed > MAX_RETRIES:
-                yield -1, ast.parse(source, filename)  # or the file's SyntaxError, as reading it whole
-                return
-            continue
-        yield line, tree
+        key = group_key(chunk) if memo is not None else ""
+        tree = None
+        if not (key and memo is not None and memo.known(key)):
+            try:
+                tree = ast.parse(chunk, filename)
+            except (SyntaxError, ValueError):
+                failed += 1
+                if end == len(source) or failed > MAX_RETRIES:
+                    yield _Group(-1, "", "", ast.parse(source, filename))  # or the file's SyntaxError
+                    return
+                continue
+        yield _Group(line, chunk, key, tree)
         failed = 0
         line += chunk.count("\n")
         begin = end
 
 
+def _read_group(tree: ast.Module, names: set[str]) -> list[Any]:
+    """What one group adds to the summary, with line numbers relative to it: [names of @stage it
+    was read with, names of @stage it imports, whether a decorator was compared with them,
+    definitions ([key, digest, refs, flags], in order), statements ([digest, refs, names bound,
+    imports [name, level, module, attr], star imports [level, module]]), dumps joined by _SEP]."""
+    normaliser = Normaliser(names)
+    kept = [normaliser.visit(stmt) for stmt in tree.body if not is_bare_string(stmt)]
+    analyser = _Analyser(normaliser.first_lines)
+    statements: list[list[Any]] = []
+    texts: list[str] = []
+    for stmt in kept:
+        analyser.stmt = _Acc()
+        analyser.visit(stmt)
+        text = analyser.last[1] if analyser.last[0] is stmt else ast.dump(stmt)
+        texts.append(text)
+        imports: list[list[Any]] = []
+        stars: list[list[Any]] = []
+        for imp in _stmt_imports(stmt):
+            if isinstance(imp, ast.Import):
+                for a in imp.names:
+                    top = a.name.split(".")[0]
+                    imports.append([a.asname, 0, a.name, ""] if a.asname else [top, 0, top, ""])
+            else:
+                for a in imp.names:
+                    if a.name == "*":
+                        stars.append([imp.level, imp.module or ""])
+                    else:
+                        imports.append([a.asname or a.name, imp.level, imp.module or "", a.name])
+        bound = list(bindings("module", [stmt], imports=False).bound)
+        statements.append([entry_digest(text), sorted(analyser.stmt.refs), bound, imports, stars])
+    return [sorted(names), sorted(stage_imports(tree.body)), bool(normaliser.decorators), analyser.records,
+            statements, _SEP.join(texts)]
+
+
 class _Summary:
-    """The summary, built statement by statement. `names`: the names of @stage, when known."""
+    """The summary, built group by group. `names`: the names of @stage, when known."""
 
     def __init__(self, names: set[str] | None) -> None:
         self.names = names
         self.found: set[str] = set()  # names of @stage imported so far
         self.used: set[frozenset[str]] = set()  # names decorators were compared with
-        self.analyser = _Analyser({})
+        self.defs: dict[str, list[Any]] = {}
         self.stmts: list[list[Any]] = []
         self.binds: dict[str, list[int]] = {}
         self.imports: dict[str, list[Any]] = {}
@@ -305,47 +374,50 @@ class _Summary:
     def names_changed(self) -> bool:
         return any(used != self.final_names() for used in self.used)
 
-    def add(self, offset: int, group: ast.Module) -> None:
-        if self.names is None:
-            self.found |= stage_imports(group.body)
-        names = self.final_names()
-        normaliser = Normaliser(names)
-        kept = [normaliser.visit(stmt) for stmt in group.body if not is_bare_string(stmt)]
-        if normaliser.decorators:
-            self.used.add(frozenset(names))
-        self.analyser.first_lines = normaliser.first_lines
-        self.analyser.offset = offset
-        for stmt in kept:
-            self._statement(stmt)
+    def add(self, group: _Group, filename: str, memo: GroupMemo | None) -> None:
+        entry = memo.find(group.key) if memo is not None and group.key else None
+        if entry is not None:
+            if self.names is None:
+                self.found |= set(entry[1])
+            if entry[0] != sorted(self.final_names()):
+                entry = None  # read with other names of @stage
+        if entry is None:
+            tree = group.tree or ast.parse(group.chunk, filename)
+            if self.names is None:
+                self.found |= stage_imports(tree.body)
+            entry = _read_group(tree, self.final_names())
+            if memo is not None:
+                memo.read += 1
+        if memo is not None and group.key:
+            memo.new[group.key] = entry
+        self._apply(group.line, entry)
 
-    def _statement(self, stmt: ast.stmt) -> None:
-        index = len(self.stmts)
-        analyser = self.analyser
-        analyser.stmt = _Acc()
-        analyser.visit(stmt)
-        text = analyser.last[1] if analyser.last[0] is stmt else ast.dump(stmt)
-        self.stmts.append([entry_digest(text), sorted(analyser.stmt.refs)])
-        self.file.update(_SEP + text if index else text)
-        for name in bindings("module", [stmt], imports=False).bound:
-            self.binds.setdefault(name, []).append(index)
-        for imp in _stmt_imports(stmt):
-            if isinstance(imp, ast.Import):
-                for a in imp.names:
-                    if a.asname:
-                        self.imports[a.asname] = [0, a.name, ""]
-                    else:
-                        top = a.name.split(".")[0]
-                        self.imports[top] = [0, top, ""]
-            else:
-                for a in imp.names:
-                    if a.name == "*":
-                        self.stars.append([imp.level, imp.module or ""])
-                    else:
-                        self.imports[a.asname or a.name] = [imp.level, imp.module or "", a.name]
+    def _apply(self, line: int, entry: list[Any]) -> None:
+        names, _found, decorators, records, statements, text = entry
+        if decorators:
+            self.used.add(frozenset(names))
+        for key, digest, refs, flags in records:
+            if key.startswith("f:"):
+                key = f"f:{int(key[2:]) + line}"
+            old = self.defs.get(key)
+            if old is not None:  # two definitions found under one key (lambdas on one line): count both
+                digest = entry_digest(old[0] + digest)
+                refs, flags = sorted(set(refs) | set(old[1])), sorted(set(flags) | set(old[2]))
+            self.defs[key] = [digest, refs, flags]
+        if statements:
+            self.file.update(_SEP + text if self.stmts else text)
+        for digest, refs, bound, imports, stars in statements:
+            index = len(self.stmts)
+            self.stmts.append([digest, refs])
+            for name in bound:
+                self.binds.setdefault(name, []).append(index)
+            for name, level, module, attr in imports:
+                self.imports[name] = [level, module, attr]
+            self.stars.extend(stars)
 
     def result(self) -> dict[str, Any]:
         if not self.stmts:  # nothing but strings: the module reads as `pass`
-            self._statement(ast.Pass())
+            self._apply(0, _read_group(ast.Module(body=[ast.Pass()], type_ignores=[]), self.final_names()))
         self.file.update(_TAIL)
-        return {"defs": self.analyser.defs, "stmts": self.stmts, "binds": self.binds, "imports": self.imports,
+        return {"defs": self.defs, "stmts": self.stmts, "binds": self.binds, "imports": self.imports,
                 "stars": self.stars, "file": self.file.hexdigest()}
