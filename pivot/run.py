@@ -8,11 +8,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pivot import atomic, fresh, gitignore, tracked
+from pivot import atomic, fresh, runsetup
 from pivot.backups import Backups, clear_leftovers
 from pivot.budget import Budget, refusal
 from pivot.errors import PivotError, ResourceError, WorkerRefused
-from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
+from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, PoolExecutor, StageResult, StageTask, make_executor
 from pivot.graph import Frontier
 from pivot.landing import Landing
 from pivot.layout import stage_file
@@ -70,6 +70,7 @@ class Runner:
         self._factory = executor_factory or (lambda: make_executor(
             "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
         self._executor: Executor | None = None
+        self._default_pool = executor_factory is None  # the local pool, started early on a first run
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
         self.force = False
         # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
@@ -87,11 +88,11 @@ class Runner:
         self.repo.check_params(names)
         self.landing = Landing(self.repo)
         self._check_runnable(names, opts.force)  # before anything changes
-        self._warn_unreadable_locks(names)
+        runsetup.warn_unreadable_locks(self.repo, self.reporter, names)
         self.backups.recover(self.repo.graph.outs)
         clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
-        self._remove_orphans()
-        self._update_gitignore()
+        runsetup.remove_orphans(self.repo, self.reporter)
+        runsetup.update_gitignore(self.repo)
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
@@ -110,8 +111,9 @@ class Runner:
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._committed = time.monotonic()
-        self._look_up_front(opts)
         try:
+            self._warm_up(names, opts.force)
+            self._look_up_front(opts)
             while True:
                 with gc_paused():  # thousands of stages may be decided here
                     self._start_ready(opts.force)
@@ -139,20 +141,13 @@ class Runner:
             raise problem
         return self.summary
 
-    def _warn_unreadable_locks(self, names: list[str]) -> None:
-        """A lock is derived data: an unreadable one is rewritten when its stage runs."""
-        for name in names:
-            problem = self.repo.lock_problem(name)
-            if problem is not None:
-                self.reporter.warning(f"{problem}; stage '{name}' runs and rewrites it")
-
-    def _remove_orphans(self, dry_run: bool = False) -> None:
-        """Lock files of stages the pipeline no longer defines go (a dry run only says so)."""
-        for orphan in self.repo.orphan_locks():
-            if not dry_run:
-                self.repo.remove_orphan(orphan)
-            self.reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} "
-                               f"({orphan.why})")
+    def _warm_up(self, names: list[str], force: bool) -> None:
+        """The local workers start and import the pipeline now, on a first run (`first_run_modules`)."""
+        modules = runsetup.first_run_modules(self.repo, names, force) if self._default_pool else None
+        if modules is not None:
+            self._start_executor()
+            if isinstance(self._executor, PoolExecutor):
+                self._executor.preload(modules, self.jobs)
 
     def _plan_with_remote(self, opts: RunOptions, names: list[str],
                           wanted: dict[str, NeededOutput] | None = None) -> tuple[list[Planned], fresh.Source | None]:
@@ -270,7 +265,7 @@ class Runner:
 
     def _dry_run(self, opts: RunOptions) -> Summary:
         summary = Summary()
-        self._remove_orphans(dry_run=True)
+        runsetup.remove_orphans(self.repo, self.reporter, dry_run=True)
         planned, src = self._plan_with_remote(opts, self.repo.graph.select(list(opts.targets), opts.single_stage))
         for p in planned:
             if p.hit is not None:
@@ -589,7 +584,3 @@ class Runner:
                 self.backups.roll_back(name, prep.stage.outs, backups)
             self.running.clear()
         clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
-
-    def _update_gitignore(self) -> None:
-        paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]
-        gitignore.update(self.root, paths + tracked.paths(self.root))
