@@ -31,9 +31,9 @@ def update_gitignore(repo: Repo) -> None:
 
 
 def first_run_modules(repo: Repo, names: list[str], force: bool) -> list[str] | None:
-    """On a first run (a selected stage without a lock) or with --force, the modules that define
+    """On a first run (a selected stage without a readable lock) or with --force, the modules that define
     the stages, for the workers to import while this process prepares the first stages; else
     None (most stages are likely up to date: no worker may be needed)."""
-    if not force and all(repo.read_lock(n) is not None for n in names):
+    if not force and all(repo.lock_problem(n) is None and repo.read_lock(n) is not None for n in names):
         return None
     return sorted({repo.graph.stages[n].func.__module__ for n in names})
