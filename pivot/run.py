@@ -12,7 +12,7 @@ from pivot import atomic, fresh, runsetup
 from pivot.backups import Backups, clear_leftovers
 from pivot.budget import Budget, refusal
 from pivot.errors import PivotError, ResourceError, WorkerRefused
-from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, PoolExecutor, StageResult, StageTask, make_executor
+from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, PoolExecutor, StageResult, StageTask
 from pivot.graph import Frontier
 from pivot.landing import Landing
 from pivot.layout import stage_file
@@ -66,9 +66,9 @@ class Runner:
         self.reporter = reporter
         self._auto_jobs = jobs is None
         self.jobs = max(1, jobs or 1)
-        # No more workers than stages left to run: each one is a Python interpreter to start.
-        self._factory = executor_factory or (lambda: make_executor(
-            "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
+        # No more workers than stages left to run: each one is a Python interpreter to start. The
+        # workers' answers are read in `_wait` (pumped), not by a thread of the pool.
+        self._factory = executor_factory or (lambda: PoolExecutor(min(self.jobs, self._left()), self.root, pumped=True))
         self._executor: Executor | None = None
         self._default_pool = executor_factory is None  # the local pool, started early on a first run
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
@@ -509,12 +509,13 @@ class Runner:
         """The running stages that are done, as soon as one is. The state database is committed
         before a wait longer than a moment, and at least every quarter second: an open write
         transaction would block `pivot status`, and a commit per stage costs as much as a lock."""
-        done, _ = wait(list(self.running), timeout=0.05, return_when=FIRST_COMPLETED)
+        pool = self._executor if isinstance(self._executor, PoolExecutor) else None  # answers read here
+        done = pool.wait(list(self.running), 0.05) if pool else wait(list(self.running), 0.05, FIRST_COMPLETED).done
         if not done or time.monotonic() - self._committed > 0.25:
             self.repo.state.commit()
             self._committed = time.monotonic()
         if not done:
-            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            done = pool.wait(list(self.running)) if pool else wait(list(self.running), None, FIRST_COMPLETED).done
         return done
 
     def _settle_failed(self, fut: Future[StageResult], outs: tuple[Out, ...], backups: list[str],

@@ -21,6 +21,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
@@ -141,8 +142,9 @@ class PoolExecutor:
 
     capabilities: Capabilities = LOCAL
 
-    def __init__(self, jobs: int, root: Path) -> None:
+    def __init__(self, jobs: int, root: Path, pumped: bool = False) -> None:
         self._root = root
+        self._pumped = pumped
         self._solos: set[Solo] = set()
         self._lock = threading.Lock()
         self._queue: deque[tuple[Future[StageResult], bytes]] = deque()
@@ -156,9 +158,12 @@ class PoolExecutor:
             for _ in range(max(1, jobs)):
                 self._workers.append(_Worker(root, os.getpid()))
         self._idle = list(self._workers)
+        self._polled = any(w.sentinel is None for w in self._workers)  # no pidfd: look every half second
         self._wake_r, self._wake_w = os.pipe()
-        self._reader = threading.Thread(target=self._read, name="pivot-pool-reader", daemon=True)
-        self._reader.start()
+        self._reader: threading.Thread | None = None
+        if not pumped:
+            self._reader = threading.Thread(target=self._read, name="pivot-pool-reader", daemon=True)
+            self._reader.start()
 
     def submit(self, task: StageTask) -> Future[StageResult]:
         from concurrent.futures.process import BrokenProcessPool  # lazy: imported with the workers
@@ -166,6 +171,8 @@ class PoolExecutor:
         if task.limits.timeout is not None or task.env:
             solo = Solo(task, self._root, self._solos)
             self._solos.add(solo)
+            if self._pumped:  # its end must interrupt a `wait` blocked on the workers' pipes
+                solo.future.add_done_callback(self._wake)
             return solo.future
         fut: Future[StageResult] = Future()
         fut.set_running_or_notify_cancel()
@@ -193,31 +200,60 @@ class PoolExecutor:
         for worker in self._workers[:max(1, count)]:
             worker.send(data)
 
-    # -- the reader thread -------------------------------------------------
+    def wait(self, futures: list[Future[StageResult]], timeout: float | None = None) -> set[Future[StageResult]]:
+        """The futures that are done, as soon as one is (or none, after `timeout` seconds). A pumped
+        pool reads its workers' answers here, in the waiting thread: no thread between a worker
+        and the runner."""
+        from concurrent.futures import FIRST_COMPLETED
+        from concurrent.futures import wait as wait_futures
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done = {f for f in futures if f.done()}
+            left = None if deadline is None else deadline - time.monotonic()
+            if done or (left is not None and left <= 0):
+                return done
+            if not self._pumped or self._closing or self._broken is not None:
+                return wait_futures(futures, left, FIRST_COMPLETED).done
+            self._poll(left)
+
+    def _wake(self, _fut: object) -> None:
+        with contextlib.suppress(OSError):  # closed: nobody waits any more
+            os.write(self._wake_w, b"x")
+
     def _read(self) -> None:
+        """The reader thread of a pool that is not pumped."""
+        while not self._closed() and self._poll(None):
+            pass
+
+    def _poll(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds for answers and settle them; a dead worker breaks the
+        pool. False once the pool is broken or closing."""
         from multiprocessing.connection import wait  # lazy: imported with the workers
 
-        polled = any(w.sentinel is None for w in self._workers)
-        while not self._closed():
-            waited: list[Any] = [self._wake_r]
-            for w in self._workers:
-                waited.append(w.answers)
-                if w.sentinel is not None:
-                    waited.append(w.sentinel)
-            try:
-                ready = wait(waited, timeout=0.5 if polled else None)
-            except OSError:  # closed under it by shutdown
-                return
-            if self._closed():
-                return
-            for w in self._workers:
-                if w.answers in ready:
-                    self._answered(w)
-            dead = [w for w in self._workers if (w.sentinel in ready or polled) and w.proc.poll() is not None]
-            if dead:
-                self._break(f"a worker process (pid {dead[0].proc.pid}) died "
-                            f"with exit code {dead[0].proc.returncode}")
-                return
+        waited: list[Any] = [self._wake_r]
+        for w in self._workers:
+            waited.append(w.answers)
+            if w.sentinel is not None:
+                waited.append(w.sentinel)
+        if self._polled:
+            timeout = 0.5 if timeout is None else min(timeout, 0.5)
+        try:
+            ready = wait(waited, timeout=timeout)
+        except OSError:  # closed under it by shutdown
+            return False
+        if self._closed():
+            return False
+        if self._wake_r in ready:
+            os.read(self._wake_r, 4096)
+        for w in self._workers:
+            if w.answers in ready:
+                self._answered(w)
+        dead = [w for w in self._workers if (w.sentinel in ready or self._polled) and w.proc.poll() is not None]
+        if dead:
+            self._break(f"a worker process (pid {dead[0].proc.pid}) died with exit code {dead[0].proc.returncode}")
+            return False
+        return True
 
     def _closed(self) -> bool:
         return self._closing  # set by shutdown, from another thread
@@ -273,8 +309,8 @@ class PoolExecutor:
             with self._lock:
                 pending = [w.future for w in self._workers if w.future is not None]
                 pending += [fut for fut, _data in self._queue]
-            for fut in pending:
-                fut.exception()
+            while pending and not self.wait(pending) >= set(pending):
+                pending = [f for f in pending if not f.done()]
         self._closing = True
         if kill:
             self._kill()
@@ -283,8 +319,8 @@ class PoolExecutor:
                 w.tasks.close()  # a waiting worker reads the end and leaves
         for w in self._workers:
             w.proc.wait()
-        os.write(self._wake_w, b"x")
-        if threading.current_thread() is not self._reader:
+        self._wake(None)
+        if self._reader is not None and threading.current_thread() is not self._reader:
             self._reader.join()
         self._break("the worker pool was shut down")
         for w in self._workers:
