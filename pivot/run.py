@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -111,6 +112,7 @@ class Runner:
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._committed = time.monotonic()
+        self._unrecorded: list[tuple[Prepared, StageLock]] = []  # run records not yet written
         try:
             self._warm_up(names, opts.force)
             self._look_up_front(opts)
@@ -118,6 +120,7 @@ class Runner:
                 with gc_paused():  # thousands of stages may be decided here
                     self._start_ready(opts.force)
                 if not self.running:
+                    self._record_runs()
                     self.repo.state.commit()
                     break
                 for fut in self._wait():
@@ -499,7 +502,7 @@ class Runner:
             self._settle(name, "ok")
             self.summary.ran.append(name)
         self._attempted(name, result.rescheduled)
-        self.runs.save(prep, lock)  # only now: outputs cached, lock written
+        self._unrecorded.append((prep, lock))  # only now: outputs cached, lock written (`_record_runs`)
         self.repo.state.put_files(list(result.memo))
         self.backups.drop(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
@@ -509,6 +512,7 @@ class Runner:
         """The running stages that are done, as soon as one is. The state database is committed
         before a wait longer than a moment, and at least every quarter second: an open write
         transaction would block `pivot status`, and a commit per stage costs as much as a lock."""
+        self._record_runs()  # while the stages just started run
         pool = self._executor if isinstance(self._executor, PoolExecutor) else None  # answers read here
         done = pool.wait(list(self.running), 0.05) if pool else wait(list(self.running), 0.05, FIRST_COMPLETED).done
         if not done or time.monotonic() - self._committed > 0.25:
@@ -574,6 +578,12 @@ class Runner:
             self.stopping = True
         self._progress()
 
+    def _record_runs(self) -> None:
+        """Write the run records of the stages settled since the last wait: after the stages they
+        made ready are submitted, off a chain's path from one stage to the next."""
+        while self._unrecorded:
+            self.runs.save(*self._unrecorded.pop(0))
+
     def _abort(self) -> None:
         """Ctrl-C or an unexpected error: stop the workers, undo what the running stages did."""
         if self._executor is not None:
@@ -585,3 +595,5 @@ class Runner:
                 self.backups.roll_back(name, prep.stage.outs, backups)
             self.running.clear()
         clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
+        with suppress(OSError, PivotError):  # the settled stages' records: a cache, and the run stops anyway
+            self._record_runs()
