@@ -33,8 +33,9 @@ from pivot.executor.local import Solo, execute, preload_modules, sigint_held, wo
 if TYPE_CHECKING:
     import subprocess
 
-# `-c` rather than `-m`: neither puts the project folder (the worker's working folder) first on
-# sys.path, where a user's `pickle.py` would shadow the standard library's.
+# The first entry of sys.path (`-c`: the working folder, which is the project) is dropped before
+# anything is imported: a project's logging.py or pickle.py must not stand in for the standard
+# library's in the worker (the project's folder is put on sys.path by `install`, after them).
 BOOT = "import sys; del sys.path[0]; from pivot.executor.workers import serve; serve()"
 TASK, PRELOAD = b"T", b"P"
 
@@ -160,6 +161,7 @@ class PoolExecutor:
         self._idle = list(self._workers)
         self._polled = any(w.sentinel is None for w in self._workers)  # no pidfd: look every half second
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe wakes the waiter as well as one byte more
         self._reader: threading.Thread | None = None
         if not pumped:
             self._reader = threading.Thread(target=self._read, name="pivot-pool-reader", daemon=True)
@@ -218,8 +220,9 @@ class PoolExecutor:
             self._poll(left)
 
     def _wake(self, _fut: object) -> None:
-        with contextlib.suppress(OSError):  # closed: nobody waits any more
-            os.write(self._wake_w, b"x")
+        with self._lock, contextlib.suppress(OSError):  # full (BlockingIOError): awake already
+            if self._wake_w >= 0:  # not closed by shutdown (its number may be another file's now)
+                os.write(self._wake_w, b"x")
 
     def _read(self) -> None:
         """The reader thread of a pool that is not pumped."""
@@ -325,9 +328,11 @@ class PoolExecutor:
         self._break("the worker pool was shut down")
         for w in self._workers:
             w.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_w = -1
         self._workers = []
 
     def _kill(self) -> None:
