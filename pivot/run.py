@@ -67,9 +67,9 @@ class Runner:
         self.reporter = reporter
         self._auto_jobs = jobs is None
         self.jobs = max(1, jobs or 1)
-        # No more workers than stages left to run: each one is a Python interpreter to start. The
-        # workers' answers are read in `_wait` (pumped), not by a thread of the pool.
-        self._factory = executor_factory or (lambda: PoolExecutor(min(self.jobs, self._left()), self.root, pumped=True))
+        # Workers: see runsetup.workers. Their answers are read in `_wait` (pumped), by no thread of the pool.
+        self._factory = executor_factory or (lambda: PoolExecutor(
+            runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True))
         self._executor: Executor | None = None
         self._default_pool = executor_factory is None  # the local pool, started early on a first run
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
@@ -551,9 +551,6 @@ class Runner:
         if rescheduled:
             self.summary.rescheduled.append(name)
             self.reporter.note(f"{name}: rescheduled after a worker was lost")
-
-    def _left(self) -> int:
-        return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
 
     def _worker_died(self, name: str, outs: tuple[Out, ...], backups: list[str]) -> None:
         """When a worker dies, the pool fails every stage it was running. Each is rolled back and

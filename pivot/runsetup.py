@@ -4,7 +4,10 @@ local workers import ahead of the first stage (split from pivot/run.py)."""
 
 from __future__ import annotations
 
+import itertools
+
 from pivot import gitignore, tracked
+from pivot.graph import Graph
 from pivot.repo import Repo
 from pivot.reporter import Reporter
 
@@ -37,3 +40,14 @@ def first_run_modules(repo: Repo, names: list[str], force: bool) -> list[str] | 
     if not force and all(repo.lock_problem(n) is None and repo.read_lock(n) is not None for n in names):
         return None
     return sorted({repo.graph.stages[n].func.__module__ for n in names})
+
+
+def workers(graph: Graph, state: dict[str, str], jobs: int) -> int:
+    """How many worker processes to start for the stages left to run (`state` pending or running):
+    at most `jobs` and no more than those stages, each one an interpreter to start; one when they
+    form a chain (each needs the one before it, so one runs at a time: in run order, each depends
+    on the one just before)."""
+    left = [n for n in graph.order if state.get(n) in ("pending", "running")]
+    if all(before in graph.upstream[after] for before, after in itertools.pairwise(left)):
+        return 1
+    return max(1, min(jobs, len(left)))
