@@ -72,6 +72,7 @@ class Runner:
             runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True))
         self._executor: Executor | None = None
         self._default_pool = executor_factory is None  # the local pool, started early on a first run
+        self._unrecorded: list[tuple[Prepared, StageLock]] = []  # run records not yet written (_record_runs)
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
         self.force = False
         # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
@@ -92,8 +93,7 @@ class Runner:
         runsetup.warn_unreadable_locks(self.repo, self.reporter, names)
         self.backups.recover(self.repo.graph.outs)
         clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
-        runsetup.remove_orphans(self.repo, self.reporter)
-        runsetup.update_gitignore(self.repo)
+        runsetup.tidy(self.repo, self.reporter)
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
@@ -112,7 +112,6 @@ class Runner:
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._committed = time.monotonic()
-        self._unrecorded: list[tuple[Prepared, StageLock]] = []  # run records not yet written
         try:
             self._warm_up(names, opts.force)
             self._look_up_front(opts)

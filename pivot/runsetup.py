@@ -28,6 +28,12 @@ def remove_orphans(repo: Repo, reporter: Reporter, dry_run: bool = False) -> Non
         reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} ({orphan.why})")
 
 
+def tidy(repo: Repo, reporter: Reporter) -> None:
+    """Orphan locks removed and .gitignore brought up to date, before a run."""
+    remove_orphans(repo, reporter)
+    update_gitignore(repo)
+
+
 def update_gitignore(repo: Repo) -> None:
     paths = [o.path for s in repo.stages for o in s.outs if o.cached]
     gitignore.update(repo.root, paths + tracked.paths(repo.root))
