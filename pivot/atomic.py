@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import signal
 import threading
@@ -53,21 +54,44 @@ def interrupts_deferred() -> Iterator[None]:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: readers see the old file or the new one, never a part, and
-    an interrupted write leaves no temporary behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    an interrupted write leaves no temporary behind. (No fsync, as before: a crash of the machine
+    may lose the new file, never leave a part of it under `path`.)"""
     mode = _mode_for(path)
-    import tempfile  # lazy: a command that writes nothing (a no-op status) need not import it
-
     with interrupts_deferred():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temporary(path)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                os.fchmod(f.fileno(), mode)
+            if mode != 0o600:
+                os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.close(fd)
+            fd = -1
             os.replace(tmp, path)
         except BaseException:
+            if fd >= 0:
+                os.close(fd)
             _unlink(tmp)
             raise
+
+
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+_names = itertools.count()
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file `.<name>.<pid>-<n>.tmp` beside `path` (its folder made when missing), open for
+    writing and readable by its owner only: what tempfile.mkstemp makes, without its cost per call
+    (a first run writes two files per stage)."""
+    for _ in range(10_000):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_names)}.tmp")
+        try:
+            return os.open(tmp, _FLAGS, 0o600), tmp
+        except FileExistsError:  # left by a killed process whose pid this one has now
+            continue
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def write_text(path: Path, text: str) -> None:

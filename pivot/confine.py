@@ -17,10 +17,15 @@ from pivot.layout import CACHE_DIR, PIVOT_DIR
 class Confinement:
     """Answers "where does this project path really lead?" for one project root, remembering
     the real location of each folder it has resolved (a thousand outputs in one folder cost one
-    realpath, not a thousand)."""
+    realpath, not a thousand).
 
-    def __init__(self, root: str | Path) -> None:
+    `listing`: whether a path is a link is answered from one listing of its folder (many paths
+    checked in the same folders: status, the graph); False asks the path itself, one lstat (a
+    worker checks one stage's outputs in a folder that may hold thousands of files)."""
+
+    def __init__(self, root: str | Path, listing: bool = True) -> None:
         self.root = os.path.realpath(root)
+        self._listing = listing
         self.owned = os.path.join(self.root, PIVOT_DIR)
         # The cache may live elsewhere (.pivot/cache a link to another disk); an output that is a
         # link to one of its objects is Pivot's own doing (the symlink link mode), not an escape.
@@ -48,6 +53,11 @@ class Confinement:
             self._links[real_folder] = links
         return links
 
+    def _is_link(self, real_folder: str, name: str) -> bool:
+        if self._listing:
+            return name in self._links_in(real_folder)
+        return os.path.islink(os.path.join(real_folder, name))
+
     def problem(self, rel: str) -> str | None:
         """None when `rel` (POSIX, relative to the root) really lies inside the project and outside
         .pivot/, or is itself a link to a cache object; else where it leads."""
@@ -57,7 +67,7 @@ class Confinement:
         if safe is None:
             safe = self._safe_folders[real_folder] = (_within(real_folder, self.root)
                                                       and not _within(real_folder, self.owned))
-        if safe and name not in self._links_in(real_folder):
+        if safe and not self._is_link(real_folder, name):
             return None  # the common case: a real folder of the project, and no link
         real = os.path.join(real_folder, name)
         if os.path.islink(real) and _within(real, self.root) and not _within(real, self.owned):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pivot import atomic, fresh, gitignore, tracked
+from pivot import atomic, fresh, runsetup
 from pivot.backups import Backups, clear_leftovers
 from pivot.budget import Budget, refusal
 from pivot.errors import PivotError, ResourceError, WorkerRefused
-from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, make_executor
+from pivot.executor import LOCAL, Capabilities, Executor, OutSpec, PoolExecutor, StageResult, StageTask
 from pivot.graph import Frontier
 from pivot.landing import Landing
 from pivot.layout import stage_file
@@ -66,10 +67,12 @@ class Runner:
         self.reporter = reporter
         self._auto_jobs = jobs is None
         self.jobs = max(1, jobs or 1)
-        # No more workers than stages left to run: each one is a Python interpreter to start.
-        self._factory = executor_factory or (lambda: make_executor(
-            "local", {}, min(self.jobs, self._left()), root=self.root, cache=repo.cache, project=repo.project))
+        # Workers: see runsetup.workers. Their answers are read in `_wait` (pumped), by no thread of the pool.
+        self._factory = executor_factory or (lambda: PoolExecutor(
+            runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True))
         self._executor: Executor | None = None
+        self._default_pool = executor_factory is None  # the local pool, started early on a first run
+        self._unrecorded: list[tuple[Prepared, StageLock]] = []  # run records not yet written (_record_runs)
         self.attempts: dict[str, int] = {}  # a stage -> its attempts so far, when it has retries
         self.force = False
         # A local run shares out this machine's CPUs, memory and GPUs; a cluster does its own.
@@ -87,11 +90,10 @@ class Runner:
         self.repo.check_params(names)
         self.landing = Landing(self.repo)
         self._check_runnable(names, opts.force)  # before anything changes
-        self._warn_unreadable_locks(names)
+        runsetup.warn_unreadable_locks(self.repo, self.reporter, names)
         self.backups.recover(self.repo.graph.outs)
         clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
-        self._remove_orphans()
-        self._update_gitignore()
+        runsetup.tidy(self.repo, self.reporter)
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
@@ -110,12 +112,14 @@ class Runner:
         self._as_planned: set[str] = set()  # stages restored from up-front hits, or up to date
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._committed = time.monotonic()
-        self._look_up_front(opts)
         try:
+            self._warm_up(names, opts.force)
+            self._look_up_front(opts)
             while True:
                 with gc_paused():  # thousands of stages may be decided here
                     self._start_ready(opts.force)
                 if not self.running:
+                    self._record_runs()
                     self.repo.state.commit()
                     break
                 for fut in self._wait():
@@ -139,20 +143,13 @@ class Runner:
             raise problem
         return self.summary
 
-    def _warn_unreadable_locks(self, names: list[str]) -> None:
-        """A lock is derived data: an unreadable one is rewritten when its stage runs."""
-        for name in names:
-            problem = self.repo.lock_problem(name)
-            if problem is not None:
-                self.reporter.warning(f"{problem}; stage '{name}' runs and rewrites it")
-
-    def _remove_orphans(self, dry_run: bool = False) -> None:
-        """Lock files of stages the pipeline no longer defines go (a dry run only says so)."""
-        for orphan in self.repo.orphan_locks():
-            if not dry_run:
-                self.repo.remove_orphan(orphan)
-            self.reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} "
-                               f"({orphan.why})")
+    def _warm_up(self, names: list[str], force: bool) -> None:
+        """The local workers start and import the pipeline now, on a first run (`first_run_modules`)."""
+        modules = runsetup.first_run_modules(self.repo, names, force) if self._default_pool else None
+        if modules is not None:
+            self._start_executor()
+            if isinstance(self._executor, PoolExecutor):
+                self._executor.preload(modules, self.jobs)
 
     def _plan_with_remote(self, opts: RunOptions, names: list[str],
                           wanted: dict[str, NeededOutput] | None = None) -> tuple[list[Planned], fresh.Source | None]:
@@ -270,7 +267,7 @@ class Runner:
 
     def _dry_run(self, opts: RunOptions) -> Summary:
         summary = Summary()
-        self._remove_orphans(dry_run=True)
+        runsetup.remove_orphans(self.repo, self.reporter, dry_run=True)
         planned, src = self._plan_with_remote(opts, self.repo.graph.select(list(opts.targets), opts.single_stage))
         for p in planned:
             if p.hit is not None:
@@ -504,7 +501,7 @@ class Runner:
             self._settle(name, "ok")
             self.summary.ran.append(name)
         self._attempted(name, result.rescheduled)
-        self.runs.save(prep, lock)  # only now: outputs cached, lock written
+        self._unrecorded.append((prep, lock))  # only now: outputs cached, lock written (`_record_runs`)
         self.repo.state.put_files(list(result.memo))
         self.backups.drop(name, backups)
         self.reporter.done(name, result.duration, result.worker if self._remote else "", result.timings)
@@ -514,12 +511,14 @@ class Runner:
         """The running stages that are done, as soon as one is. The state database is committed
         before a wait longer than a moment, and at least every quarter second: an open write
         transaction would block `pivot status`, and a commit per stage costs as much as a lock."""
-        done, _ = wait(list(self.running), timeout=0.05, return_when=FIRST_COMPLETED)
+        self._record_runs()  # while the stages just started run
+        pool = self._executor if isinstance(self._executor, PoolExecutor) else None  # answers read here
+        done = pool.wait(list(self.running), 0.05) if pool else wait(list(self.running), 0.05, FIRST_COMPLETED).done
         if not done or time.monotonic() - self._committed > 0.25:
             self.repo.state.commit()
             self._committed = time.monotonic()
         if not done:
-            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            done = pool.wait(list(self.running)) if pool else wait(list(self.running), None, FIRST_COMPLETED).done
         return done
 
     def _settle_failed(self, fut: Future[StageResult], outs: tuple[Out, ...], backups: list[str],
@@ -552,9 +551,6 @@ class Runner:
             self.summary.rescheduled.append(name)
             self.reporter.note(f"{name}: rescheduled after a worker was lost")
 
-    def _left(self) -> int:
-        return max(1, sum(1 for st in self.state.values() if st in ("pending", "running")))
-
     def _worker_died(self, name: str, outs: tuple[Out, ...], backups: list[str]) -> None:
         """When a worker dies, the pool fails every stage it was running. Each is rolled back and
         retried alone in a fresh pool; only a stage whose worker dies while it runs alone fails."""
@@ -578,6 +574,12 @@ class Runner:
             self.stopping = True
         self._progress()
 
+    def _record_runs(self) -> None:
+        """Write the run records of the stages settled since the last wait: after the stages they
+        made ready are submitted, off a chain's path from one stage to the next."""
+        while self._unrecorded:
+            self.runs.save(*self._unrecorded.pop(0))
+
     def _abort(self) -> None:
         """Ctrl-C or an unexpected error: stop the workers, undo what the running stages did."""
         if self._executor is not None:
@@ -589,7 +591,5 @@ class Runner:
                 self.backups.roll_back(name, prep.stage.outs, backups)
             self.running.clear()
         clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
-
-    def _update_gitignore(self) -> None:
-        paths = [o.path for s in self.repo.stages for o in s.outs if o.cached]
-        gitignore.update(self.root, paths + tracked.paths(self.root))
+        with suppress(OSError, PivotError):  # the settled stages' records: a cache, and the run stops anyway
+            self._record_runs()

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("definition", ("pivot.outputs", "pivot.limits", "pivot.stage", "pivot.sweep", "pivot.params",
                     "pivot.overrides", "pivot.graph", "pivot.fingerprint.*")),
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run", "pivot.budget",
-                "pivot.planning",
+                "pivot.planning", "pivot.runsetup",
                 "pivot.runcache", "pivot.backups", "pivot.landing", "pivot.speculate", "pivot.fresh", "pivot.retrieve",
                 "pivot.checkout",
                 "pivot.verify", "pivot.checkmemo", "pivot.metrics", "pivot.stage_table", "pivot.plots.*",

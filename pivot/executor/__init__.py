@@ -3,7 +3,9 @@ base.py): submit a task, get a future of its result, and read the executor's `ca
 so a local process pool, an in-process runner or a distributed engine are interchangeable.
 
     base.py           the interface: StageTask, OutSpec, StageResult, Capabilities, Executor
-    local.py          the loky process pool, the inline executor, call_stage, available_cpus
+    workers.py        PoolExecutor: the local pool of warm worker processes, one pipe each
+    local.py          the worker's set-up, Solo (a stage in a process of its own), the inline
+                      executor, call_stage, available_cpus
     factory.py        make_executor / executor_factory: an executor from the `executor:` config
     dask_settings.py  the `executor:` mapping resolved and checked (no cluster needed)
     dask_client.py    DaskExecutor, the half on this machine (imports distributed when built)
@@ -16,7 +18,8 @@ Importing this package imports neither dask, distributed nor cloudpickle.
 from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask
 from pivot.executor.dask_settings import KINDS, DaskSettings, check_kind, resolve_settings
 from pivot.executor.factory import executor_factory, make_executor
-from pivot.executor.local import InlineExecutor, PoolExecutor, available_cpus, call_stage, execute
+from pivot.executor.local import InlineExecutor, available_cpus, call_stage, execute
+from pivot.executor.workers import PoolExecutor
 
 __all__ = [
     "KINDS",

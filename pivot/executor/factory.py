@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot.executor.base import Executor
 from pivot.executor.dask_settings import check_kind, resolve_settings
-from pivot.executor.local import PoolExecutor
+from pivot.executor.workers import PoolExecutor
 
 if TYPE_CHECKING:
     from pivot.cache import Cache

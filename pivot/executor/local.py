@@ -1,5 +1,5 @@
-"""The local executors: a pool of warm worker processes (loky) reused for every stage of a
-run, and an inline executor that runs each stage in this process (tests, embedding). Also the
+"""The local executors' pieces: the worker's set-up (`worker_init`), a stage in a process of its
+own (`Solo`, loky), and an inline executor that runs each stage in this process (tests, embedding). Also the
 stage call itself (`call_stage`), which the Dask worker uses as well."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def escaped_output(task: StageTask) -> str | None:
     stage made; else None. Nothing is read through such a link."""
     from pivot.confine import Confinement  # lazy: only when a stage succeeded
 
-    confinement = Confinement(task.root)
+    confinement = Confinement(task.root, listing=False)  # a few paths: no folder listings
     for o in task.outs:
         found = confinement.escape(o.path)
         if found is not None:
@@ -147,7 +147,7 @@ class InlineExecutor:
         pass
 
 
-def _worker_init(root: str, parent: int, env: tuple[tuple[str, str], ...] = ()) -> None:
+def worker_init(root: str, parent: int, env: tuple[tuple[str, str], ...] = ()) -> None:
     # Workers import the pipeline by module name, exactly as the parent registered it.
     from pivot.importing import install  # lazy: runs in the worker only
 
@@ -155,7 +155,7 @@ def _worker_init(root: str, parent: int, env: tuple[tuple[str, str], ...] = ()) 
     install(root)
     os.chdir(root)
     # Ctrl-C belongs to the parent, which stops the workers and rolls back what they did. The
-    # worker may have started with it blocked too (_sigint_held): undone once it is ignored.
+    # worker may have started with it blocked too (sigint_held): undone once it is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -175,47 +175,6 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="pivot-parent-watch", daemon=True).start()
 
 
-class PoolExecutor:
-    """A pool of warm worker processes (loky), reused for every stage of a run."""
-
-    capabilities: Capabilities = LOCAL
-
-    def __init__(self, jobs: int, root: Path) -> None:
-        from loky import ProcessPoolExecutor  # lazy: start-up
-
-        self._root = root
-        self._solos: set[Solo] = set()
-        _start_resource_trackers()
-        self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                                         initargs=(str(root), os.getpid()))
-        # Start the workers now with Ctrl-C ignored (inherited through exec), so a Ctrl-C sent to
-        # the whole process group while they boot cannot print their tracebacks; this process
-        # gets it once they are started (held, not dropped: watch mode starts a pool right after
-        # a run, when Ctrl-C is likely) and handles it by stopping them.
-        with _sigint_held():
-            # loky offers no public way to start the workers now.
-            self._pool._ensure_executor_running()  # noqa: SLF001
-
-    def submit(self, task: StageTask) -> Future[StageResult]:
-        if task.limits.timeout is not None or task.env:
-            solo = Solo(task, self._root, self._solos)
-            self._solos.add(solo)
-            return solo.future
-        fut: Future[StageResult] = self._pool.submit(execute, task)  # loky is not annotated
-        return fut
-
-    def preload(self, modules: list[str], count: int) -> None:
-        """Import `modules` in the workers now, ahead of their first stage: `count` times, so
-        once per worker when they are free (watch mode, pivot/watcher.py)."""
-        for _ in range(count):
-            self._pool.submit(preload_modules, modules)
-
-    def shutdown(self, kill: bool = False) -> None:
-        for solo in list(self._solos):
-            solo.stop(kill)
-        self._pool.shutdown(wait=not kill, kill_workers=kill)
-
-
 class Solo:
     """One stage in a worker process of its own, started for it: a stage with a timeout (its
     process is killed when the time is up, and the other stages' workers are not touched) or
@@ -230,8 +189,8 @@ class Solo:
         self.future.set_running_or_notify_cancel()
         self._task, self._solos, self._lock = task, solos, threading.Lock()
         self._start = time.perf_counter()
-        with _sigint_held():
-            self._pool = ProcessPoolExecutor(max_workers=1, initializer=_worker_init,
+        with sigint_held():
+            self._pool = ProcessPoolExecutor(max_workers=1, initializer=worker_init,
                                              initargs=(str(root), os.getpid(), task.env))
             inner = self._pool.submit(execute, task)
         self._timer = None
@@ -289,7 +248,7 @@ def preload_modules(modules: list[str]) -> None:
 def _start_resource_trackers() -> None:
     """Start the resource trackers (loky's and multiprocessing's) that the first pool would start:
     multiprocessing's unblocks SIGINT when it has started its process, which would undo
-    _sigint_held halfway (and loky's threads started after that would not block SIGINT)."""
+    sigint_held halfway (and loky's threads started after that would not block SIGINT)."""
     from multiprocessing import resource_tracker  # lazy: with the pool
 
     from loky.backend import resource_tracker as loky_tracker  # lazy: with the pool
@@ -299,7 +258,7 @@ def _start_resource_trackers() -> None:
 
 
 @contextmanager
-def _sigint_held() -> Iterator[None]:
+def sigint_held() -> Iterator[None]:
     """While worker processes start: SIGINT ignored, which the children inherit through exec (a
     Ctrl-C sent to the process group while they boot cannot print their tracebacks), and blocked
     in this thread, so that one arriving meanwhile is not dropped (Linux keeps a blocked signal

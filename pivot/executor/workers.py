@@ -1,0 +1,358 @@
+"""The local worker pool: warm worker processes, each reached through a pipe of its own, that
+run one stage at a time and stay for the whole run.
+
+A stage is handed over by writing its pickled task straight to an idle worker's pipe, from the
+thread that submits it; one reader thread waits on every worker's answer pipe and on the
+workers' process handles (pidfd), and settles each future. Nothing else runs in this process
+between a submit and its answer: in a chain of short stages that hand-off is most of the time
+per stage, and a pool with a manager thread and a feeder thread (loky) pays three thread
+hand-offs and a contended GIL per stage where this pays one (issue #19).
+
+A worker that dies (killed, out of memory, os._exit) breaks the pool: every stage it still
+holds fails with BrokenProcessPool, which the runner answers by stopping the pool and running
+those stages again alone (pivot/run.py). Stages with a timeout or GPUs run in a process of
+their own (`Solo`, pivot/executor/local.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pivot.executor.base import LOCAL, Capabilities, StageResult, StageTask
+from pivot.executor.local import Solo, execute, preload_modules, sigint_held, worker_init
+
+if TYPE_CHECKING:
+    import subprocess
+
+# The first entry of sys.path (`-c`: the working folder, which is the project) is dropped before
+# anything is imported: a project's logging.py or pickle.py must not stand in for the standard
+# library's in the worker (the project's folder is put on sys.path by `install`, after them).
+BOOT = "import sys; del sys.path[0]; from pivot.executor.workers import serve; serve()"
+TASK, PRELOAD = b"T", b"P"
+
+
+def dumps_task(task: object) -> bytes:
+    """A task as bytes: pickle (functions by reference, the worker imports their module), else
+    cloudpickle for a function pickle cannot name (a closure, a lambda), as loky did."""
+    try:
+        return pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        import cloudpickle  # lazy: only for stage functions that are not importable by name
+
+        data: bytes = cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
+
+
+def serve() -> None:
+    """A worker's life: tasks in, results out, until its pipe closes. Runs in the worker."""
+    from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
+
+    task_fd, answer_fd, root, parent = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    for fd in (task_fd, answer_fd):  # a stage's child processes need not hold them
+        os.set_inheritable(fd, False)
+    tasks, answers = Connection(task_fd, writable=False), Connection(answer_fd, readable=False)
+    worker_init(root, parent)
+    while True:
+        try:
+            message = tasks.recv_bytes()
+        except (EOFError, OSError):
+            return  # the pool closed: done
+        if message[:1] == PRELOAD:
+            with contextlib.suppress(BaseException):  # a broken import is the run's to report
+                preload_modules(pickle.loads(message[1:]))
+            continue
+        answers.send_bytes(_answer(message[1:]))
+
+
+def _answer(payload: bytes) -> bytes:
+    """The pickled outcome of one task: ("ok", result) or ("error", type name, text, exception)."""
+    try:
+        return pickle.dumps(("ok", execute(pickle.loads(payload))), protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # storing the outputs failed, or the task did not unpickle
+        try:
+            blob = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # an exception that does not pickle: its type and text still tell
+            blob = b""
+        return pickle.dumps(("error", type(exc).__name__, str(exc), blob), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _outcome(data: bytes) -> StageResult | BaseException:
+    answer = pickle.loads(data)
+    if answer[0] == "ok":
+        result: StageResult = answer[1]
+        return result
+    _kind, name, text, blob = answer
+    if blob:
+        with contextlib.suppress(Exception):  # an exception whose class does not unpickle
+            exc: BaseException = pickle.loads(blob)
+            return exc
+    return RuntimeError(f"{name}: {text}")
+
+
+class _Worker:
+    def __init__(self, root: Path, parent: int) -> None:
+        import subprocess  # lazy: a no-op run starts no workers
+        from multiprocessing.connection import Connection  # lazy: see above
+
+        task_r, task_w = os.pipe()
+        answer_r, answer_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", BOOT, str(task_r), str(answer_w), str(root), str(parent)],
+                pass_fds=(task_r, answer_w), stdin=subprocess.DEVNULL, cwd=root)
+        except BaseException:
+            for fd in (task_w, answer_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(task_r)
+            os.close(answer_w)
+        self.tasks = Connection(task_w, readable=False)
+        self.answers = Connection(answer_r, writable=False)
+        self.sending = threading.Lock()  # the submitting thread and the reader both send
+        self.future: Future[StageResult] | None = None
+        self.sentinel: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # no pidfd: the reader polls instead
+            self.sentinel = os.pidfd_open(self.proc.pid)
+
+    def send(self, data: bytes) -> None:
+        with self.sending, contextlib.suppress(OSError):  # it died: the reader fails its stage
+            self.tasks.send_bytes(data)
+
+    def close(self) -> None:
+        for conn in (self.tasks, self.answers):
+            with contextlib.suppress(OSError):
+                conn.close()
+        if self.sentinel is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.sentinel)
+            self.sentinel = None
+
+
+class PoolExecutor:
+    """A pool of `jobs` warm worker processes, reused for every stage of a run."""
+
+    capabilities: Capabilities = LOCAL
+
+    def __init__(self, jobs: int, root: Path, pumped: bool = False) -> None:
+        self._root = root
+        self._pumped = pumped
+        self._solos: set[Solo] = set()
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Future[StageResult], bytes]] = deque()
+        self._broken: str | None = None
+        self._closing = False
+        # Started with Ctrl-C ignored (inherited through exec): a Ctrl-C sent to the whole process
+        # group while they boot cannot print their tracebacks; this process gets it once they are
+        # started (held, not dropped) and handles it by stopping them.
+        self._workers: list[_Worker] = []
+        with sigint_held():
+            for _ in range(max(1, jobs)):
+                self._workers.append(_Worker(root, os.getpid()))
+        self._idle = list(self._workers)
+        self._polled = any(w.sentinel is None for w in self._workers)  # no pidfd: look every half second
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe wakes the waiter as well as one byte more
+        self._reader: threading.Thread | None = None
+        if not pumped:
+            self._reader = threading.Thread(target=self._read, name="pivot-pool-reader", daemon=True)
+            self._reader.start()
+
+    def submit(self, task: StageTask) -> Future[StageResult]:
+        from concurrent.futures.process import BrokenProcessPool  # lazy: imported with the workers
+
+        if task.limits.timeout is not None or task.env:
+            solo = Solo(task, self._root, self._solos)
+            self._solos.add(solo)
+            if self._pumped:  # its end must interrupt a `wait` blocked on the workers' pipes
+                solo.future.add_done_callback(self._wake)
+            return solo.future
+        fut: Future[StageResult] = Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            data = TASK + dumps_task(task)
+        except Exception as exc:  # a stage function or params that cannot be sent: that stage fails
+            fut.set_exception(exc)
+            return fut
+        with self._lock:
+            if self._broken is not None:
+                fut.set_exception(BrokenProcessPool(self._broken))
+                return fut
+            if not self._idle:
+                self._queue.append((fut, data))
+                return fut
+            worker = self._idle.pop()
+            worker.future = fut
+        worker.send(data)
+        return fut
+
+    def preload(self, modules: list[str], count: int) -> None:
+        """Import `modules` in the workers now, ahead of their first stage (watch mode,
+        pivot/watcher.py). `count` is for compatibility: every worker imports them once."""
+        data = PRELOAD + pickle.dumps(list(modules))
+        for worker in self._workers[:max(1, count)]:
+            worker.send(data)
+
+    def wait(self, futures: list[Future[StageResult]], timeout: float | None = None) -> set[Future[StageResult]]:
+        """The futures that are done, as soon as one is (or none, after `timeout` seconds). A pumped
+        pool reads its workers' answers here, in the waiting thread: no thread between a worker
+        and the runner."""
+        from concurrent.futures import FIRST_COMPLETED
+        from concurrent.futures import wait as wait_futures
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done = {f for f in futures if f.done()}
+            left = None if deadline is None else deadline - time.monotonic()
+            if done or (left is not None and left <= 0):
+                return done
+            if not self._pumped or self._closing or self._broken is not None:
+                return wait_futures(futures, left, FIRST_COMPLETED).done
+            self._poll(left)
+
+    def _wake(self, _fut: object) -> None:
+        with self._lock, contextlib.suppress(OSError):  # full (BlockingIOError): awake already
+            if self._wake_w >= 0:  # not closed by shutdown (its number may be another file's now)
+                os.write(self._wake_w, b"x")
+
+    def _read(self) -> None:
+        """The reader thread of a pool that is not pumped."""
+        while not self._closed() and self._poll(None):
+            pass
+
+    def _poll(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds for answers and settle them; a dead worker breaks the
+        pool. False once the pool is broken or closing."""
+        from multiprocessing.connection import wait  # lazy: imported with the workers
+
+        waited: list[Any] = [self._wake_r]
+        for w in self._workers:
+            waited.append(w.answers)
+            if w.sentinel is not None:
+                waited.append(w.sentinel)
+        if self._polled:
+            timeout = 0.5 if timeout is None else min(timeout, 0.5)
+        try:
+            ready = wait(waited, timeout=timeout)
+        except OSError:  # closed under it by shutdown
+            return False
+        if self._closed():
+            return False
+        if self._wake_r in ready:
+            os.read(self._wake_r, 4096)
+        for w in self._workers:
+            if w.answers in ready:
+                self._answered(w)
+        dead = [w for w in self._workers if (w.sentinel in ready or self._polled) and w.proc.poll() is not None]
+        if dead:
+            self._break(f"a worker process (pid {dead[0].proc.pid}) died with exit code {dead[0].proc.returncode}")
+            return False
+        return True
+
+    def _closed(self) -> bool:
+        return self._closing  # set by shutdown, from another thread
+
+    def _answered(self, worker: _Worker) -> None:
+        try:
+            data = worker.answers.recv_bytes()
+        except (EOFError, OSError):
+            return  # it died: its sentinel (or the next poll) breaks the pool
+        try:
+            outcome = _outcome(data)
+        except Exception as exc:  # a result that does not unpickle here
+            outcome = RuntimeError(f"the answer of a worker could not be read ({type(exc).__name__}: {exc})")
+        with self._lock:
+            fut, worker.future = worker.future, None
+            following = self._queue.popleft() if self._queue else None
+            if following is None:
+                self._idle.append(worker)
+            else:
+                worker.future = following[0]
+        if following is not None:
+            worker.send(following[1])
+        if fut is None:
+            return
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+
+    def _break(self, why: str) -> None:
+        """Fail every stage the pool holds (running or queued) and accept no more."""
+        from concurrent.futures.process import BrokenProcessPool  # lazy: imported with the workers
+
+        with self._lock:
+            self._broken = self._broken or why
+            failed = [w.future for w in self._workers if w.future is not None]
+            failed += [fut for fut, _data in self._queue]
+            for w in self._workers:
+                w.future = None
+            self._queue.clear()
+            self._idle.clear()
+        for fut in failed:
+            if not fut.done():
+                fut.set_exception(BrokenProcessPool(why))
+
+    # -- the end -----------------------------------------------------------
+    def shutdown(self, kill: bool = False) -> None:
+        if self._closing:
+            return
+        for solo in list(self._solos):
+            solo.stop(kill)
+        if not kill:  # let the running and queued stages finish
+            with self._lock:
+                pending = [w.future for w in self._workers if w.future is not None]
+                pending += [fut for fut, _data in self._queue]
+            while pending and not self.wait(pending) >= set(pending):
+                pending = [f for f in pending if not f.done()]
+        self._closing = True
+        if kill:
+            self._kill()
+        for w in self._workers:
+            with contextlib.suppress(OSError):
+                w.tasks.close()  # a waiting worker reads the end and leaves
+        for w in self._workers:
+            w.proc.wait()
+        self._wake(None)
+        if self._reader is not None and threading.current_thread() is not self._reader:
+            self._reader.join()
+        self._break("the worker pool was shut down")
+        for w in self._workers:
+            w.close()
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_w = -1
+        self._workers = []
+
+    def _kill(self) -> None:
+        """Kill every worker and the processes its stage started."""
+        from loky.backend.utils import kill_process_tree  # lazy: only when a run is stopped
+
+        for w in self._workers:
+            if w.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    kill_process_tree(_Killable(w.proc))
+
+
+class _Killable:
+    """A Popen as loky's kill_process_tree expects a process (pid, kill, join)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.pid, self._proc = proc.pid, proc
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def join(self) -> None:
+        self._proc.wait()

@@ -1,0 +1,59 @@
+"""What a run does before its first stage, apart from deciding: warnings about unreadable
+locks, orphan locks removed, .gitignore brought up to date, and the names of the modules the
+local workers import ahead of the first stage (split from pivot/run.py)."""
+
+from __future__ import annotations
+
+import itertools
+
+from pivot import gitignore, tracked
+from pivot.graph import Graph
+from pivot.repo import Repo
+from pivot.reporter import Reporter
+
+
+def warn_unreadable_locks(repo: Repo, reporter: Reporter, names: list[str]) -> None:
+    """A lock is derived data: an unreadable one is rewritten when its stage runs."""
+    for name in names:
+        problem = repo.lock_problem(name)
+        if problem is not None:
+            reporter.warning(f"{problem}; stage '{name}' runs and rewrites it")
+
+
+def remove_orphans(repo: Repo, reporter: Reporter, dry_run: bool = False) -> None:
+    """Lock files of stages the pipeline no longer defines go (a dry run only says so)."""
+    for orphan in repo.orphan_locks():
+        if not dry_run:
+            repo.remove_orphan(orphan)
+        reporter.note(f"{'would remove' if dry_run else 'removed'} orphan lock {orphan.path} ({orphan.why})")
+
+
+def tidy(repo: Repo, reporter: Reporter) -> None:
+    """Orphan locks removed and .gitignore brought up to date, before a run."""
+    remove_orphans(repo, reporter)
+    update_gitignore(repo)
+
+
+def update_gitignore(repo: Repo) -> None:
+    paths = [o.path for s in repo.stages for o in s.outs if o.cached]
+    gitignore.update(repo.root, paths + tracked.paths(repo.root))
+
+
+def first_run_modules(repo: Repo, names: list[str], force: bool) -> list[str] | None:
+    """On a first run (a selected stage without a readable lock) or with --force, the modules that define
+    the stages, for the workers to import while this process prepares the first stages; else
+    None (most stages are likely up to date: no worker may be needed)."""
+    if not force and all(repo.lock_problem(n) is None and repo.read_lock(n) is not None for n in names):
+        return None
+    return sorted({repo.graph.stages[n].func.__module__ for n in names})
+
+
+def workers(graph: Graph, state: dict[str, str], jobs: int) -> int:
+    """How many worker processes to start for the stages left to run (`state` pending or running):
+    at most `jobs` and no more than those stages, each one an interpreter to start; one when they
+    form a chain (each needs the one before it, so one runs at a time: in run order, each depends
+    on the one just before)."""
+    left = [n for n in graph.order if state.get(n) in ("pending", "running")]
+    if all(before in graph.upstream[after] for before, after in itertools.pairwise(left)):
+        return 1
+    return max(1, min(jobs, len(left)))
