@@ -188,6 +188,7 @@ Row = tuple[str, int, int, int, int, int]
 Entry = tuple[str, str, int]  # a manifest entry: path, hash, size
 FOLDER_CHUNK = 1024
 _DIR_BITS = stat_mod.S_IFDIR
+_MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
 
 
 def scan(root: str) -> list[Row]:
@@ -308,10 +309,11 @@ class Hasher:
         sigs = [signature(c) for c in chunks]
         sig = xxhash.xxh3_128_hexdigest("".join(sigs).encode())
         memo = self.state.get_folder(rel)
-        newest = max([max(r[2], r[5]) for r in rows], default=0)
+        tops = [max(max(map(_MTIME, c)), max(map(_CTIME, c))) for c in chunks]  # each chunk's newest change
+        newest = max(tops, default=0)
         if believe and memo and memo.signature == sig and self._trusted(memo.checked, newest, newest):
             return PathHash(memo.hash, is_dir=True, load=partial(self._remembered_manifest, rel, memo.hash))
-        return self._refresh(rel, full, chunks, sigs, sig, memo)
+        return self._refresh(rel, full, chunks, sigs, sig, memo, tops)
 
     def _remembered_manifest(self, rel: str, digest: str) -> bytes:
         """The manifest of folder `rel` whose hash was found remembered as `digest`."""
@@ -358,15 +360,15 @@ class Hasher:
         return found
 
     def _refresh(self, rel: str, full: str, chunks: list[list[Row]], sigs: list[str], sig: str,
-                 memo: FolderMemo | None) -> PathHash:
+                 memo: FolderMemo | None, tops: list[int]) -> PathHash:
         """Hash a folder whose walk differs from the remembered one (or that was never seen),
-        reading only the files that differ, and remember it."""
+        reading only the files that differ, and remember it. `tops`: each chunk's newest mtime
+        or ctime."""
         now = time.time_ns()
         index = self._index(rel) if memo is not None else None
         limit = memo.checked - RACY_NS if memo is not None else 0
         old_sigs, firsts = index if index is not None else ([], [])
-        redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i]
-                or max([max(r[2], r[5]) for r in c]) > limit]
+        redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i] or tops[i] > limit]
         stale = [i for i in range(len(old_sigs)) if i >= len(chunks) or i in set(redo)]  # remembered, differing
         olds = self._walks(rel, stale)
         known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True)

@@ -164,14 +164,15 @@ class Repo:
         self._lock_problems[name] = None
 
     def in_cache(self, rec: PathRecord) -> bool:
-        if not self.cache.has(rec.hash):
+        """Whether locked output or tracked data `rec` could be restored from the cache: its
+        object, or its manifest and every object it names (remembered while the cache folders
+        holding them are unchanged: `Cache.holds_all`)."""
+        if not rec.is_dir:
+            return self.cache.has(rec.hash)
+        try:
+            return self.cache.holds_all(rec.hash, self.state, rec.path)
+        except Exception:  # a missing or unreadable manifest: nothing of it can be restored
             return False
-        if rec.is_dir:
-            try:
-                return not self.cache.missing(self.cache.manifest_hashes(rec.hash))
-            except Exception:
-                return False
-        return True
 
     def prepare(
         self,
