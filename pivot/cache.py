@@ -209,6 +209,16 @@ class Cache:
             state.put_json(COMPLETE_KEY + key, [digest, prefixes, _stats_digest(stats)])
         return True
 
+    def changed_lately(self) -> bool:
+        """Whether an object was added or removed in the last RACY_NS (a prefix folder's mtime or
+        ctime is that recent): `holds_all` would not remember what it found now."""
+        since = time.time_ns() - RACY_NS
+        try:
+            with os.scandir(os.path.join(self.dir, "files")) as it:
+                return any(max(s.st_mtime_ns, s.st_ctime_ns) > since for e in it for s in (e.stat(),))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
     def _stats(self, digest: str, prefixes: str) -> list[tuple[int, int, int, int]] | None:
         """(mtime, ctime, inode, size) of manifest `digest`, then of each prefix folder (two
         characters each in `prefixes`); None when one is missing."""

@@ -264,6 +264,7 @@ class Hasher:
     def __init__(self, root: Path, state: State) -> None:
         self.root = root
         self.state = state
+        self.refreshed: list[str] = []  # folders whose walk differed from the memo (re-read, remembered)
 
     def _trusted(self, checked: int, mtime: int, ctime: int) -> bool:
         return checked - max(mtime, ctime) >= RACY_NS
@@ -365,6 +366,7 @@ class Hasher:
         reading only the files that differ, and remember it. `tops`: each chunk's newest mtime
         or ctime."""
         now = time.time_ns()
+        self.refreshed.append(rel)
         index = self._index(rel) if memo is not None else None
         limit = memo.checked - RACY_NS if memo is not None else 0
         old_sigs, firsts = index if index is not None else ([], [])

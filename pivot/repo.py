@@ -174,6 +174,18 @@ class Repo:
         except Exception:  # a missing or unreadable manifest: nothing of it can be restored
             return False
 
+    def remember_cached(self) -> None:
+        """Take the cache memo (`Cache.holds_all`) of each locked folder output that this process
+        re-read (its walk differed from the folder memo: after a run, or with the state deleted),
+        so that the first status after one of its files is edited need not list the cache. Costs
+        nothing on a no-op status; skipped while the cache changed too lately to be remembered."""
+        fresh = set(self.hasher.refreshed)
+        recs = [r for lock in self._locks.values() if lock is not None for r in lock.outs
+                if r.is_dir and r.cached and r.path in fresh]
+        if recs and not self.cache.changed_lately():
+            for rec in recs:
+                self.in_cache(rec)
+
     def prepare(
         self,
         name: str,
