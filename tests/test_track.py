@@ -414,7 +414,7 @@ def test_records_yaml_reads_otherwise_are_not_read_without_it() -> None:
     assert read_as_pivot_does(base) == Tracked("data", HASH, True, 10, 3)
 
 
-_chars = st.sampled_from(list("aZ_09./- :#'\"é") + ["yes", "no", "null", "on", "..", "0b", "1e3"])
+_chars = st.sampled_from([*"aZ_09./- :#'\"é", "yes", "no", "null", "on", "..", "0b", "1e3"])
 
 
 @settings(max_examples=60, deadline=None)
