@@ -197,7 +197,7 @@ class Cache:
         memo = state.get_json(COMPLETE_KEY + key)
         if isinstance(memo, list) and len(memo) == 3 and memo[0] == digest and isinstance(memo[1], str):
             stats = self._stats(digest, memo[1])
-            if stats is not None:
+            if stats is not None and _stats_digest(stats) == memo[2]:
                 return True
         read = self._stats(digest, "")  # the manifest as it is read
         hashes = self.manifest_hashes(digest)
