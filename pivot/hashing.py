@@ -264,7 +264,7 @@ class Hasher:
     def __init__(self, root: Path, state: State) -> None:
         self.root = root
         self.state = state
-        self.refreshed: list[str] = []  # folders whose walk differed from the memo (re-read, remembered)
+        self.refreshed: list[str] = []  # remembered folders whose walk differed from the memo (re-read)
 
     def _trusted(self, checked: int, mtime: int, ctime: int) -> bool:
         return checked - max(mtime, ctime) >= RACY_NS
@@ -366,7 +366,6 @@ class Hasher:
         reading only the files that differ, and remember it. `tops`: each chunk's newest mtime
         or ctime."""
         now = time.time_ns()
-        self.refreshed.append(rel)
         index = self._index(rel) if memo is not None else None
         limit = memo.checked - RACY_NS if memo is not None else 0
         old_sigs, firsts = index if index is not None else ([], [])
@@ -376,6 +375,8 @@ class Hasher:
         known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True)
                  if max(r[2], r[5]) <= limit}
         files = self.state.get_files_under(rel) if index is None and chunks else {}
+        if memo is not None or files:  # not a folder hashed from nothing (the state deleted)
+            self.refreshed.append(rel)
         walks = {i: (chunks[i], self._chunk_hashes(full, rel, chunks[i], known, files)) for i in redo}
         texts = self._texts(rel, len(firsts)) if index is not None and len(olds) == len(stale) else None
         changed = None

@@ -176,9 +176,11 @@ class Repo:
 
     def remember_cached(self) -> None:
         """Take the cache memo (`Cache.holds_all`) of each locked folder output that this process
-        re-read (its walk differed from the folder memo: after a run, or with the state deleted),
-        so that the first status after one of its files is edited need not list the cache. Costs
-        nothing on a no-op status; skipped while the cache changed too lately to be remembered."""
+        re-read because its walk differed from the folder memo (as the first status after a run
+        does), so that the first status after one of its files is edited need not list the cache.
+        Costs nothing on a no-op status, nor on one that hashes a folder with nothing remembered
+        of it (the state deleted: that one is slow enough); skipped while the cache changed too
+        lately."""
         fresh = set(self.hasher.refreshed)
         recs = [r for lock in self._locks.values() if lock is not None for r in lock.outs
                 if r.is_dir and r.cached and r.path in fresh]
