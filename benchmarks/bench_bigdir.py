@@ -16,10 +16,12 @@ alternating order (before/after, then after/before), so load drifts hit both ali
 - touched    the first `pivot status` after one file was rewritten (another file each round);
 - no-state   `pivot status` with .pivot/state.db deleted: every file is read and hashed.
 
-floor is the time a fresh Python takes, inside the process, to walk the folder with os.scandir
-and stat every entry (`os.scandir` + `DirEntry.stat()`, as any status must); it runs in each
-round too. Between cases the changed file gets its old content back (new inode, old mtime) and
-a status is run untimed, so each case starts from the state it names. Every timed command starts
+Each status is also reported by its CPU time (user + system, from wait4), the figure least
+moved by other work on a busy machine. floor is the time a fresh Python takes, inside the
+process, to walk the folder with os.scandir and stat every entry (`os.scandir` +
+`DirEntry.stat()`, as any status must), wall and CPU; it runs in each round too. Between
+cases the changed file gets its old content back (new inode, old mtime) and a status is run
+untimed, so each case starts from the state it names. Every timed command starts
 after `sync`; the load average is recorded with each sample.
 
     .venv/bin/python benchmarks/bench_bigdir.py --pivot after=.venv/bin/pivot \\
@@ -49,7 +51,7 @@ from gen_pipelines import generate as generate_pipeline
 CASES = ("unchanged", "touched", "no-state")
 FLOOR = """
 import os, sys, time
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 stack, n = [sys.argv[1]], 0
 while stack:
     with os.scandir(stack.pop()) as it:
@@ -58,7 +60,7 @@ while stack:
                 stack.append(e.path)
             else:
                 n += 1
-print(time.perf_counter() - start, n)
+print(time.perf_counter() - start, n, time.process_time() - cpu)
 """
 
 
@@ -134,21 +136,24 @@ class Bench:
         self.samples: dict[str, list[float]] = {}
         self.loads: list[float] = []
 
-    def add(self, key: str, seconds: float) -> None:
-        self.samples.setdefault(key, []).append(seconds)
+    def add(self, key: str, seconds: tuple[float, float]) -> None:
+        """A sample: wall time, and CPU time (user + system) under `key`:cpu."""
+        self.samples.setdefault(key, []).append(seconds[0])
+        self.samples.setdefault(f"{key}:cpu", []).append(seconds[1])
         self.loads.append(os.getloadavg()[0])
 
-    def status(self, exe: str, proj: Path) -> float:
+    def status(self, exe: str, proj: Path) -> tuple[float, float]:
         os.sync()
         result = run_timed([exe, "status"], proj, timeout=600, env=tool_env())
         if not result.ok and result.returncode != 1:
             raise SystemExit(result.failure())
-        return result.seconds
+        return result.seconds, result.cpu_seconds
 
-    def floor(self, folder: Path) -> float:
+    def floor(self, folder: Path) -> tuple[float, float]:
         os.sync()
         out = subprocess.run([sys.executable, "-c", FLOOR, str(folder)], capture_output=True, text=True, check=True)
-        return float(out.stdout.split()[0])
+        wall, _n, cpu = out.stdout.split()
+        return float(wall), float(cpu)
 
     @staticmethod
     def swap_memo(proj: Path, tool: str, shape: Shape, into: bool) -> None:
@@ -201,9 +206,11 @@ def report(b: Bench, shapes: list[str]) -> None:
     rows = []
     for shape in shapes:
         floor = median(b.samples.get(f"{shape}:floor"))
+        floor_cpu = median(b.samples.get(f"{shape}:floor:cpu"))
         for case in CASES:
             cells = [median(b.samples.get(f"{shape}:{t}:{case}")) for t in tools]
-            row = [shape, case] + [f"{c:.3f}" if c is not None else "-" for c in cells]
+            cpus = [median(b.samples.get(f"{shape}:{t}:{case}:cpu")) for t in tools]
+            row = [shape, case] + [f"{c:.3f}" if c is not None else "-" for c in cells + cpus]
             if len(tools) == 2:
                 pairs = zip(b.samples.get(f"{shape}:{tools[1]}:{case}", []),
                             b.samples.get(f"{shape}:{tools[0]}:{case}", []), strict=False)
@@ -212,11 +219,12 @@ def report(b: Bench, shapes: list[str]) -> None:
             row.append(f"{floor:.3f}" if floor is not None else "-")
             last = cells[-1]
             row.append(f"{last - floor:+.3f}" if last is not None and floor is not None else "-")
+            row.append(f"{floor_cpu:.3f}" if floor_cpu is not None else "-")
             rows.append(row)
-    header = ["shape", "case", *(f"{t} (s)" for t in tools)]
+    header = ["shape", "case", *(f"{t} (s)" for t in tools), *(f"{t} CPU (s)" for t in tools)]
     if len(tools) == 2:
         header.append(f"{tools[1]} / {tools[0]} (paired)")
-    header += ["walk floor (s)", f"{tools[-1]} − floor"]
+    header += ["walk floor (s)", f"{tools[-1]} − floor", "floor CPU (s)"]
     print(f"{b.args.files:,} files; median of {b.args.repeat} rounds; load average 1 min during the samples: "
           f"median {statistics.median(b.loads):.1f} (min {min(b.loads):.1f}, max {max(b.loads):.1f})")
     print(markdown_table(header, rows))

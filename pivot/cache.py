@@ -6,23 +6,37 @@ import contextlib
 import errno
 import itertools
 import json
+import marshal
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from pivot import atomic
 from pivot.errors import CacheError
-from pivot.hashing import CHUNK, hash_bytes, parse_manifest, read_buffer
+from pivot.hashing import CHUNK, RACY_NS, hash_bytes, parse_manifest, read_buffer
 from pivot.records import DirEntry, FileMemoRow, OutputKind, PathRecord, is_digest
+
+if TYPE_CHECKING:
+    from pivot.state import State
 
 _HASH_KEY = re.compile(r'\{"hash":"([0-9a-f]{32})"')
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (reflink)
 
 
+
+
+# State key prefix of the memo "every object of this folder output's manifest is in the cache".
+COMPLETE_KEY = "cache-complete:"
+
+
+def _stats_digest(stats: list[tuple[int, int, int, int]]) -> str:
+    return xxhash.xxh3_64_hexdigest(marshal.dumps(stats, 2))
 
 
 def object_relpath(digest: str) -> str:
@@ -169,6 +183,52 @@ class Cache:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 have.update(map(prefix.__add__, os.listdir(self.dir / "files" / prefix)))
         return list(itertools.filterfalse(have.__contains__, digests))
+
+    def holds_all(self, digest: str, state: State, key: str) -> bool:
+        """Whether directory manifest `digest` and every object it names are in the cache.
+
+        Remembered in `state` under `key` (the output's path) by the stat of the manifest and of
+        every prefix folder its objects are in, taken before they were listed: removing, adding
+        or renaming an object changes its folder's mtime and ctime (the ctime cannot be set
+        back), so while those stats are the remembered ones, every object found then is still
+        there. Folders changed within RACY_NS of the listing are not remembered (a second change
+        in the same timestamp tick would leave the same stat). Raises CacheError when the
+        manifest is missing or unreadable."""
+        memo = state.get_json(COMPLETE_KEY + key)
+        if isinstance(memo, list) and len(memo) == 3 and memo[0] == digest and isinstance(memo[1], str):
+            stats = self._stats(digest, memo[1])
+            if stats is not None and _stats_digest(stats) == memo[2]:
+                return True
+        read = self._stats(digest, "")  # the manifest as it is read
+        hashes = self.manifest_hashes(digest)
+        prefixes = "".join(sorted({h[:2] for h in hashes}))
+        stats = self._stats(digest, prefixes)  # before listing: a change after this one is seen next time
+        if stats is None or self.missing(hashes):
+            return False
+        if read is not None and read[0] == stats[0] and time.time_ns() - max(max(s[:2]) for s in stats) >= RACY_NS:
+            state.put_json(COMPLETE_KEY + key, [digest, prefixes, _stats_digest(stats)])
+        return True
+
+    def changed_lately(self) -> bool:
+        """Whether an object was added or removed in the last RACY_NS (a prefix folder's mtime or
+        ctime is that recent): `holds_all` would not remember what it found now."""
+        since = time.time_ns() - RACY_NS
+        try:
+            with os.scandir(os.path.join(self.dir, "files")) as it:
+                return any(max(s.st_mtime_ns, s.st_ctime_ns) > since for e in it for s in (e.stat(),))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def _stats(self, digest: str, prefixes: str) -> list[tuple[int, int, int, int]] | None:
+        """(mtime, ctime, inode, size) of manifest `digest`, then of each prefix folder (two
+        characters each in `prefixes`); None when one is missing."""
+        files = os.path.join(self.dir, "files")
+        try:
+            return [(s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_size)
+                    for s in [os.stat(self.path(digest))]
+                    + [os.stat(os.path.join(files, prefixes[i:i + 2])) for i in range(0, len(prefixes), 2)]]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     # -- writing objects ---------------------------------------------------
     def _tmp(self) -> tuple[int, str]:

@@ -188,6 +188,7 @@ Row = tuple[str, int, int, int, int, int]
 Entry = tuple[str, str, int]  # a manifest entry: path, hash, size
 FOLDER_CHUNK = 1024
 _DIR_BITS = stat_mod.S_IFDIR
+_MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
 
 
 def scan(root: str) -> list[Row]:
@@ -268,6 +269,7 @@ class Hasher:
         # a path asked for again (a chain's output is the next stage's dep) costs a stat.
         self._trusted_now: dict[str, tuple[tuple[int, int, int, int], PathHash]] = {}
         self._steady = False  # inside `steady()`: such a path is not stat-ed again
+        self.refreshed: list[str] = []  # remembered folders whose walk differed from the memo (re-read)
 
     @contextlib.contextmanager
     def steady(self) -> Iterator[None]:
@@ -334,10 +336,11 @@ class Hasher:
         sigs = [signature(c) for c in chunks]
         sig = xxhash.xxh3_128_hexdigest("".join(sigs).encode())
         memo = self.state.get_folder(rel)
-        newest = max([max(r[2], r[5]) for r in rows], default=0)
+        tops = [max(max(map(_MTIME, c)), max(map(_CTIME, c))) for c in chunks]  # each chunk's newest change
+        newest = max(tops, default=0)
         if believe and memo and memo.signature == sig and self._trusted(memo.checked, newest, newest):
             return PathHash(memo.hash, is_dir=True, load=partial(self._remembered_manifest, rel, memo.hash))
-        return self._refresh(rel, full, chunks, sigs, sig, memo)
+        return self._refresh(rel, full, chunks, sigs, sig, memo, tops)
 
     def _remembered_manifest(self, rel: str, digest: str) -> bytes:
         """The manifest of folder `rel` whose hash was found remembered as `digest`."""
@@ -384,20 +387,22 @@ class Hasher:
         return found
 
     def _refresh(self, rel: str, full: str, chunks: list[list[Row]], sigs: list[str], sig: str,
-                 memo: FolderMemo | None) -> PathHash:
+                 memo: FolderMemo | None, tops: list[int]) -> PathHash:
         """Hash a folder whose walk differs from the remembered one (or that was never seen),
-        reading only the files that differ, and remember it."""
+        reading only the files that differ, and remember it. `tops`: each chunk's newest mtime
+        or ctime."""
         now = time.time_ns()
         index = self._index(rel) if memo is not None else None
         limit = memo.checked - RACY_NS if memo is not None else 0
         old_sigs, firsts = index if index is not None else ([], [])
-        redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i]
-                or max([max(r[2], r[5]) for r in c]) > limit]
+        redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i] or tops[i] > limit]
         stale = [i for i in range(len(old_sigs)) if i >= len(chunks) or i in set(redo)]  # remembered, differing
         olds = self._walks(rel, stale)
         known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True)
                  if max(r[2], r[5]) <= limit}
         files = self.state.get_files_under(rel) if index is None and chunks else {}
+        if memo is not None or files:  # not a folder hashed from nothing (the state deleted)
+            self.refreshed.append(rel)
         walks = {i: (chunks[i], self._chunk_hashes(full, rel, chunks[i], known, files)) for i in redo}
         texts = self._texts(rel, len(firsts)) if index is not None and len(olds) == len(stale) else None
         changed = None

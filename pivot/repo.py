@@ -167,14 +167,29 @@ class Repo:
         self._lock_problems[name] = None
 
     def in_cache(self, rec: PathRecord) -> bool:
-        if not self.cache.has(rec.hash):
+        """Whether locked output or tracked data `rec` could be restored from the cache: its
+        object, or its manifest and every object it names (remembered while the cache folders
+        holding them are unchanged: `Cache.holds_all`)."""
+        if not rec.is_dir:
+            return self.cache.has(rec.hash)
+        try:
+            return self.cache.holds_all(rec.hash, self.state, rec.path)
+        except Exception:  # a missing or unreadable manifest: nothing of it can be restored
             return False
-        if rec.is_dir:
-            try:
-                return not self.cache.missing(self.cache.manifest_hashes(rec.hash))
-            except Exception:
-                return False
-        return True
+
+    def remember_cached(self) -> None:
+        """Take the cache memo (`Cache.holds_all`) of each locked folder output that this process
+        re-read because its walk differed from the folder memo (as the first status after a run
+        does), so that the first status after one of its files is edited need not list the cache.
+        Costs nothing on a no-op status, nor on one that hashes a folder with nothing remembered
+        of it (the state deleted: that one is slow enough); skipped while the cache changed too
+        lately."""
+        fresh = set(self.hasher.refreshed)
+        recs = [r for lock in self._locks.values() if lock is not None for r in lock.outs
+                if r.is_dir and r.cached and r.path in fresh]
+        if recs and not self.cache.changed_lately():
+            for rec in recs:
+                self.in_cache(rec)
 
     def prepare(
         self,

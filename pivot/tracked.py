@@ -74,12 +74,47 @@ def dumps(tracked: Tracked) -> str:
     return yamlio.dumps(tracked.to_dict())
 
 
+# Plain YAML scalars that resolve to something other than a string (YAML 1.1, as PyYAML reads).
+_NOT_STRINGS = {"yes", "no", "true", "false", "on", "off", "null"}
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
+
+
+def canonical_text(tracked: Tracked) -> str | None:
+    """The record as `dumps` writes it, without YAML, when every value is written plain and
+    reads back as itself: a path of letters, digits and `_./-` starting with a letter or `_`
+    (not a word YAML reads as a boolean or null) and a hash with a letter in it (an all-digit
+    or `0b` one would read as a number). None otherwise."""
+    p, h = tracked.path, tracked.hash
+    if not (p[:1].isalpha() or p[:1] == "_") or not _PLAIN.issuperset(p) or p.lower() in _NOT_STRINGS \
+            or h.isdigit() or h.startswith("0b") or not is_digest(h):
+        return None
+    head = f"dir: true\nfiles: {tracked.files or 0}\n" if tracked.is_dir else ""
+    return f"{head}hash: {h}\npath: {p}\nschema: {TRACKED_SCHEMA}\nsize: {tracked.size}\n"
+
+
+def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
+    """What YAML would read from `text` when it is exactly what canonical_text writes for a
+    record (the records `pivot track` writes), without importing YAML; None for anything else."""
+    if isinstance(text, bytes):
+        if not text.isascii():
+            return None
+        text = text.decode("ascii")
+    fields = dict(line.partition(": ")[::2] for line in text.split("\n"))
+    try:
+        is_dir = fields.get("dir") == "true"
+        tracked = Tracked(fields["path"], fields["hash"], is_dir, int(fields["size"]),
+                          int(fields["files"]) if is_dir else None)
+    except (KeyError, ValueError):
+        return None
+    return tracked.to_dict() if canonical_text(tracked) == text else None
+
+
 def loads(text: str | bytes, where: str | Path, name: str | None = None) -> Tracked:
     """Parse a record's bytes; `where` names it in errors. With `name` (the record's file name),
     a record whose path does not match its name is refused too."""
     try:
-        data = yamlio.parse(text)
-        tracked = Tracked.from_dict(data)
+        data = _read_canonical(text)
+        tracked = Tracked.from_dict(data if data is not None else yamlio.parse(text))
     except YamlProblem as exc:
         line = f":{exc.line}" if exc.line is not None else ""
         raise TrackError(f"{where}{line}: {exc.problem}; {FIX}") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -271,3 +272,60 @@ def test_changed_entries_of_large_manifests() -> None:
         b = [DirEntry(p, h, n) for p, (h, n) in other.items()]
         mine, theirs = changed_entries(manifest_bytes(a), manifest_bytes(b))
         assert sorted(mine) == sorted(set(a) - set(b)) and sorted(theirs) == sorted(set(b) - set(a))
+
+
+# -- the cache memo: "every object of this manifest is in the cache" ---------------------------
+
+TWENTY = '''
+    from pivot import stage
+
+    @stage(outs=["out"])
+    def make():
+        import os
+        os.makedirs("out/sub", exist_ok=True)
+        for i in range(20):
+            open(f"out/sub/{i}.txt", "w").write(f"{i:02d}\\n")
+'''
+
+
+def cache_memos(project: Project) -> list[str]:
+    with sqlite3.connect(project.root / ".pivot/state.db") as db:
+        return [k for (k,) in db.execute("SELECT key FROM kv WHERE key LIKE 'cache-complete:%'")]
+
+
+def object_of(project: Project, content: bytes) -> Path:
+    digest = xxhash.xxh3_128_hexdigest(content)
+    return project.root / ".pivot/cache/files" / digest[:2] / digest[2:]
+
+
+def test_an_object_removed_after_the_cache_memo_was_taken_is_seen(project: Project) -> None:
+    """A changed folder output is restorable while the cache holds all of its locked version;
+    that is remembered by the stat of the cache folders, so removing one object (as gc, a
+    damaged-object eviction or a user would) must still make the stage stale, every time."""
+    project.pipeline(TWENTY)
+    project.pivot("run")
+    time.sleep(2.1)  # the cache folders are past the racy window: the next status remembers them
+    assert "all 1 stage(s) up to date" in project.pivot("status").stdout  # re-reads the run's racy files
+    assert cache_memos(project) == ["cache-complete:out"]  # and so takes the memo before any edit
+    path = project.root / "out/sub/7.txt"
+    path.chmod(0o644)
+    path.write_text("seven\n")
+    assert "out will be restored from the cache" in project.pivot("status").stdout  # from the memo
+    object_of(project, b"03\n").unlink()
+    for _ in range(2):  # and the memo is not taken again while an object is missing
+        out = project.pivot("status").stdout
+        assert "stale (output 'out' was modified and its locked version is not in the cache)" in out, out
+    project.pivot("run")
+    assert project.read("out/sub/3.txt") == "03\n" and project.read("out/sub/7.txt") == "07\n"
+
+
+def test_a_tracked_folder_whose_object_was_removed_needs_a_pull(project: Project) -> None:
+    data = tracked_folder(project)
+    time.sleep(2.1)
+    shutil.rmtree(data)
+    assert "run 'pivot checkout' to restore it" in project.pivot("status").stdout
+    assert cache_memos(project) == ["cache-complete:data"]
+    assert "run 'pivot checkout' to restore it" in project.pivot("status").stdout
+    object_of(project, b"file 00003\n").unlink()
+    assert "run 'pivot pull' to fetch it" in project.pivot("status").stdout
+    assert "run 'pivot pull' to fetch it" in project.pivot("status").stdout

@@ -93,3 +93,20 @@ def test_a_status_right_after_a_run_parses_no_lock_file(project: Project) -> Non
     assert "pivot.status" in found
     assert heavy(found, ("yaml", "ruamel")) == []
     assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+
+
+def test_a_no_op_status_with_tracked_data_reads_its_records_without_yaml(project: Project) -> None:
+    """Records as `pivot track` writes them are read without PyYAML (pivot.tracked.canonical_text);
+    one edited by hand into other YAML is read with it, and means the same."""
+    up_to_date(project)
+    project.write("images/one.txt", "one\n")
+    project.pivot("track", "images")
+    found = imported(project, "status")
+    assert "pivot.verify" in found  # tracked data was checked
+    assert heavy(found, tuple(n for n in NOT_BY_STATUS if n != "pivot.verify")) == []
+    record = project.read(".pivot/tracked/images.yaml")
+    project.write(".pivot/tracked/images.yaml", record.replace("path: images", "path: 'images'  # quoted"))
+    assert "yaml" in imported(project, "status")
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    (project.root / "images/one.txt").write_text("changed\n")
+    assert "modified: run 'pivot track images' to record it" in project.pivot("status").stdout

@@ -11,7 +11,14 @@ import subprocess
 from pathlib import Path
 
 from conftest import PIVOT, Project
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_errors import refused
+
+from pivot import tracked as tracked_mod
+from pivot import yamlio
+from pivot.errors import TrackError, YamlProblem
+from pivot.tracked import Tracked
 
 EMPTY = "from pivot import stage\n"
 
@@ -360,3 +367,63 @@ def test_retracking_a_folder_copies_only_the_files_the_cache_lacks(project: Proj
     lost.unlink()
     out, copies = track_counting_copies(project, "images")
     assert "unchanged: images" in out and copies == 1 and lost.read_bytes() == b"file 7\n"
+
+
+# -- records read without YAML: only where YAML would read the very same values ----------------
+
+def read_as_yaml_does(text: str) -> Tracked | str:
+    """What reading a record through PyYAML gives (the reference), or its error."""
+    try:
+        return Tracked.from_dict(yamlio.parse(text))
+    except YamlProblem as exc:
+        return f"yaml: {exc.problem}"
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"shape: {exc}"
+
+
+def read_as_pivot_does(text: str) -> Tracked | str:
+    try:
+        return tracked_mod.loads(text, "r.yaml")
+    except TrackError as exc:
+        return str(exc)
+
+
+def agree(text: str) -> None:
+    """Pivot reads `text` as PyYAML does: the same record, or an error for both."""
+    ours, theirs = read_as_pivot_does(text), read_as_yaml_does(text)
+    assert ours == theirs if isinstance(theirs, Tracked) else isinstance(ours, str), (text, ours, theirs)
+
+
+HASH = "d74db35a6163a75ce9676448202bdb51"
+
+
+def test_records_yaml_reads_otherwise_are_not_read_without_it() -> None:
+    """Texts that look like what `pivot track` writes, but where YAML reads a value as a
+    boolean, null, number or quoted string, a key twice, or another shape."""
+    base = f"dir: true\nfiles: 3\nhash: {HASH}\npath: data\nschema: 1\nsize: 10\n"
+    for old, new in [("path: data", "path: yes"), ("path: data", "path: 'yes'"), ("path: data", "path: null"),
+                     ("path: data", "path: ON"), ("path: data", "path: 'data'"), ("path: data", "path: a/../b"),
+                     ("path: data", "path: .inf"), ("path: data", "path: 1e3"), ("path: data", "path: 2024-01-01"),
+                     (f"hash: {HASH}", "hash: 12345678901234567890123456789012"),
+                     (f"hash: {HASH}", "hash: 0b010101010101010101010101010101"),
+                     ("size: 10", "size: 0o12"), ("size: 10", "size: 1_0"), ("size: 10", "size: -1"),
+                     ("files: 3", "files: 03"), ("dir: true", "dir: True"), ("schema: 1", "schema: 1\npath: other"),
+                     ("size: 10\n", "size: 10 # bytes\n"), ("\n", "\r\n"), ("dir: true\n", "")]:
+        agree(base.replace(old, new))
+    agree(base)
+    assert read_as_pivot_does(base) == Tracked("data", HASH, True, 10, 3)
+
+
+_chars = st.sampled_from([*"aZ_09./- :#'\"é", "yes", "no", "null", "on", "..", "0b", "1e3"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_chars, min_size=1, max_size=6).map("".join), st.text("0123456789abcdef", min_size=32, max_size=32),
+       st.booleans(), st.integers(0, 10**12), st.integers(0, 10**6))
+def test_a_record_reads_back_as_pivot_track_wrote_it(path: str, digest: str, is_dir: bool, size: int,
+                                                     files: int) -> None:
+    record = Tracked(path, digest, is_dir, size, files if is_dir else None)
+    text = yamlio.dumps(record.to_dict())
+    fast = tracked_mod.canonical_text(record)
+    assert fast is None or fast == text  # what is read without YAML is exactly what YAML writes
+    agree(text)

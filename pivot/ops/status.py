@@ -42,9 +42,13 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
         # Stale stages a run record would restore: local records always, the remote's when asked.
         runs = RunCache(repo, Reporter(), source if ask else None)
         if source is None or not (wanted or ask):
-            return StatusPlan(plan(repo, stages, runs=runs), repo.orphan_locks(), tracked=tracked)
+            planned = plan(repo, stages, runs=runs)
+            repo.remember_cached()
+            return StatusPlan(planned, repo.orphan_locks(), tracked=tracked)
         held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
-        return StatusPlan(plan(repo, stages, on_remote=held, runs=runs), repo.orphan_locks(), source.name, tracked)
+        planned = plan(repo, stages, on_remote=held, runs=runs)
+        repo.remember_cached()
+        return StatusPlan(planned, repo.orphan_locks(), source.name, tracked)
 
 
 def _tracked_changes(repo: Repo) -> list[TrackedChange]:
