@@ -111,15 +111,18 @@ def test_importing_a_large_module_holds_no_whole_syntax_tree(tmp_path: Path) -> 
     assert summarising < 20 * len(source), summarising  # a whole tree: about 75 times
 
 
+# A last stage that fails: its traceback must name its line in the whole file.
+FAILING_LAST = textwrap.dedent('''\
+    @stage(deps=["data/in.txt"], outs=["data/last.txt"])
+    def last():
+        raise ValueError("from the last stage")
+    ''')
+
+
 def test_a_stage_of_a_large_pipeline_fails_naming_its_line(project: Project) -> None:
     """The traceback of a stage near the end of a large module, and its fingerprint (keyed by
     the function's first line), are those of the whole file."""
-    tail = textwrap.dedent('''\
-        @stage(deps=["data/in.txt"], outs=["data/last.txt"])
-        def last():
-            raise ValueError("from the last stage")
-        ''')
-    source = module(400, tail=tail)
+    source = module(400, tail=FAILING_LAST)
     project.pipeline(source)
     project.write("data/in.txt", "x\n")
     result = project.pivot("run", "last", check=False)
@@ -186,12 +189,7 @@ def test_groups_read_with_other_names_of_stage_are_read_again() -> None:
 
 def test_a_stage_fails_naming_its_line_after_an_edit_above_it_added_lines(project: Project) -> None:
     """The compiled groups after an edit that added lines are remembered ones, moved down."""
-    tail = textwrap.dedent('''\
-        @stage(deps=["data/in.txt"], outs=["data/last.txt"])
-        def last():
-            raise ValueError("from the last stage")
-        ''')
-    source = module(400, tail=tail)
+    source = module(400, tail=FAILING_LAST)
     project.pipeline(source)
     project.write("data/in.txt", "x\n")
     first = project.pivot("run", "last", check=False)
