@@ -305,14 +305,10 @@ class Hasher:
         if row is not None and row[:4] == key and self._trusted(row.checked, row.mtime, row.ctime):
             found = self._trusted_now[rel] = (key, PathHash(row.hash, is_dir=False))
             return found[1]
-        return PathHash(self._hash_one(rel, full, st), is_dir=False)
+        return PathHash(self._hash_fresh(rel, full, st), is_dir=False)
 
-    def _hash_one(self, rel: str, full: str, st: os.stat_result) -> str:
-        row = self.state.get_file(rel)
-        if row and (row.size, row.mtime, row.inode, row.ctime) == (st.st_size, st.st_mtime_ns, st.st_ino,
-                                                                   st.st_ctime_ns) \
-                and self._trusted(row.checked, row.mtime, row.ctime):
-            return row.hash
+    def _hash_fresh(self, rel: str, full: str, st: os.stat_result) -> str:
+        """Read and hash a file no trusted memo row vouches for, and remember it."""
         digest = hash_file(full)
         self.state.put_files([FileMemoRow(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns,
                                           time.time_ns(), digest)])

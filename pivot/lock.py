@@ -227,12 +227,6 @@ _OLD_MEMOS = (f"stat-lock{LOCK_SCHEMA}:",)  # earlier forms of the memo (JSON te
 _SUM = 8  # bytes of the checksum before a memo's payload
 
 
-def stat_signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What a lock file's stat says of its bytes: any write changes the ctime (which no one can
-    set back), a replacing rename the inode."""
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
 Sig = tuple[int, int, int, int]
 
 
@@ -297,7 +291,7 @@ class LockReader:
             st = os.stat(path)
         except FileNotFoundError:
             return None
-        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # stat_signature, inline: once per stage
+        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # any write moves the ctime; a rename the inode
         changed = max(st.st_mtime_ns, st.st_ctime_ns)
         if self._memo is None:
             self._memo = self.state.blobs_under(STAT_MEMO)

@@ -10,6 +10,7 @@ processes). Four CLI calls for the whole corpus.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -540,51 +541,47 @@ def test_values_that_cannot_be_hashed_never_crash(tmp_path: Path, clean_modules:
     assert "func:mod_hostile.make" in fp.manifest
 
 
-def test_summaries_are_cached_by_file_stat(tmp_path: Path, clean_modules: None,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def _old_module(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Any, State, Any]:
+    """A module with an old mtime in a fresh project, imported and fingerprinted once with a
+    state database: (its file, the module, the state, that fingerprint)."""
     root = tmp_path / "proj"
     root.mkdir()
-    src = root / "mod_cached.py"
+    src = root / f"{name}.py"
     src.write_text("def f():\n    return 1\n")
-    past = 1_000_000_000  # an old mtime: the summary is not "racy" and may be trusted later
-    os.utime(src, (past, past))
-    # The ctime cannot be set back: trust a memo taken right after it (the racy rule is tested below).
+    os.utime(src, (PAST, PAST))  # an old mtime: the summary is not "racy" and may be trusted later
+    # The ctime cannot be set back: trust a memo taken right after it (the racy rule is tested elsewhere).
     monkeypatch.setattr("pivot.fingerprint.modules.RACY_NS", 0)
     sys.path.insert(0, str(root))
-    import mod_cached  # type: ignore[import-not-found]
-
+    module = importlib.import_module(name)
     state = State(root / "state.db")
-    first = Fingerprinter(root, state).fingerprint(mod_cached.f)
+    first = Fingerprinter(root, state).fingerprint(module.f)
     state.commit()
+    return src, module, state, first
+
+
+PAST = 1_000_000_000
+
+
+def test_summaries_are_cached_by_file_stat(tmp_path: Path, clean_modules: None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    src, mod_cached, state, first = _old_module(tmp_path, "mod_cached", monkeypatch)
 
     def fail(*_a: Any) -> None:
         raise AssertionError("re-parsed a file whose stat did not change")
 
     monkeypatch.setattr("pivot.fingerprint.modules.summarise", fail)
-    assert Fingerprinter(root, state).fingerprint(mod_cached.f) == first
+    assert Fingerprinter(src.parent, state).fingerprint(mod_cached.f) == first
     state.close()
 
 
 def test_same_size_edit_with_the_mtime_set_back_is_summarised_again(tmp_path: Path, clean_modules: None,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """`cp -p`, `touch -d` or `rsync -t` can put an edited file's mtime back; its ctime moves."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    src = root / "mod_setback.py"
-    src.write_text("def f():\n    return 1\n")
-    past = 1_000_000_000
-    os.utime(src, (past, past))
-    monkeypatch.setattr("pivot.fingerprint.modules.RACY_NS", 0)
-    sys.path.insert(0, str(root))
-    import mod_setback  # type: ignore[import-not-found]
-
-    state = State(root / "state.db")
-    first = Fingerprinter(root, state).fingerprint(mod_setback.f)
-    state.commit()
+    src, mod_setback, state, first = _old_module(tmp_path, "mod_setback", monkeypatch)
     time.sleep(0.01)  # a later ctime, on file systems with coarse timestamps too
     src.write_text("def f():\n    return 2\n")  # same size
-    os.utime(src, (past, past))
-    second = Fingerprinter(root, state).fingerprint(mod_setback.f)
+    os.utime(src, (PAST, PAST))
+    second = Fingerprinter(src.parent, state).fingerprint(mod_setback.f)
     state.close()
     assert second.digest != first.digest
 
