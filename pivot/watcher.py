@@ -195,8 +195,14 @@ class Changes:
             raise WatchError(f"cannot watch {self.root}: {self._failed[0]}")
 
     def next(self) -> set[str]:
-        """The paths saved since the last call (waits for at least one batch)."""
-        paths = self._queue.get()
+        """The paths saved since the last call (waits for at least one batch). Waits in slices:
+        a wait without a timeout is not woken by Ctrl-C when the signal reaches another thread."""
+        while True:
+            try:
+                paths = self._queue.get(timeout=0.25)
+                break
+            except queue.Empty:
+                self._check()
         while True:
             self._check()
             try:

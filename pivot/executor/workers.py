@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -225,7 +226,10 @@ class PoolExecutor:
                 os.write(self._wake_w, b"x")
 
     def _read(self) -> None:
-        """The reader thread of a pool that is not pumped."""
+        """The reader thread of a pool that is not pumped. It takes no Ctrl-C: the signal goes to
+        the main thread, whose waits it must interrupt."""
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         while not self._closed() and self._poll(None):
             pass
 
