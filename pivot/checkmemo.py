@@ -16,13 +16,14 @@ a dep; `pivot verify` (and CI) always do the full check.
 
 from __future__ import annotations
 
+import json
 import os
 import stat as stat_mod
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
@@ -33,10 +34,11 @@ from pivot.records import OutputKind
 if TYPE_CHECKING:
     from pivot.repo import Repo
 
-_MEMO_SCHEMA = 3
+_MEMO_SCHEMA = 4
 # A key per schema: an older Pivot sharing the project (a hook installed by another version)
 # reads only memos it wrote, and this one only its own.
 MEMO_KEY = f"verify-memo{_MEMO_SCHEMA}"
+STAGES_KEY = f"{MEMO_KEY}-stages"  # each stage's code and definition at the memo (see `code_only`)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,14 @@ class Signed:
     digest: str
     trusted: bool  # no file's mtime or ctime was within RACY_NS of taking the stats
     hashed: tuple[tuple[int, int, int, int] | None, ...] = ()  # stats of paths.hash before hashing (not in the digest)
+    rest: str = ""  # the digest of all but the modules' hashes
+
+
+class Candidate(NamedTuple):
+    """A memo that differs only in the bytes of the pipeline's modules."""
+
+    staging: Staging
+    digest: str  # the memo's
 
 
 @dataclass(frozen=True)
@@ -106,12 +116,13 @@ def sign(root: Path, paths: Paths) -> Signed:
     rows = [_environment(root)]
     hashed = _hashed_stats(root, paths.hash)  # before reading: a write from now on changes them
     newest = max((max(st[1], st[2]) for st in hashed if st is not None), default=0)
+    modules = []
     for rel in paths.hash:
         try:
             with open(os.path.join(root, rel), "rb") as f:
-                rows.append(f"h:{rel}\0{xxhash.xxh3_128_hexdigest(f.read())}")
+                modules.append(f"h:{rel}\0{xxhash.xxh3_128_hexdigest(f.read())}")
         except OSError:
-            rows.append(f"h:{rel}\0-")
+            modules.append(f"h:{rel}\0-")
     for rel in paths.names:
         try:
             with os.scandir(os.path.join(root, rel)) as it:
@@ -128,8 +139,9 @@ def sign(root: Path, paths: Paths) -> Signed:
                 newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
                 rows.append(f"{kind}:{rel}/{name}\0{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:"
                             f"{st.st_ino}")
-    digest = xxhash.xxh3_128_hexdigest("\n".join(rows).encode("utf-8", "surrogateescape"))
-    return Signed(paths, digest, taken - newest >= RACY_NS, hashed)
+    rest = xxhash.xxh3_128_hexdigest("\n".join(rows).encode("utf-8", "surrogateescape"))
+    digest = xxhash.xxh3_128_hexdigest("\n".join([rest, *modules]).encode("utf-8", "surrogateescape"))
+    return Signed(paths, digest, taken - newest >= RACY_NS, hashed, rest)
 
 
 def _hashed_stats(root: Path, paths: tuple[str, ...]) -> tuple[tuple[int, int, int, int] | None, ...]:
@@ -196,38 +208,81 @@ def before_check(repo: Repo, earlier: Signed | None = None) -> tuple[Staging, Si
     return staging, sign(repo.root, paths)
 
 
-def record(repo: Repo, staging: Staging, signed: Signed | None) -> None:
+def record(repo: Repo, staging: Staging, signed: Signed | None, stages: dict[str, str] | None = None) -> None:
     """Remember a clean full check (None, stats too recent to trust, or a module written since
-    it was hashed: forget any memo)."""
+    it was hashed: forget any memo), with `stages`: each stage's `stage_digest`."""
     if signed is None or not signed.trusted or signed.hashed != _hashed_stats(repo.root, signed.paths.hash):
         repo.state.put_json(MEMO_KEY, None)
         return
     repo.state.put_json(MEMO_KEY, {
-        "digest": signed.digest,
+        "digest": signed.digest, "rest": signed.rest,
         "stages": staging.stages, "metrics": staging.metrics, "modules": staging.modules,
         "paths": [list(group) for group in signed.paths],
     })
+    if stages is not None:
+        repo.state.put_json(STAGES_KEY, {"memo": signed.digest, "stages": stages})
 
 
-def look_up(root: Path, state_path: Path) -> tuple[Staging | None, Signed | None]:
-    """(the memo's staging when nothing it covers changed, else None; the stats taken now of
-    what it covers, or None when there is no memo)."""
+def stage_digest(repo: Repo, name: str, fingerprint: str, params: dict[str, Any] | None) -> str:
+    """What a stage's decision takes from the pipeline's code: its fingerprint, params, and
+    declared deps and outputs (the rest is files, whose stats the memo covers)."""
+    s = repo.graph.stages[name]
+    parts = [fingerprint, json.dumps(params, sort_keys=True, default=repr), *repo.graph.deps[name], "",
+             *repo.graph.outs[name], "", *(f"{type(o).__module__}.{type(o).__qualname__}:{o.kind}:{o.cached}:"
+                                          f"{o.incremental}:{o!r}" for o in s.outs)]
+    return xxhash.xxh3_128_hexdigest("\0".join(parts).encode("utf-8", "surrogateescape"))
+
+
+def code_only(repo: Repo, candidate: Candidate, earlier: Signed) -> bool:
+    """Whether the check is clean without planning: nothing but the bytes of the pipeline's
+    modules changed since a clean full check (`candidate`, `earlier`: see look_up), and no stage's
+    fingerprint, params, deps or outputs did. Every stage then decides as it did then (its lock,
+    deps and outputs are unchanged); the memo is recorded for this version."""
+    staging, signed = before_check(repo, earlier)
+    if staging != candidate.staging:
+        return False
+    known = repo.state.get_json(STAGES_KEY)
+    if not isinstance(known, dict) or known.get("memo") != candidate.digest:
+        return False
+    old = known.get("stages")
+    if not isinstance(old, dict) or len(old) != len(staging.stages):
+        return False
+    fingerprint = repo.fingerprinter.fingerprint
+    stages = {}
+    for name in staging.stages:
+        s = repo.graph.stages[name]
+        stages[name] = stage_digest(repo, name, fingerprint(s.func, s.params).digest, repo.params_of(name)[1])
+        if stages[name] != old.get(name):
+            return False
+    record(repo, staging, signed, stages)
+    return True
+
+
+class Found(NamedTuple):
+    staging: Staging | None  # the memo's, when nothing it covers changed
+    signed: Signed | None  # the stats taken now of what the memo covers (None: no memo)
+    candidate: Candidate | None = None  # the memo, when only the bytes of modules changed
+
+
+def look_up(root: Path, state_path: Path) -> Found:
+    """What the memo says now (see Found)."""
     from pivot.state import State
 
     if not state_path.exists():
-        return None, None
+        return Found(None, None)
     state = State(state_path)
     try:
         data = state.get_json(MEMO_KEY)
     finally:
         state.close()
     if not data:
-        return None, None
+        return Found(None, None)
     try:
         paths = Paths(*(tuple(group) for group in data["paths"]))
-    except (KeyError, TypeError):
-        return None, None  # not a memo this version wrote: the full check records one
+        staging = Staging(list(data["stages"]), [(s, p) for s, p in data["metrics"]], list(data["modules"]))
+    except (KeyError, TypeError, ValueError):
+        return Found(None, None)  # not a memo this version wrote: the full check records one
     now = sign(root, paths)
-    if now.digest != data["digest"]:
-        return None, now
-    return Staging(data["stages"], [(s, p) for s, p in data["metrics"]], data["modules"]), now
+    if now.digest == data["digest"]:
+        return Found(staging, now)
+    return Found(None, now, Candidate(staging, data["digest"]) if now.rest == data.get("rest") else None)
