@@ -226,11 +226,22 @@ def record(repo: Repo, staging: Staging, signed: Signed | None, stages: dict[str
 def stage_digest(repo: Repo, name: str, fingerprint: str, params: dict[str, Any] | None) -> str:
     """What a stage's decision takes from the pipeline's code: its fingerprint, params, and
     declared deps and outputs (the rest is files, whose stats the memo covers)."""
-    s = repo.graph.stages[name]
-    parts = [fingerprint, json.dumps(params, sort_keys=True, default=repr), *repo.graph.deps[name], "",
-             *repo.graph.outs[name], "", *(f"{type(o).__module__}.{type(o).__qualname__}:{o.kind}:{o.cached}:"
-                                          f"{o.incremental}:{o!r}" for o in s.outs)]
-    return xxhash.xxh3_128_hexdigest("\0".join(parts).encode("utf-8", "surrogateescape"))
+    outs = "\0".join(f"{_type_name(type(o))}:{o!r}" for o in repo.graph.stages[name].outs)
+    text = "\0".join([fingerprint, "" if params is None else json.dumps(params, sort_keys=True, default=repr),
+                      *repo.graph.deps[name], "", outs])
+    return xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogateescape"))
+
+
+_TYPE_NAMES: dict[type, str] = {}
+
+
+def _type_name(cls: type) -> str:
+    """An output's class, with what it implies (kind, cached, incremental)."""
+    found = _TYPE_NAMES.get(cls)
+    if found is None:
+        found = _TYPE_NAMES[cls] = (f"{cls.__module__}.{cls.__qualname__}:{getattr(cls, 'kind', '')}:"
+                                    f"{getattr(cls, 'cached', '')}:{getattr(cls, 'incremental', '')}")
+    return found
 
 
 def code_only(repo: Repo, candidate: Candidate, earlier: Signed) -> bool:
