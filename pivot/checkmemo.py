@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import xxhash
 
 from pivot.hashing import RACY_NS
+from pivot.importing import imported_digest
 from pivot.layout import CONFIG, CONFIG_LOCAL, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TRACKED_DIR
 from pivot.records import OutputKind
 
@@ -74,6 +75,9 @@ class Signed:
     trusted: bool  # no file's mtime or ctime was within RACY_NS of taking the stats
     hashed: tuple[tuple[int, int, int, int] | None, ...] = ()  # stats of paths.hash before hashing (not in the digest)
     rest: str = ""  # the digest of all but the modules' hashes
+    # Modules changed too lately to trust their stats, with the hash of their bytes: trusted only
+    # if the check imported and summarised those bytes (`_checked_as_hashed`).
+    recent: tuple[tuple[str, str], ...] = ()
 
 
 class Candidate(NamedTuple):
@@ -115,14 +119,18 @@ def sign(root: Path, paths: Paths) -> Signed:
     taken = time.time_ns()
     rows = [_environment(root)]
     hashed = _hashed_stats(root, paths.hash)  # before reading: a write from now on changes them
-    newest = max((max(st[1], st[2]) for st in hashed if st is not None), default=0)
+    newest = 0
     modules = []
-    for rel in paths.hash:
+    recent = []
+    for rel, seen in zip(paths.hash, hashed, strict=True):
         try:
             with open(os.path.join(root, rel), "rb") as f:
-                modules.append(f"h:{rel}\0{xxhash.xxh3_128_hexdigest(f.read())}")
+                digest = xxhash.xxh3_128_hexdigest(f.read())
         except OSError:
-            modules.append(f"h:{rel}\0-")
+            digest = "-"
+        modules.append(f"h:{rel}\0{digest}")
+        if seen is None or taken - max(seen[1], seen[2]) < RACY_NS:
+            recent.append((rel, digest))
     for rel in paths.names:
         try:
             with os.scandir(os.path.join(root, rel)) as it:
@@ -141,7 +149,7 @@ def sign(root: Path, paths: Paths) -> Signed:
                             f"{st.st_ino}")
     rest = xxhash.xxh3_128_hexdigest("\n".join(rows).encode("utf-8", "surrogateescape"))
     digest = xxhash.xxh3_128_hexdigest("\n".join([rest, *modules]).encode("utf-8", "surrogateescape"))
-    return Signed(paths, digest, taken - newest >= RACY_NS, hashed, rest)
+    return Signed(paths, digest, taken - newest >= RACY_NS, hashed, rest, tuple(recent))
 
 
 def _hashed_stats(root: Path, paths: tuple[str, ...]) -> tuple[tuple[int, int, int, int] | None, ...]:
@@ -211,7 +219,7 @@ def before_check(repo: Repo, earlier: Signed | None = None) -> tuple[Staging, Si
 def record(repo: Repo, staging: Staging, signed: Signed | None, stages: dict[str, str] | None = None) -> None:
     """Remember a clean full check (None, stats too recent to trust, or a module written since
     it was hashed: forget any memo), with `stages`: each stage's `stage_digest`."""
-    if signed is None or not signed.trusted or signed.hashed != _hashed_stats(repo.root, signed.paths.hash):
+    if signed is None or not trusted(repo, signed):
         repo.state.put_json(MEMO_KEY, None)
         return
     repo.state.put_json(MEMO_KEY, {
@@ -221,6 +229,21 @@ def record(repo: Repo, staging: Staging, signed: Signed | None, stages: dict[str
     })
     if stages is not None:
         repo.state.put_json(STAGES_KEY, {"memo": signed.digest, "stages": stages})
+
+
+def trusted(repo: Repo, signed: Signed) -> bool:
+    """Whether a clean check may be remembered with the stats `signed`: no file it covers changed
+    too lately to trust its stats, except modules whose bytes the check imported and summarised
+    as they were hashed (a module is remembered by the hash of its bytes), and no module was
+    written since it was hashed."""
+    if not signed.trusted or signed.hashed != _hashed_stats(repo.root, signed.paths.hash):
+        return False
+    summarised = repo.fingerprinter.modules.digests
+    for rel, digest in signed.recent:
+        path = os.path.join(repo.root, rel)
+        if imported_digest(path) != digest or summarised.get(path, digest) != digest:
+            return False
+    return True
 
 
 def stage_digest(repo: Repo, name: str, fingerprint: str, params: dict[str, Any] | None) -> str:

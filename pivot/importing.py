@@ -35,6 +35,14 @@ from typing import Any
 
 import xxhash
 
+_IMPORTED: dict[str, str] = {}  # file -> the hash of the bytes this process compiled of it
+
+
+def imported_digest(path: str) -> str | None:
+    """The xxh3_128 hex digest of the bytes of `path` that this process imported (the latest),
+    or None when it did not import that file through FreshSourceLoader."""
+    return _IMPORTED.get(path)
+
 
 class FreshSourceLoader(importlib.machinery.SourceFileLoader):
     def __init__(self, fullname: str, path: str, cache_dir: str) -> None:
@@ -60,6 +68,7 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
     def _cached(self, fullname: str, kind: bytes, make: Any) -> CodeType | tuple[CodeType, ...]:
         path = self.get_filename(fullname)
         source = self.get_data(path)
+        _IMPORTED[path] = xxhash.xxh3_128_hexdigest(source)
         key = xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + kind + path.encode() + b"\0" + source)
         # A large module's groups: one entry per file, for its latest version (5 MB for a 2 MB
         # pipeline: one per version would add that much at every edit); its earlier versions'

@@ -157,7 +157,7 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True, ear
         _add_tracked(report, tracked_changes(repo, check_cache=True))
     if signed is not None:
         clean = report.ok and not modified
-        stages = _stage_digests(repo, planned) if clean and signed[1].trusted else None  # (else not recorded)
+        stages = _stage_digests(repo, planned) if clean and checkmemo.trusted(repo, signed[1]) else None
         checkmemo.record(repo, signed[0], signed[1] if clean else None, stages)
     return report
 

@@ -33,9 +33,13 @@ def _staged_check(project: Project, text: str) -> str:
 
 
 def test_an_edit_no_stage_depends_on_is_checked_without_planning(project: Project) -> None:
+    """Also right after another such edit: a module changed less than 2 s ago is remembered when
+    the check imported and summarised the bytes it hashed."""
     setup(project)
     _remembered(project)
     out = _staged_check(project, PIPELINE.replace("def final():", "def final():  # a comment") + "\nUNUSED = 1\n")
+    assert CODE_ONLY in out and "all 2 stage(s) match" in out
+    out = _staged_check(project, PIPELINE.replace("def final():", "def final():  # another") + "\nUNUSED = 2\n")
     assert CODE_ONLY in out and "all 2 stage(s) match" in out
 
 

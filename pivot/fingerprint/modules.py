@@ -31,6 +31,7 @@ class ModuleIndex:
         self._started_ns = time.time_ns()
         self._edited: set[str] = set()
         self._summaries: dict[str, dict[str, Any] | None] = {}
+        self.digests: dict[str, str] = {}  # file -> the hash of the bytes its summary was made from
         self._user: dict[str, bool] = {}
         self._rel: dict[str, str] = {}
         self._module_files: dict[str, str | None] = {}
@@ -99,6 +100,7 @@ class ModuleIndex:
         stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         if cached and cached["stat"] == stat and cached["checked"] - changed_ns >= RACY_NS:
             result = cached["summary"]
+            self.digests[filename] = str(cached.get("hash"))
         else:
             result = self._summarise(filename, stat, key, cached)
         self._summaries[filename] = result
@@ -112,7 +114,7 @@ class ModuleIndex:
                 data = f.read()
         except OSError:
             return None
-        digest = xxhash.xxh3_128_hexdigest(data)
+        digest = self.digests[filename] = xxhash.xxh3_128_hexdigest(data)
         if cached and cached.get("hash") == digest:
             result: dict[str, Any] | None = cached["summary"]
         else:
