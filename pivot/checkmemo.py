@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import xxhash
 
 from pivot.hashing import RACY_NS
-from pivot.importing import imported_digest
 from pivot.layout import CONFIG, CONFIG_LOCAL, PARAMS_FILE, PIVOT_DIR, STAGES_DIR, TRACKED_DIR
 from pivot.records import OutputKind
 
@@ -236,6 +235,8 @@ def trusted(repo: Repo, signed: Signed) -> bool:
     too lately to trust its stats, except modules whose bytes the check imported and summarised
     as they were hashed (a module is remembered by the hash of its bytes), and no module was
     written since it was hashed."""
+    from pivot.importing import imported_digest  # lazy: only when a check is recorded, not on a memo hit
+
     if not signed.trusted or signed.hashed != _hashed_stats(repo.root, signed.paths.hash):
         return False
     summarised = repo.fingerprinter.modules.digests
