@@ -9,7 +9,11 @@ the same bytes (a checkout back and forth, the pre-commit check setting unstaged
 and back), is the same code, and reading a 2 MB pipeline costs a millisecond. When the check is clean they
 are recorded. The pre-commit check skips importing and planning only when all of these are
 unchanged; ctime moves on any write, even one that restores mtime, and a file whose mtime or
-ctime is less than RACY_NS before the stats were taken is not trusted (no memo).
+ctime is less than RACY_NS before the stats were taken is not trusted (no memo), except a module
+whose bytes, as hashed, are those the check imported and summarised (`trusted`).
+When only the modules' bytes changed, the check passes without planning if no stage's
+fingerprint, params, deps or outputs changed either (`code_only`, from `stage_digest`s recorded
+with the memo).
 Not covered: a module-level constant computed from the environment or from a file that is not
 a dep; `pivot verify` (and CI) always do the full check.
 """
