@@ -117,3 +117,32 @@ def test_damaged_group_memos_of_a_large_pipeline_are_ignored(project: Project) -
     status = project.pivot("status").stdout
     assert "s200" in status and "s201" not in status and "s199" not in status
     assert all(memolog.read(str(p)).clean for p in memos)  # rewritten from what is live
+
+
+PARAMS_PIPELINE = '''
+import pydantic
+from pivot import stage
+
+
+class P(pydantic.BaseModel):
+    n: int = 1
+
+
+@stage(outs=["out.txt"], params=P)
+def make(params: P):
+    open("out.txt", "w").write(str(params.n))
+'''
+
+
+def test_a_params_default_edited_is_seen_after_a_memo(project: Project) -> None:
+    """A field's default is no part of the fingerprint (params are compared by value): the
+    code-only path compares the params too."""
+    project.pipeline(PARAMS_PIPELINE)
+    project.pivot("run")
+    project.pivot("hooks", "install")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "first")
+    time.sleep(2.1)
+    assert "all 1 stage(s) match" in project.pivot("verify").stdout
+    out = _staged_check(project, PARAMS_PIPELINE.replace("n: int = 1", "n: int = 2"))
+    assert "make: stale" in out and CODE_ONLY not in out, out
