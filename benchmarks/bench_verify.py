@@ -23,7 +23,13 @@ Then, R times each (whole commands, process start to exit, nothing changed in be
 - `... pipeline.py edited`      the same after one function of pipeline.py was edited and staged
                                 (a comment on its `def` line, new each sample: the stages stay up to
                                 date, but the module's bytes are new, so it is compiled and
-                                summarised again, where it changed);
+                                summarised again, where it changed); the untimed check before
+                                the edit follows the previous sample's edit within 2 s, so it
+                                records no memo (too recent to trust): this is a full check;
+- `... pipeline.py edited, memo` the same edit with the memo of a clean full check in place (as
+                                when a commit follows an earlier one by more than 2 s): only the
+                                modules' bytes changed, and no stage's code or definition, so
+                                the check passes without a plan (checkmemo.code_only);
 - `git commit --no-verify`      the commit without hooks, for reference;
 - `pivot status`                what `pivot run` would do;
 - `pivot run` (no-op)           nothing to run: every stage is decided and skipped.
@@ -69,8 +75,9 @@ COMMANDS = ("pivot run (no-op)", "pivot status", "pivot verify", "pivot verify -
             "git commit (hook) cold", "pivot verify --staged warm", "git commit (hook) warm",
             "pivot verify --staged pipeline.py touched", "git commit (hook) pipeline.py touched",
             "pivot verify --staged pipeline.py edited", "git commit (hook) pipeline.py edited",
+            "pivot verify --staged pipeline.py edited, memo", "git commit (hook) pipeline.py edited, memo",
             "git commit --no-verify")
-CHANGES = (" cold", " warm", " pipeline.py touched", " pipeline.py edited")
+CHANGES = (" cold", " warm", " pipeline.py touched", " pipeline.py edited", " pipeline.py edited, memo")
 SHAPES = ("chain", "fanout")
 
 
@@ -125,11 +132,14 @@ def record_memo(dest: Path, pivot: str, env: dict[str, str]) -> None:
         log("  warning: the memo was not recorded; warm figures are full checks")
 
 
-def change_pipeline(dest: Path, pivot: str, env: dict[str, str], stages: int, edit: bool) -> None:
-    """After an untimed check with `pivot` (its caches then hold the current pipeline.py): set
-    pipeline.py's mtime to now, or edit the middle stage's function (a new comment on its `def`
-    line) and stage the edit."""
-    run_timed([pivot, "verify", "--staged"], cwd=dest, env=env)
+def change_pipeline(dest: Path, pivot: str, env: dict[str, str], stages: int, edit: bool, memo: bool = False) -> None:
+    """After an untimed check with `pivot` (its caches then hold the current pipeline.py; with
+    `memo`, 2 s later, so that it records its memo): set pipeline.py's mtime to now, or edit the
+    middle stage's function (a new comment on its `def` line) and stage the edit."""
+    if memo:
+        record_memo(dest, pivot, env)
+    else:
+        run_timed([pivot, "verify", "--staged"], cwd=dest, env=env)
     path = dest / "pipeline.py"
     if not edit:
         os.utime(path, None)
@@ -152,8 +162,9 @@ def sample(m: Measurement, dest: Path, pivot: str, env: dict[str, str]) -> bool:
         record_memo(dest, pivot, env)
     if m.metric.endswith("cold"):
         invalidate_memo(dest)
-    if m.metric.endswith(("touched", "edited")):
-        change_pipeline(dest, pivot, env, int(m.config["stages"]), m.metric.endswith("edited"))
+    if m.metric.endswith(("touched", "edited", "memo")):
+        change_pipeline(dest, pivot, env, int(m.config["stages"]), not m.metric.endswith("touched"),
+                        m.metric.endswith("memo"))
     return m.add(run_timed(argv_for(m.metric, pivot), cwd=dest, env=env))
 
 

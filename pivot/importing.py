@@ -35,6 +35,14 @@ from typing import Any
 
 import xxhash
 
+_IMPORTED: dict[str, str] = {}  # file -> the hash of the bytes this process compiled of it
+
+
+def imported_digest(path: str) -> str | None:
+    """The xxh3_128 hex digest of the bytes of `path` that this process imported (the latest),
+    or None when it did not import that file through FreshSourceLoader."""
+    return _IMPORTED.get(path)
+
 
 class FreshSourceLoader(importlib.machinery.SourceFileLoader):
     def __init__(self, fullname: str, path: str, cache_dir: str) -> None:
@@ -60,13 +68,21 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
     def _cached(self, fullname: str, kind: bytes, make: Any) -> CodeType | tuple[CodeType, ...]:
         path = self.get_filename(fullname)
         source = self.get_data(path)
+        _IMPORTED[path] = xxhash.xxh3_128_hexdigest(source)
         key = xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + kind + path.encode() + b"\0" + source)
-        loaded = self._load(key)
+        # A large module's groups: one entry per file, for its latest version (5 MB for a 2 MB
+        # pipeline: one per version would add that much at every edit); its earlier versions'
+        # groups are in the group memo (_compile_groups).
+        name = "latest1-" + xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + kind + path.encode()) \
+            if kind and len(source) >= GROUPED else key
+        loaded = self._load(name)
+        if name != key:
+            loaded = loaded[1] if isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == key else None
         if isinstance(loaded, CodeType) or (
                 isinstance(loaded, tuple) and all(isinstance(c, CodeType) for c in loaded)):
             return loaded  # checked just above
         code = make(source, path)
-        self._store(key, code)
+        self._store(name, code if name == key else (key, code))
         return code  # type: ignore[no-any-return]  # compile_source or compile_chunks
 
     def _compile_groups(self, source: bytes, path: str) -> tuple[CodeType, ...]:
@@ -74,15 +90,16 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
         holding the groups of its latest version)."""
         if len(source) < GROUPED:
             return compile_chunks(source, path)
-        key = "groups2-" + xxhash.xxh3_128_hexdigest(importlib.util.MAGIC_NUMBER + path.encode())
-        old = self._load(key)
-        valid = isinstance(old, dict) and all(
-            isinstance(k, bytes) and isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], int)
-            and isinstance(v[1], CodeType) for k, v in old.items())
-        memo = CodeMemo(old if valid else None)
+        from pivot import memolog  # lazy: only when a large module is compiled (an edit)
+
+        name = os.path.join(self.cache_dir, "groups3-" + xxhash.xxh3_128_hexdigest(
+            importlib.util.MAGIC_NUMBER + path.encode()))
+        log = memolog.read(name)
+        memo = CodeMemo({k: v for k, v in log.entries.items() if isinstance(k, bytes) and isinstance(v, tuple)
+                         and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], CodeType)})
         codes = compile_chunks(source, path, memo)
-        if memo.compiled:
-            self._store(key, memo.new)
+        if memo.fresh:
+            memolog.write(name, log, memo.new, memo.fresh)  # appends the groups compiled now
         return codes
 
     def _load(self, key: str) -> Any:
@@ -136,6 +153,9 @@ def compile_source(source: bytes, path: str) -> CodeType:
 _CANDIDATE = re.compile(rb"^(?:@|(?!(?:else|elif|except|finally)\b)(?!from[ \t]+__future__\b)"
                         rb"[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_'\"]))", re.MULTILINE)
 _CANDIDATE_TEXT = re.compile(_CANDIDATE.pattern.decode(), re.MULTILINE | re.ASCII)
+# The same after a line end, which the regex engine finds quickly (a `^` is tried at every position).
+_AFTER_NL = re.compile(b"\n" + _CANDIDATE.pattern[1:])
+_AFTER_NL_TEXT = re.compile("\n" + _CANDIDATE_TEXT.pattern[1:], re.ASCII)
 GROUPED = 65536  # modules from this size on are read in groups of statements
 # Groups are a few KiB: a 10,000-stage module compiles to about a thousand code objects and a
 # 5 MiB cache entry (one group per statement: 10,000 and 8.5 MiB, slower to load in every
@@ -145,10 +165,11 @@ GROUPED = 65536  # modules from this size on are read in groups of statements
 GROUP = 1024  # a group is at least this long ...
 GROUP_MAX = 16384  # ... and ends at the first start past this
 GROUP_EVERY = 4  # in between, at a start whose line's checksum is a multiple of this
-# Sources compiled whole: a coding declaration (groups are decoded as UTF-8), a lone CR (a line
-# end for the tokenizer, not for counting lines here), a module-level `global` (compile checks it
-# against assignments in earlier statements).
-_WHOLE = re.compile(rb"\A(?:[^\n]*\n)?[ \t\f]*#[^\n]*coding[:=]|\r(?!\n)|^global\b", re.MULTILINE)
+# Sources compiled whole (see compiled_whole).
+# (Three searches: one pattern with the three alternatives tries each at every byte, 50 ms for 2 MB.)
+_CODING = re.compile(rb"\A(?:[^\n]*\n)?[ \t\f]*#[^\n]*coding[:=]")
+_LONE_CR = re.compile(rb"\r(?!\n)")
+_GLOBAL = re.compile(rb"^global\b", re.MULTILINE)
 # The bits of co_flags a `from __future__ import` sets, which compile() takes as flags.
 _FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, name).compiler_flag
                                                 for name in __future__.all_feature_names))
@@ -167,6 +188,7 @@ class CodeMemo:
         self.old = old or {}
         self.new: dict[bytes, tuple[int, CodeType]] = {}
         self.compiled = 0
+        self.fresh: set[bytes] = set()  # keys of the groups compiled now (to append to the memo's file)
 
 
 def compile_chunks(source: bytes, path: str, memo: CodeMemo | None = None) -> tuple[CodeType, ...]:
@@ -174,7 +196,7 @@ def compile_chunks(source: bytes, path: str, memo: CodeMemo | None = None) -> tu
     module under 64 KiB), with the line numbers of the whole file; run in order, they do what the
     whole module does. A SyntaxError is the whole file's (it is compiled whole to report it).
     With `memo`, groups it holds are not compiled again (see CodeMemo)."""
-    if len(source) < GROUPED or _WHOLE.search(source):
+    if len(source) < GROUPED or compiled_whole(source):
         return (compile_source(source, path),)
     codes: list[CodeType] = []
     shown: list[warnings.WarningMessage] = []
@@ -224,6 +246,7 @@ def _compile_group(chunk: bytes, path: str, flags: int, line: int,
         memo.compiled += 1
         if not caught:
             memo.new[key] = (line, code)
+            memo.fresh.add(key)
     return code, list(caught)
 
 
@@ -248,13 +271,22 @@ def group_starts(source: str | bytes) -> list[int]:
     except those right after a decorator. The text before a start is a group only if it compiles
     (or parses) on its own; else the group goes on to the next start."""
     starts: list[int] = []
-    after_decorator = False
-    found = _CANDIDATE.finditer(source) if isinstance(source, bytes) else _CANDIDATE_TEXT.finditer(source)
+    first = _CANDIDATE.match(source) if isinstance(source, bytes) else _CANDIDATE_TEXT.match(source)
+    after_decorator = first is not None and first.group()[:1] in ("@", b"@")  # (offset 0 is no start)
+    found = _AFTER_NL.finditer(source) if isinstance(source, bytes) else _AFTER_NL_TEXT.finditer(source)
     for m in found:
-        if not after_decorator and m.start():
-            starts.append(m.start())
-        after_decorator = m.group()[:1] in ("@", b"@")
+        if not after_decorator:
+            starts.append(m.start() + 1)
+        after_decorator = m.group()[1:2] in ("@", b"@")
     return starts
+
+
+def compiled_whole(source: bytes) -> bool:
+    """Whether a module is compiled whole, not in groups: a coding declaration (groups are decoded
+    as UTF-8), a lone CR (a line end for the tokenizer, not for counting lines here), a module-level
+    `global` (compile checks it against assignments in earlier statements)."""
+    return bool(_CODING.search(source) or (b"\r" in source and _LONE_CR.search(source))
+                or ((source.startswith(b"global") or b"\nglobal" in source) and _GLOBAL.search(source)))
 
 
 def _shifted(code: CodeType, lines: int) -> CodeType:

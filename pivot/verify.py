@@ -156,8 +156,22 @@ def verify(repo: Repo, targets: tuple[str, ...] = (), remember: bool = True, ear
     if not targets:
         _add_tracked(report, tracked_changes(repo, check_cache=True))
     if signed is not None:
-        checkmemo.record(repo, signed[0], signed[1] if report.ok and not modified else None)
+        clean = report.ok and not modified
+        stages = _stage_digests(repo, planned) if clean and checkmemo.trusted(repo, signed[1]) else None
+        checkmemo.record(repo, signed[0], signed[1] if clean else None, stages)
     return report
+
+
+def _stage_digests(repo: Repo, planned: list[Planned]) -> dict[str, str] | None:
+    """Each stage's code and definition, for the pre-commit check (`checkmemo.code_only`)."""
+    from pivot.checkmemo import stage_digest
+
+    found = {}
+    for p in planned:
+        if p.prepared is None:
+            return None
+        found[p.name] = stage_digest(repo, p.name, p.prepared.current.fingerprint, p.prepared.current.params)
+    return found
 
 
 def tracked_changes(repo: Repo, check_cache: bool = False) -> list[TrackedChange]:
@@ -234,7 +248,7 @@ def verify_staged(start: Path) -> Report:
         else contextlib.nullcontext(False)
     with aside as set_aside:
         project = load_project(root)
-        staging, earlier = checkmemo.look_up(project.root, project.state_path)
+        staging, earlier, candidate = checkmemo.look_up(project.root, project.state_path)
         if staging is not None:
             report = Report(stages=len(staging.stages))
             report.notes.append("nothing the check reads changed since the last full check")
@@ -243,11 +257,16 @@ def verify_staged(start: Path) -> Report:
 
             repo = Repo(project)
             try:
-                report, staging = verify(repo, earlier=earlier), checkmemo.Staging.of(repo)
-                if pending and not report.ok:
-                    report = _as_if_added(repo, report, pending)
-                if records and report.tracked:
-                    report.tracked = _tracked_as_if_added(repo, report.tracked, records)
+                if candidate is not None and earlier is not None and checkmemo.code_only(repo, candidate, earlier):
+                    report, staging = Report(stages=len(candidate.staging.stages)), candidate.staging
+                    report.notes.append("only the pipeline's code changed since the last full check, and no "
+                                        "stage's fingerprint, params, deps or outputs did")
+                else:
+                    report, staging = verify(repo, earlier=earlier), checkmemo.Staging.of(repo)
+                    if pending and not report.ok:
+                        report = _as_if_added(repo, report, pending)
+                    if records and report.tracked:
+                        report.tracked = _tracked_as_if_added(repo, report.tracked, records)
             finally:
                 repo.close()
     more = [*staging.modules, *(path for _stage, path in staging.metrics)]

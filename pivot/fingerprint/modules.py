@@ -5,7 +5,6 @@ defined, and which files were edited after the run began."""
 
 from __future__ import annotations
 
-import marshal
 import os
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import xxhash
 
+from pivot import memolog
 from pivot.fingerprint.manifest import CHANGED, FP_SCHEMA, entry_digest
 from pivot.fingerprint.summary import GROUP_SCHEMA, GroupMemo, summarise
 from pivot.hashing import RACY_NS
@@ -31,6 +31,7 @@ class ModuleIndex:
         self._started_ns = time.time_ns()
         self._edited: set[str] = set()
         self._summaries: dict[str, dict[str, Any] | None] = {}
+        self.digests: dict[str, str] = {}  # file -> the hash of the bytes its summary was made from
         self._user: dict[str, bool] = {}
         self._rel: dict[str, str] = {}
         self._module_files: dict[str, str | None] = {}
@@ -99,6 +100,7 @@ class ModuleIndex:
         stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         if cached and cached["stat"] == stat and cached["checked"] - changed_ns >= RACY_NS:
             result = cached["summary"]
+            self.digests[filename] = str(cached.get("hash"))
         else:
             result = self._summarise(filename, stat, key, cached)
         self._summaries[filename] = result
@@ -112,18 +114,19 @@ class ModuleIndex:
                 data = f.read()
         except OSError:
             return None
-        digest = xxhash.xxh3_128_hexdigest(data)
+        digest = self.digests[filename] = xxhash.xxh3_128_hexdigest(data)
         if cached and cached.get("hash") == digest:
             result: dict[str, Any] | None = cached["summary"]
         else:
             memo_file = self._memo_file(filename) if len(data) >= GROUPED else None
-            memo = GroupMemo(_load_memo(memo_file)) if memo_file else None
+            log = memolog.read(memo_file) if memo_file else None
+            memo = GroupMemo(_valid(log.entries)) if log is not None else None
             try:
                 result = summarise(data.decode("utf-8", errors="surrogateescape"), filename, memo)
             except (SyntaxError, ValueError, RecursionError):
                 result = None
-            if memo is not None and memo_file and memo.read:
-                _store_memo(memo_file, memo.new)
+            if memo is not None and log is not None and memo_file and memo.read:
+                memolog.write(memo_file, log, memo.new, memo.fresh)  # appends the groups read now
         if result is not None and self.state:
             self.state.put_json(key, {"stat": stat, "checked": time.time_ns(), "hash": digest, "summary": result})
         return result
@@ -233,23 +236,6 @@ class ModuleIndex:
         return module, name
 
 
-def _load_memo(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            found = marshal.loads(f.read())
-    except (OSError, ValueError, EOFError, TypeError):
-        return None
-    return found if isinstance(found, dict) else None
-
-
-def _store_memo(path: str, groups: dict[str, Any]) -> None:
-    import tempfile  # lazy: only when a large module was summarised
-
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-        with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps(groups))
-        os.replace(tmp, path)
-    except (OSError, ValueError):
-        pass  # a read-only project: large modules are summarised whole each time
+def _valid(entries: dict[Any, Any]) -> dict[str, Any]:
+    """The entries of a summary memo that have its shape (a key, a list of six)."""
+    return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, list) and len(v) == 6}

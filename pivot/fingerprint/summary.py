@@ -234,7 +234,7 @@ def _stmt_imports(stmt: ast.stmt) -> Iterable[ast.Import | ast.ImportFrom]:
             yield node
 
 
-GROUP_SCHEMA = 1  # bump when what a GroupMemo entry holds changes
+GROUP_SCHEMA = 2  # bump when what a GroupMemo entry holds, or its file's format (pivot.memolog), changes
 
 
 class GroupMemo:
@@ -243,12 +243,13 @@ class GroupMemo:
     function of the group's text and of the names of @stage it was read with (kept in the entry
     and compared) alone: line numbers in it are relative to the group. `old`: entries remembered;
     `new`: this version's groups (found in `old` or read now), to remember next; `read`: how many
-    groups were read now."""
+    groups were read now, `fresh`: their keys."""
 
     def __init__(self, old: dict[str, Any] | None = None) -> None:
         self.old = old or {}
         self.new: dict[str, Any] = {}
         self.read = 0
+        self.fresh: set[str] = set()  # keys of the entries made now (to append to the memo's file)
 
     def known(self, key: str) -> bool:
         """The group was read (so it parses) before."""
@@ -388,6 +389,7 @@ class _Summary:
             entry = _read_group(tree, self.final_names())
             if memo is not None:
                 memo.read += 1
+                memo.fresh.add(group.key)
         if memo is not None and group.key:
             memo.new[group.key] = entry
         self._apply(group.line, entry)
