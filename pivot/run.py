@@ -26,7 +26,7 @@ from pivot.repo import Prepared, Repo, gc_paused
 from pivot.reporter import Reporter, Summary
 from pivot.runcache import Hit, RunCache, key_of
 from pivot.speculate import followers
-from pivot.status import Decision, decide
+from pivot.status import UP_TO_DATE, Decision, decide
 
 if TYPE_CHECKING:
     from pivot.remote import Storage
@@ -120,7 +120,7 @@ class Runner:
                     self._start_ready(opts.force)
                 if not self.running:
                     self._record_runs()
-                    self.repo.state.commit()
+                    self.repo.commit()
                     break
                 for fut in self._wait():
                     self._finish(fut)
@@ -327,9 +327,13 @@ class Runner:
         record, or submitted."""
         if self._settle_as_planned(name, ups):
             return
+        if not force and not self.landing.produced and name not in self._prepared and self.repo.proven(name):
+            self._skip(name, UP_TO_DATE)  # as when last found up to date (pivot/uptodate.py)
+            return
         prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
         decision = decide(prep.current, prep.lock)
         if not decision.run:
+            self.repo.prove(prep)
             self._skip(name, decision)
             return
         for out, objs in prep.damaged.items():  # never restore them again, here or downstream

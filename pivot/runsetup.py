@@ -15,6 +15,8 @@ from pivot.reporter import Reporter
 def warn_unreadable_locks(repo: Repo, reporter: Reporter, names: list[str]) -> None:
     """A lock is derived data: an unreadable one is rewritten when its stage runs."""
     for name in names:
+        if repo.uptodate.lock_unchanged(name):
+            continue  # read without a problem when its stage was last found up to date
         problem = repo.lock_problem(name)
         if problem is not None:
             reporter.warning(f"{problem}; stage '{name}' runs and rewrites it")
@@ -43,7 +45,8 @@ def first_run_modules(repo: Repo, names: list[str], force: bool) -> list[str] | 
     """On a first run (a selected stage without a readable lock) or with --force, the modules that define
     the stages, for the workers to import while this process prepares the first stages; else
     None (most stages are likely up to date: no worker may be needed)."""
-    if not force and all(repo.lock_problem(n) is None and repo.read_lock(n) is not None for n in names):
+    if not force and all(repo.uptodate.lock_unchanged(n)
+                         or (repo.lock_problem(n) is None and repo.read_lock(n) is not None) for n in names):
         return None
     return sorted({repo.graph.stages[n].func.__module__ for n in names})
 

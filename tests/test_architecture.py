@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                      "pivot.version", "pivot.confine")),
     ("storage", ("pivot.state", "pivot.hashing", "pivot.cache", "pivot.lock", "pivot.git", "pivot.history",
                  "pivot.gitignore", "pivot.tracked", "pivot.runlock", "pivot.importing", "pivot.reporter",
-                 "pivot.config", "pivot.project", "pivot.remote_config", "pivot.runrecord")),
+                 "pivot.config", "pivot.project", "pivot.remote_config", "pivot.runrecord", "pivot.uptodate")),
     ("definition", ("pivot.outputs", "pivot.limits", "pivot.stage", "pivot.sweep", "pivot.params",
                     "pivot.overrides", "pivot.graph", "pivot.fingerprint.*")),
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run", "pivot.budget",
