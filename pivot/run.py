@@ -116,7 +116,7 @@ class Runner:
             self._warm_up(names, opts.force)
             self._look_up_front(opts)
             while True:
-                with gc_paused():  # thousands of stages may be decided here
+                with gc_paused(keep=True):  # thousands of stages decided here, kept to the end of the run
                     self._start_ready(opts.force)
                 if not self.running:
                     self._record_runs()
