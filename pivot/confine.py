@@ -9,6 +9,7 @@ and before checkout writes into the workspace.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from pivot.layout import CACHE_DIR, PIVOT_DIR
@@ -78,6 +79,25 @@ class Confinement:
             return f"leads outside the project, to {real}, through a symbolic link"
         if _within(real, self.owned):
             return f"leads into {PIVOT_DIR}/ ({real}), which Pivot owns, through a symbolic link"
+        return None
+
+    def first_problem(self, paths: Iterable[str]) -> tuple[str, str] | None:
+        """The first of `paths` with a `problem`, and the problem; None when they have none. As
+        `problem` path by path, with each folder's answer for a name that is no link kept: a
+        graph's paths lie in a few folders, so most cost a dictionary lookup."""
+        plain: dict[str, frozenset[str] | None] = {}  # folder -> its links when it is safe, else None
+        for rel in paths:
+            folder, _, name = rel.rpartition("/")
+            if folder not in plain:
+                real = self._real_folder(folder)
+                safe = _within(real, self.root) and not _within(real, self.owned)
+                plain[folder] = self._links_in(real) if safe and self._listing else None
+            links = plain[folder]
+            if links is not None and name not in links:
+                continue  # a real folder of the project, and no link: what `problem` says first
+            problem = self.problem(rel)
+            if problem is not None:
+                return rel, problem
         return None
 
     def escape(self, rel: str) -> tuple[str, str] | None:

@@ -165,14 +165,15 @@ def _with_path(out: Out, path: str) -> Out:
 
 def _confine(stages: list[Stage], root: Path) -> None:
     """No dep or output may lead outside the project, or into .pivot/, through a symlink."""
-    problem = Confinement(root).problem
-    for s in stages:
-        for path in s.deps:
-            if problem(path) is not None:
-                _escapes(s, "dep", path, problem(path))
-        for out in s.outs:
-            if problem(out.path) is not None:
-                _escapes(s, "output", out.path, problem(out.path))
+    found = Confinement(root).first_problem(p for s in stages for p in (*s.deps, *(o.path for o in s.outs)))
+    if found is None:
+        return
+    path, problem = found
+    for s in stages:  # which stage declared it, and as what
+        if path in s.deps:
+            _escapes(s, "dep", path, problem)
+        if any(o.path == path for o in s.outs):
+            _escapes(s, "output", path, problem)
 
 
 def _escapes(s: Stage, role: str, path: str, problem: str | None) -> NoReturn:
@@ -212,6 +213,8 @@ def _not_tracked(producer: dict[str, str], tracked_data: list[tracked.Tracked]) 
 def _order(stages: list[Stage], upstream: dict[str, set[str]], downstream: dict[str, set[str]]) -> list[str]:
     """Kahn's algorithm, ties broken by definition order; a cycle is a GraphError."""
     index = {s.name: i for i, s in enumerate(stages)}
+    if all(index[u] < i for i, s in enumerate(stages) for u in upstream[s.name]):
+        return list(index)  # defined in run order already (the usual case): what the heap below gives
     waiting = {n: len(u) for n, u in upstream.items()}
     ready = [(index[n], n) for n, c in waiting.items() if c == 0]
     heapq.heapify(ready)

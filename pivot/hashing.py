@@ -285,6 +285,12 @@ class Hasher:
     def _trusted(self, checked: int, mtime: int, ctime: int) -> bool:
         return checked - max(mtime, ctime) >= RACY_NS
 
+    def trusted_key(self, rel: str) -> tuple[int, int, int, int] | None:
+        """The stat (size, mtime, inode, ctime) of file `rel` when this process trusted its
+        remembered hash (older than the racy window); else None."""
+        seen = self._trusted_now.get(rel)
+        return seen[0] if seen is not None else None
+
     def hash_path(self, rel: str) -> PathHash | None:
         """Hash a file or directory; None when it does not exist."""
         if self._steady and rel in self._trusted_now:
@@ -305,7 +311,10 @@ class Hasher:
         if row is not None and row[:4] == key and self._trusted(row.checked, row.mtime, row.ctime):
             found = self._trusted_now[rel] = (key, PathHash(row.hash, is_dir=False))
             return found[1]
-        return PathHash(self._hash_fresh(rel, full, st), is_dir=False)
+        fresh = PathHash(self._hash_fresh(rel, full, st), is_dir=False)
+        if self._trusted(time.time_ns(), st.st_mtime_ns, st.st_ctime_ns):  # as its new row: old enough to vouch
+            self._trusted_now[rel] = (key, fresh)
+        return fresh
 
     def _hash_fresh(self, rel: str, full: str, st: os.stat_result) -> str:
         """Read and hash a file no trusted memo row vouches for, and remember it."""

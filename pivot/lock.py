@@ -284,6 +284,9 @@ class LockReader:
         self.state = state
         self._memo: dict[str, bytes] | None = None  # memo key -> the memo row
         self._prefix = os.path.join(stages_dir, "")
+        # stage -> its lock file's stat (size, mtime, inode, ctime) where a memo older than the
+        # racy window vouched for the lock read (pivot/uptodate.py remembers it)
+        self.trusted: dict[str, tuple[int, int, int, int]] = {}
 
     def read(self, stage: str) -> StageLock | None:
         path = self._prefix + stage_file(stage, LOCK_SUFFIX)
@@ -298,6 +301,7 @@ class LockReader:
         row = self._memo.get(STAT_MEMO + stage)
         data = _row(row) if row is not None else None
         if data is not None and data[0] == sig and data[1] - changed >= RACY_NS:
+            self.trusted[stage] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
             return _lock_of(data)  # the usual case: one stat
         try:
             raw = Path(path).read_bytes()
@@ -309,11 +313,14 @@ class LockReader:
         else:
             lock = _parse(raw, path, self.state, digest)
         self._remember(stage, sig, changed, digest, lock)
+        if time.time_ns() - changed >= RACY_NS:  # as the row now says: old enough for its stat to vouch
+            self.trusted[stage] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         return lock
 
     def wrote(self, stage: str, lock: StageLock, data: bytes) -> None:
         """Remember the lock just written to stage `stage`'s file as `data` (racy for now: the
         next reads compare the bytes, which spares them parsing it)."""
+        self.trusted.pop(stage, None)
         try:
             st = os.stat(self._prefix + stage_file(stage, LOCK_SUFFIX))
         except FileNotFoundError:

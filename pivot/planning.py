@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from pivot.repo import Prepared, Repo, gc_paused
 from pivot.runcache import Hit, RunCache
-from pivot.status import Decision, Policy, decide
+from pivot.status import UP_TO_DATE, Decision, Policy, decide
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,10 @@ def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force:
     locked outputs a remote holds (restorable from there, see pivot/fresh.py). `runs`: stale
     stages are looked up in the run cache, and a hit counts as restored (its outputs known), so
     the stages after it are decided too: the remote is asked once per wave of such stages."""
-    with gc_paused(keep=True), repo.hasher.steady():
-        return _plan(repo, targets, single, force, policy, on_remote, runs)
+    with gc_paused(keep=True), repo.hasher.steady(), repo.uptodate.steady():
+        planned = _plan(repo, targets, single, force, policy, on_remote, runs)
+    repo.uptodate.save()
+    return planned
 
 
 def _plan(repo: Repo, targets: tuple[str, ...], single: bool, force: bool, policy: Policy,
@@ -47,8 +49,15 @@ def _plan(repo: Repo, targets: tuple[str, ...], single: bool, force: bool, polic
                 later[name] = None  # decided after its upstream's lookup
                 continue
             ups = tuple(sorted(upstream & will_run)) if upstream and will_run else ()
+            proven = None if ups or force else repo.proven(name)
+            if proven is not None:  # as when last found up to date: nothing read, nothing hashed
+                result[name] = Planned(name, UP_TO_DATE, proven[0].notes)
+                expected.update(proven[1])
+                continue
             prep = repo.prepare(name, upstream_running=ups, forced=force, expected=expected, on_remote=on_remote)
             p = Planned(name, decide(prep.current, prep.lock, policy), prep.current.notes, prep)
+            if not p.decision.run:
+                repo.prove(prep)
             if p.decision.run and runs is not None and not ups and not force:
                 hit = runs.local_hit(prep)
                 if hit is None and runs.can_ask(prep):

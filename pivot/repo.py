@@ -23,8 +23,9 @@ from pivot.project import Project, load_project
 from pivot.records import DirEntry, PathHash, PathRecord, assemble
 from pivot.stage import Stage
 from pivot.state import State
-from pivot.status import Current
+from pivot.status import Current, as_locked
 from pivot.sweep import load_stages
+from pivot.uptodate import UpToDate
 
 
 @dataclass
@@ -94,6 +95,9 @@ class Repo:
         self._lock_problems: dict[str, str | None] = {}
         self.stages_dir = project.stages_dir
         self.lock_reader = lockfile.LockReader(self.stages_dir, self.state)
+        self.uptodate = UpToDate(self.root, self.stages_dir, self.state)
+        self._fingerprints: dict[str, Fingerprint] = {}
+        self._assumed: set[str] = set()  # stages planned with a lock other than their file's (`assume_lock`)
         self._preloaded = False
 
     @classmethod
@@ -102,6 +106,11 @@ class Repo:
 
     def close(self) -> None:
         self.state.close()
+
+    def commit(self) -> None:
+        """Write what this process remembered (proofs of up-to-date stages, the state's rows)."""
+        self.uptodate.save()
+        self.state.commit()
 
     # -- params ----------------------------------------------------------
     def use_overrides(self, overrides: dict[str, Any]) -> None:
@@ -160,9 +169,11 @@ class Repo:
         "what if the lock files left unstaged were added?")."""
         self._locks[name] = lock
         self._lock_problems[name] = None
+        self._assumed.add(name)  # the lock file no longer vouches for it: no proof is used or taken
 
     def write_lock(self, name: str, lock: StageLock) -> None:
         self.lock_reader.wrote(name, lock, lockfile.write(self.stages_dir, name, lock))
+        self.uptodate.wrote_lock(name)
         self._locks[name] = lock
         self._lock_problems[name] = None
 
@@ -191,6 +202,44 @@ class Repo:
             for rec in recs:
                 self.in_cache(rec)
 
+    def fingerprint(self, name: str) -> Fingerprint:
+        """Stage `name`'s code fingerprint (computed once per process)."""
+        fp = self._fingerprints.get(name)
+        if fp is None:
+            s = self.graph.stages[name]
+            fp = self._fingerprints[name] = self.fingerprinter.fingerprint(s.func, s.params)
+        return fp
+
+    def proven(self, name: str) -> tuple[Fingerprint, dict[str, str]] | None:
+        """When stage `name` is as it was when last found up to date (pivot/uptodate.py): its
+        fingerprint and the locked hash of each output. None: decide it in full (`prepare`)."""
+        if name in self._assumed:
+            return None
+        s = self.graph.stages[name]
+        fp = self.fingerprint(name)
+        outs = tuple((o.path, str(o.kind)) for o in s.outs)
+        held = self.uptodate.holds(name, self.graph.deps[name], outs, fp.digest, self.params_of(name)[1])
+        return None if held is None else (fp, held)
+
+    def prove(self, prep: Prepared) -> None:
+        """Remember why a stage found as locked is (pivot/uptodate.py), when every stat that
+        decided it was trusted: its lock's, and each dep's and output's, whose hash (not one an
+        upstream stage's lock stood in for) is the locked one."""
+        name, cur, lock = prep.stage.name, prep.current, prep.lock
+        lock_key = self.lock_reader.trusted.get(name)
+        if lock is None or lock_key is None or name in self._assumed or not as_locked(cur, lock):
+            return
+        deps = self.graph.deps[name]
+        if any(h is None or h.hash != cur.deps[d] for d, h in prep.dep_hashes.items()):
+            return
+        keys = [self.hasher.trusted_key(p) for p in (*deps, *self.graph.outs[name])]
+        if any(k is None for k in keys):
+            return  # a folder, or a file changed too lately to be trusted
+        outs = tuple((o.path, str(o.kind)) for o in prep.stage.outs)
+        self.uptodate.remember(name, lock_key, deps, outs, cur.fingerprint, cur.params,
+                               tuple(k for k in keys if k is not None),
+                               tuple(cur.outs[o.path][1] or "" for o in prep.stage.outs))
+
     def prepare(
         self,
         name: str,
@@ -205,7 +254,7 @@ class Repo:
             self._preloaded = True
             self.state.preload_files([p for n in self.graph.order for p in (*self.graph.deps[n], *self.graph.outs[n])])
         s = self.graph.stages[name]
-        fp = self.fingerprinter.fingerprint(s.func, s.params)
+        fp = self.fingerprint(name)
         inst, record = self.params_of(name)
         problem = self.lock_problem(name)
         lock = None if problem else self.read_lock(name)

@@ -26,7 +26,7 @@ from pivot.repo import Prepared, Repo, gc_paused
 from pivot.reporter import Reporter, Summary
 from pivot.runcache import Hit, RunCache, key_of
 from pivot.speculate import followers
-from pivot.status import Decision, decide
+from pivot.status import UP_TO_DATE, Decision, decide
 
 if TYPE_CHECKING:
     from pivot.remote import Storage
@@ -90,14 +90,13 @@ class Runner:
         self.repo.check_params(names)
         self.landing = Landing(self.repo)
         self._check_runnable(names, opts.force)  # before anything changes
-        runsetup.warn_unreadable_locks(self.repo, self.reporter, names)
-        self.backups.recover(self.repo.graph.outs)
-        clear_leftovers(self.repo.cache.dir, self.repo.project.stages_dir, self.logs_dir)
-        runsetup.tidy(self.repo, self.reporter)
+        runsetup.before_run(self.repo, self.reporter, names, self.backups, self.logs_dir)
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
-        self.frontier = Frontier(graph, names)  # pending stages whose upstream has settled
+        proven = runsetup.proven(self.repo, names, opts.force or bool(self.landing.produced))
+        skip = set(proven)
+        self.frontier = Frontier(graph, [n for n in names if n not in skip])  # pending ones whose upstream settled
         self.failed_upstream: dict[str, str] = {}  # a stage not run -> the failed stage that stopped it
         self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}
         self.stopping = False
@@ -113,14 +112,15 @@ class Runner:
         self._fresh: dict[str, Decision] = {}  # the up-front plan's up-to-date stages
         self._committed = time.monotonic()
         try:
+            self._skip_proven(proven)
             self._warm_up(names, opts.force)
             self._look_up_front(opts)
             while True:
-                with gc_paused():  # thousands of stages may be decided here
+                with gc_paused(keep=True):  # thousands of stages decided here, kept to the end of the run
                     self._start_ready(opts.force)
                 if not self.running:
                     self._record_runs()
-                    self.repo.state.commit()
+                    self.repo.commit()
                     break
                 for fut in self._wait():
                     self._finish(fut)
@@ -142,6 +142,15 @@ class Runner:
         if problem is not None:
             raise problem
         return self.summary
+
+    def _skip_proven(self, names: list[str]) -> None:
+        """Stages up to date by their proofs, upstream included (`runsetup.proven`): settled
+        first, outside the frontier (which counts only the other stages' upstream)."""
+        for name in names:
+            self.state[name] = "ok"
+            self._as_planned.add(name)
+            self.summary.skipped.append(name)
+            self.reporter.skipped(name, [], (), None, [])
 
     def _warm_up(self, names: list[str], force: bool) -> None:
         """The local workers start and import the pipeline now, on a first run (`first_run_modules`)."""
@@ -266,26 +275,9 @@ class Runner:
         self.from_remote = {r.path for r in records if self.repo.in_cache(r)}
 
     def _dry_run(self, opts: RunOptions) -> Summary:
-        summary = Summary()
         runsetup.remove_orphans(self.repo, self.reporter, dry_run=True)
         planned, src = self._plan_with_remote(opts, self.repo.graph.select(list(opts.targets), opts.single_stage))
-        for p in planned:
-            if p.hit is not None:
-                self.reporter.note(f"{p.name}: would restore from run cache ({p.hit.label}) instead of running")
-                summary.restored.append(p.name)
-            elif p.decision.run:
-                self.reporter.would_run(p.name, p.decision.reasons)
-                summary.ran.append(p.name)
-            else:
-                pulled = [r.path for r in p.decision.fetch]
-                restored = [r.path for r in p.decision.restore if r.path not in pulled]
-                if restored:
-                    self.reporter.note(f"{p.name}: would restore {', '.join(restored)} from the cache")
-                if pulled and src is not None:
-                    self.reporter.note(f"{p.name}: would restore {', '.join(pulled)} from remote '{src.name}'")
-                summary.skipped.append(p.name)
-        self.reporter.summary(summary, dry_run=True)
-        return summary
+        return runsetup.report_dry_run(self.reporter, planned, src.name if src is not None else None)
 
     def _progress(self) -> None:
         finished = len(self.summary.ran) + len(self.summary.skipped) + len(self.summary.failed) \
@@ -327,9 +319,13 @@ class Runner:
         record, or submitted."""
         if self._settle_as_planned(name, ups):
             return
+        if not force and not self.landing.produced and name not in self._prepared and self.repo.proven(name):
+            self._skip(name, UP_TO_DATE)  # as when last found up to date (pivot/uptodate.py)
+            return
         prep = self._prepared.pop(name, None) or self.landing.prepare(name, force)
         decision = decide(prep.current, prep.lock)
         if not decision.run:
+            self.repo.prove(prep)
             self._skip(name, decision)
             return
         for out, objs in prep.damaged.items():  # never restore them again, here or downstream

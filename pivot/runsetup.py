@@ -1,20 +1,49 @@
 """What a run does before its first stage, apart from deciding: warnings about unreadable
-locks, orphan locks removed, .gitignore brought up to date, and the names of the modules the
-local workers import ahead of the first stage (split from pivot/run.py)."""
+locks, orphan locks removed, .gitignore brought up to date, the stages up to date by their
+proofs, and the names of the modules the local workers import ahead of the first stage; and
+what a dry run says (split from pivot/run.py)."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from pivot import gitignore, tracked
+from pivot.backups import Backups, clear_leftovers
 from pivot.graph import Graph
+from pivot.planning import Planned
 from pivot.repo import Repo
-from pivot.reporter import Reporter
+from pivot.reporter import Reporter, Summary
+
+
+def before_run(repo: Repo, reporter: Reporter, names: list[str], backups: Backups, logs_dir: Path) -> None:
+    """What a run does before deciding anything: unreadable locks named, outputs a killed run
+    moved aside put back, its temporaries cleared, orphan locks removed, .gitignore updated."""
+    warn_unreadable_locks(repo, reporter, names)
+    backups.recover(repo.graph.outs)
+    clear_leftovers(repo.cache.dir, repo.project.stages_dir, logs_dir)
+    tidy(repo, reporter)
+
+
+def proven(repo: Repo, names: list[str], force: bool) -> list[str]:
+    """The stages of a run, in run order, whose proofs hold (pivot/uptodate.py) and whose
+    upstream in the run all are proven too: up to date whatever else the run does, settled
+    before it starts. Checked as one moment (each file stat-ed once): nothing runs meanwhile."""
+    if force:
+        return []
+    selected, found = set(names), set()
+    with repo.uptodate.steady():
+        for name in names:
+            if all(u in found for u in repo.graph.upstream[name] if u in selected) and repo.proven(name):
+                found.add(name)
+    return [n for n in names if n in found]
 
 
 def warn_unreadable_locks(repo: Repo, reporter: Reporter, names: list[str]) -> None:
     """A lock is derived data: an unreadable one is rewritten when its stage runs."""
     for name in names:
+        if repo.uptodate.lock_unchanged(name):
+            continue  # read without a problem when its stage was last found up to date
         problem = repo.lock_problem(name)
         if problem is not None:
             reporter.warning(f"{problem}; stage '{name}' runs and rewrites it")
@@ -43,7 +72,8 @@ def first_run_modules(repo: Repo, names: list[str], force: bool) -> list[str] | 
     """On a first run (a selected stage without a readable lock) or with --force, the modules that define
     the stages, for the workers to import while this process prepares the first stages; else
     None (most stages are likely up to date: no worker may be needed)."""
-    if not force and all(repo.lock_problem(n) is None and repo.read_lock(n) is not None for n in names):
+    if not force and all(repo.uptodate.lock_unchanged(n)
+                         or (repo.lock_problem(n) is None and repo.read_lock(n) is not None) for n in names):
         return None
     return sorted({repo.graph.stages[n].func.__module__ for n in names})
 
@@ -57,3 +87,25 @@ def workers(graph: Graph, state: dict[str, str], jobs: int) -> int:
     if all(before in graph.upstream[after] for before, after in itertools.pairwise(left)):
         return 1
     return max(1, min(jobs, len(left)))
+
+
+def report_dry_run(reporter: Reporter, planned: list[Planned], remote: str | None) -> Summary:
+    """What `pivot run --dry-run` says of a plan (`remote`: the remote it would fetch from)."""
+    summary = Summary()
+    for p in planned:
+        if p.hit is not None:
+            reporter.note(f"{p.name}: would restore from run cache ({p.hit.label}) instead of running")
+            summary.restored.append(p.name)
+        elif p.decision.run:
+            reporter.would_run(p.name, p.decision.reasons)
+            summary.ran.append(p.name)
+        else:
+            pulled = [r.path for r in p.decision.fetch]
+            restored = [r.path for r in p.decision.restore if r.path not in pulled]
+            if restored:
+                reporter.note(f"{p.name}: would restore {', '.join(restored)} from the cache")
+            if pulled and remote is not None:
+                reporter.note(f"{p.name}: would restore {', '.join(pulled)} from remote '{remote}'")
+            summary.skipped.append(p.name)
+    reporter.summary(summary, dry_run=True)
+    return summary

@@ -241,6 +241,10 @@ class State:
             "SELECT key, value FROM kv WHERE key >= ? AND key < ? AND typeof(value) = 'blob'",
             (prefix, prefix + "\U0010ffff")).fetchall()))
 
+    def get_blob(self, key: str) -> bytes | None:
+        row = self._do(lambda db: db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone())
+        return row[0] if row and isinstance(row[0], bytes) else None
+
     def put_blob(self, key: str, value: bytes) -> None:
         self._do(lambda db: db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, value)))
 

@@ -131,7 +131,7 @@ class Policy(Enum):
     VERIFY = "verify"
 
 
-_UP_TO_DATE = Decision(False)
+UP_TO_DATE = Decision(False)  # as locked: nothing to run or restore
 
 
 def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) -> Decision:
@@ -139,8 +139,8 @@ def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) ->
         if cur.lock_problem:
             return Decision(True, (f"{cur.lock_problem}; it will be rewritten",))
         return Decision(True, ("never run: no lock file",))
-    if _as_locked(cur, lock):
-        return _UP_TO_DATE
+    if as_locked(cur, lock):
+        return UP_TO_DATE
     reasons = _definition_reasons(cur, lock)
     reasons.extend(_dep_reasons(cur, lock))
     restore: list[PathRecord] = []
@@ -157,7 +157,7 @@ def decide(cur: Current, lock: StageLock | None, policy: Policy = Policy.RUN) ->
     return Decision(False, (), tuple(restore), fetch)
 
 
-def _as_locked(cur: Current, lock: StageLock) -> bool:
+def as_locked(cur: Current, lock: StageLock) -> bool:
     """Everything is as the lock says (the usual case, told by a few comparisons: what follows
     finds the same, no reason and nothing to restore, one path at a time)."""
     return (cur.fingerprint == lock.fingerprint and not cur.forced and not cur.upstream_running

@@ -4,6 +4,7 @@ runs. Ctrl-C ends it like any run: the run under way is rolled back (docs/watch.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -90,6 +91,7 @@ class Session:
         first = not saved
         if any(s.endswith(".py") for s in saved):
             self.pool.refresh(self.code)  # workers start on the new code while this process loads it
+        gc.unfreeze()  # what the last cycle kept from the collector (its pipeline, its run) can go now
         reload_user_code(self.root)
         req = self.request
         opts = RunOptions(req.stages, req.force and first, False, req.single_stage, req.keep_going,
