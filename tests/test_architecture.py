@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pivot"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("pivot.errors", "pivot.records", "pivot.layout", "pivot.atomic", "pivot.yamlio",
                      "pivot.version", "pivot.confine")),
-    ("storage", ("pivot.state", "pivot.hashing", "pivot.cache", "pivot.lock", "pivot.git", "pivot.history",
+    ("storage", ("pivot.state", "pivot.walk", "pivot.hashing", "pivot.cache", "pivot.lock", "pivot.git",
+                 "pivot.history",
                  "pivot.gitignore", "pivot.tracked", "pivot.runlock", "pivot.importing", "pivot.reporter",
                  "pivot.config", "pivot.project", "pivot.remote_config", "pivot.runrecord")),
     ("definition", ("pivot.outputs", "pivot.limits", "pivot.stage", "pivot.sweep", "pivot.params",
