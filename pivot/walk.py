@@ -36,8 +36,9 @@ FDS = 256  # folders listed through a descriptor at most (the others by path)
 _MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
 _DIR_BITS = stat_mod.S_IFDIR
 
-# The walk's listing: each folder's entries that are not folders, as (path prefix, entries).
-Listing = list[tuple[str, list[os.DirEntry[str]]]]
+# The walk's listing: each folder's files (entries that are not folders), as (path prefix below
+# the root, the folder's descriptor or None, the files' names).
+Listing = list[tuple[str, int | None, list[str]]]
 
 
 def signature(blob: bytes) -> str:
@@ -78,10 +79,10 @@ class Walk:
 
 def listing(root: str, fds: list[int]) -> Listing:
     """Every folder below root (following symlinks), depth first in the order of `scan`, with
-    the entries that are not folders, from the directory listing alone (a stat only for a
-    symlink, or where the file system does not give an entry's type). The first FDS folders
-    with files are listed through a descriptor, added to `fds` (the caller closes them), so
-    that an entry's stat looks up its name in its folder rather than its whole path."""
+    the names of its entries that are not folders, from the directory listing alone (a stat
+    only for a symlink, or where the file system does not give an entry's type). The first FDS
+    folders with files are opened, their descriptors added to `fds` (the caller closes them),
+    so that a file's stat looks its name up in its folder rather than its whole path."""
     found: Listing = []
     stack = [""]
     while stack:
@@ -91,27 +92,32 @@ def listing(root: str, fds: list[int]) -> Listing:
         if fd is not None:
             fds.append(fd)
         with os.scandir(path if fd is None else fd) as it:
-            entries = list(it)
-        dirs = [e.is_dir() for e in entries]
-        if any(dirs):
-            stack.extend(rel + e.name + "/" for e, d in zip(entries, dirs, strict=True) if d)
-            entries = [e for e, d in zip(entries, dirs, strict=True) if not d]
-        if entries:
-            found.append((rel, entries))
+            entries = [(e.name, e.is_dir()) for e in it]
+        stack.extend([rel + name + "/" for name, is_dir in entries if is_dir])
+        names = [name for name, is_dir in entries if not is_dir]
+        if names:
+            found.append((rel, fd, names))
         elif fd is not None:
             os.close(fds.pop())
     return found
 
 
-def stat_rows(found: Listing, lo: int, hi: int) -> list[Row]:
-    """The rows of the files numbered lo to hi (excluded) of a listing."""
+def stat_rows(root: str, found: Listing, lo: int, hi: int) -> list[Row]:
+    """The rows of the files numbered lo to hi (excluded) of a listing. Each stat_result is
+    dropped once its row is made (a DirEntry would keep it: 100,000 of them are 70 MB)."""
     rows: list[Row] = []
     at = 0
-    for rel, entries in found:
-        if at < hi and at + len(entries) > lo:
-            rows += [(rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
-                     for e in entries[max(lo - at, 0):hi - at] for s in (e.stat(),)]
-        at += len(entries)
+    for rel, fd, names in found:
+        if at < hi and at + len(names) > lo:
+            part = names[max(lo - at, 0):hi - at]
+            if fd is None:
+                where = os.path.join(root, rel)
+                rows += [(rel + n, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
+                         for n in part for s in (os.stat(where + n),)]
+            else:
+                rows += [(rel + n, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
+                         for n in part for s in (os.stat(n, dir_fd=fd),)]
+        at += len(names)
     return rows
 
 
@@ -145,13 +151,13 @@ def scan(root: str, parts: int | None = None) -> Walk:
 
 def _scan(root: str, fds: list[int], parts: int | None) -> Walk:
     found = listing(root, fds)
-    total = sum(len(entries) for _rel, entries in found)
+    total = sum(len(names) for _rel, _fd, names in found)
     chunks = -(-total // CHUNK)
     n = min(_can_fork(), total // PART_MIN) if parts is None else min(parts, chunks)
     n = max(n, 1)
     per = max(-(-chunks // n), 1) * CHUNK  # files per process: whole chunks
-    with _children(found, [(lo, min(lo + per, total)) for lo in range(per, total, per)]) as children:
-        mine, blobs, tops = _summary(stat_rows(found, 0, min(per, total)))
+    with _children(root, found, [(lo, min(lo + per, total)) for lo in range(per, total, per)]) as children:
+        mine, blobs, tops = _summary(stat_rows(root, found, 0, min(per, total)))
         rows: list[list[Row] | bytes] = list(mine)
         for child in children:
             theirs, their_tops = child.result()
@@ -165,8 +171,8 @@ class _Child:
     """A forked process stat-ing files lo to hi of a listing; `result` its summary, or the same
     summary made here when the child failed."""
 
-    def __init__(self, found: Listing, lo: int, hi: int) -> None:
-        self.found, self.lo, self.hi = found, lo, hi
+    def __init__(self, root: str, found: Listing, lo: int, hi: int) -> None:
+        self.root, self.found, self.lo, self.hi = root, found, lo, hi
         read, write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: stat, send, and leave without running any clean-up
@@ -175,7 +181,7 @@ class _Child:
                 os.close(read)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 with open(write, "wb") as out:
-                    out.write(marshal.dumps(_summary(stat_rows(found, lo, hi))[1:], 2))
+                    out.write(marshal.dumps(_summary(stat_rows(root, found, lo, hi))[1:], 2))
                 code = 0
             finally:
                 os._exit(code)
@@ -194,7 +200,7 @@ class _Child:
                 blobs, tops = marshal.loads(data)
                 if isinstance(blobs, list) and isinstance(tops, list):
                     return blobs, tops
-        return _summary(stat_rows(self.found, self.lo, self.hi))[1:]  # raises what the child met
+        return _summary(stat_rows(self.root, self.found, self.lo, self.hi))[1:]  # raises what the child met
 
     def abandon(self) -> None:
         """Stop and reap a child whose result is not wanted (this process is leaving early)."""
@@ -209,11 +215,11 @@ class _Child:
 
 
 @contextlib.contextmanager
-def _children(found: Listing, ranges: list[tuple[int, int]]) -> Iterator[list[_Child]]:
+def _children(root: str, found: Listing, ranges: list[tuple[int, int]]) -> Iterator[list[_Child]]:
     children: list[_Child] = []
     try:
         for lo, hi in ranges:
-            children.append(_Child(found, lo, hi))
+            children.append(_Child(root, found, lo, hi))
         yield children
     finally:
         for child in children:
