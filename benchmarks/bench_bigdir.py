@@ -72,13 +72,18 @@ import os, resource, sys, time
 start = time.perf_counter()
 stack, files = [sys.argv[1]], []
 while stack:
-    with os.scandir(stack.pop()) as it:
+    top = stack.pop()
+    fd = os.open(top, os.O_RDONLY)
+    with os.scandir(fd) as it:
         for e in it:
-            (stack if e.is_dir() else files).append(e.path if e.is_dir() else e)
+            if e.is_dir():
+                stack.append(os.path.join(top, e.name))
+            else:
+                files.append((fd, e.name))
 half = len(files) // 2
 pid = os.fork()
-for e in (files[half:] if pid == 0 else files[:half]):
-    e.stat()
+for fd, name in (files[half:] if pid == 0 else files[:half]):
+    os.stat(name, dir_fd=fd)
 if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)

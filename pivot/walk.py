@@ -92,9 +92,11 @@ def listing(root: str, fds: list[int]) -> Listing:
         if fd is not None:
             fds.append(fd)
         with os.scandir(path if fd is None else fd) as it:
-            entries = [(e.name, e.is_dir()) for e in it]
-        stack.extend([rel + name + "/" for name, is_dir in entries if is_dir])
-        names = [name for name, is_dir in entries if not is_dir]
+            entries = list(it)
+        names = [e.name for e in entries if not e.is_dir()]  # is_dir: the listing's type, remembered
+        if len(names) < len(entries):
+            stack.extend([rel + e.name + "/" for e in entries if e.is_dir()])
+        del entries
         if names:
             found.append((rel, fd, names))
         elif fd is not None:
