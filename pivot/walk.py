@@ -1,12 +1,12 @@
 """One walk of a folder: every file below it with its stat, in chunks of CHUNK files, each chunk
 summed up by a signature (the hash of its rows) and its newest mtime or ctime.
 
-The walk is the floor of a status over a large folder, and almost all of it is the `stat` of each
-file (the listing is a few percent). Threads do not make it faster (each `stat` is short, and
-the threads take turns at the interpreter lock), so a large folder is listed first, then its
-files are stat-ed by up to PARTS processes at once: this one, and forked children that each
-stat a run of whole chunks and send back its chunks' rows as marshal bytes (the bytes the
-signature hashes). The rows, their order and the chunks are exactly those of one process doing
+The walk is the floor of a status over a large folder, and most of it is the `stat` of each file
+(the listing is about a tenth). Threads do not make it faster (each `stat` is short, and the
+threads take turns at the interpreter lock), so a folder is listed first, then its files are
+stat-ed by up to PARTS processes at once: this one, and (for a large folder, on Linux) forked
+children that each stat a run of whole chunks and send back its chunks' rows as marshal bytes
+(the bytes the signature hashes). The rows, their order and the chunks are exactly those of one process doing
 it all, which `scan(root, parts=1)` does; a child that fails is redone here, so its error (a
 symlink leading nowhere) is raised as the one-process walk raises it.
 """
@@ -17,7 +17,6 @@ import contextlib
 import marshal
 import os
 import signal
-import stat as stat_mod
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,7 +33,6 @@ PARTS = 4  # processes stat-ing one folder at most (never more than the CPUs thi
 PART_MIN = 4 * CHUNK  # files each process stats at least: below, forking costs more than it saves
 FDS = 256  # folders listed through a descriptor at most (the others by path)
 _MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
-_DIR_BITS = stat_mod.S_IFDIR
 
 # The walk's listing: each folder's files (entries that are not folders), as (path prefix below
 # the root, the folder's descriptor or None, the files' names).
