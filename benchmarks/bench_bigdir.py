@@ -19,7 +19,9 @@ alternating order (before/after, then after/before), so load drifts hit both ali
 Each status is also reported by its CPU time (user + system, from wait4), the figure least
 moved by other work on a busy machine. floor is the time a fresh Python takes, inside the
 process, to walk the folder with os.scandir and stat every entry (`os.scandir` +
-`DirEntry.stat()`, as any status must), wall and CPU; it runs in each round too. Between
+`DirEntry.stat()`, as any status must), wall and CPU, in one process; the 2-process floor is the
+same walk with the stat of half the files in a forked child (as Pivot walks a large folder on
+two CPUs). Both run in each round too. Between
 cases the changed file gets its old content back (new inode, old mtime) and a status is run
 untimed, so each case starts from the state it names. Every timed command starts
 after `sync`; the load average is recorded with each sample.
@@ -61,6 +63,34 @@ while stack:
             else:
                 n += 1
 print(time.perf_counter() - start, n, time.process_time() - cpu)
+"""
+# The same walk shared by two processes (what pivot/walk.py does on 2 CPUs): the folders listed
+# here, then a forked child stats the second half of the files; wall time to the child's end, CPU
+# of both.
+FLOOR2 = """
+import os, resource, sys, time
+start = time.perf_counter()
+stack, files = [sys.argv[1]], []
+while stack:
+    top = stack.pop()
+    fd = os.open(top, os.O_RDONLY)
+    with os.scandir(fd) as it:
+        for e in it:
+            if e.is_dir():
+                stack.append(os.path.join(top, e.name))
+            else:
+                files.append((fd, e.name))
+half = len(files) // 2
+pid = os.fork()
+for fd, name in (files[half:] if pid == 0 else files[:half]):
+    os.stat(name, dir_fd=fd)
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+wall = time.perf_counter() - start
+cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+          for f in ("ru_utime", "ru_stime"))
+print(wall, len(files), cpu)
 """
 
 
@@ -149,9 +179,9 @@ class Bench:
             raise SystemExit(result.failure())
         return result.seconds, result.cpu_seconds
 
-    def floor(self, folder: Path) -> tuple[float, float]:
+    def floor(self, folder: Path, script: str = FLOOR) -> tuple[float, float]:
         os.sync()
-        out = subprocess.run([sys.executable, "-c", FLOOR, str(folder)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, check=True)
         wall, _n, cpu = out.stdout.split()
         return float(wall), float(cpu)
 
@@ -171,6 +201,7 @@ class Bench:
         order = list(self.tools) if round_ % 2 == 0 else list(reversed(self.tools))
         proj = shape.master
         self.add(f"{shape.name}:floor", self.floor(proj / shape.folder))
+        self.add(f"{shape.name}:floor2", self.floor(proj / shape.folder, FLOOR2))
         for tool in order:
             exe = self.tools[tool]
             self.swap_memo(proj, tool, shape, into=True)
@@ -207,6 +238,7 @@ def report(b: Bench, shapes: list[str]) -> None:
     for shape in shapes:
         floor = median(b.samples.get(f"{shape}:floor"))
         floor_cpu = median(b.samples.get(f"{shape}:floor:cpu"))
+        floor2 = median(b.samples.get(f"{shape}:floor2"))
         for case in CASES:
             cells = [median(b.samples.get(f"{shape}:{t}:{case}")) for t in tools]
             cpus = [median(b.samples.get(f"{shape}:{t}:{case}:cpu")) for t in tools]
@@ -220,11 +252,12 @@ def report(b: Bench, shapes: list[str]) -> None:
             last = cells[-1]
             row.append(f"{last - floor:+.3f}" if last is not None and floor is not None else "-")
             row.append(f"{floor_cpu:.3f}" if floor_cpu is not None else "-")
+            row.append(f"{floor2:.3f}" if floor2 is not None else "-")
             rows.append(row)
     header = ["shape", "case", *(f"{t} (s)" for t in tools), *(f"{t} CPU (s)" for t in tools)]
     if len(tools) == 2:
         header.append(f"{tools[1]} / {tools[0]} (paired)")
-    header += ["walk floor (s)", f"{tools[-1]} − floor", "floor CPU (s)"]
+    header += ["walk floor (s)", f"{tools[-1]} − floor", "floor CPU (s)", "2-process floor (s)"]
     print(f"{b.args.files:,} files; median of {b.args.repeat} rounds; load average 1 min during the samples: "
           f"median {statistics.median(b.loads):.1f} (min {min(b.loads):.1f}, max {max(b.loads):.1f})")
     print(markdown_table(header, rows))

@@ -1,12 +1,13 @@
 """xxh3-128 hashes of files and directories, remembered by (path, size, mtime, inode, ctime).
 
-A folder is remembered whole: one walk of it (`scan`: a stat per entry and no other per-file
-work) gives a signature of every file's path, size, mtime, inode, mode and ctime, and when that matches
-the state's, the folder's hash is the remembered one. Otherwise the walk is compared with the
-remembered one in chunks of FOLDER_CHUNK files (each also by signature): only the files of
-chunks that differ are looked up, only files that differ are read, and the remembered manifest
-is patched where a file's content changed (rebuilt when files were added, removed or renamed).
-The manifest, and so the hash, is the same as hashing every file.
+A folder is remembered whole: one walk of it (`walk.scan`: a stat per entry and no other
+per-file work, shared out among forked processes for a large folder) gives a signature of every
+file's path, size, mtime, inode, mode and ctime, and when that matches the state's, the folder's
+hash is the remembered one. Otherwise the walk is compared with the remembered one in chunks of
+FOLDER_CHUNK files (each also by signature): only the files of chunks that differ are looked up,
+only files that differ are read, and the remembered manifest is patched where a file's content
+changed (rebuilt when files were added, removed or renamed). The manifest, and so the hash, is
+the same as hashing every file.
 
 The ctime is in every key because the mtime can be set back after a same-size edit (`cp -p`,
 `touch -d`, os.utime, rsync -t); the ctime cannot, as any write, utime, chmod or link count
@@ -24,7 +25,7 @@ import marshal
 import os
 import stat as stat_mod
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from json.encoder import encode_basestring_ascii as json_str
 from operator import itemgetter
@@ -35,6 +36,8 @@ import xxhash
 from pivot.errors import StateError
 from pivot.records import DirEntry, FileMemo, FileMemoRow, FolderMemo, PathHash
 from pivot.state import State
+from pivot.walk import CHUNK as CHUNK_FILES
+from pivot.walk import Row, Walk, scan
 
 CHUNK = 1024 * 1024
 # A hash recorded less than this long after the file's mtime or ctime is not trusted later:
@@ -183,32 +186,8 @@ def walk_files(root: str) -> list[tuple[str, os.stat_result]]:
     return found
 
 
-# A file as `scan` finds it: path below the folder, size, mtime (ns), inode, mode, ctime (ns).
-Row = tuple[str, int, int, int, int, int]
 Entry = tuple[str, str, int]  # a manifest entry: path, hash, size
-FOLDER_CHUNK = 1024
-_DIR_BITS = stat_mod.S_IFDIR
-_MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
-
-
-def scan(root: str) -> list[Row]:
-    """Every file below root (following symlinks, like walk_files), in the order the file system
-    lists them. One stat per entry and nothing else per file: this is the floor of a status.
-    Call it with the cyclic garbage collector off (`no_gc`): 100,000 live tuples would
-    otherwise start collections that go through all of them."""
-    found: list[Row] = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        with os.scandir(os.path.join(root, rel)) as it:
-            rows = [(rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
-                    for e in it for s in (e.stat(),)]
-        subdirs = [r[0] + "/" for r in rows if stat_mod.S_IFMT(r[4]) == _DIR_BITS]
-        if subdirs:
-            stack.extend(subdirs)
-            rows = [r for r in rows if stat_mod.S_IFMT(r[4]) != _DIR_BITS]
-        found.extend(rows)
-    return found
+FOLDER_CHUNK = CHUNK_FILES  # files of a walk chunk, entries of a manifest part
 
 
 @contextlib.contextmanager
@@ -220,11 +199,6 @@ def no_gc() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
-
-
-def signature(rows: list[Row]) -> str:
-    """The hash of walk rows. marshal version 2 writes the same bytes for equal values."""
-    return xxhash.xxh3_128_hexdigest(marshal.dumps(rows, 2))
 
 
 def _summed(blob: bytes) -> tuple[bytes, str]:
@@ -336,16 +310,13 @@ class Hasher:
     # changed: one chunk read, one file hashed, one manifest part patched, two rows written.
     def _hash_dir(self, rel: str, full: str, believe: bool = True) -> PathHash:
         """`believe`: False to go through the chunks even when the walk is the remembered one."""
-        rows = scan(full)
-        chunks = [rows[i:i + FOLDER_CHUNK] for i in range(0, len(rows), FOLDER_CHUNK)]
-        sigs = [signature(c) for c in chunks]
-        sig = xxhash.xxh3_128_hexdigest("".join(sigs).encode())
+        walk = scan(full)
+        sig = xxhash.xxh3_128_hexdigest("".join(walk.sigs).encode())
         memo = self.state.get_folder(rel)
-        tops = [max(max(map(_MTIME, c)), max(map(_CTIME, c))) for c in chunks]  # each chunk's newest change
-        newest = max(tops, default=0)
+        newest = max(walk.tops, default=0)  # the newest mtime or ctime of any file
         if believe and memo and memo.signature == sig and self._trusted(memo.checked, newest, newest):
             return PathHash(memo.hash, is_dir=True, load=partial(self._remembered_manifest, rel, memo.hash))
-        return self._refresh(rel, full, chunks, sigs, sig, memo, tops)
+        return self._refresh(rel, full, walk, sig, memo)
 
     def _remembered_manifest(self, rel: str, digest: str) -> bytes:
         """The manifest of folder `rel` whose hash was found remembered as `digest`."""
@@ -391,16 +362,15 @@ class Hasher:
                 found[i] = (rows, hashes)
         return found
 
-    def _refresh(self, rel: str, full: str, chunks: list[list[Row]], sigs: list[str], sig: str,
-                 memo: FolderMemo | None, tops: list[int]) -> PathHash:
+    def _refresh(self, rel: str, full: str, walk: Walk, sig: str, memo: FolderMemo | None) -> PathHash:
         """Hash a folder whose walk differs from the remembered one (or that was never seen),
-        reading only the files that differ, and remember it. `tops`: each chunk's newest mtime
-        or ctime."""
+        reading only the files that differ, and remember it."""
         now = time.time_ns()
+        chunks, sigs, tops = walk.chunks, walk.sigs, walk.tops
         index = self._index(rel) if memo is not None else None
         limit = memo.checked - RACY_NS if memo is not None else 0
         old_sigs, firsts = index if index is not None else ([], [])
-        redo = [i for i, c in enumerate(chunks) if i >= len(old_sigs) or old_sigs[i] != sigs[i] or tops[i] > limit]
+        redo = [i for i in range(len(chunks)) if i >= len(old_sigs) or old_sigs[i] != sigs[i] or tops[i] > limit]
         stale = [i for i in range(len(old_sigs)) if i >= len(chunks) or i in set(redo)]  # remembered, differing
         olds = self._walks(rel, stale)
         known = {r: h for rows, hashes in olds.values() for r, h in zip(rows, hashes, strict=True)
@@ -425,8 +395,9 @@ class Hasher:
                                "text": ({i: _summed(texts[i]) for i in changed}, len(texts))})
         return PathHash(digest, is_dir=True, given=manifest)
 
-    def _all_parts(self, rel: str, full: str, chunks: list[list[Row]], walks: dict[int, tuple[list[Row], list[str]]],
-                   known: dict[Row, str], files: dict[str, FileMemo]) -> tuple[list[str], list[bytes]]:
+    def _all_parts(self, rel: str, full: str, chunks: Sequence[list[Row]],
+                   walks: dict[int, tuple[list[Row], list[str]]], known: dict[Row, str],
+                   files: dict[str, FileMemo]) -> tuple[list[str], list[bytes]]:
         """Every manifest part of a folder, from the hashes of every chunk: those just taken,
         the remembered ones of the other chunks (read again where damaged)."""
         rest = [i for i in range(len(chunks)) if i not in walks]

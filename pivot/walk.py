@@ -1,0 +1,226 @@
+"""One walk of a folder: every file below it with its stat, in chunks of CHUNK files, each chunk
+summed up by a signature (the hash of its rows) and its newest mtime or ctime.
+
+The walk is the floor of a status over a large folder, and most of it is the `stat` of each file
+(the listing is about a tenth). Threads do not make it faster (each `stat` is short, and the
+threads take turns at the interpreter lock), so a folder is listed first, then its files are
+stat-ed by up to PARTS processes at once: this one, and (for a large folder, on Linux) forked
+children that each stat a run of whole chunks and send back its chunks' rows as marshal bytes
+(the bytes the signature hashes). The rows, their order and the chunks are exactly those of one process doing
+it all, which `scan(root, parts=1)` does; a child that fails is redone here, so its error (a
+symlink leading nowhere) is raised as the one-process walk raises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import overload
+
+import xxhash
+
+# A file as the walk finds it: path below the folder, size, mtime (ns), inode, mode, ctime (ns).
+Row = tuple[str, int, int, int, int, int]
+CHUNK = 1024
+PARTS = 4  # processes stat-ing one folder at most (never more than the CPUs this process may use)
+PART_MIN = 4 * CHUNK  # files each process stats at least: below, forking costs more than it saves
+FDS = 256  # folders listed through a descriptor at most (the others by path)
+_MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
+
+# The walk's listing: each folder's files (entries that are not folders), as (path prefix below
+# the root, the folder's descriptor or None, the files' names).
+Listing = list[tuple[str, int | None, list[str]]]
+
+
+def signature(blob: bytes) -> str:
+    """A chunk's signature: the hash of its rows as marshal version 2 writes them (the same
+    bytes for equal values)."""
+    return xxhash.xxh3_128_hexdigest(blob)
+
+
+class Chunks(Sequence[list[Row]]):
+    """The walk's chunks of rows; those a child stat-ed are decoded when first asked for."""
+
+    def __init__(self, parts: list[list[Row] | bytes]) -> None:
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    @overload
+    def __getitem__(self, i: int) -> list[Row]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[Row]]: ...
+    def __getitem__(self, i: int | slice) -> list[Row] | list[list[Row]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        part = self._parts[i]
+        if isinstance(part, bytes):
+            part = self._parts[i] = marshal.loads(part)
+        return part
+
+
+@dataclass(frozen=True)
+class Walk:
+    chunks: Chunks
+    sigs: list[str]  # each chunk's signature
+    tops: list[int]  # each chunk's newest mtime or ctime (ns)
+    parts: int  # processes that stat-ed the files (1: this one alone)
+
+
+def listing(root: str, fds: list[int]) -> Listing:
+    """Every folder below root (following symlinks), depth first in the order of `scan`, with
+    the names of its entries that are not folders, from the directory listing alone (a stat
+    only for a symlink, or where the file system does not give an entry's type). The first FDS
+    folders with files are opened, their descriptors added to `fds` (the caller closes them),
+    so that a file's stat looks its name up in its folder rather than its whole path."""
+    found: Listing = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(root, rel)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if len(fds) < FDS else None
+        if fd is not None:
+            fds.append(fd)
+        with os.scandir(path if fd is None else fd) as it:
+            entries = list(it)
+        names = [e.name for e in entries if not e.is_dir()]  # is_dir: the listing's type, remembered
+        if len(names) < len(entries):
+            stack.extend([rel + e.name + "/" for e in entries if e.is_dir()])
+        del entries
+        if names:
+            found.append((rel, fd, names))
+        elif fd is not None:
+            os.close(fds.pop())
+    return found
+
+
+def stat_rows(root: str, found: Listing, lo: int, hi: int) -> list[Row]:
+    """The rows of the files numbered lo to hi (excluded) of a listing. Each stat_result is
+    dropped once its row is made (a DirEntry would keep it: 100,000 of them are 70 MB)."""
+    rows: list[Row] = []
+    at = 0
+    for rel, fd, names in found:
+        if at < hi and at + len(names) > lo:
+            part = names[max(lo - at, 0):hi - at]
+            if fd is None:
+                where = os.path.join(root, rel)
+                rows += [(rel + n, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
+                         for n in part for s in (os.stat(where + n),)]
+            else:
+                rows += [(rel + n, s.st_size, s.st_mtime_ns, s.st_ino, s.st_mode, s.st_ctime_ns)
+                         for n in part for s in (os.stat(n, dir_fd=fd),)]
+        at += len(names)
+    return rows
+
+
+def _summary(rows: list[Row]) -> tuple[list[list[Row]], list[bytes], list[int]]:
+    """Rows in chunks; each chunk as marshal bytes, and its newest mtime or ctime."""
+    chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+    tops = [max(max(map(_MTIME, c)), max(map(_CTIME, c))) for c in chunks]
+    return chunks, [marshal.dumps(c, 2) for c in chunks], tops
+
+
+def _can_fork() -> int:
+    """How many processes may stat at once: the CPUs this process may use, when forking is
+    safe (Linux, and no other thread in this process that a child could inherit mid-lock)."""
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return 1
+    return min(PARTS, len(os.sched_getaffinity(0)))
+
+
+def scan(root: str, parts: int | None = None) -> Walk:
+    """Walk root: its files' rows in chunks of CHUNK, by up to `parts` processes (default: as
+    many as the CPUs, at least PART_MIN files each). Call it with the cyclic garbage collector
+    off (`hashing.no_gc`): 100,000 live tuples would otherwise start collections that go
+    through all of them."""
+    fds: list[int] = []
+    try:
+        return _scan(root, fds, parts)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _scan(root: str, fds: list[int], parts: int | None) -> Walk:
+    found = listing(root, fds)
+    total = sum(len(names) for _rel, _fd, names in found)
+    chunks = -(-total // CHUNK)
+    n = min(_can_fork(), total // PART_MIN) if parts is None else min(parts, chunks)
+    n = max(n, 1)
+    per = max(-(-chunks // n), 1) * CHUNK  # files per process: whole chunks
+    with _children(root, found, [(lo, min(lo + per, total)) for lo in range(per, total, per)]) as children:
+        mine, blobs, tops = _summary(stat_rows(root, found, 0, min(per, total)))
+        rows: list[list[Row] | bytes] = list(mine)
+        for child in children:
+            theirs, their_tops = child.result()
+            rows += theirs
+            blobs += theirs
+            tops += their_tops
+    return Walk(Chunks(rows), [signature(b) for b in blobs], tops, n)
+
+
+class _Child:
+    """A forked process stat-ing files lo to hi of a listing; `result` its summary, or the same
+    summary made here when the child failed."""
+
+    def __init__(self, root: str, found: Listing, lo: int, hi: int) -> None:
+        self.root, self.found, self.lo, self.hi = root, found, lo, hi
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: stat, send, and leave without running any clean-up
+            code = 1
+            try:
+                os.close(read)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                with open(write, "wb") as out:
+                    out.write(marshal.dumps(_summary(stat_rows(root, found, lo, hi))[1:], 2))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.read: int | None = read
+
+    def result(self) -> tuple[list[bytes], list[int]]:
+        assert self.read is not None
+        with open(self.read, "rb") as pipe:
+            self.read = None
+            data = pipe.read()
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if os.waitstatus_to_exitcode(status) == 0:
+            with contextlib.suppress(ValueError, EOFError, TypeError):
+                blobs, tops = marshal.loads(data)
+                if isinstance(blobs, list) and isinstance(tops, list):
+                    return blobs, tops
+        return _summary(stat_rows(self.root, self.found, self.lo, self.hi))[1:]  # raises what the child met
+
+    def abandon(self) -> None:
+        """Stop and reap a child whose result is not wanted (this process is leaving early)."""
+        if self.read is not None:
+            os.close(self.read)
+            self.read = None
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+@contextlib.contextmanager
+def _children(root: str, found: Listing, ranges: list[tuple[int, int]]) -> Iterator[list[_Child]]:
+    children: list[_Child] = []
+    try:
+        for lo, hi in ranges:
+            children.append(_Child(root, found, lo, hi))
+        yield children
+    finally:
+        for child in children:
+            child.abandon()

@@ -1,0 +1,120 @@
+"""The walk of a large folder in parts (pivot/walk.py): forked processes each stat a run of whole
+chunks, and the result must be exactly that of one process walking it all (the rows, their
+order, the chunks' signatures), so that every change in any part is still seen by a status.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Project
+from test_bigdir import OLD, clean, reference_hash, replace_keeping_stat, set_mtimes
+
+from pivot import walk
+
+# Enough files for two parts of at least PART_MIN files each: a status forks one child for them.
+FILES = 2 * walk.PART_MIN + 3 * walk.CHUNK // 2
+TWO_CPUS = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                              reason="the walk forks only with two CPUs or more (Linux)")
+
+
+def make_tree(root: Path, files: int) -> None:
+    """Files in nested folders (one empty, one reached through a symlink), and symlinks to files."""
+    for i in range(files):
+        sub = root / f"d{i % 3}" / ("deep" if i % 5 == 0 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:05d}.txt").write_text(f"file {i}\n")
+    (root / "empty" / "inner").mkdir(parents=True)
+    outside = root.parent / f"outside-{root.name}"
+    outside.mkdir()
+    (outside / "x.txt").write_text("x\n")
+    (root / "linked").symlink_to(outside)
+    (root / "d1" / "to-file.txt").symlink_to("f00001.txt")
+
+
+def reference_rows(root: Path) -> set[walk.Row]:
+    found = set()
+    for dirpath, _dirs, names in os.walk(root, followlinks=True):
+        for name in names:
+            st = os.stat(Path(dirpath) / name)
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            found.add((rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, st.st_ctime_ns))
+    return found
+
+
+def test_a_walk_in_parts_is_the_walk_in_one(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    make_tree(root, 5000)
+    gc.disable()
+    try:
+        one = walk.scan(str(root), parts=1)
+        rows = [r for chunk in one.chunks for r in chunk]
+        assert set(rows) == reference_rows(root) and len(rows) == 5000 + 2
+        assert one.parts == 1 and len(one.chunks) == 5
+        for parts in (2, 3, 5, 9):
+            other = walk.scan(str(root), parts=parts)
+            assert other.parts == min(parts, 5)
+            assert (list(other.chunks), other.sigs, other.tops) == (list(one.chunks), one.sigs, one.tops)
+    finally:
+        gc.enable()
+
+
+@TWO_CPUS
+def test_a_large_folder_is_walked_in_two_processes_and_a_small_one_in_this(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    make_tree(root, FILES)
+    assert walk.scan(str(root)).parts >= 2
+    small = tmp_path / "small"
+    make_tree(small, 2 * walk.PART_MIN - 10)
+    assert walk.scan(str(small)).parts == 1
+
+
+def test_a_dangling_symlink_in_a_part_fails_as_in_one(tmp_path: Path) -> None:
+    """A child that fails is redone by the parent, which raises what the one-process walk raises."""
+    root = tmp_path / "data"
+    make_tree(root, 3000)
+    (root / "d2" / "zz-dangling.txt").symlink_to("nowhere.txt")
+    for parts in (1, 3):
+        with pytest.raises(FileNotFoundError):
+            walk.scan(str(root), parts=parts)
+
+
+@TWO_CPUS
+def test_changes_in_the_part_a_child_walks_are_seen(project: Project) -> None:
+    """A tracked folder large enough to be walked in two processes: every kind of change to a file
+    that the child stats (the last of the walk) is seen, and the hash stays that of every file."""
+    project.pipeline("from pivot import stage\n")
+    data = project.root / "data"
+    for i in range(FILES):
+        (data / f"{i % 2}").mkdir(parents=True, exist_ok=True)
+        (data / f"{i % 2}" / f"f{i:05d}.txt").write_text(f"file {i:05d}\n")
+    set_mtimes(data, OLD)
+    project.pivot("track", "data")
+    time.sleep(2.1)  # past the racy window of the ctimes set_mtimes left: only the walk's key sees a change
+    assert clean(project)
+    last = walk.scan(str(data)).chunks[-1][-1][0]  # a file the child stat-ed
+    target = data / last
+    replace_keeping_stat(target, target.read_bytes().upper(), same_inode=True)  # mtime set back
+    assert not clean(project)
+    project.pivot("track", "data")
+    assert f"hash: {reference_hash(data)}" in project.read(".pivot/tracked/data.yaml")
+    assert clean(project)
+    replace_keeping_stat(target, target.read_bytes().lower(), same_inode=False)  # a new inode
+    assert not clean(project)
+    project.pivot("track", "data")
+    assert clean(project)
+    target.rename(target.with_name("renamed.txt"))  # same inode, size and mtime
+    assert not clean(project)
+    target.with_name("renamed.txt").rename(target)
+    assert clean(project)
+    target.unlink()
+    assert not clean(project)
+    target.symlink_to(data / "0" / "f00000.txt")
+    assert not clean(project)
+    project.pivot("track", "data")
+    assert f"hash: {reference_hash(data)}" in project.read(".pivot/tracked/data.yaml")
+    assert clean(project)
