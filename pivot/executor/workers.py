@@ -12,11 +12,22 @@ A worker that dies (killed, out of memory, os._exit) breaks the pool: every stag
 holds fails with BrokenProcessPool, which the runner answers by stopping the pool and running
 those stages again alone (pivot/run.py). Stages with a timeout or GPUs run in a process of
 their own (`Solo`, pivot/executor/local.py).
+
+A run's pool (`fork=True`) forks its workers from the `pivot` process, which has imported Pivot
+and the pipeline already, so a worker is ready at once instead of after starting Python and
+importing both again (about 0.1 s of CPU per worker, most of a small pipeline's first run). Only
+when that is safe: no other thread is alive in this process (a fork copies a lock another
+thread holds, locked for good); else, and for watch mode (whose workers must import the code as
+it is now), a worker is a new interpreter (`BOOT`). A forked worker closes every file
+descriptor but its two pipes (the project lock, the state database, the other workers' pipes),
+never uses what it inherited of this process besides the imported modules, and never returns
+into this process's stack: it leaves with os._exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -54,10 +65,14 @@ def dumps_task(task: object) -> bytes:
 
 
 def serve() -> None:
+    """A started worker's life (`BOOT`): its pipes, project and parent from the command line."""
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+
+
+def _serve(task_fd: int, answer_fd: int, root: str, parent: int) -> None:
     """A worker's life: tasks in, results out, until its pipe closes. Runs in the worker."""
     from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
 
-    task_fd, answer_fd, root, parent = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     for fd in (task_fd, answer_fd):  # a stage's child processes need not hold them
         os.set_inheritable(fd, False)
     tasks, answers = Connection(task_fd, writable=False), Connection(answer_fd, readable=False)
@@ -99,17 +114,96 @@ def _outcome(data: bytes) -> StageResult | BaseException:
     return RuntimeError(f"{name}: {text}")
 
 
+def single_threaded() -> bool:
+    """Whether this process runs one thread only, native threads included (a library's thread
+    pool is invisible to `threading`). False where that cannot be told."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _spawned(task_fd: int, answer_fd: int, root: Path, parent: int) -> subprocess.Popen[bytes]:
+    import subprocess  # lazy: a no-op run starts no workers
+
+    return subprocess.Popen([sys.executable, "-c", BOOT, str(task_fd), str(answer_fd), str(root), str(parent)],
+                            pass_fds=(task_fd, answer_fd), stdin=subprocess.DEVNULL, cwd=root)
+
+
+def _forked(task_fd: int, answer_fd: int, root: Path, parent: int) -> Forked:
+    """A worker forked from this process (see the module's docstring)."""
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 1
+    try:
+        low, high = sorted((task_fd, answer_fd))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        gc.enable()  # as in a started worker (this process may hold it while it decides stages)
+        gc.freeze()  # what this process made is never collected here: its pages stay shared
+        _serve(task_fd, answer_fd, str(root), parent)
+        code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            import traceback  # lazy: a forked worker that failed to start
+
+            traceback.print_exc()
+    finally:
+        os._exit(code)  # never back into the stack of the process it was forked from
+
+
+class Forked:
+    """A forked worker process, with what the pool uses of subprocess.Popen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already: nothing more to know
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            try:
+                _pid, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.returncode = -1
+            else:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
 class _Worker:
-    def __init__(self, root: Path, parent: int) -> None:
-        import subprocess  # lazy: a no-op run starts no workers
-        from multiprocessing.connection import Connection  # lazy: see above
+    def __init__(self, root: Path, parent: int, fork: bool) -> None:
+        from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
 
         task_r, task_w = os.pipe()
         answer_r, answer_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", BOOT, str(task_r), str(answer_w), str(root), str(parent)],
-                pass_fds=(task_r, answer_w), stdin=subprocess.DEVNULL, cwd=root)
+            self.forked = fork
+            start = _forked if fork else _spawned
+            self.proc: subprocess.Popen[bytes] | Forked = start(task_r, answer_w, root, parent)
         except BaseException:
             for fd in (task_w, answer_r):
                 os.close(fd)
@@ -144,7 +238,7 @@ class PoolExecutor:
 
     capabilities: Capabilities = LOCAL
 
-    def __init__(self, jobs: int, root: Path, pumped: bool = False) -> None:
+    def __init__(self, jobs: int, root: Path, pumped: bool = False, fork: bool = False) -> None:
         self._root = root
         self._pumped = pumped
         self._solos: set[Solo] = set()
@@ -154,11 +248,12 @@ class PoolExecutor:
         self._closing = False
         # Started with Ctrl-C ignored (inherited through exec): a Ctrl-C sent to the whole process
         # group while they boot cannot print their tracebacks; this process gets it once they are
-        # started (held, not dropped) and handles it by stopping them.
+        # started (held, not dropped) and handles it by stopping them. Forked (see the module's
+        # docstring) only by a pumped pool, which starts no thread of its own.
         self._workers: list[_Worker] = []
         with sigint_held():
             for _ in range(max(1, jobs)):
-                self._workers.append(_Worker(root, os.getpid()))
+                self._workers.append(_Worker(root, os.getpid(), fork and pumped and single_threaded()))
         self._idle = list(self._workers)
         self._polled = any(w.sentinel is None for w in self._workers)  # no pidfd: look every half second
         self._wake_r, self._wake_w = os.pipe()
@@ -201,7 +296,8 @@ class PoolExecutor:
         pivot/watcher.py). `count` is for compatibility: every worker imports them once."""
         data = PRELOAD + pickle.dumps(list(modules))
         for worker in self._workers[:max(1, count)]:
-            worker.send(data)
+            if not worker.forked:  # a forked worker has this process's modules already
+                worker.send(data)
 
     def wait(self, futures: list[Future[StageResult]], timeout: float | None = None) -> set[Future[StageResult]]:
         """The futures that are done, as soon as one is (or none, after `timeout` seconds). A pumped
@@ -352,7 +448,7 @@ class PoolExecutor:
 class _Killable:
     """A Popen as loky's kill_process_tree expects a process (pid, kill, join)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | Forked) -> None:
         self.pid, self._proc = proc.pid, proc
 
     def kill(self) -> None:
