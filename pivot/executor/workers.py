@@ -13,9 +13,12 @@ holds fails with BrokenProcessPool, which the runner answers by stopping the poo
 those stages again alone (pivot/run.py). Stages with a timeout or GPUs run in a process of
 their own (`Solo`, pivot/executor/local.py).
 
-A run's pool (`fork=True`) forks its workers from the `pivot` process, which has imported Pivot
-and the pipeline already, so a worker is ready at once instead of after starting Python and
-importing both again (about 0.1 s of CPU per worker, most of a small pipeline's first run). Only
+A run's pool (`fork=True`) forks its workers from the `pivot` process, which has imported Python's
+and Pivot's modules and the pipeline's libraries already, so a worker is ready at once instead of
+after starting Python and importing them again (about 0.1 s of CPU per worker, most of a small
+pipeline's first run). The project's own modules (the pipeline, its helpers) are dropped in the
+worker and imported again there, as a started worker does: their top-level code runs in each
+worker, into module state of its own. Only
 when that is safe: no other thread is alive in this process (a fork copies a lock another
 thread holds, locked for good); else, and for watch mode (whose workers must import the code as
 it is now), a worker is a new interpreter (`BOOT`). A forked worker closes every file
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot.executor.base import LOCAL, Capabilities, StageResult, StageTask
 from pivot.executor.local import Solo, execute, preload_modules, sigint_held, worker_init
+from pivot.importing import forget_project_modules
 
 if TYPE_CHECKING:
     import subprocess
@@ -149,6 +153,7 @@ def _forked(task_fd: int, answer_fd: int, root: Path, parent: int) -> Forked:
         os.close(null)
         gc.enable()  # as in a started worker (this process may hold it while it decides stages)
         gc.freeze()  # what this process made is never collected here: its pages stay shared
+        forget_project_modules()  # the pipeline is imported again here (preload, or the first task)
         _serve(task_fd, answer_fd, str(root), parent)
         code = 0
     except BaseException:
@@ -157,6 +162,9 @@ def _forked(task_fd: int, answer_fd: int, root: Path, parent: int) -> Forked:
 
             traceback.print_exc()
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
         os._exit(code)  # never back into the stack of the process it was forked from
 
 
@@ -296,8 +304,7 @@ class PoolExecutor:
         pivot/watcher.py). `count` is for compatibility: every worker imports them once."""
         data = PRELOAD + pickle.dumps(list(modules))
         for worker in self._workers[:max(1, count)]:
-            if not worker.forked:  # a forked worker has this process's modules already
-                worker.send(data)
+            worker.send(data)
 
     def wait(self, futures: list[Future[StageResult]], timeout: float | None = None) -> set[Future[StageResult]]:
         """The futures that are done, as soon as one is (or none, after `timeout` seconds). A pumped
