@@ -424,8 +424,10 @@ class Runner:
         try:
             self.landing.start_incremental(prep)
             backups = self.backups.move_aside(name, outs)
-            for o in outs:
-                (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
+            for o in outs:  # looked at before made: a mkdir takes its folder's lock even when it exists
+                folder = (self.root / o.path).parent
+                if not folder.is_dir():
+                    folder.mkdir(parents=True, exist_ok=True)
             task = StageTask(
                 name, prep.stage.func, prep.params, self.root,
                 tuple(OutSpec(o.path, o.kind, o.cached) for o in outs),
