@@ -87,3 +87,34 @@ def test_workers_are_started_afresh_when_pivot_runs_other_threads(project: Proje
         pid, _ppid, forked, module_pid = project.read(name).split()
         assert forked == "False"
         assert module_pid == pid
+
+
+def test_a_worker_does_not_hold_the_project_lock_and_keeps_what_the_pipeline_opened(project: Project) -> None:
+    # The project lock goes with `pivot` (a worker left behind must not hold it); a file the
+    # pipeline's import opened (a logging file here) is still usable in the worker, as it is in
+    # one that imported the pipeline afresh.
+    project.pipeline("""
+        import logging
+        import os
+
+        from pivot import stage
+
+        logging.basicConfig(filename="pipeline.log", level=logging.INFO)
+
+
+        @stage(outs=["fds.txt"])
+        def fds():
+            logging.info("from the stage")
+            targets = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    pass
+            with open("fds.txt", "w") as f:
+                f.write("\\n".join(targets))
+    """)
+    result = project.pivot("run")
+    assert "1 ran" in result.stdout
+    assert not [t for t in project.read("fds.txt").splitlines() if t.endswith("run.lock")]
+    assert "from the stage" in project.read("pipeline.log")

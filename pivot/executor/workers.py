@@ -18,13 +18,12 @@ and Pivot's modules and the pipeline's libraries already, so a worker is ready a
 after starting Python and importing them again (about 0.1 s of CPU per worker, most of a small
 pipeline's first run). The project's own modules (the pipeline, its helpers) are dropped in the
 worker and imported again there, as a started worker does: their top-level code runs in each
-worker, into module state of its own. Only
-when that is safe: no other thread is alive in this process (a fork copies a lock another
-thread holds, locked for good); else, and for watch mode (whose workers must import the code as
-it is now), a worker is a new interpreter (`BOOT`). A forked worker closes every file
-descriptor but its two pipes (the project lock, the state database, the other workers' pipes),
-never uses what it inherited of this process besides the imported modules, and never returns
-into this process's stack: it leaves with os._exit.
+worker, into module state of its own. Only when that is safe: no other thread is alive in this
+process (a fork copies a lock another thread holds, locked for good); else, and for watch mode
+(whose workers must import the code as it is now), a worker is a new interpreter (`BOOT`). A
+forked worker closes this process's ends of its pipes, the other workers' pipes and the project
+lock; it never uses what else it inherited of this process besides the imported modules, and
+never returns into this process's stack: it leaves with os._exit.
 """
 
 from __future__ import annotations
@@ -134,8 +133,12 @@ def _spawned(task_fd: int, answer_fd: int, root: Path, parent: int) -> subproces
                             pass_fds=(task_fd, answer_fd), stdin=subprocess.DEVNULL, cwd=root)
 
 
-def _forked(task_fd: int, answer_fd: int, root: Path, parent: int) -> Forked:
-    """A worker forked from this process (see the module's docstring)."""
+def _forked(task_fd: int, answer_fd: int, root: Path, parent: int, closing: list[int],
+            others: list[_Worker]) -> Forked:
+    """A worker forked from this process (see the module's docstring). `closing`: this process's
+    ends of the worker's pipes; `others`: the workers forked before it."""
+    from pivot.runlock import held_fds  # lazy: with the workers
+
     for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice
         with contextlib.suppress(Exception):
             stream.flush()
@@ -144,10 +147,14 @@ def _forked(task_fd: int, answer_fd: int, root: Path, parent: int) -> Forked:
         return Forked(pid)
     code = 1
     try:
-        low, high = sorted((task_fd, answer_fd))
-        os.closerange(3, low)
-        os.closerange(low + 1, high)
-        os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+        # The other workers' pipes (each must see its end when this process closes it) and the
+        # project lock (it goes with pivot) are closed; what the pipeline's import opened (a
+        # logging file, say) stays open, as it would after its import in a worker started afresh.
+        for w in others:
+            w.close()
+        for fd in (*closing, *held_fds()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
@@ -203,15 +210,16 @@ class Forked:
 
 
 class _Worker:
-    def __init__(self, root: Path, parent: int, fork: bool) -> None:
+    def __init__(self, root: Path, parent: int, fork: bool, others: list[_Worker]) -> None:
         from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
 
         task_r, task_w = os.pipe()
         answer_r, answer_w = os.pipe()
         try:
             self.forked = fork
-            start = _forked if fork else _spawned
-            self.proc: subprocess.Popen[bytes] | Forked = start(task_r, answer_w, root, parent)
+            self.proc: subprocess.Popen[bytes] | Forked = (
+                _forked(task_r, answer_w, root, parent, [task_w, answer_r], others) if fork
+                else _spawned(task_r, answer_w, root, parent))
         except BaseException:
             for fd in (task_w, answer_r):
                 os.close(fd)
@@ -261,7 +269,7 @@ class PoolExecutor:
         self._workers: list[_Worker] = []
         with sigint_held():
             for _ in range(max(1, jobs)):
-                self._workers.append(_Worker(root, os.getpid(), fork and pumped and single_threaded()))
+                self._workers.append(_Worker(root, os.getpid(), fork and pumped and single_threaded(), self._workers))
         self._idle = list(self._workers)
         self._polled = any(w.sentinel is None for w in self._workers)  # no pidfd: look every half second
         self._wake_r, self._wake_w = os.pipe()
