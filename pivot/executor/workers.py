@@ -216,7 +216,6 @@ class _Worker:
         task_r, task_w = os.pipe()
         answer_r, answer_w = os.pipe()
         try:
-            self.forked = fork
             self.proc: subprocess.Popen[bytes] | Forked = (
                 _forked(task_r, answer_w, root, parent, [task_w, answer_r], others) if fork
                 else _spawned(task_r, answer_w, root, parent))
