@@ -235,8 +235,11 @@ class Cache:
         tmp_dir = self.dir / "tmp"
         import tempfile  # lazy: only when an object is written (not on a no-op status)
 
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
+        try:  # the folder is made once: a mkdir per object costs a locked directory lookup (issue #19)
+            return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
+        except FileNotFoundError:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
 
     def commit_file(self, tmp: str, digest: str) -> None:
         """Move finished temporary file `tmp` into the cache as object `digest` (dropped if there)."""
@@ -244,9 +247,12 @@ class Cache:
         if dest.exists():
             unlink_quiet(tmp)
             return
-        dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except FileNotFoundError:  # the object's prefix folder is new (made when needed, as in _tmp)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
 
     def add_file(self, src: str | Path) -> str:
         """Copy a workspace file into the cache; returns its hash (of the copy actually stored)."""

@@ -46,6 +46,22 @@ def read_file(path: Path) -> dict[str, Any]:
     return yamlio.load_mapping(path, ProjectError)
 
 
+# The settings `pivot init` writes (pivot/cli/init.py), and what they read as: a project's first
+# command after `pivot init`, or in a clone of a project that kept them, reads them without
+# importing PyYAML (tests/test_config.py checks that the two agree).
+INIT_CONFIG = """\
+# Pivot project settings (committed). Per-machine settings go in config.local.yaml.
+pipeline: pipeline.py   # the file (or dotted module) that defines the stages
+cache:
+  link: auto            # auto (reflink, else copy) | reflink | copy | hardlink | symlink
+"""
+
+
+def init_settings() -> dict[str, Any]:
+    """INIT_CONFIG's top-level mapping (a new one each time: callers may change it)."""
+    return {"pipeline": "pipeline.py", "cache": {"link": "auto"}}
+
+
 def read_files(root: Path) -> list[dict[str, Any]]:
     """Both files' top-level mappings. They are remembered in CONFIG_MEMO by the files' exact
     bytes, so an unchanged configuration is read without importing PyYAML (10 ms idle, up to
@@ -57,6 +73,8 @@ def read_files(root: Path) -> list[dict[str, Any]]:
         data = [yamlio.read_limited(path, ProjectError) for path in paths]
     except ProjectError:  # one file cannot be read: report the errors in the order they always were
         return [read_file(path) for path in paths]
+    if data[1] is None and data[0] == INIT_CONFIG.encode():
+        return [init_settings(), {}]
     return yamlio.remembered(root / CONFIG_MEMO, data, lambda: [
         yamlio.mapping_of(d, path, ProjectError) for d, path in zip(data, paths, strict=True)],
         shape=lambda parsed: all(isinstance(p, dict) for p in parsed))

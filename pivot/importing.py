@@ -338,5 +338,14 @@ def install(root: str) -> None:
         sys.meta_path.insert(0, _ProjectFinder(root))
 
 
+def forget_project_modules() -> None:
+    """Drop the project's modules (those FreshSourceLoader loaded) from sys.modules, so that the
+    next import runs them again: a worker forked from the `pivot` process imports the pipeline and
+    its helpers itself, into module state of its own, as a worker started afresh does."""
+    for name, module in list(sys.modules.items()):
+        if isinstance(getattr(module, "__loader__", None), FreshSourceLoader):
+            del sys.modules[name]
+
+
 def loader_for(root: str, name: str, path: str) -> FreshSourceLoader:
     return FreshSourceLoader(name, path, os.path.join(root, ".pivot", "tmp", "pycache"))

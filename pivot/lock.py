@@ -89,19 +89,50 @@ _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./+-]*(?:[ :][A-Za-z0-9_./+-]+)*"
 _KEY_LIMIT, _VALUE_LIMIT = 100, 400  # longer keys are not simple keys; long lines might fold
 
 
-@functools.lru_cache(maxsize=4096)
-def _reads_as_string(text: str) -> bool:
-    import yaml  # lazy: the resolver PyYAML's emitter asks, only when a lock is written
+# PyYAML's implicit resolvers (yaml/resolver.py, unchanged since PyYAML 3.x), each with the first
+# characters it is tried for: a plain scalar that one of them matches reads as another type. Kept
+# here so that writing a lock does not import PyYAML (about 10 ms of a first run's start-up);
+# tests/test_lock_yaml.py checks them against PyYAML's own resolver.
+_IMPLICIT: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = (
+    (frozenset("yYnNtTfFoO"), re.compile(r"""^(?:yes|Yes|YES|no|No|NO
+                    |true|True|TRUE|false|False|FALSE
+                    |on|On|ON|off|Off|OFF)$""", re.X)),
+    (frozenset("-+0123456789."), re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X)),
+    (frozenset("-+0123456789"), re.compile(r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+
+                    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""", re.X)),
+    (frozenset("<"), re.compile(r"^(?:<<)$")),
+    (frozenset(["~", "n", "N", ""]), re.compile(r"""^(?: ~
+                    |null|Null|NULL
+                    | )$""", re.X)),
+    (frozenset("0123456789"), re.compile(r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+                    |[0-9][0-9][0-9][0-9] -[0-9][0-9]? -[0-9][0-9]?
+                     (?:[Tt]|[ \t]+)[0-9][0-9]?
+                     :[0-9][0-9] :[0-9][0-9] (?:\.[0-9]*)?
+                     (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""", re.X)),
+    (frozenset("="), re.compile(r"^(?:=)$")),
+    (frozenset("!&*"), re.compile(r"^(?:!|&|\*)$")),
+)
 
-    resolver: Any = yaml.resolver.Resolver()  # PyYAML is not annotated
-    return bool(resolver.resolve(yaml.ScalarNode, text, (True, False)) == "tag:yaml.org,2002:str")
+
+@functools.lru_cache(maxsize=4096)
+def reads_as_string(text: str) -> bool:
+    """Whether PyYAML reads `text`, written as a plain scalar, as a string (its resolver's answer)."""
+    first = text[:1]
+    return not any(first in chars and pattern.match(text) for chars, pattern in _IMPLICIT)
 
 
 def _scalar(text: str, limit: int) -> str | None:
     """`text` as PyYAML writes it in a block mapping, or None when that is not simply known."""
     if len(text) > limit or not _PLAIN.fullmatch(text) or text.startswith(("---", "...")):
         return None
-    return text if _reads_as_string(text) else f"'{text}'"
+    return text if reads_as_string(text) else f"'{text}'"
 
 
 def _records(key: str, records: tuple[PathRecord, ...]) -> list[str] | None:

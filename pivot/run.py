@@ -67,9 +67,10 @@ class Runner:
         self.reporter = reporter
         self._auto_jobs = jobs is None
         self.jobs = max(1, jobs or 1)
-        # Workers: see runsetup.workers. Their answers are read in `_wait` (pumped), by no thread of the pool.
+        # Workers: see runsetup.workers. Their answers are read in `_wait` (pumped), by no thread of the
+        # pool; forked from this process, which has the pipeline imported, when that is safe.
         self._factory = executor_factory or (lambda: PoolExecutor(
-            runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True))
+            runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True, fork=True))
         self._executor: Executor | None = None
         self._default_pool = executor_factory is None  # the local pool, started early on a first run
         self._unrecorded: list[tuple[Prepared, StageLock]] = []  # run records not yet written (_record_runs)
@@ -419,8 +420,10 @@ class Runner:
         try:
             self.landing.start_incremental(prep)
             backups = self.backups.move_aside(name, outs)
-            for o in outs:
-                (self.root / o.path).parent.mkdir(parents=True, exist_ok=True)
+            for o in outs:  # looked at before made: a mkdir takes its folder's lock even when it exists
+                folder = (self.root / o.path).parent
+                if not folder.is_dir():
+                    folder.mkdir(parents=True, exist_ok=True)
             task = StageTask(
                 name, prep.stage.func, prep.params, self.root,
                 tuple(OutSpec(o.path, o.kind, o.cached) for o in outs),

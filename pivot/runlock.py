@@ -9,6 +9,14 @@ from types import TracebackType
 
 from pivot.errors import LockError
 
+_HELD: set[int] = set()  # the descriptors of the project locks this process holds
+
+
+def held_fds() -> frozenset[int]:
+    """The file descriptors of the project locks this process holds now: a worker forked from it
+    closes them, so that the lock goes with its holder (pivot/executor/workers.py)."""
+    return frozenset(_HELD)
+
 
 class ProjectLock:
     """An exclusive flock on .pivot/tmp/run.lock. The kernel drops it when the holder dies,
@@ -33,10 +41,12 @@ class ProjectLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, pivot {self.command}\n".encode(), 0)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None

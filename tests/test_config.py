@@ -54,3 +54,12 @@ def test_local_edits_leave_the_committed_config_byte_identical(project: Project)
     refused = project.pivot("remote", "remove", "zeta", "--local", check=False)
     assert refused.returncode == 1 and "unknown remote 'zeta' in .pivot/config.local.yaml" in refused.stderr
     assert (project.root / ".pivot" / "config.yaml").read_bytes() == before
+
+
+def test_the_settings_pivot_init_writes_are_known_as_pyyaml_reads_them(project: Project) -> None:
+    # A project's first command reads the configuration `pivot init` wrote without PyYAML
+    # (pivot/config.py INIT_CONFIG): what it takes them to say must be what they say.
+    from pivot.config import INIT_CONFIG, init_settings
+
+    assert project.read(".pivot/config.yaml") == INIT_CONFIG
+    assert yaml.safe_load(INIT_CONFIG) == init_settings()

@@ -75,3 +75,19 @@ def test_a_typical_lock_is_written_as_pyyaml_writes_it() -> None:
         "outs:\n- hash: '00000000000000000000000000000001'\n  path: metrics.json\n  type: metric\n"
         "- dir: true\n  hash: 104c4f1a628bac7768b320aed9b6189d\n  path: model\n  type: out\n"
         "params:\n  lr: 0.1\n  name: 'yes'\nschema: 1\n")
+
+
+# Plain scalars near PyYAML's implicit types: numbers in every base and with separators, dates and
+# times, booleans, null, indicators.
+NEAR_TYPES = st.from_regex(r"[-+.~<=!&*0-9yYnNtTfFoO][-+.:_ 0-9a-fA-FxobeEtTZnNIl]{0,24}", fullmatch=True)
+
+
+@PROPERTY
+@given(st.one_of(TEXT, NEAR_TYPES))
+def test_which_plain_scalars_read_as_strings_is_pyyamls_answer(text: str) -> None:
+    # Writing a lock does not import PyYAML: lock.reads_as_string has its resolver's patterns.
+    import yaml
+
+    resolver: Any = yaml.resolver.Resolver()
+    assert lockfile.reads_as_string(text) == (resolver.resolve(yaml.ScalarNode, text, (True, False))
+                                              == "tag:yaml.org,2002:str")

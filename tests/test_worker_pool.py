@@ -30,3 +30,91 @@ def test_a_project_module_named_like_the_standard_library_leaves_the_workers_alo
     assert "2 ran" in result.stdout
     assert "Traceback" not in result.stderr
     assert project.read("b.txt") == "a!"
+
+
+WHERE = """
+    import os
+    import sys
+    {extra}
+    from pivot import stage
+
+
+    def where(name):
+        # a worker forked from `pivot` has its command-line modules (click) loaded already
+        with open(name, "w") as f:
+            f.write(f"{{os.getpid()}} {{os.getppid()}} {{'click' in sys.modules}} {{MODULE_PID}}")
+
+
+    MODULE_PID = os.getpid()  # the process that ran this module's top level
+
+
+    @stage(outs=["a.txt"])
+    def a():
+        where("a.txt")
+
+
+    @stage(outs=["b.txt"])
+    def b():
+        where("b.txt")
+"""
+
+
+def test_a_first_runs_workers_are_forked_from_pivot_and_import_the_pipeline_themselves(project: Project) -> None:
+    # A worker forked from the `pivot` process is ready without starting Python and importing
+    # Pivot again (issue #19: most of a small pipeline's first run); it still runs the pipeline
+    # module's top level itself, as a started worker does, and runs apart from `pivot`.
+    project.pipeline(WHERE.format(extra=""))
+    result = project.pivot("run", "-j", "2")
+    assert "2 ran" in result.stdout
+    assert result.stdout.count("a: done") == 1  # nothing `pivot` had buffered is written twice
+    for name in ("a.txt", "b.txt"):
+        pid, ppid, forked, module_pid = project.read(name).split()
+        assert forked == "True", "the worker was started afresh instead of forked"
+        assert module_pid == pid, "the worker used the pipeline module `pivot` imported"
+        assert ppid != pid
+    assert "Traceback" not in result.stderr
+
+
+def test_workers_are_started_afresh_when_pivot_runs_other_threads(project: Project) -> None:
+    # A thread started by the pipeline's import may hold a lock at the moment of a fork, and the
+    # forked worker would wait for it for good: then the workers are new interpreters, as before.
+    project.pipeline(WHERE.format(extra=(
+        "import threading, time\n"
+        "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()")))
+    result = project.pivot("run", "-j", "2")
+    assert "2 ran" in result.stdout
+    for name in ("a.txt", "b.txt"):
+        pid, _ppid, forked, module_pid = project.read(name).split()
+        assert forked == "False"
+        assert module_pid == pid
+
+
+def test_a_worker_does_not_hold_the_project_lock_and_keeps_what_the_pipeline_opened(project: Project) -> None:
+    # The project lock goes with `pivot` (a worker left behind must not hold it); a file the
+    # pipeline's import opened (a logging file here) is still usable in the worker, as it is in
+    # one that imported the pipeline afresh.
+    project.pipeline("""
+        import logging
+        import os
+
+        from pivot import stage
+
+        logging.basicConfig(filename="pipeline.log", level=logging.INFO)
+
+
+        @stage(outs=["fds.txt"])
+        def fds():
+            logging.info("from the stage")
+            targets = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    pass
+            with open("fds.txt", "w") as f:
+                f.write("\\n".join(targets))
+    """)
+    result = project.pivot("run")
+    assert "1 ran" in result.stdout
+    assert not [t for t in project.read("fds.txt").splitlines() if t.endswith("run.lock")]
+    assert "from the stage" in project.read("pipeline.log")

@@ -7,13 +7,6 @@ from pathlib import Path
 
 import click
 
-CONFIG = """\
-# Pivot project settings (committed). Per-machine settings go in config.local.yaml.
-pipeline: pipeline.py   # the file (or dotted module) that defines the stages
-cache:
-  link: auto            # auto (reflink, else copy) | reflink | copy | hardlink | symlink
-"""
-
 IGNORE = """\
 # Per-machine state: never committed.
 /cache/
@@ -38,9 +31,10 @@ def init_project(folder: Path) -> bool:
     if pivot_dir.is_dir():
         return False
     from pivot import atomic
+    from pivot.config import INIT_CONFIG  # lazy: `pivot --help` imports every command's module
 
     (pivot_dir / "stages").mkdir(parents=True)
-    atomic.write_text(pivot_dir / "config.yaml", CONFIG)
+    atomic.write_text(pivot_dir / "config.yaml", INIT_CONFIG)
     atomic.write_text(pivot_dir / ".gitignore", IGNORE)
     return True
 

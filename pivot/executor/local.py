@@ -31,16 +31,21 @@ def format_user_traceback(exc: BaseException) -> str:
 
 
 @contextmanager
-def _captured(log_path: Path | None) -> Iterator[None]:
-    """Send fds 1 and 2 (so print, logging and child processes alike) to the log file."""
+def _captured(log_path: Path | None, written: list[int]) -> Iterator[None]:
+    """Send fds 1 and 2 (so print, logging and child processes alike) to the log file; the
+    log's size when the stage is done goes to `written`."""
     if log_path is None:
         yield
         return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:  # the logs folder is made once, not checked for each stage
+        fd = os.open(log_path, flags, 0o644)
+    except FileNotFoundError:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, flags, 0o644)
     saved = os.dup(1), os.dup(2)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     root = logging.getLogger()
     handler = None
     if not root.handlers:  # make logging.info() visible in the stage log, as a user expects
@@ -64,6 +69,7 @@ def _captured(log_path: Path | None) -> Iterator[None]:
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
+        written.append(os.fstat(fd).st_size)
         for f in (*saved, fd):
             os.close(f)
         if handler is not None:
@@ -76,7 +82,8 @@ def call_stage(task: StageTask) -> tuple[str | None, str]:
     declared output exists. Returns (error or None, captured output)."""
     os.chdir(task.root)
     error = None
-    with _captured(task.log_path):
+    written: list[int] = []
+    with _captured(task.log_path, written):
         try:
             if task.params is None:
                 task.func()
@@ -86,7 +93,8 @@ def call_stage(task: StageTask) -> tuple[str | None, str]:
             error = format_user_traceback(exc)
         finally:
             os.chdir(task.root)
-    output = task.log_path.read_text(errors="replace") if task.log_path else ""
+    # A stage that wrote nothing (most do) costs no second opening of its log.
+    output = task.log_path.read_text(errors="replace") if task.log_path and written != [0] else ""
     if error is None:
         absent = [o.path for o in task.outs if not os.path.lexists(task.root / o.path)]
         if absent:

@@ -12,11 +12,24 @@ A worker that dies (killed, out of memory, os._exit) breaks the pool: every stag
 holds fails with BrokenProcessPool, which the runner answers by stopping the pool and running
 those stages again alone (pivot/run.py). Stages with a timeout or GPUs run in a process of
 their own (`Solo`, pivot/executor/local.py).
+
+A run's pool (`fork=True`) forks its workers from the `pivot` process, which has imported Python's
+and Pivot's modules and the pipeline's libraries already, so a worker is ready at once instead of
+after starting Python and importing them again (about 0.1 s of CPU per worker, most of a small
+pipeline's first run). The project's own modules (the pipeline, its helpers) are dropped in the
+worker and imported again there, as a started worker does: their top-level code runs in each
+worker, into module state of its own. Only when that is safe: no other thread is alive in this
+process (a fork copies a lock another thread holds, locked for good); else, and for watch mode
+(whose workers must import the code as it is now), a worker is a new interpreter (`BOOT`). A
+forked worker closes this process's ends of its pipes, the other workers' pipes and the project
+lock; it never uses what else it inherited of this process besides the imported modules, and
+never returns into this process's stack: it leaves with os._exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -30,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from pivot.executor.base import LOCAL, Capabilities, StageResult, StageTask
 from pivot.executor.local import Solo, execute, preload_modules, sigint_held, worker_init
+from pivot.importing import forget_project_modules
 
 if TYPE_CHECKING:
     import subprocess
@@ -54,10 +68,14 @@ def dumps_task(task: object) -> bytes:
 
 
 def serve() -> None:
+    """A started worker's life (`BOOT`): its pipes, project and parent from the command line."""
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+
+
+def _serve(task_fd: int, answer_fd: int, root: str, parent: int) -> None:
     """A worker's life: tasks in, results out, until its pipe closes. Runs in the worker."""
     from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
 
-    task_fd, answer_fd, root, parent = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     for fd in (task_fd, answer_fd):  # a stage's child processes need not hold them
         os.set_inheritable(fd, False)
     tasks, answers = Connection(task_fd, writable=False), Connection(answer_fd, readable=False)
@@ -99,17 +117,108 @@ def _outcome(data: bytes) -> StageResult | BaseException:
     return RuntimeError(f"{name}: {text}")
 
 
+def single_threaded() -> bool:
+    """Whether this process runs one thread only, native threads included (a library's thread
+    pool is invisible to `threading`). False where that cannot be told."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _spawned(task_fd: int, answer_fd: int, root: Path, parent: int) -> subprocess.Popen[bytes]:
+    import subprocess  # lazy: a no-op run starts no workers
+
+    return subprocess.Popen([sys.executable, "-c", BOOT, str(task_fd), str(answer_fd), str(root), str(parent)],
+                            pass_fds=(task_fd, answer_fd), stdin=subprocess.DEVNULL, cwd=root)
+
+
+def _forked(task_fd: int, answer_fd: int, root: Path, parent: int, closing: list[int],
+            others: list[_Worker]) -> Forked:
+    """A worker forked from this process (see the module's docstring). `closing`: this process's
+    ends of the worker's pipes; `others`: the workers forked before it."""
+    from pivot.runlock import held_fds  # lazy: with the workers
+
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 1
+    try:
+        # The other workers' pipes (each must see its end when this process closes it) and the
+        # project lock (it goes with pivot) are closed; what the pipeline's import opened (a
+        # logging file, say) stays open, as it would after its import in a worker started afresh.
+        for w in others:
+            w.close()
+        for fd in (*closing, *held_fds()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        gc.enable()  # as in a started worker (this process may hold it while it decides stages)
+        gc.freeze()  # what this process made is never collected here: its pages stay shared
+        forget_project_modules()  # the pipeline is imported again here (preload, or the first task)
+        _serve(task_fd, answer_fd, str(root), parent)
+        code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            import traceback  # lazy: a forked worker that failed to start
+
+            traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)  # never back into the stack of the process it was forked from
+
+
+class Forked:
+    """A forked worker process, with what the pool uses of subprocess.Popen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already: nothing more to know
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            try:
+                _pid, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.returncode = -1
+            else:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
 class _Worker:
-    def __init__(self, root: Path, parent: int) -> None:
-        import subprocess  # lazy: a no-op run starts no workers
-        from multiprocessing.connection import Connection  # lazy: see above
+    def __init__(self, root: Path, parent: int, fork: bool, others: list[_Worker]) -> None:
+        from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
 
         task_r, task_w = os.pipe()
         answer_r, answer_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", BOOT, str(task_r), str(answer_w), str(root), str(parent)],
-                pass_fds=(task_r, answer_w), stdin=subprocess.DEVNULL, cwd=root)
+            self.proc: subprocess.Popen[bytes] | Forked = (
+                _forked(task_r, answer_w, root, parent, [task_w, answer_r], others) if fork
+                else _spawned(task_r, answer_w, root, parent))
         except BaseException:
             for fd in (task_w, answer_r):
                 os.close(fd)
@@ -144,7 +253,7 @@ class PoolExecutor:
 
     capabilities: Capabilities = LOCAL
 
-    def __init__(self, jobs: int, root: Path, pumped: bool = False) -> None:
+    def __init__(self, jobs: int, root: Path, pumped: bool = False, fork: bool = False) -> None:
         self._root = root
         self._pumped = pumped
         self._solos: set[Solo] = set()
@@ -154,11 +263,12 @@ class PoolExecutor:
         self._closing = False
         # Started with Ctrl-C ignored (inherited through exec): a Ctrl-C sent to the whole process
         # group while they boot cannot print their tracebacks; this process gets it once they are
-        # started (held, not dropped) and handles it by stopping them.
+        # started (held, not dropped) and handles it by stopping them. Forked (see the module's
+        # docstring) only by a pumped pool, which starts no thread of its own.
         self._workers: list[_Worker] = []
         with sigint_held():
             for _ in range(max(1, jobs)):
-                self._workers.append(_Worker(root, os.getpid()))
+                self._workers.append(_Worker(root, os.getpid(), fork and pumped and single_threaded(), self._workers))
         self._idle = list(self._workers)
         self._polled = any(w.sentinel is None for w in self._workers)  # no pidfd: look every half second
         self._wake_r, self._wake_w = os.pipe()
@@ -352,7 +462,7 @@ class PoolExecutor:
 class _Killable:
     """A Popen as loky's kill_process_tree expects a process (pid, kill, join)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | Forked) -> None:
         self.pid, self._proc = proc.pid, proc
 
     def kill(self) -> None:
