@@ -3,6 +3,9 @@ do not let the project's own modules stand in for the standard library's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from conftest import Project
 
 
@@ -118,3 +121,45 @@ def test_a_worker_does_not_hold_the_project_lock_and_keeps_what_the_pipeline_ope
     assert "1 ran" in result.stdout
     assert not [t for t in project.read("fds.txt").splitlines() if t.endswith("run.lock")]
     assert "from the stage" in project.read("pipeline.log")
+
+
+def test_forked_workers_draw_numpys_global_random_numbers_afresh(project: Project, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # An installed library's module stays as `pivot` imported it in a forked worker. numpy's global
+    # random state would then be the same in every worker of a run (two stages drawing unseeded
+    # numbers at once would draw the same ones); as in a worker started afresh, it is drawn anew.
+    # A stand-in for numpy outside the project (its state: random bytes drawn at import or seed()).
+    fake = tmp_path / "site" / "numpy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("from numpy import random\n")
+    (fake / "random.py").write_text("import os\nSTATE = os.urandom(8).hex()\n\n\ndef seed(value=None):\n"
+                                    "    global STATE\n    STATE = os.urandom(8).hex()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    project.pipeline("""
+        import os
+        import time
+
+        import numpy
+        from pivot import stage
+
+
+        def draw(name):
+            time.sleep(0.5)  # both stages at once: one per worker
+            with open(name, "w") as f:
+                f.write(f"{os.getpid()} {numpy.random.STATE}")
+
+
+        @stage(outs=["a.txt"])
+        def a():
+            draw("a.txt")
+
+
+        @stage(outs=["b.txt"])
+        def b():
+            draw("b.txt")
+    """)
+    result = project.pivot("run", "-j", "2")
+    assert "2 ran" in result.stdout, result.stdout + result.stderr
+    (pid_a, state_a), (pid_b, state_b) = (project.read(n).split() for n in ("a.txt", "b.txt"))
+    assert pid_a != pid_b, "both stages ran in one worker: nothing to compare"
+    assert state_a != state_b, "two forked workers drew the same unseeded numbers"

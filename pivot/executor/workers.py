@@ -161,6 +161,7 @@ def _forked(task_fd: int, answer_fd: int, root: Path, parent: int, closing: list
         gc.enable()  # as in a started worker (this process may hold it while it decides stages)
         gc.freeze()  # what this process made is never collected here: its pages stay shared
         forget_project_modules()  # the pipeline is imported again here (preload, or the first task)
+        _reseed()
         _serve(task_fd, answer_fd, str(root), parent)
         code = 0
     except BaseException:
@@ -173,6 +174,16 @@ def _forked(task_fd: int, answer_fd: int, root: Path, parent: int, closing: list
             with contextlib.suppress(BaseException):
                 stream.flush()
         os._exit(code)  # never back into the stack of the process it was forked from
+
+
+def _reseed() -> None:
+    """numpy's global random state, when the pipeline's import loaded numpy, drawn afresh as in a
+    worker started anew (Python's `random` reseeds itself after a fork; numpy does not): forked
+    workers of one run must not draw the same unseeded numbers."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            numpy.random.seed()
 
 
 class Forked:
