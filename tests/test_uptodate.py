@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import Project
 
 from pivot import uptodate
@@ -105,21 +106,18 @@ def test_an_edited_function_is_seen(project: Project) -> None:
     assert "upper: stale" not in out
 
 
-def test_a_declaration_the_fingerprint_does_not_cover_is_seen(project: Project) -> None:
-    """The deps are read from a file when the pipeline is imported: the stage's code fingerprint
-    is the same, its declared deps are not."""
+@pytest.mark.parametrize(("declared_in", "text", "seen"), [
+    ("final-deps.txt", "data/upper.txt\ndata/raw.txt\n", "dep 'data/raw.txt' added"),
+    ("final-kind.txt", "incremental", "type changed out -> incremental"),  # same paths, same files
+])
+def test_a_declaration_the_fingerprint_does_not_cover_is_seen(project: Project, declared_in: str, text: str,
+                                                               seen: str) -> None:
+    """The deps and the output's kind are read from files when the pipeline is imported: the
+    stage's code fingerprint is the same, its declaration is not."""
     with_proofs(project)
-    project.write("final-deps.txt", "data/upper.txt\ndata/raw.txt\n")
+    project.write(declared_in, text)
     out = project.pivot("status", "--explain").stdout
-    assert "final: stale" in out and "dep 'data/raw.txt' added" in out, out
-
-
-def test_an_output_kind_the_fingerprint_does_not_cover_is_seen(project: Project) -> None:
-    """The same paths, the same files: only the declared kind of the output changed."""
-    with_proofs(project)
-    project.write("final-kind.txt", "incremental")
-    out = project.pivot("status", "--explain").stdout
-    assert "final: stale" in out and "type changed out -> incremental" in out, out
+    assert "final: stale" in out and seen in out, out
 
 
 def test_a_rewritten_lock_file_is_read_again(project: Project) -> None:
