@@ -95,9 +95,8 @@ class Runner:
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
-        proven = runsetup.proven(self.repo, names, opts.force or bool(self.landing.produced))
-        skip = set(proven)
-        self.frontier = Frontier(graph, [n for n in names if n not in skip])  # pending ones whose upstream settled
+        proven, rest = runsetup.proven(self.repo, names, opts.force or bool(self.landing.produced))
+        self.frontier = Frontier(graph, rest)  # pending stages whose upstream has settled
         self.failed_upstream: dict[str, str] = {}  # a stage not run -> the failed stage that stopped it
         self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}
         self.stopping = False
@@ -114,7 +113,7 @@ class Runner:
         self._committed = time.monotonic()
         try:
             self._skip_proven(proven)
-            self._warm_up(names, opts.force)
+            self._warm_up(rest, opts.force)  # the proven stages have their locks and need no worker
             self._look_up_front(opts)
             while True:
                 with gc_paused(keep=True):  # thousands of stages decided here, kept to the end of the run
@@ -147,10 +146,10 @@ class Runner:
     def _skip_proven(self, names: list[str]) -> None:
         """Stages up to date by their proofs, upstream included (`runsetup.proven`): settled
         first, outside the frontier (which counts only the other stages' upstream)."""
+        self.state.update(dict.fromkeys(names, "ok"))
+        self._as_planned.update(names)
+        self.summary.skipped.extend(names)
         for name in names:
-            self.state[name] = "ok"
-            self._as_planned.add(name)
-            self.summary.skipped.append(name)
             self.reporter.skipped(name, [], (), None, [])
 
     def _warm_up(self, names: list[str], force: bool) -> None:

@@ -25,18 +25,19 @@ def before_run(repo: Repo, reporter: Reporter, names: list[str], backups: Backup
     tidy(repo, reporter)
 
 
-def proven(repo: Repo, names: list[str], force: bool) -> list[str]:
+def proven(repo: Repo, names: list[str], force: bool) -> tuple[list[str], list[str]]:
     """The stages of a run, in run order, whose proofs hold (pivot/uptodate.py) and whose
     upstream in the run all are proven too: up to date whatever else the run does, settled
-    before it starts. Checked as one moment (each file stat-ed once): nothing runs meanwhile."""
+    before it starts; and the others. Checked as one moment (each file stat-ed once): nothing
+    runs meanwhile."""
     if force:
-        return []
+        return [], names
     selected, found = set(names), set()
     with repo.uptodate.steady():
         for name in names:
             if all(u in found for u in repo.graph.upstream[name] if u in selected) and repo.proven(name):
                 found.add(name)
-    return [n for n in names if n in found]
+    return [n for n in names if n in found], [n for n in names if n not in found]
 
 
 def warn_unreadable_locks(repo: Repo, reporter: Reporter, names: list[str]) -> None:

@@ -248,9 +248,12 @@ class Fingerprinter:
             # defaults of a nested function are evaluated where it is created, like a closure
             children.append(Item("closure", f"{key}.<defaults>", (func.__defaults__, func.__kwdefaults__),
                                  module, qualname))
-        flag_children, flag_notes = self._flags(flags, func, key)
+        if flags:
+            flag_children, flag_notes = self._flags(flags, func, key)
+            children.extend(flag_children)
+            notes.extend(flag_notes)
         rel = modules.relpath(filename) if modules.is_user_file(filename) else filename
-        return Node({f"func:{key}": f"{digest} {rel}"}, children + flag_children, notes + flag_notes)
+        return Node({f"func:{key}": f"{digest} {rel}"}, children, notes)
 
     def _foreign_function(self, func: types.FunctionType, module: str) -> Node:
         """Installed code counts by version; user code it holds still counts: what a decorator

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import xxhash
 
 from pivot.hashing import hash_bytes
+from pivot.records import assemble
 
 # Bump when summaries or manifest entries are computed differently: cached summaries are
 # then ignored (and every stage's fingerprint changes once).
@@ -73,4 +74,6 @@ def build_fingerprint(found: dict[str, str], clashes: dict[str, set[str]], notes
         found[k] = merge_values(vs)
     manifest = dict(sorted(found.items()))
     text = "\n".join([f"{k}={v}" for k, v in manifest.items()])
-    return Fingerprint(hash_bytes(text.encode()), manifest, tuple(sorted(notes)))
+    # Fingerprint(...) without its frozen __init__: one per stage on every command
+    return assemble(Fingerprint, digest=hash_bytes(text.encode()), manifest=manifest,
+                    notes=tuple(sorted(notes)) if notes else ())
