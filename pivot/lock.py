@@ -318,12 +318,22 @@ class LockReader:
         # stage -> its lock file's stat (size, mtime, inode, ctime) where a memo older than the
         # racy window vouched for the lock read (pivot/uptodate.py remembers it)
         self.trusted: dict[str, tuple[int, int, int, int]] = {}
+        self._stats: dict[str, os.stat_result | None] = {}
+
+    def stat(self, stage: str) -> os.stat_result | None:
+        """The stat of stage `stage`'s lock file (None: there is none), taken once per command,
+        and again after `wrote`: the proof check (pivot/uptodate.py) and `read` share it."""
+        if stage not in self._stats:
+            try:
+                self._stats[stage] = os.stat(self._prefix + stage_file(stage, LOCK_SUFFIX))
+            except FileNotFoundError:
+                self._stats[stage] = None
+        return self._stats[stage]
 
     def read(self, stage: str) -> StageLock | None:
         path = self._prefix + stage_file(stage, LOCK_SUFFIX)
-        try:  # stat before reading: a write after it changes the stat we remember
-            st = os.stat(path)
-        except FileNotFoundError:
+        st = self.stat(stage)  # before reading: a write after it changes the stat we remember
+        if st is None:
             return None
         sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # any write moves the ctime; a rename the inode
         changed = max(st.st_mtime_ns, st.st_ctime_ns)
@@ -352,9 +362,9 @@ class LockReader:
         """Remember the lock just written to stage `stage`'s file as `data` (racy for now: the
         next reads compare the bytes, which spares them parsing it)."""
         self.trusted.pop(stage, None)
-        try:
-            st = os.stat(self._prefix + stage_file(stage, LOCK_SUFFIX))
-        except FileNotFoundError:
+        self._stats.pop(stage, None)
+        st = self.stat(stage)
+        if st is None:
             return
         sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         self._remember(stage, sig, max(st.st_mtime_ns, st.st_ctime_ns), hash_bytes(data), lock)

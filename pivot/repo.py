@@ -61,6 +61,11 @@ def gc_paused(keep: bool = False) -> Iterator[None]:
             gc.enable()
 
 
+def _declared_outs(stage: Stage) -> tuple[tuple[str, str], ...]:
+    """(path, kind) of each declared output, as a proof of the stage holds them (pivot/uptodate.py)."""
+    return tuple((o.path, str(o.kind)) for o in stage.outs)
+
+
 _NONE: frozenset[str] = frozenset()  # one empty set for every stage (frozenset(set()) makes a new one)
 
 
@@ -95,7 +100,7 @@ class Repo:
         self._lock_problems: dict[str, str | None] = {}
         self.stages_dir = project.stages_dir
         self.lock_reader = lockfile.LockReader(self.stages_dir, self.state)
-        self.uptodate = UpToDate(self.root, self.stages_dir, self.state)
+        self.uptodate = UpToDate(self.root, self.lock_reader.stat, self.state)
         self._fingerprints: dict[str, Fingerprint] = {}
         self._assumed: set[str] = set()  # stages planned with a lock other than their file's (`assume_lock`)
         self._preloaded = False
@@ -173,7 +178,6 @@ class Repo:
 
     def write_lock(self, name: str, lock: StageLock) -> None:
         self.lock_reader.wrote(name, lock, lockfile.write(self.stages_dir, name, lock))
-        self.uptodate.wrote_lock(name)
         self._locks[name] = lock
         self._lock_problems[name] = None
 
@@ -215,10 +219,9 @@ class Repo:
         fingerprint and the locked hash of each output. None: decide it in full (`prepare`)."""
         if name in self._assumed:
             return None
-        s = self.graph.stages[name]
         fp = self.fingerprint(name)
-        outs = tuple((o.path, str(o.kind)) for o in s.outs)
-        held = self.uptodate.holds(name, self.graph.deps[name], outs, fp.digest, self.params_of(name)[1])
+        held = self.uptodate.holds(name, self.graph.deps[name], _declared_outs(self.graph.stages[name]), fp.digest,
+                                   self.params_of(name)[1])
         return None if held is None else (fp, held)
 
     def prove(self, prep: Prepared) -> None:
@@ -232,12 +235,10 @@ class Repo:
         deps = self.graph.deps[name]
         if any(h is None or h.hash != cur.deps[d] for d, h in prep.dep_hashes.items()):
             return
-        keys = [self.hasher.trusted_key(p) for p in (*deps, *self.graph.outs[name])]
-        if any(k is None for k in keys):
+        keys = tuple(k for p in (*deps, *self.graph.outs[name]) if (k := self.hasher.trusted_key(p)) is not None)
+        if len(keys) != len(deps) + len(self.graph.outs[name]):
             return  # a folder, or a file changed too lately to be trusted
-        outs = tuple((o.path, str(o.kind)) for o in prep.stage.outs)
-        self.uptodate.remember(name, lock_key, deps, outs, cur.fingerprint, cur.params,
-                               tuple(k for k in keys if k is not None),
+        self.uptodate.remember(name, lock_key, deps, _declared_outs(prep.stage), cur.fingerprint, cur.params, keys,
                                tuple(cur.outs[o.path][1] or "" for o in prep.stage.outs))
 
     def prepare(

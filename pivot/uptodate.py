@@ -16,13 +16,12 @@ import contextlib
 import marshal
 import os
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
-from pivot.layout import LOCK_SUFFIX, stage_file
 from pivot.state import State
 
 KEY = "uptodate2"  # the state key of the project's proofs
@@ -35,14 +34,13 @@ Outs = tuple[tuple[str, str], ...]  # (path, kind) of each declared output
 class UpToDate:
     """The proofs of the stages last found up to date (see the module's doc)."""
 
-    def __init__(self, root: Path, stages_dir: Path, state: State) -> None:
+    def __init__(self, root: Path, lock_stat: Callable[[str], os.stat_result | None], state: State) -> None:
         self.state = state
         self._prefix = os.path.join(root, "")
-        self._locks = os.path.join(stages_dir, "")
+        self._lock_stat = lock_stat  # a stage's lock file's stat (LockReader.stat: one per command)
         self._rows: dict[str, tuple[Any, ...]] | None = None
         self._new: dict[str, tuple[Any, ...]] = {}
         self._seen: dict[str, StatKey | None] | None = None  # inside `steady`: stats taken
-        self._lock_keys: dict[str, StatKey | None] = {}  # stage -> its lock file's stat, taken once
 
     def _all(self) -> dict[str, tuple[Any, ...]]:
         if self._rows is None:
@@ -91,26 +89,17 @@ class UpToDate:
         return dict(zip([o[0] for o in outs], hashes, strict=True))
 
     def _lock_key(self, name: str) -> StatKey | None:
-        if name in self._lock_keys:
-            return self._lock_keys[name]
         try:
-            st = os.stat(self._locks + stage_file(name, LOCK_SUFFIX))
+            st = self._lock_stat(name)
         except OSError:
-            key = None
-        else:
-            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        self._lock_keys[name] = key
-        return key
+            return None
+        return None if st is None else (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def lock_unchanged(self, name: str) -> bool:
         """Stage `name`'s lock file is the one it was last found up to date with (so it can be
         read): a run's checks before its first stage need not read it."""
         row = self._all().get(name)
         return row is not None and self._lock_key(name) == row[1]
-
-    def wrote_lock(self, name: str) -> None:
-        """Stage `name`'s lock file was just written: its stat is taken again when asked."""
-        self._lock_keys.pop(name, None)
 
     def remember(self, name: str, lock_key: StatKey, deps: tuple[str, ...], outs: Outs, fingerprint: str,
                  params: dict[str, Any] | None, keys: tuple[StatKey, ...], hashes: tuple[str, ...]) -> None:
