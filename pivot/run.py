@@ -91,11 +91,12 @@ class Runner:
         self.repo.check_params(names)
         self.landing = Landing(self.repo)
         self._check_runnable(names, opts.force)  # before anything changes
-        runsetup.before_run(self.repo, self.reporter, names, self.backups, self.logs_dir)
+        runsetup.before_run(self.repo, self.reporter, self.backups, self.logs_dir)
         self._fetch_missing(opts, names)
         self.summary = Summary()
         self.state = {n: "pending" for n in names}
         proven, rest = runsetup.proven(self.repo, names, opts.force or bool(self.landing.produced))
+        runsetup.warn_unreadable_locks(self.repo, self.reporter, rest)
         self.frontier = Frontier(graph, rest)  # pending stages whose upstream has settled
         self.failed_upstream: dict[str, str] = {}  # a stage not run -> the failed stage that stopped it
         self.running: dict[Future[StageResult], tuple[Prepared, list[str]]] = {}

@@ -12,14 +12,13 @@ from pivot import gitignore, tracked
 from pivot.backups import Backups, clear_leftovers
 from pivot.graph import Graph
 from pivot.planning import Planned
-from pivot.repo import Repo
+from pivot.repo import Repo, gc_paused
 from pivot.reporter import Reporter, Summary
 
 
-def before_run(repo: Repo, reporter: Reporter, names: list[str], backups: Backups, logs_dir: Path) -> None:
-    """What a run does before deciding anything: unreadable locks named, outputs a killed run
-    moved aside put back, its temporaries cleared, orphan locks removed, .gitignore updated."""
-    warn_unreadable_locks(repo, reporter, names)
+def before_run(repo: Repo, reporter: Reporter, backups: Backups, logs_dir: Path) -> None:
+    """What a run does before deciding anything: outputs a killed run moved aside put back, its
+    temporaries cleared, orphan locks removed, .gitignore updated."""
     backups.recover(repo.graph.outs)
     clear_leftovers(repo.cache.dir, repo.project.stages_dir, logs_dir)
     tidy(repo, reporter)
@@ -33,7 +32,7 @@ def proven(repo: Repo, names: list[str], force: bool) -> tuple[list[str], list[s
     if force:
         return [], names
     selected, found = set(names), set()
-    with repo.uptodate.steady():
+    with repo.uptodate.steady(), gc_paused(keep=True):  # fingerprints and proofs, kept to the end
         for name in names:
             if all(u in found for u in repo.graph.upstream[name] if u in selected) and repo.proven(name):
                 found.add(name)
@@ -41,7 +40,8 @@ def proven(repo: Repo, names: list[str], force: bool) -> tuple[list[str], list[s
 
 
 def warn_unreadable_locks(repo: Repo, reporter: Reporter, names: list[str]) -> None:
-    """A lock is derived data: an unreadable one is rewritten when its stage runs."""
+    """A lock is derived data: an unreadable one is rewritten when its stage runs. Asked of the
+    stages not proven up to date (a proof holds only for the lock file it was taken with)."""
     for name in names:
         if repo.uptodate.lock_unchanged(name):
             continue  # read without a problem when its stage was last found up to date
