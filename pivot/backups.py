@@ -4,12 +4,14 @@ fails, dropped once it is locked, and brought back by the next run after a kill.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pivot.confine import Confinement
+from pivot.listings import Listings
 from pivot.outputs import Out
 
 
@@ -21,17 +23,22 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
-def clear_leftovers(cache_dir: Path, stages_dir: Path, logs_dir: Path) -> None:
+def clear_leftovers(cache_dir: Path, stages_dir: Path, logs_dir: Path, listings: Listings | None = None) -> None:
     """Partial cache objects left by killed workers, half-written lock files and running-log
-    markers of a killed run (the caller holds the project lock)."""
+    markers of a killed run (the caller holds the project lock). `listings`: a folder unchanged
+    since a listing found nothing is not listed again (pivot/listings.py)."""
     shutil.rmtree(cache_dir / "tmp", ignore_errors=True)
     for folder, pattern in ((stages_dir, ".*.lock.*.tmp"), (logs_dir, "*.running")):
-        try:  # names matched as strings, no Path per entry: 10,000 locks and logs on every run
-            found = fnmatch.filter(os.listdir(folder), pattern)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for name in found:
+        find = functools.partial(_matching, folder, pattern)
+        for name in find() if listings is None else listings.answer(f"leftovers {pattern}", str(folder), find):
             (folder / name).unlink(missing_ok=True)
+
+
+def _matching(folder: Path, pattern: str) -> list[str]:
+    try:  # names matched as strings, no Path per entry: 10,000 locks and logs on every run
+        return fnmatch.filter(os.listdir(folder), pattern)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 class Backups:

@@ -8,8 +8,9 @@ and before checkout writes into the workspace.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pivot.layout import CACHE_DIR, PIVOT_DIR
@@ -22,11 +23,15 @@ class Confinement:
 
     `listing`: whether a path is a link is answered from one listing of its folder (many paths
     checked in the same folders: status, the graph); False asks the path itself, one lstat (a
-    worker checks one stage's outputs in a folder that may hold thousands of files)."""
+    worker checks one stage's outputs in a folder that may hold thousands of files). `recall`:
+    asked (folder, how to list it) for a folder's links, it may answer from a listing made by an
+    earlier command (pivot/listings.py)."""
 
-    def __init__(self, root: str | Path, listing: bool = True) -> None:
+    def __init__(self, root: str | Path, listing: bool = True,
+                 recall: Callable[[str, Callable[[], frozenset[str]]], frozenset[str]] | None = None) -> None:
         self.root = os.path.realpath(root)
         self._listing = listing
+        self._recall = recall
         self.owned = os.path.join(self.root, PIVOT_DIR)
         # The cache may live elsewhere (.pivot/cache a link to another disk); an output that is a
         # link to one of its objects is Pivot's own doing (the symlink link mode), not an escape.
@@ -46,11 +51,10 @@ class Confinement:
         lstat per path (a status of a thousand stages checks two thousand paths)."""
         links = self._links.get(real_folder)
         if links is None:
-            try:
-                with os.scandir(real_folder) as entries:
-                    links = frozenset(e.name for e in entries if e.is_symlink())
-            except OSError:  # missing, not a folder, unreadable: nothing here is a link we can follow
-                links = frozenset()
+            if self._recall is None:
+                links = _links_listed(real_folder)
+            else:
+                links = self._recall(real_folder, functools.partial(_links_listed, real_folder))
             self._links[real_folder] = links
         return links
 
@@ -128,6 +132,14 @@ class Confinement:
                 if entry.is_dir():
                     stack.append(child)
         return None
+
+
+def _links_listed(real_folder: str) -> frozenset[str]:
+    try:
+        with os.scandir(real_folder) as entries:
+            return frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:  # missing, not a folder, unreadable: nothing here is a link we can follow
+        return frozenset()
 
 
 def _within(path: str, folder: str) -> bool:

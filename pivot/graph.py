@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pivot import tracked
 from pivot.confine import Confinement
 from pivot.errors import GraphError
 from pivot.outputs import Out
 from pivot.stage import Stage
+
+if TYPE_CHECKING:
+    from pivot.listings import Listings
 
 # A path that is already normal: relative, POSIX, no empty, '.' or '..' part, outside .pivot/ and
 # .git/, not blank (most declared paths; checked by one match instead of the steps below).
@@ -116,12 +120,12 @@ class Graph:
         return found
 
 
-def build(stages: list[Stage], root: Path) -> Graph:
+def build(stages: list[Stage], root: Path, listings: Listings | None = None) -> Graph:
     """Check the stages and order them. The graph's stages carry their paths resolved: every
     dep and output path is normalised (project-relative POSIX), so later code never re-pairs
-    declarations with paths."""
+    declarations with paths. `listings`: which folders hold links may be remembered there."""
     resolved = [_resolve(s) for s in stages]
-    _confine(resolved, root)
+    _confine(resolved, root, listings)
     producer = _producers(resolved)
     g = Graph(stages={s.name: s for s in resolved}, deps={s.name: s.deps for s in resolved},
               outs={s.name: tuple(o.path for o in s.outs) for s in resolved}, producer=producer)
@@ -163,9 +167,11 @@ def _with_path(out: Out, path: str) -> Out:
     return out if out.path == path else replace(out, path=path)
 
 
-def _confine(stages: list[Stage], root: Path) -> None:
+def _confine(stages: list[Stage], root: Path, listings: Listings | None) -> None:
     """No dep or output may lead outside the project, or into .pivot/, through a symlink."""
-    found = Confinement(root).first_problem(p for s in stages for p in (*s.deps, *(o.path for o in s.outs)))
+    recall = None if listings is None else functools.partial(listings.answer, "links")
+    paths = (p for s in stages for p in (*s.deps, *(o.path for o in s.outs)))
+    found = Confinement(root, recall=recall).first_problem(paths)
     if found is None:
         return
     path, problem = found

@@ -28,7 +28,7 @@ def plan(repo: Repo, targets: tuple[str, ...] = (), single: bool = False, force:
     the stages after it are decided too: the remote is asked once per wave of such stages."""
     with gc_paused(keep=True), repo.hasher.steady(), repo.uptodate.steady():
         planned = _plan(repo, targets, single, force, policy, on_remote, runs)
-    repo.uptodate.save()
+    repo.remember()
     return planned
 
 

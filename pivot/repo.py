@@ -17,7 +17,8 @@ from pivot.confine import Confinement
 from pivot.errors import Escaped, LockError
 from pivot.fingerprint import Fingerprint, Fingerprinter
 from pivot.graph import Graph, build
-from pivot.hashing import Hasher, changed_entries, parse_manifest
+from pivot.hashing import Hasher, changed_entries, hash_bytes, parse_manifest
+from pivot.listings import Listings
 from pivot.lock import StageLock
 from pivot.project import Project, load_project
 from pivot.records import DirEntry, PathHash, PathRecord, assemble
@@ -89,9 +90,10 @@ class Repo:
         self.hasher = Hasher(self.root, self.state)
         self.cache = Cache(project.cache_dir, project.config.link)
         self.fingerprinter = Fingerprinter(self.root, self.state)
+        self.listings = Listings(self.state)
         os.chdir(self.root)
         with gc_paused(keep=True):  # the pipeline lives as long as the process
-            self.graph: Graph = build(load_stages(self.root, project.config.pipeline), self.root)
+            self.graph: Graph = build(load_stages(self.root, project.config.pipeline), self.root, self.listings)
         self.stages = list(self.graph.stages.values())  # paths resolved
         self.overrides = params_mod.load_overrides(self.root)
         params_mod.check_sections(self.overrides, self.stages)
@@ -112,9 +114,14 @@ class Repo:
     def close(self) -> None:
         self.state.close()
 
-    def commit(self) -> None:
-        """Write what this process remembered (proofs of up-to-date stages, the state's rows)."""
+    def remember(self) -> None:
+        """Write the proofs of up-to-date stages and the folders' listings this command made."""
         self.uptodate.save()
+        self.listings.save()
+
+    def commit(self) -> None:
+        """Write what this process remembered (`remember`, and the state's rows)."""
+        self.remember()
         self.state.commit()
 
     # -- params ----------------------------------------------------------
@@ -163,8 +170,11 @@ class Repo:
 
     def orphan_locks(self) -> list[OrphanLock]:
         """Lock files of stages the pipeline no longer defines (renamed or removed)."""
-        return [OrphanLock(name, self.lock_file(name))
-                for name in lockfile.unknown_locks(self.stages_dir, self.graph.stages)]
+        known = self.graph.stages
+        names = self.listings.answer("orphan locks", str(self.stages_dir),
+                                     lambda: lockfile.unknown_locks(self.stages_dir, known),
+                                     hash_bytes("\0".join(known).encode()))
+        return [OrphanLock(name, self.lock_file(name)) for name in names]
 
     def remove_orphan(self, orphan: OrphanLock) -> None:
         (self.root / orphan.path).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ def before_run(repo: Repo, reporter: Reporter, backups: Backups, logs_dir: Path)
     """What a run does before deciding anything: outputs a killed run moved aside put back, its
     temporaries cleared, orphan locks removed, .gitignore updated."""
     backups.recover(repo.graph.outs)
-    clear_leftovers(repo.cache.dir, repo.project.stages_dir, logs_dir)
+    clear_leftovers(repo.cache.dir, repo.project.stages_dir, logs_dir, repo.listings)
     tidy(repo, reporter)
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
 import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import xxhash
 
 from pivot.errors import StateError
 from pivot.records import FileMemo, FileMemoRow, FolderMemo
@@ -248,6 +251,13 @@ class State:
     def put_blob(self, key: str, value: bytes) -> None:
         self._do(lambda db: db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, value)))
 
+    def get_sealed(self, key: str) -> Any:
+        """The value `put_sealed` stored under `key`; None when there is none or it is damaged."""
+        return unseal(self.get_blob(key))
+
+    def put_sealed(self, key: str, value: Any) -> None:
+        self.put_blob(key, seal(value))
+
     def put_json(self, key: str, value: Any) -> None:
         text = json.dumps(value)
         self._do(lambda db: db.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (key, text)))
@@ -286,3 +296,22 @@ class State:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+_SEAL = 8  # bytes of checksum before a sealed value
+
+
+def seal(value: Any) -> bytes:
+    """`value` (what marshal writes) as bytes with a checksum: a damaged row reads as none."""
+    payload = marshal.dumps(value)
+    return xxhash.xxh3_64_digest(payload) + payload
+
+
+def unseal(blob: bytes | None) -> Any:
+    """The value `seal` made `blob` from; None when it is missing or damaged."""
+    if not isinstance(blob, bytes) or xxhash.xxh3_64_digest(blob[_SEAL:]) != blob[:_SEAL]:
+        return None
+    try:
+        return marshal.loads(blob[_SEAL:])
+    except (ValueError, TypeError, EOFError):
+        return None

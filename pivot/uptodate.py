@@ -22,10 +22,9 @@ from typing import Any
 
 import xxhash
 
-from pivot.state import State
+from pivot.state import State, unseal
 
 KEY = "uptodate2"  # the state key of the project's proofs
-_SUM = 8  # bytes of checksum before the payload
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns (as the hash memo's)
 Outs = tuple[tuple[str, str], ...]  # (path, kind) of each declared output
@@ -118,8 +117,7 @@ class UpToDate:
         rows = self._all()
         rows.update(self._new)
         self._new = {}
-        payload = marshal.dumps(rows)
-        self.state.put_blob(KEY, xxhash.xxh3_64_digest(payload) + payload)
+        self.state.put_sealed(KEY, rows)
 
 
 def _digest(lock_key: StatKey, fingerprint: str, params: dict[str, Any] | None, deps: tuple[str, ...],
@@ -131,12 +129,7 @@ def _digest(lock_key: StatKey, fingerprint: str, params: dict[str, Any] | None, 
 
 def decode(blob: bytes | None) -> dict[str, tuple[Any, ...]]:
     """The proofs stored as `blob` by stage; none when it is missing or damaged."""
-    if not isinstance(blob, bytes) or xxhash.xxh3_64_digest(blob[_SUM:]) != blob[:_SUM]:
-        return {}
-    try:
-        rows = marshal.loads(blob[_SUM:])
-    except (ValueError, TypeError, EOFError):
-        return {}
+    rows = unseal(blob)
     if not isinstance(rows, dict) or not all(isinstance(r, tuple) and len(r) == 3 for r in rows.values()):
         return {}
     return rows

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("storage", ("pivot.state", "pivot.walk", "pivot.hashing", "pivot.cache", "pivot.lock", "pivot.git",
                  "pivot.history", "pivot.gitignore", "pivot.tracked", "pivot.runlock", "pivot.importing",
                  "pivot.memolog", "pivot.reporter", "pivot.config", "pivot.project", "pivot.remote_config",
-                 "pivot.runrecord", "pivot.uptodate")),
+                 "pivot.runrecord", "pivot.uptodate", "pivot.listings")),
     ("definition", ("pivot.outputs", "pivot.limits", "pivot.stage", "pivot.sweep", "pivot.params",
                     "pivot.overrides", "pivot.graph", "pivot.fingerprint.*")),
     ("engine", ("pivot.status", "pivot.repo", "pivot.workspace", "pivot.executor.*", "pivot.run", "pivot.budget",
