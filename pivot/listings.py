@@ -3,14 +3,16 @@
 Before deciding anything, a run looks through folders that hold one file per stage or per
 output (.pivot/stages, .pivot/logs, a folder of outputs) for what is almost never there: the
 lock file of a stage no longer defined, a killed run's temporaries, a symbolic link. At 10,000
-stages each listing costs milliseconds, on every command.
+stages each listing costs milliseconds, on every command. So does reading the project's
+.gitignore to see that its block lists every cached output (one line per output).
 
 Adding, removing or renaming an entry in a folder (a link put in place of a file, too) changes
 the folder's mtime and ctime, and a ctime cannot be set back. So while a folder's stat is the
 one taken just before a listing, what that listing found still holds. A folder changed less
 than RACY_NS before that stat is not remembered: a second change in the same timestamp tick
-would leave the same stat (as `Cache.holds_all` does for the cache's folders). All answers are
-one checksummed row of the state database; a damaged row is forgotten.
+would leave the same stat (as `Cache.holds_all` does for the cache's folders); the same holds
+for a file, whose writes move its mtime and ctime. All answers are one checksummed row of the
+state database; a damaged row is forgotten.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 from pivot import gitignore, tracked
 from pivot.backups import Backups, clear_leftovers
 from pivot.graph import Graph
+from pivot.hashing import hash_bytes
 from pivot.planning import Planned
 from pivot.repo import Repo, gc_paused
 from pivot.reporter import Reporter, Summary
@@ -65,8 +66,11 @@ def tidy(repo: Repo, reporter: Reporter) -> None:
 
 
 def update_gitignore(repo: Repo) -> None:
-    paths = [o.path for s in repo.stages for o in s.outs if o.cached]
-    gitignore.update(repo.root, paths + tracked.paths(repo.root))
+    """The managed block lists every cached output and tracked path. Not read again while the
+    file's stat is the one taken before it was last found listing these very paths."""
+    paths = [o.path for s in repo.stages for o in s.outs if o.cached] + tracked.paths(repo.root)
+    repo.listings.answer("lists cached outputs", str(repo.root / ".gitignore"),
+                         lambda: gitignore.update(repo.root, paths), hash_bytes("\0".join(paths).encode()))
 
 
 def first_run_modules(repo: Repo, names: list[str], force: bool) -> list[str] | None:

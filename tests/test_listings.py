@@ -56,7 +56,7 @@ def with_answers(project: Project) -> Project:
     assert "nothing to run" in project.pivot("run").stdout
     assert remembered(project) >= {("links", "data"), ("orphan locks", ".pivot/stages"),
                                    ("leftovers .*.lock.*.tmp", ".pivot/stages"),
-                                   ("leftovers *.running", ".pivot/logs")}
+                                   ("leftovers *.running", ".pivot/logs"), ("lists cached outputs", ".gitignore")}
     return project
 
 
@@ -121,6 +121,21 @@ def test_what_appears_in_a_remembered_folder_is_found(project: Project, change: 
     assert (project.root / path).exists()
     project.pivot("run")
     assert not (project.root / path).exists(), path
+
+
+@pytest.mark.parametrize("change", ["block edited", "output added"])
+def test_the_gitignore_lists_every_cached_output_again(project: Project, change: str) -> None:
+    with_answers(project)
+    gitignore = project.root / ".gitignore"
+    if change == "block edited":
+        gitignore.write_text(gitignore.read_text().replace("/data/upper.txt\n", ""))
+    else:  # the file is as remembered: the outputs declared are not
+        project.pipeline(PIPELINE.replace('outs=["data/final.txt"]', 'outs=["data/final.txt", "data/more.txt"]')
+                         .replace('+ "!")', '+ "!"); open("data/more.txt", "w").write("more")'))
+    project.pivot("run")
+    listed = gitignore.read_text().splitlines()
+    assert "/data/upper.txt" in listed and "/data/final.txt" in listed, listed
+    assert change == "block edited" or "/data/more.txt" in listed, listed
 
 
 def test_a_link_put_in_place_of_an_output_is_refused(project: Project, tmp_path: Path) -> None:

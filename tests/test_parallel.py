@@ -160,7 +160,7 @@ def test_default_jobs_follow_the_cpus_available(project: Project) -> None:
 
 
 def test_available_cpus_respects_a_cgroup_quota(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pivot.executor import local as executor
+    from pivot.executor import base as executor
 
     class FakePath:
         content: str | None = None

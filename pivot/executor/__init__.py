@@ -2,24 +2,43 @@
 base.py): submit a task, get a future of its result, and read the executor's `capabilities`,
 so a local process pool, an in-process runner or a distributed engine are interchangeable.
 
-    base.py           the interface: StageTask, OutSpec, StageResult, Capabilities, Executor
+    base.py           the interface: StageTask, OutSpec, StageResult, Capabilities, Executor;
+                      available_cpus
     workers.py        PoolExecutor: the local pool of warm worker processes, one pipe each
     local.py          the worker's set-up, Solo (a stage in a process of its own), the inline
-                      executor, call_stage, available_cpus
+                      executor, call_stage
     factory.py        make_executor / executor_factory: an executor from the `executor:` config
     dask_settings.py  the `executor:` mapping resolved and checked (no cluster needed)
     dask_client.py    DaskExecutor, the half on this machine (imports distributed when built)
     dask_worker.py    the half that runs on a Dask worker
     dask_transfer.py  objects between a cache and the shared remote, for both halves
 
-Importing this package imports neither dask, distributed nor cloudpickle.
+Importing this package imports neither dask, distributed nor cloudpickle, and none of its
+modules until a name from one is first asked for (PEP 562): a run with every stage up to date
+starts no executor and needs only `base`.
 """
 
-from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask
-from pivot.executor.dask_settings import KINDS, DaskSettings, check_kind, resolve_settings
-from pivot.executor.factory import executor_factory, make_executor
-from pivot.executor.local import InlineExecutor, available_cpus, call_stage, execute
-from pivot.executor.workers import PoolExecutor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, available_cpus
+    from pivot.executor.dask_settings import KINDS, DaskSettings, check_kind, resolve_settings
+    from pivot.executor.factory import executor_factory, make_executor
+    from pivot.executor.local import InlineExecutor, call_stage, execute
+    from pivot.executor.workers import PoolExecutor
+
+# Each name this package exports -> the module of the package that defines it.
+_HOMES = {
+    **dict.fromkeys(("LOCAL", "Capabilities", "Executor", "OutSpec", "StageResult", "StageTask", "available_cpus"),
+                    "base"),
+    **dict.fromkeys(("KINDS", "DaskSettings", "check_kind", "resolve_settings"), "dask_settings"),
+    **dict.fromkeys(("executor_factory", "make_executor"), "factory"),
+    **dict.fromkeys(("InlineExecutor", "call_stage", "execute"), "local"),
+    "PoolExecutor": "workers",
+}
 
 __all__ = [
     "KINDS",
@@ -40,3 +59,12 @@ __all__ = [
     "make_executor",
     "resolve_settings",
 ]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

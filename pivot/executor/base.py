@@ -15,8 +15,8 @@ the runner then brings them in from the cache and writes metrics from `StageResu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +25,8 @@ from pivot.limits import DEFAULT, Limits
 from pivot.records import FileMemoRow, OutputKind, PathRecord
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from pivot.fingerprint import Fingerprint
 
 
@@ -109,3 +111,18 @@ class Executor(Protocol):
     def submit(self, task: StageTask) -> Future[StageResult]: ...
 
     def shutdown(self, kill: bool = False) -> None: ...
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)

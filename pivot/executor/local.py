@@ -283,18 +283,3 @@ def sigint_held() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)

@@ -104,10 +104,12 @@ def executor_factory(repo: Repo, request: RunRequest) -> Callable[[], Executor] 
     """None for the local pool; for dask, a factory that connects when the first stage must run
     (a run where everything is up to date needs no cluster). Everything that can be checked
     without the cluster is checked now, before anything changes."""
-    from pivot.executor import check_kind, executor_factory  # lazy: start-up
-
     config = dict(repo.project.config.executor) if request.executor != "local" else {}
-    kind = check_kind(request.executor or ("dask" if request.scheduler else None) or config.get("kind") or "local")
+    kind = request.executor or ("dask" if request.scheduler else None) or config.get("kind") or "local"
+    if kind != "local":
+        from pivot.executor import check_kind  # lazy: the dask settings only when another kind is named
+
+        kind = check_kind(kind)
     if kind == "local":
         for flag, given in (("--scheduler", request.scheduler), ("--remote", request.remote),
                             ("--no-download", request.no_download)):
@@ -116,6 +118,8 @@ def executor_factory(repo: Repo, request: RunRequest) -> Callable[[], Executor] 
         return None
     if request.dry_run:
         return None
+    from pivot.executor import executor_factory  # lazy: the dask settings only for dask
+
     # The command line over the configuration, key by key.
     options: dict[str, Any] = {**config, "download": not request.no_download}
     options.update({k: v for k, v in (("scheduler", request.scheduler), ("remote", request.remote)) if v})
