@@ -7,6 +7,7 @@ import heapq
 import os
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -64,6 +65,20 @@ def _ancestors(path: str) -> list[str]:
     return found
 
 
+def _folders(folder: str) -> list[str]:
+    """`folder` and the folders above it (`a/b` -> `a`, `a/b`); none for the root (``)."""
+    return [*_ancestors(folder), folder] if folder else []
+
+
+def _by_folder(paths: Iterable[str]) -> dict[str, list[str]]:
+    """`paths` by the folder they are in: what lies above a path is its folder and what lies
+    above that, worked out once per folder (10,000 outputs in one folder: once)."""
+    found: dict[str, list[str]] = {}
+    for p in paths:
+        found.setdefault(p.rpartition("/")[0], []).append(p)
+    return found
+
+
 @dataclass
 class Graph:
     stages: dict[str, Stage]
@@ -74,15 +89,20 @@ class Graph:
     upstream: dict[str, set[str]] = field(default_factory=dict)
     downstream: dict[str, set[str]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    # folder -> the stages whose output is that folder or one above it (filled as deps are looked up)
+    _above: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def producers_of(self, dep: str) -> set[str]:
         """Stages whose outputs are the dep, contain it, or lie inside it."""
         found: set[str] = set()
         if dep in self.producer:
             found.add(self.producer[dep])
-        for anc in _ancestors(dep):
-            if anc in self.producer:
-                found.add(self.producer[anc])
+        folder = dep.rpartition("/")[0]
+        if folder:
+            above = self._above.get(folder)
+            if above is None:
+                above = self._above[folder] = tuple(self.producer[a] for a in _folders(folder) if a in self.producer)
+            found.update(above)
         found.update(self.inside.get(dep, ()))
         return found
 
@@ -124,14 +144,17 @@ def build(stages: list[Stage], root: Path, listings: Listings | None = None) -> 
     """Check the stages and order them. The graph's stages carry their paths resolved: every
     dep and output path is normalised (project-relative POSIX), so later code never re-pairs
     declarations with paths. `listings`: which folders hold links may be remembered there."""
-    resolved = [_resolve(s) for s in stages]
+    resolved = _resolve_all(stages)
     _confine(resolved, root, listings)
     producer = _producers(resolved)
+    by_folder = _by_folder(producer)
+    _check_nesting(producer, by_folder)
     g = Graph(stages={s.name: s for s in resolved}, deps={s.name: s.deps for s in resolved},
               outs={s.name: tuple(o.path for o in s.outs) for s in resolved}, producer=producer)
-    for p, s_name in producer.items():
-        for anc in _ancestors(p):
-            g.inside.setdefault(anc, set()).add(s_name)
+    for folder, paths in by_folder.items():
+        names = {producer[p] for p in paths}
+        for anc in _folders(folder):
+            g.inside.setdefault(anc, set()).update(names)
     tracked_data = tracked.read_all(root)  # a tracked path may be absent here: 'pivot checkout' restores it
     _not_tracked(producer, tracked_data)
     g.upstream = {s.name: set() for s in resolved}
@@ -149,6 +172,16 @@ def build(stages: list[Stage], root: Path, listings: Listings | None = None) -> 
                 g.downstream[u].add(s.name)
     g.order = _order(resolved, g.upstream, g.downstream)
     return g
+
+
+def _resolve_all(stages: list[Stage]) -> list[Stage]:
+    """`_resolve` of each stage; each distinct path matched once (a chain's output is the next
+    stage's dep): when all are normal, only a stage with a repeated dep changes."""
+    paths = {p for s in stages for p in s.deps}
+    paths.update(o.path for s in stages for o in s.outs)
+    if all(map(_NORMAL.fullmatch, paths)):
+        return [s if len(s.deps) < 2 or len(set(s.deps)) == len(s.deps) else _resolve(s) for s in stages]
+    return [_resolve(s) for s in stages]
 
 
 def _resolve(s: Stage) -> Stage:
@@ -188,7 +221,7 @@ def _escapes(s: Stage, role: str, path: str, problem: str | None) -> NoReturn:
 
 
 def _producers(stages: list[Stage]) -> dict[str, str]:
-    """Output path -> the stage that produces it; one producer per output, and no nesting."""
+    """Output path -> the stage that produces it; one producer per output."""
     producer: dict[str, str] = {}
     for s in stages:
         for o in s.outs:
@@ -197,14 +230,19 @@ def _producers(stages: list[Stage]) -> dict[str, str]:
                 who = f"stages '{other}' and '{s.name}' both" if other != s.name else f"stage '{s.name}' twice"
                 raise GraphError(f"{who} declare output '{o.path}'; an output must have one producer")
             producer[o.path] = s.name
-    for p, name in producer.items():
-        for anc in _ancestors(p):
+    return producer
+
+
+def _check_nesting(producer: dict[str, str], by_folder: dict[str, list[str]]) -> None:
+    """No output lies inside another (`by_folder`: the output paths by folder)."""
+    for folder, paths in by_folder.items():
+        for anc in _folders(folder):
             if anc in producer:
+                p = paths[0]
                 raise GraphError(
-                    f"output '{p}' of stage '{name}' is inside output '{anc}' of stage '{producer[anc]}'; "
+                    f"output '{p}' of stage '{producer[p]}' is inside output '{anc}' of stage '{producer[anc]}'; "
                     "outputs may not nest"
                 )
-    return producer
 
 
 def _not_tracked(producer: dict[str, str], tracked_data: list[tracked.Tracked]) -> None:

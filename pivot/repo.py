@@ -116,7 +116,7 @@ class Repo:
 
     def remember(self) -> None:
         """Write the proofs of up-to-date stages and the folders' listings this command made."""
-        self.uptodate.save()
+        self.uptodate.save(self.graph.stages)
         self.listings.save()
 
     def commit(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from pivot.backups import Backups, clear_leftovers
 from pivot.budget import Budget, refusal
 from pivot.errors import PivotError, ResourceError, WorkerRefused
 from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask
+from pivot.executor.workers import PoolExecutor
 from pivot.graph import Frontier
 from pivot.landing import Landing
 from pivot.layout import stage_file
@@ -27,10 +29,11 @@ from pivot.runcache import Hit, RunCache, key_of
 from pivot.speculate import followers
 from pivot.status import UP_TO_DATE, Decision, decide
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future
+# The local pool (with concurrent.futures, logging and pickle) is imported with this module, before the
+# pipeline: a project module named like one of the standard library's (logging.py) must not stand in for
+# them, here or in the forked workers.
 
-    from pivot.executor.workers import PoolExecutor
+if TYPE_CHECKING:
     from pivot.remote import Storage
 
 
@@ -71,7 +74,8 @@ class Runner:
         self.jobs = max(1, jobs or 1)
         # Workers: see runsetup.workers. Their answers are read in `_wait` (pumped), by no thread of the
         # pool; forked from this process, which has the pipeline imported, when that is safe.
-        self._factory = executor_factory or self._local_pool
+        self._factory = executor_factory or (lambda: PoolExecutor(
+            runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True, fork=True))
         self._executor: Executor | None = None
         self._default_pool = executor_factory is None  # the local pool, started early on a first run
         self._unrecorded: list[tuple[Prepared, StageLock]] = []  # run records not yet written (_record_runs)
@@ -159,20 +163,8 @@ class Runner:
         modules = runsetup.first_run_modules(self.repo, names, force) if self._default_pool else None
         if modules is not None:
             self._start_executor()
-            pool = self._pool()
-            if pool is not None:
-                pool.preload(modules, self.jobs)
-
-    def _local_pool(self) -> Executor:
-        from pivot.executor.workers import PoolExecutor  # lazy: a run with every stage up to date starts none
-
-        return PoolExecutor(runsetup.workers(self.repo.graph, self.state, self.jobs), self.root, pumped=True, fork=True)
-
-    def _pool(self) -> PoolExecutor | None:
-        """The executor when it is the local pool of workers (whose answers this process reads)."""
-        from pivot.executor.workers import PoolExecutor  # lazy: loaded by the time there is an executor
-
-        return self._executor if isinstance(self._executor, PoolExecutor) else None
+            if isinstance(self._executor, PoolExecutor):
+                self._executor.preload(modules, self.jobs)
 
     def _plan_with_remote(self, opts: RunOptions, names: list[str],
                           wanted: dict[str, NeededOutput] | None = None) -> tuple[list[Planned], fresh.Source | None]:
@@ -524,9 +516,7 @@ class Runner:
         before a wait longer than a moment, and at least every quarter second: an open write
         transaction would block `pivot status`, and a commit per stage costs as much as a lock."""
         self._record_runs()  # while the stages just started run
-        from concurrent.futures import FIRST_COMPLETED, wait  # lazy: loaded by the executor
-
-        pool = self._pool()  # its answers are read here
+        pool = self._executor if isinstance(self._executor, PoolExecutor) else None  # answers read here
         done = pool.wait(list(self.running), 0.05) if pool else wait(list(self.running), 0.05, FIRST_COMPLETED).done
         if not done or time.monotonic() - self._committed > 0.25:
             self.repo.state.commit()

@@ -16,7 +16,7 @@ import contextlib
 import marshal
 import os
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +110,16 @@ class UpToDate:
         if self._all().get(name) != row:
             self._new[name] = row
 
-    def save(self) -> None:
-        """Write the proofs remembered by this command (nothing when none are new)."""
+    def save(self, defined: Container[str]) -> None:
+        """Write the proofs remembered by this command (nothing when none are new), without
+        those of stages no longer `defined` (renamed or removed)."""
         if not self._new:
             return
         rows = self._all()
         rows.update(self._new)
         self._new = {}
+        for gone in [n for n in rows if n not in defined]:
+            del rows[gone]
         self.state.put_sealed(KEY, rows)
 
 

@@ -191,3 +191,12 @@ def test_changed_params_are_seen(project: Project) -> None:
     project.write("params.yaml", "train:\n  epochs: 3\n")
     out = project.pivot("status", "--explain").stdout
     assert "train: stale" in out and "param epochs: 2 -> 3" in out, out
+
+
+def test_the_proof_of_a_stage_no_longer_defined_is_dropped(project: Project) -> None:
+    with_proofs(project)
+    project.pipeline(TWO.replace("def final", "def final2"))  # 'final' renamed: its proof is of no use
+    project.pivot("run")
+    time.sleep(2.1)
+    assert "all 2 stage(s) up to date" in project.pivot("status").stdout
+    assert proven(project) == {"upper", "final2"}

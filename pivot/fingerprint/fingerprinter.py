@@ -240,7 +240,7 @@ class Fingerprinter:
             digest, refs, flags = found
             filename = code.co_filename
         digest = modules.unless_edited(filename, digest, notes)
-        closure = cells(func)
+        closure = cells(func) if func.__closure__ else {}
         children: list[Item] = []
         for ref in refs:
             children.extend(self._resolve(ref, func.__globals__, closure, module, key, qualname))
@@ -252,7 +252,8 @@ class Fingerprinter:
             flag_children, flag_notes = self._flags(flags, func, key)
             children.extend(flag_children)
             notes.extend(flag_notes)
-        rel = modules.relpath(filename) if modules.is_user_file(filename) else filename
+        rel = modules.relpath(filename) if (user if filename is code.co_filename else modules.is_user_file(filename)) \
+            else filename
         return Node({f"func:{key}": f"{digest} {rel}"}, children, notes)
 
     def _foreign_function(self, func: types.FunctionType, module: str) -> Node:
