@@ -15,22 +15,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
+from test_fast_paths import TWO
 
 from pivot import listings
 from pivot.state import unseal
 
-PIPELINE = '''
-from pivot import stage
-
-@stage(deps=["data/raw.txt"], outs=["data/upper.txt"])
-def upper():
-    open("data/upper.txt", "w").write(open("data/raw.txt").read().upper())
-
-
-@stage(deps=["data/upper.txt"], outs=["data/final.txt"])
-def final():
-    open("data/final.txt", "w").write(open("data/upper.txt").read() + "!")
-'''
+PIPELINE = TWO  # upper: data/raw.txt -> data/upper.txt; final: data/upper.txt -> data/final.txt
 
 
 def remembered(project: Project) -> set[tuple[str, str]]:
