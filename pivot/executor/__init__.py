@@ -12,11 +12,11 @@ so a local process pool, an in-process runner or a distributed engine are interc
     dask_worker.py    the half that runs on a Dask worker
     dask_transfer.py  objects between a cache and the shared remote, for both halves
 
-Importing this package imports neither dask, distributed nor cloudpickle.
+Importing this package imports neither dask, distributed nor cloudpickle, nor the Dask settings
+(dask_settings.py, dask_cluster.py): a local run does not need them.
 """
 
-from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask
-from pivot.executor.dask_settings import KINDS, DaskSettings, check_kind, resolve_settings
+from pivot.executor.base import KINDS, LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, check_kind
 from pivot.executor.factory import executor_factory, make_executor
 from pivot.executor.local import InlineExecutor, available_cpus, call_stage, execute
 from pivot.executor.workers import PoolExecutor
@@ -25,7 +25,6 @@ __all__ = [
     "KINDS",
     "LOCAL",
     "Capabilities",
-    "DaskSettings",
     "Executor",
     "InlineExecutor",
     "OutSpec",
@@ -38,5 +37,4 @@ __all__ = [
     "execute",
     "executor_factory",
     "make_executor",
-    "resolve_settings",
 ]
