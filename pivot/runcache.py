@@ -128,7 +128,9 @@ class RunCache:
         """Record a successful run (after its outputs are cached and its lock written)."""
         record = make_record(self.repo, prep, lock)
         if record is not None:
-            self.local.put(record.key, record.encode(), new=record.key in self.missing)
+            new = record.key in self.missing
+            self.missing.discard(record.key)  # kept only until its record is written
+            self.local.put(record.key, record.encode(), new=new)
 
     # -- looking up -----------------------------------------------------------
     def _refuse(self, key: str, prep: Prepared, where: str, why: str) -> None:
