@@ -28,6 +28,9 @@ def umask() -> int:
     return umask
 
 
+_holding = False  # the main thread is inside interrupts_deferred (a block inside it need not hold again)
+
+
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, then deliver it: what the block began, it finishes.
@@ -36,14 +39,18 @@ def interrupts_deferred() -> Iterator[None]:
     between creating a temporary file and the `try` that would remove it, or between writing a
     lock and recording that the stage is done. Only the main thread receives signals; elsewhere
     this does nothing."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
-        yield  # signals go to the main thread; a handler set outside Python could not be put back
-        return
+    global _holding
+    if _holding or threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is None:
+        yield  # held already by an outer block (which delivers it when it ends); signals go to the
+        return  # main thread; a handler set outside Python could not be put back
     pending: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    _holding = True
     try:
         yield
     finally:
+        _holding = False
         signal.signal(signal.SIGINT, previous)
         if pending:
             if callable(previous):  # default_int_handler raises KeyboardInterrupt; an outer deferral queues it
@@ -52,15 +59,16 @@ def interrupts_deferred() -> Iterator[None]:
                 signal.raise_signal(signal.SIGINT)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, new: bool = False) -> None:
     """Replace `path` with `data`: readers see the old file or the new one, never a part, and
     an interrupted write leaves no temporary behind. (No fsync, as before: a crash of the machine
-    may lose the new file, never leave a part of it under `path`.)"""
-    mode = _mode_for(path)
+    may lose the new file, never leave a part of it under `path`.) `new`: the caller knows there
+    is no such file yet, so no existing mode is looked for (a new file gets the usual mode)."""
+    mode = 0o666 & ~umask() if new else _mode_for(path)
     with interrupts_deferred():
-        fd, tmp = _create_temporary(path)
+        fd, tmp = create_temporary(path, mode)
         try:
-            if mode != 0o600:
+            if mode & (umask() | 0o7000):  # bits the umask (or open) may have left out: set
                 os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
@@ -79,14 +87,14 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NO
 _names = itertools.count()
 
 
-def _create_temporary(path: Path) -> tuple[int, str]:
+def create_temporary(path: Path, mode: int = 0o600) -> tuple[int, str]:
     """A new file `.<name>.<pid>-<n>.tmp` beside `path` (its folder made when missing), open for
-    writing and readable by its owner only: what tempfile.mkstemp makes, without its cost per call
-    (a first run writes two files per stage)."""
+    writing, made with `mode` less the umask (the file's mode to be: no fchmod for a new file):
+    what tempfile.mkstemp makes, without its cost per call (a first run writes two files per stage)."""
     for _ in range(10_000):
         tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_names)}.tmp")
         try:
-            return os.open(tmp, _FLAGS, 0o600), tmp
+            return os.open(tmp, _FLAGS, mode), tmp
         except FileExistsError:  # left by a killed process whose pid this one has now
             continue
         except FileNotFoundError:

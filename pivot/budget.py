@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,8 @@ def gpu_devices() -> tuple[str, ...]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return ()
+    import subprocess  # lazy: only where nvidia-smi is (a first run's imports are on its path)
+
     try:
         listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):

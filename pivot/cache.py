@@ -232,14 +232,9 @@ class Cache:
 
     # -- writing objects ---------------------------------------------------
     def _tmp(self) -> tuple[int, str]:
-        tmp_dir = self.dir / "tmp"
-        import tempfile  # lazy: only when an object is written (not on a no-op status)
-
-        try:  # the folder is made once: a mkdir per object costs a locked directory lookup (issue #19)
-            return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
-        except FileNotFoundError:
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            return tempfile.mkstemp(prefix="obj.", dir=tmp_dir)
+        # A new file of the temporary folder, made once (a mkdir per object costs a locked
+        # directory lookup, issue #19), readable by its owner only until it is an object.
+        return atomic.create_temporary(self.dir / "tmp" / "obj")
 
     def commit_file(self, tmp: str, digest: str) -> None:
         """Move finished temporary file `tmp` into the cache as object `digest` (dropped if there)."""

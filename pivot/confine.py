@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat as stat_mod
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -27,15 +28,14 @@ class Confinement:
     asked (folder, how to list it) for a folder's links, it may answer from a listing made by an
     earlier command (pivot/listings.py)."""
 
-    def __init__(self, root: str | Path, listing: bool = True,
+    def __init__(self, root: str | Path, listing: bool = True, real: tuple[str, str] | None = None,
                  recall: Callable[[str, Callable[[], frozenset[str]]], frozenset[str]] | None = None) -> None:
-        self.root = os.path.realpath(root)
+        # `real`: the real root and cache folder as `reals` found them (a worker checks each
+        # stage's outputs with a new Confinement, and the project does not move between stages).
+        self.root, self.cache = real or reals(root)
         self._listing = listing
         self._recall = recall
         self.owned = os.path.join(self.root, PIVOT_DIR)
-        # The cache may live elsewhere (.pivot/cache a link to another disk); an output that is a
-        # link to one of its objects is Pivot's own doing (the symlink link mode), not an escape.
-        self.cache = os.path.realpath(os.path.join(self.root, CACHE_DIR))
         self._folders: dict[str, str] = {}
         self._safe_folders: dict[str, bool] = {}  # real folder -> inside the project, outside .pivot/
         self._links: dict[str, frozenset[str]] = {}  # real folder -> names of the links in it
@@ -43,7 +43,7 @@ class Confinement:
     def _real_folder(self, rel_folder: str) -> str:
         real = self._folders.get(rel_folder)
         if real is None:
-            real = self._folders[rel_folder] = os.path.realpath(os.path.join(self.root, rel_folder))
+            real = self._folders[rel_folder] = _realpath_below(self.root, rel_folder)
         return real
 
     def _links_in(self, real_folder: str) -> frozenset[str]:
@@ -111,6 +111,8 @@ class Confinement:
         problem = self.problem(rel)
         if problem is not None:
             return rel, problem
+        if not os.path.isdir(os.path.join(self.root, rel)):
+            return None  # a file (or a link to one, checked above): nothing below it to follow
         stack = [rel]
         seen: set[str] = set()
         while stack:
@@ -140,6 +142,31 @@ def _links_listed(real_folder: str) -> frozenset[str]:
             return frozenset(e.name for e in entries if e.is_symlink())
     except OSError:  # missing, not a folder, unreadable: nothing here is a link we can follow
         return frozenset()
+
+
+def reals(root: str | Path) -> tuple[str, str]:
+    """The real location of a project root and of its cache folder. The cache may live elsewhere
+    (.pivot/cache a link to another disk); an output that is a link to one of its objects is
+    Pivot's own doing (the symlink link mode), not an escape."""
+    real = os.path.realpath(root)
+    return real, os.path.realpath(os.path.join(real, CACHE_DIR))
+
+
+def _realpath_below(real_root: str, rel: str) -> str:
+    """os.path.realpath(real_root/rel) for a real root: one lstat per component of `rel` rather
+    than of the whole path; a link (or anything unusual) on the way is resolved by realpath."""
+    path = real_root
+    for part in rel.split("/") if rel else ():
+        if part in ("", ".", ".."):
+            return os.path.realpath(os.path.join(real_root, rel))
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return os.path.realpath(os.path.join(real_root, rel))
+        if not stat_mod.S_ISDIR(st.st_mode):
+            return os.path.realpath(os.path.join(real_root, rel))
+    return path
 
 
 def _within(path: str, folder: str) -> bool:

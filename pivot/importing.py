@@ -30,10 +30,13 @@ import sys
 import warnings
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
 import xxhash
+
+from pivot import atomic
 
 _IMPORTED: dict[str, str] = {}  # file -> the hash of the bytes this process compiled of it
 
@@ -110,14 +113,8 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
             return None
 
     def _store(self, key: str, value: Any) -> None:
-        try:
-            import tempfile  # lazy: only when a compiled module is written (not on a no-op status)
-
-            os.makedirs(self.cache_dir, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir)
-            with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps(value))
-            os.replace(tmp, os.path.join(self.cache_dir, key))
+        try:  # its folder made when missing; no tempfile (it imports random and shutil: start-up)
+            atomic.write_bytes(Path(self.cache_dir, key), marshal.dumps(value), new=True)
             _prune(self.cache_dir)
         except OSError:
             pass  # a read-only project still imports; it just compiles each time

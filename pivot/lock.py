@@ -385,15 +385,17 @@ def prune_memo(stages_dir: Path, state: State) -> int:
     return state.drop_json(f"lock{LOCK_SCHEMA}:", keep) + state.drop_json(STAT_MEMO, stages) + old
 
 
-def write(stages_dir: Path, stage: str, lock: StageLock) -> bytes:
+def write(stages_dir: Path, stage: str, lock: StageLock, new: bool = False) -> bytes:
     """Write atomically; an identical lock is left untouched (replacing a file costs a flush).
-    Returns the file's bytes."""
+    `new`: the stage had no lock file (a first run): there is none to compare or keep the mode
+    of. Returns the file's bytes."""
     path = lock_path(stages_dir, stage)
     data = dumps(lock).encode()
-    try:
-        if path.read_bytes() == data:
-            return data
-    except FileNotFoundError:
-        pass
-    atomic.write_bytes(path, data)
+    if not new:
+        try:
+            if path.read_bytes() == data:
+                return data
+        except FileNotFoundError:
+            new = True
+    atomic.write_bytes(path, data, new=new)
     return data

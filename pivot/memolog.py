@@ -16,14 +16,16 @@ append to the file it replaced is lost: the entry is just made again the next ti
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 import os
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import xxhash
+
+from pivot import atomic
 
 MAGIC = b"pivot memo log 1\n"
 _LENGTH = struct.Struct("<I")
@@ -108,16 +110,4 @@ def _append(path: str, data: bytes) -> None:
 
 
 def _rewrite(path: str, data: bytes) -> None:
-    import tempfile  # lazy: only when a log is (re)written
-
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic.write_bytes(Path(path), data)  # its folder made when missing; no tempfile (start-up)

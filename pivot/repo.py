@@ -187,7 +187,8 @@ class Repo:
         self._assumed.add(name)  # the lock file no longer vouches for it: no proof is used or taken
 
     def write_lock(self, name: str, lock: StageLock) -> None:
-        self.lock_reader.wrote(name, lock, lockfile.write(self.stages_dir, name, lock))
+        new = self.lock_reader.stat(name) is None  # as this command found it (one stat per command)
+        self.lock_reader.wrote(name, lock, lockfile.write(self.stages_dir, name, lock, new))
         self._locks[name] = lock
         self._lock_problems[name] = None
 
@@ -227,8 +228,8 @@ class Repo:
     def proven(self, name: str) -> tuple[Fingerprint, dict[str, str]] | None:
         """When stage `name` is as it was when last found up to date (pivot/uptodate.py): its
         fingerprint and the locked hash of each output. None: decide it in full (`prepare`)."""
-        if name in self._assumed:
-            return None
+        if name in self._assumed or not self.uptodate.has(name):
+            return None  # no proof: not fingerprinted here (a first run starts its workers first)
         fp = self.fingerprint(name)
         held = self.uptodate.holds(name, self.graph.deps[name], _declared_outs(self.graph.stages[name]), fp.digest,
                                    self.params_of(name)[1])

@@ -117,6 +117,7 @@ class RunCache:
     asked: set[str] = field(default_factory=set)  # keys the remote was asked about
     found: dict[str, bytes] = field(default_factory=dict)  # what it answered
     refused: set[str] = field(default_factory=set)  # keys warned about: never tried again
+    missing: set[str] = field(default_factory=set)  # keys with no local record when looked up
     _packs: RunPacks | None = None  # the remote's run packs as last listed, used again for LISTING_AGE
 
     def __post_init__(self) -> None:
@@ -127,7 +128,9 @@ class RunCache:
         """Record a successful run (after its outputs are cached and its lock written)."""
         record = make_record(self.repo, prep, lock)
         if record is not None:
-            self.local.put(record.key, record.encode())
+            new = record.key in self.missing
+            self.missing.discard(record.key)  # kept only until its record is written
+            self.local.put(record.key, record.encode(), new=new)
 
     # -- looking up -----------------------------------------------------------
     def _refuse(self, key: str, prep: Prepared, where: str, why: str) -> None:
@@ -154,6 +157,8 @@ class RunCache:
         key = lookup_key(prep)
         data = self.local.get(key) if key is not None and key not in self.refused else None
         if key is None or data is None:
+            if key is not None and key not in self.refused:
+                self.missing.add(key)  # nor written since: `save` need not look again
             return None
         where = os.path.relpath(self.repo.cache.dir / relpath(key), self.repo.root)
         hit = self._usable(key, data, prep, None, where)
@@ -220,7 +225,7 @@ class RunCache:
     def find(self, prep: Prepared) -> Hit | None:
         """A usable record for a stale stage as the run reaches it: local, then the remote."""
         hit = self.local_hit(prep)
-        if hit is None and (self.can_ask(prep) or lookup_key(prep) in self.found):
+        if hit is None and self.source is not None and (self.can_ask(prep) or lookup_key(prep) in self.found):
             hit = self.remote_hits({prep.stage.name: prep}).get(prep.stage.name)
         return hit
 

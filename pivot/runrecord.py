@@ -112,11 +112,12 @@ class LocalRuns:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store a record (atomically; an existing one is left as it is: records are immutable)."""
+    def put(self, key: str, data: bytes, new: bool = False) -> None:
+        """Store a record (atomically; an existing one is left as it is: records are immutable).
+        `new`: the caller looked it up in this command and found none."""
         path = self.path(key)
-        if not path.is_file():
-            atomic.write_bytes(path, data)
+        if new or not path.is_file():
+            atomic.write_bytes(path, data, new=True)
 
     def all_keys(self) -> Iterator[str]:
         if not self.dir.is_dir():

@@ -71,6 +71,11 @@ class UpToDate:
             seen[rel] = key
         return key
 
+    def has(self, name: str) -> bool:
+        """Whether stage `name` has a proof at all (none on a first run): when not, nothing of it
+        needs computing to know that `holds` is None."""
+        return name in self._all()
+
     def holds(self, name: str, deps: tuple[str, ...], outs: Outs, fingerprint: str,
               params: dict[str, Any] | None) -> dict[str, str] | None:
         """The locked hash of each output when stage `name` is as it was when last found up to

@@ -7,6 +7,7 @@ must never hide a change: the other tests edit the configuration after it was re
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 
@@ -122,3 +123,58 @@ def test_a_first_run_after_pivot_init_imports_no_pyyaml(project: Project) -> Non
     assert "pivot.run" in found  # the report is real
     assert heavy(found, ("yaml",)) == []
     assert project.exists(".pivot/stages/final.lock")
+
+
+WIDE = '''
+from pivot import stage
+
+
+@stage(deps=["data/raw.txt"], outs=["data/a.txt"])
+def a():
+    open("data/a.txt", "w").write(open("data/raw.txt").read() + "a")
+
+
+@stage(deps=["data/raw.txt"], outs=["data/b.txt"])
+def b():
+    print("x" * 200_000)  # an answer longer than a pipe holds: read in parts
+    open("data/b.txt", "w").write(open("data/raw.txt").read() + "b")
+
+
+@stage(deps=["data/a.txt", "data/b.txt"], outs=["data/c.txt"])
+def c():
+    open("data/c.txt", "w").write(open("data/a.txt").read() + open("data/b.txt").read())
+'''
+
+
+def test_a_first_run_imports_no_multiprocessing_tempfile_subprocess_or_dask_settings(project: Project) -> None:
+    # docs/performance.md, "A first run": the pool's pipes carry length-prefixed messages read with
+    # select.poll (multiprocessing, socket and queues are not imported), temporaries are named by
+    # Pivot (no tempfile, which imports random and shutil), nvidia-smi is asked only when it exists,
+    # and the Dask settings load only for a Dask run. Forked workers inherit the report's setting.
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(WIDE)
+    found = imported(project, "run", "-j", "2")
+    assert "pivot.run" in found and "pivot.executor.workers" in found  # the report is real
+    assert heavy(found, ("multiprocessing", "tempfile", "subprocess", "concurrent.futures.process",
+                         "pivot.executor.dask_settings", "pivot.executor.dask_cluster")) == []
+    assert project.read("data/c.txt") == "hello\nahello\nb"
+    assert project.pivot("logs", "b").stdout.count("x") == 200_000
+
+
+def test_the_files_a_first_run_writes_have_the_usual_mode_and_a_rewrite_keeps_a_changed_one(
+        project: Project) -> None:
+    # Locks and run records are made with their mode at once (no fchmod of a private temporary).
+    project.write("data/raw.txt", "hello\n")
+    project.pipeline(WIDE)
+    project.pivot("run")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    lock = project.root / ".pivot/stages/c.lock"
+    records = list((project.root / ".pivot/cache/runs").rglob("*"))
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o666 & ~mask
+    assert [stat.S_IMODE(r.stat().st_mode) for r in records if r.is_file()] == [0o666 & ~mask] * 3
+    lock.chmod(0o640)
+    project.write("data/raw.txt", "changed\n")
+    project.pivot("run")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o640
+    assert "changed" in project.read("data/c.txt")

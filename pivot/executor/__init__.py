@@ -3,7 +3,7 @@ base.py): submit a task, get a future of its result, and read the executor's `ca
 so a local process pool, an in-process runner or a distributed engine are interchangeable.
 
     base.py           the interface: StageTask, OutSpec, StageResult, Capabilities, Executor;
-                      available_cpus
+                      available_cpus, check_kind (KINDS)
     workers.py        PoolExecutor: the local pool of warm worker processes, one pipe each
     local.py          the worker's set-up, Solo (a stage in a process of its own), the inline
                       executor, call_stage
@@ -15,7 +15,8 @@ so a local process pool, an in-process runner or a distributed engine are interc
 
 Importing this package imports neither dask, distributed nor cloudpickle, and none of its
 modules until a name from one is first asked for (PEP 562): a run with every stage up to date
-starts no executor and needs only `base`.
+starts no executor and needs only `base`; a local run never loads the Dask settings
+(dask_settings.py, dask_cluster.py).
 """
 
 from __future__ import annotations
@@ -24,17 +25,25 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pivot.executor.base import LOCAL, Capabilities, Executor, OutSpec, StageResult, StageTask, available_cpus
-    from pivot.executor.dask_settings import KINDS, DaskSettings, check_kind, resolve_settings
+    from pivot.executor.base import (
+        KINDS,
+        LOCAL,
+        Capabilities,
+        Executor,
+        OutSpec,
+        StageResult,
+        StageTask,
+        available_cpus,
+        check_kind,
+    )
     from pivot.executor.factory import executor_factory, make_executor
     from pivot.executor.local import InlineExecutor, call_stage, execute
     from pivot.executor.workers import PoolExecutor
 
 # Each name this package exports -> the module of the package that defines it.
 _HOMES = {
-    **dict.fromkeys(("LOCAL", "Capabilities", "Executor", "OutSpec", "StageResult", "StageTask", "available_cpus"),
-                    "base"),
-    **dict.fromkeys(("KINDS", "DaskSettings", "check_kind", "resolve_settings"), "dask_settings"),
+    **dict.fromkeys(("KINDS", "LOCAL", "Capabilities", "Executor", "OutSpec", "StageResult", "StageTask",
+                     "available_cpus", "check_kind"), "base"),
     **dict.fromkeys(("executor_factory", "make_executor"), "factory"),
     **dict.fromkeys(("InlineExecutor", "call_stage", "execute"), "local"),
     "PoolExecutor": "workers",
@@ -44,7 +53,6 @@ __all__ = [
     "KINDS",
     "LOCAL",
     "Capabilities",
-    "DaskSettings",
     "Executor",
     "InlineExecutor",
     "OutSpec",
@@ -57,7 +65,6 @@ __all__ = [
     "execute",
     "executor_factory",
     "make_executor",
-    "resolve_settings",
 ]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pivot.errors import ProjectError
 from pivot.limits import DEFAULT, Limits
 from pivot.records import FileMemoRow, OutputKind, PathRecord
 
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from pivot.fingerprint import Fingerprint
+
+KINDS = ("local", "dask")  # the executors `executor.kind` may name
+
+
+def check_kind(kind: str) -> str:
+    """`kind`, when it names an executor; else why not, for the user."""
+    if kind not in KINDS:
+        raise ProjectError(f".pivot/config.yaml: executor.kind is {kind!r}; use 'local' or 'dask'")
+    return kind
 
 
 @dataclass(frozen=True)

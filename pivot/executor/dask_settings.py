@@ -15,22 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pivot.errors import DaskError, ProjectError
+from pivot.errors import DaskError
 from pivot.executor.dask_cluster import ClusterSpec, check_class, parse_cluster
 
 if TYPE_CHECKING:
     from pivot.project import Project
     from pivot.remote_config import RemoteSpec
 
-KINDS = ("local", "dask")
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler before giving up
-
-
-def check_kind(kind: str) -> str:
-    """`kind`, when it names an executor; else why not, for the user."""
-    if kind not in KINDS:
-        raise ProjectError(f".pivot/config.yaml: executor.kind is {kind!r}; use 'local' or 'dask'")
-    return kind
 
 
 @dataclass(frozen=True)

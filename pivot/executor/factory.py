@@ -6,8 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pivot.executor.base import Executor
-from pivot.executor.dask_settings import check_kind, resolve_settings
+from pivot.executor.base import Executor, check_kind
 from pivot.executor.workers import PoolExecutor
 
 if TYPE_CHECKING:
@@ -23,6 +22,8 @@ def executor_factory(kind: str, options: Mapping[str, Any], jobs: int, *, root: 
     `jobs`: worker processes of the local pool; a Dask executor offers its own `slots`."""
     if check_kind(kind) == "local":
         return lambda: PoolExecutor(jobs, root)
+    from pivot.executor.dask_settings import resolve_settings  # lazy: a local run needs none of it
+
     settings = resolve_settings(project, options)
 
     def connect() -> Executor:

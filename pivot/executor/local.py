@@ -105,13 +105,19 @@ def call_stage(task: StageTask) -> tuple[str | None, str]:
     return error, output
 
 
+_REALS: dict[str, tuple[str, str]] = {}  # a project root -> its real location and its cache's
+
+
 def escaped_output(task: StageTask) -> str | None:
     """Why the stage's outputs must not be cached, when one of them (or a folder on the way, or
     a link inside an output folder) now leads outside the project through a symbolic link the
     stage made; else None. Nothing is read through such a link."""
-    from pivot.confine import Confinement  # lazy: only when a stage succeeded
+    from pivot.confine import Confinement, reals  # lazy: only when a stage succeeded
 
-    confinement = Confinement(task.root, listing=False)  # a few paths: no folder listings
+    real = _REALS.get(str(task.root))
+    if real is None:  # once per worker: the project root does not move between its stages
+        real = _REALS[str(task.root)] = reals(task.root)
+    confinement = Confinement(task.root, listing=False, real=real)  # a few paths: no folder listings
     for o in task.outs:
         found = confinement.escape(o.path)
         if found is not None:

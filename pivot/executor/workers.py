@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import pickle
 import signal
@@ -39,7 +40,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pivot.executor.base import LOCAL, Capabilities, StageResult, StageTask
 from pivot.executor.local import Solo, execute, preload_modules, sigint_held, worker_init
@@ -53,6 +54,49 @@ if TYPE_CHECKING:
 # library's in the worker (the project's folder is put on sys.path by `install`, after them).
 BOOT = "import sys; del sys.path[0]; from pivot.executor.workers import serve; serve()"
 TASK, PRELOAD = b"T", b"P"
+_HEADER = 8  # bytes of a message's length, before it
+_JOINED = 1 << 16  # a message under this size goes in one write with its header
+
+
+class Pipe:
+    """One end of a pipe carrying whole messages (each after its length): what the pool used of
+    multiprocessing's Connection, without importing multiprocessing (and socket, and queues)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def send_bytes(self, data: bytes) -> None:
+        head = len(data).to_bytes(_HEADER, "little")
+        for part in ((head + data,) if len(data) < _JOINED else (head, data)):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def recv_bytes(self) -> bytes:
+        """The next message; EOFError once the other end is closed."""
+        return self._exactly(int.from_bytes(self._exactly(_HEADER), "little"))
+
+    def _exactly(self, size: int) -> bytes:
+        data = os.read(self.fd, size)
+        if len(data) == size:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size:
+            if not data:
+                raise EOFError("the pipe was closed")
+            data = os.read(self.fd, size - got)
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def dumps_task(task: object) -> bytes:
@@ -74,11 +118,9 @@ def serve() -> None:
 
 def _serve(task_fd: int, answer_fd: int, root: str, parent: int) -> None:
     """A worker's life: tasks in, results out, until its pipe closes. Runs in the worker."""
-    from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
-
     for fd in (task_fd, answer_fd):  # a stage's child processes need not hold them
         os.set_inheritable(fd, False)
-    tasks, answers = Connection(task_fd, writable=False), Connection(answer_fd, readable=False)
+    tasks, answers = Pipe(task_fd), Pipe(answer_fd)
     worker_init(root, parent)
     while True:
         try:
@@ -222,8 +264,6 @@ class Forked:
 
 class _Worker:
     def __init__(self, root: Path, parent: int, fork: bool, others: list[_Worker]) -> None:
-        from multiprocessing.connection import Connection  # lazy: a no-op run starts no workers
-
         task_r, task_w = os.pipe()
         answer_r, answer_w = os.pipe()
         try:
@@ -237,8 +277,8 @@ class _Worker:
         finally:
             os.close(task_r)
             os.close(answer_w)
-        self.tasks = Connection(task_w, readable=False)
-        self.answers = Connection(answer_r, writable=False)
+        self.tasks = Pipe(task_w)
+        self.answers = Pipe(answer_r)
         self.sending = threading.Lock()  # the submitting thread and the reader both send
         self.future: Future[StageResult] | None = None
         self.sentinel: int | None = None
@@ -290,8 +330,6 @@ class PoolExecutor:
             self._reader.start()
 
     def submit(self, task: StageTask) -> Future[StageResult]:
-        from concurrent.futures.process import BrokenProcessPool  # lazy: imported with the workers
-
         if task.limits.timeout is not None or task.env:
             solo = Solo(task, self._root, self._solos)
             self._solos.add(solo)
@@ -307,7 +345,7 @@ class PoolExecutor:
             return fut
         with self._lock:
             if self._broken is not None:
-                fut.set_exception(BrokenProcessPool(self._broken))
+                fut.set_exception(_broken(self._broken))
                 return fut
             if not self._idle:
                 self._queue.append((fut, data))
@@ -357,25 +395,23 @@ class PoolExecutor:
     def _poll(self, timeout: float | None) -> bool:
         """Wait up to `timeout` seconds for answers and settle them; a dead worker breaks the
         pool. False once the pool is broken or closing."""
-        from multiprocessing.connection import wait  # lazy: imported with the workers
-
-        waited: list[Any] = [self._wake_r]
+        waited: list[int] = [self._wake_r]
         for w in self._workers:
-            waited.append(w.answers)
+            waited.append(w.answers.fd)
             if w.sentinel is not None:
                 waited.append(w.sentinel)
         if self._polled:
             timeout = 0.5 if timeout is None else min(timeout, 0.5)
         try:
-            ready = wait(waited, timeout=timeout)
-        except OSError:  # closed under it by shutdown
+            ready = _ready(waited, timeout)
+        except (OSError, ValueError):  # closed under it by shutdown
             return False
         if self._closed():
             return False
         if self._wake_r in ready:
             os.read(self._wake_r, 4096)
         for w in self._workers:
-            if w.answers in ready:
+            if w.answers.fd in ready:
                 self._answered(w)
         dead = [w for w in self._workers if (w.sentinel in ready or self._polled) and w.proc.poll() is not None]
         if dead:
@@ -413,8 +449,6 @@ class PoolExecutor:
 
     def _break(self, why: str) -> None:
         """Fail every stage the pool holds (running or queued) and accept no more."""
-        from concurrent.futures.process import BrokenProcessPool  # lazy: imported with the workers
-
         with self._lock:
             self._broken = self._broken or why
             failed = [w.future for w in self._workers if w.future is not None]
@@ -425,7 +459,7 @@ class PoolExecutor:
             self._idle.clear()
         for fut in failed:
             if not fut.done():
-                fut.set_exception(BrokenProcessPool(why))
+                fut.set_exception(_broken(why))
 
     # -- the end -----------------------------------------------------------
     def shutdown(self, kill: bool = False) -> None:
@@ -468,6 +502,31 @@ class PoolExecutor:
             if w.proc.poll() is None:
                 with contextlib.suppress(OSError):
                     kill_process_tree(_Killable(w.proc))
+
+
+def _ready(fds: list[int], timeout: float | None) -> set[int]:
+    """Which of `fds` can be read (or are closed at the other end: a dead worker's pidfd, a
+    pipe's end), waiting up to `timeout` seconds (None: until one is)."""
+    import select  # lazy: with the workers
+
+    poller = select.poll()
+    for fd in fds:
+        if fd < 0:
+            raise ValueError("a closed pipe")
+        poller.register(fd, select.POLLIN)
+    millis = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    while True:
+        try:
+            return {fd for fd, _events in poller.poll(millis)}
+        except InterruptedError:  # retried by Python itself (PEP 475); kept for other platforms
+            continue
+
+
+def _broken(why: str) -> BaseException:
+    """The error of a stage the broken pool held (the runner retries it alone, pivot/run.py)."""
+    from concurrent.futures.process import BrokenProcessPool  # lazy: only when a pool breaks
+
+    return BrokenProcessPool(why)
 
 
 class _Killable:
