@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Project, make_git_repo
+from test_errors import cloned
 
 from pivot.metrics import ABSENT, Change, diff, flatten
 
@@ -64,20 +65,28 @@ def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {f"{r.get('path') or r.get('stage')}:{r['key']}": r for r in rows}
 
 
-@pytest.fixture
-def two_commits(project: Project) -> tuple[Project, str, str]:
-    """c1: train only, default params. c2: params.yaml changes lr and model, new scores, and a new
-    stage `evaluate` with a YAML metric. Both run and committed; the workspace matches c2."""
+def _build_two_commits(project: Project) -> None:
     project.pipeline(PIPELINE)
     project.write("scores.json", scores(0.8, 0.5, 0.6))
     project.pivot("run")
-    c1 = commit_all(project, "c1")
+    commit_all(project, "c1")
     project.pipeline(PIPELINE + EVALUATE)
     project.write("eval_source.yaml", EVAL_SOURCE)
     project.write("params.yaml", "train:\n  lr: 0.2\n  model: tree\n")
     project.write("scores.json", scores(0.85, 0.4, 0.6))
     project.pivot("run")
-    c2 = commit_all(project, "c2")
+    commit_all(project, "c2")
+
+
+@pytest.fixture
+def two_commits(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Project, str, str]:
+    """c1: train only, default params. c2: params.yaml changes lr and model, new scores, and a new
+    stage `evaluate` with a YAML metric. Both run and committed; the workspace matches c2. Built
+    once per session and copied for each test (test_errors.cloned)."""
+    project = cloned("two_commits", _build_two_commits, tmp_path_factory, tmp_path / "proj")
+    c2 = project.git("rev-parse", "HEAD").strip()
+    c1 = project.git("rev-parse", "HEAD~1").strip()
+    assert project.git("log", "--format=%s", "-2").split() == ["c2", "c1"]
     return project, c1, c2
 
 
