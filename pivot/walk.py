@@ -14,6 +14,7 @@ symlink leading nowhere) is raised as the one-process walk raises it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import marshal
 import os
 import signal
@@ -22,15 +23,19 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
+from pathlib import Path
 from typing import overload
 
 import xxhash
+
+from pivot.layout import TMP_DIR, WALK_AHEAD
 
 # A file as the walk finds it: path below the folder, size, mtime (ns), inode, mode, ctime (ns).
 Row = tuple[str, int, int, int, int, int]
 CHUNK = 1024
 PARTS = 4  # processes stat-ing one folder at most (never more than the CPUs this process may use)
 PART_MIN = 4 * CHUNK  # files each process stats at least: below, forking costs more than it saves
+EARLY_MIN = 2 * PART_MIN  # files of a folder that `pivot status` walks ahead (`ahead`)
 FDS = 256  # folders listed through a descriptor at most (the others by path)
 _MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
 
@@ -73,6 +78,8 @@ class Walk:
     sigs: list[str]  # each chunk's signature
     tops: list[int]  # each chunk's newest mtime or ctime (ns)
     parts: int  # processes that stat-ed the files (1: this one alone)
+    files: int  # rows in all
+    early: bool = False  # walked ahead by a forked process (`ahead`), not when scan was called
 
 
 def listing(root: str, fds: list[int]) -> Listing:
@@ -138,9 +145,15 @@ def _can_fork() -> int:
 
 def scan(root: str, parts: int | None = None) -> Walk:
     """Walk root: its files' rows in chunks of CHUNK, by up to `parts` processes (default: as
-    many as the CPUs, at least PART_MIN files each). Call it with the cyclic garbage collector
-    off (`hashing.no_gc`): 100,000 live tuples would otherwise start collections that go
-    through all of them."""
+    many as the CPUs, at least PART_MIN files each; or the walk of root started ahead by
+    `ahead`, when there is one). Call it with the cyclic garbage collector off
+    (`hashing.no_gc`): 100,000 live tuples would otherwise start collections that go through
+    all of them."""
+    early = _AHEAD.pop(root, None) if parts is None else None
+    if early is not None:
+        found = early.result()
+        if found is not None:
+            return found
     fds: list[int] = []
     try:
         return _scan(root, fds, parts)
@@ -150,6 +163,14 @@ def scan(root: str, parts: int | None = None) -> Walk:
 
 
 def _scan(root: str, fds: list[int], parts: int | None) -> Walk:
+    chunks, blobs, tops, n, total = _walk(root, fds, parts)
+    return Walk(Chunks(chunks), [signature(b) for b in blobs], tops, n, total)
+
+
+def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] | bytes], list[bytes], list[int],
+                                                                  int, int]:
+    """The walk's chunks (rows, or a child's marshal bytes), every chunk's marshal bytes, the
+    chunks' newest times, the processes that stat-ed and the files found."""
     found = listing(root, fds)
     total = sum(len(names) for _rel, _fd, names in found)
     chunks = -(-total // CHUNK)
@@ -164,7 +185,7 @@ def _scan(root: str, fds: list[int], parts: int | None) -> Walk:
             rows += theirs
             blobs += theirs
             tops += their_tops
-    return Walk(Chunks(rows), [signature(b) for b in blobs], tops, n)
+    return rows, blobs, tops, n, total
 
 
 class _Child:
@@ -224,3 +245,107 @@ def _children(root: str, found: Listing, ranges: list[tuple[int, int]]) -> Itera
     finally:
         for child in children:
             child.abandon()
+
+
+# -- walks ahead ------------------------------------------------------------------------------
+# `pivot status` knows the large folders it walked last time (hashing.large_folders) before it
+# has loaded the pipeline, and walks them ahead in a forked process while it loads it (about a
+# third of a status over a 100,000-file folder). `scan` of such a folder then takes that walk: one
+# made after the command started, by the same code, as the command's own walk would be.
+_AHEAD: dict[str, _Ahead] = {}
+
+
+class _Ahead:
+    """A forked process (the leader of its own process group, so that it and the children its
+    walk forks are stopped together) walking one folder and sending the walk back: every chunk
+    as marshal bytes, the chunks' signatures and newest times, the parts and the files."""
+
+    def __init__(self, root: str) -> None:
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the walker: walk, send, and leave without running any clean-up
+            code = 1
+            try:
+                os.close(read)
+                os.setpgid(0, 0)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _AHEAD.clear()  # the other walks ahead are the parent's (never consumed here)
+                gc.disable()
+                fds: list[int] = []
+                _chunks, blobs, tops, n, total = _walk(root, fds, None)
+                data = marshal.dumps((blobs, [signature(b) for b in blobs], tops, n, total), 2)
+                with open(write, "wb") as out:
+                    out.write(data)
+                code = 0
+            finally:
+                os._exit(code)
+        with contextlib.suppress(OSError):  # as the walker does: whichever runs first
+            os.setpgid(self.pid, self.pid)
+        os.close(write)
+        self.read: int | None = read
+
+    def result(self) -> Walk | None:
+        """The walk, or None when the walker failed (the caller walks again, and meets its error)."""
+        assert self.read is not None
+        with open(self.read, "rb") as pipe:
+            self.read = None
+            data = pipe.read()
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if os.waitstatus_to_exitcode(status) != 0:
+            return None
+        try:
+            blobs, sigs, tops, n, total = marshal.loads(data)
+        except (ValueError, EOFError, TypeError):
+            return None
+        return Walk(Chunks(blobs), sigs, tops, n, total, early=True)
+
+    def abandon(self) -> None:
+        if self.read is not None:
+            os.close(self.read)
+            self.read = None
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def ahead_list(root: Path) -> list[str]:
+    """The folders (relative to the project root) that the last status of the whole pipeline
+    walked with at least EARLY_MIN files."""
+    try:
+        data = (root / WALK_AHEAD).read_bytes()
+    except OSError:
+        return []
+    return [p for p in os.fsdecode(data).split("\0")[:-1] if p]
+
+
+def keep_ahead_list(root: Path, large: list[str], before: list[str]) -> None:
+    """Remember `large` for the next status (when it differs from what was remembered)."""
+    if sorted(set(large)) != sorted(before):
+        from pivot.atomic import write_bytes  # lazy: only when the list changed
+
+        (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        write_bytes(root / WALK_AHEAD, b"".join(os.fsencode(p) + b"\0" for p in sorted(set(large))))
+
+
+@contextlib.contextmanager
+def ahead(roots: list[str]) -> Iterator[None]:
+    """Walk these folders ahead (when this process may fork, on two CPUs or more), each in a
+    forked process, while the caller does other work; inside, `scan` of one of them (the same
+    path string) takes its walk, once. Walks not taken are stopped when the block ends. Only for
+    a command that changes none of these folders before it scans them (`pivot status`)."""
+    started = []
+    try:
+        if _can_fork() > 1:
+            for root in dict.fromkeys(roots):
+                if root not in _AHEAD:
+                    started.append(root)
+                    _AHEAD[root] = _Ahead(root)
+        yield
+    finally:
+        for root in started:
+            left = _AHEAD.pop(root, None)
+            if left is not None:
+                left.abandon()
