@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import marshal
+import mmap
 import os
 import signal
 import sys
@@ -32,6 +34,8 @@ from pivot.layout import TMP_DIR, WALK_AHEAD
 
 # A file as the walk finds it: path below the folder, size, mtime (ns), inode, mode, ctime (ns).
 Row = tuple[str, int, int, int, int, int]
+# A chunk's rows as marshal bytes: made here, or a view of the memory a forked process wrote them to.
+Blob = bytes | memoryview
 CHUNK = 1024
 PARTS = 4  # processes stat-ing one folder at most (never more than the CPUs this process may use)
 PART_MIN = 4 * CHUNK  # files each process stats at least: below, forking costs more than it saves
@@ -44,7 +48,7 @@ _MTIME, _CTIME = itemgetter(2), itemgetter(5)  # of a Row
 Listing = list[tuple[str, int | None, list[str]]]
 
 
-def signature(blob: bytes) -> str:
+def signature(blob: Blob) -> str:
     """A chunk's signature: the hash of its rows as marshal version 2 writes them (the same
     bytes for equal values)."""
     return xxhash.xxh3_128_hexdigest(blob)
@@ -53,7 +57,7 @@ def signature(blob: bytes) -> str:
 class Chunks(Sequence[list[Row]]):
     """The walk's chunks of rows; those a child stat-ed are decoded when first asked for."""
 
-    def __init__(self, parts: list[list[Row] | bytes]) -> None:
+    def __init__(self, parts: list[list[Row] | Blob]) -> None:
         self._parts = parts
 
     def __len__(self) -> int:
@@ -67,7 +71,7 @@ class Chunks(Sequence[list[Row]]):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         part = self._parts[i]
-        if isinstance(part, bytes):
+        if isinstance(part, (bytes, memoryview)):
             part = self._parts[i] = marshal.loads(part)
         return part
 
@@ -128,7 +132,7 @@ def stat_rows(root: str, found: Listing, lo: int, hi: int) -> list[Row]:
     return rows
 
 
-def _summary(rows: list[Row]) -> tuple[list[list[Row]], list[bytes], list[int]]:
+def _summary(rows: list[Row]) -> tuple[list[list[Row]], list[Blob], list[int]]:
     """Rows in chunks; each chunk as marshal bytes, and its newest mtime or ctime."""
     chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
     tops = [max(max(map(_MTIME, c)), max(map(_CTIME, c))) for c in chunks]
@@ -138,7 +142,7 @@ def _summary(rows: list[Row]) -> tuple[list[list[Row]], list[bytes], list[int]]:
 def _can_fork() -> int:
     """How many processes may stat at once: the CPUs this process may use, when forking is
     safe (Linux, and no other thread in this process that a child could inherit mid-lock)."""
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+    if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create") or threading.active_count() > 1:
         return 1
     return min(PARTS, len(os.sched_getaffinity(0)))
 
@@ -167,7 +171,7 @@ def _scan(root: str, fds: list[int], parts: int | None) -> Walk:
     return Walk(Chunks(chunks), [signature(b) for b in blobs], tops, n, total)
 
 
-def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] | bytes], list[bytes], list[int],
+def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] | Blob], list[Blob], list[int],
                                                                   int, int]:
     """The walk's chunks (rows, or a child's marshal bytes), every chunk's marshal bytes, the
     chunks' newest times, the processes that stat-ed and the files found."""
@@ -179,7 +183,7 @@ def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] 
     per = max(-(-chunks // n), 1) * CHUNK  # files per process: whole chunks
     with _children(root, found, [(lo, min(lo + per, total)) for lo in range(per, total, per)]) as children:
         mine, blobs, tops = _summary(stat_rows(root, found, 0, min(per, total)))
-        rows: list[list[Row] | bytes] = list(mine)
+        rows: list[list[Row] | Blob] = list(mine)
         for child in children:
             theirs, their_tops = child.result()
             rows += theirs
@@ -188,51 +192,94 @@ def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] 
     return rows, blobs, tops, n, total
 
 
-class _Child:
+def _send(buf: int, blobs: list[Blob]) -> list[int]:
+    """Write the chunks' marshal bytes, one after another, into the shared memory file `buf` (a
+    copy in memory: no pipe, no reader woken); their lengths, which the reader is sent."""
+    view = memoryview(b"".join(blobs))
+    while view:
+        view = view[os.write(buf, view):]
+    return [len(b) for b in blobs]
+
+
+def _received(buf: int, lens: list[int]) -> list[Blob]:
+    """What `_send` wrote into `buf` (closed here): each chunk a view of the file's memory, read
+    only when the chunk is."""
+    try:
+        size = sum(lens)
+        if os.fstat(buf).st_size != size or not all(isinstance(n, int) and n > 0 for n in lens):
+            raise ValueError("a walk's chunks were not all written")
+        view = memoryview(mmap.mmap(buf, size, prot=mmap.PROT_READ))
+    finally:
+        os.close(buf)
+    at = list(itertools.accumulate(lens, initial=0))
+    return [view[a:b] for a, b in itertools.pairwise(at)]
+
+
+class _Sent:
+    """A forked process's pipe and shared memory file, from which the parent reads its result."""
+
+    def __init__(self) -> None:
+        self.read, self.write = os.pipe()
+        self.buf = os.memfd_create("pivot-walk", os.MFD_CLOEXEC)
+        self.pid = 0
+
+    def header(self) -> tuple[bool, bytes]:
+        """Whether the process succeeded, and what it sent through the pipe."""
+        with open(self.read, "rb") as pipe:
+            self.read = -1
+            data = pipe.read()
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return os.waitstatus_to_exitcode(status) == 0, data
+
+    def blobs(self, lens: list[int]) -> list[Blob]:
+        buf, self.buf = self.buf, -1
+        return _received(buf, lens)
+
+    def abandon(self, group: bool = False) -> None:
+        """Close what is left; stop and reap the process (with its process group) if it runs."""
+        for fd in (self.read, self.buf):
+            if fd >= 0:
+                os.close(fd)
+        self.read = self.buf = -1
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                (os.killpg if group else os.kill)(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+class _Child(_Sent):
     """A forked process stat-ing files lo to hi of a listing; `result` its summary, or the same
     summary made here when the child failed."""
 
     def __init__(self, root: str, found: Listing, lo: int, hi: int) -> None:
+        super().__init__()
         self.root, self.found, self.lo, self.hi = root, found, lo, hi
-        read, write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: stat, send, and leave without running any clean-up
             code = 1
             try:
-                os.close(read)
+                os.close(self.read)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                with open(write, "wb") as out:
-                    out.write(marshal.dumps(_summary(stat_rows(root, found, lo, hi))[1:], 2))
+                _chunks, blobs, tops = _summary(stat_rows(root, found, lo, hi))
+                lens = _send(self.buf, blobs)
+                with open(self.write, "wb") as out:
+                    out.write(marshal.dumps((lens, tops), 2))
                 code = 0
             finally:
                 os._exit(code)
-        os.close(write)
-        self.read: int | None = read
+        os.close(self.write)
 
-    def result(self) -> tuple[list[bytes], list[int]]:
-        assert self.read is not None
-        with open(self.read, "rb") as pipe:
-            self.read = None
-            data = pipe.read()
-        _pid, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        if os.waitstatus_to_exitcode(status) == 0:
-            with contextlib.suppress(ValueError, EOFError, TypeError):
-                blobs, tops = marshal.loads(data)
-                if isinstance(blobs, list) and isinstance(tops, list):
-                    return blobs, tops
+    def result(self) -> tuple[list[Blob], list[int]]:
+        ok, data = self.header()
+        if ok:
+            with contextlib.suppress(ValueError, EOFError, TypeError, OSError):
+                lens, tops = marshal.loads(data)
+                if isinstance(lens, list) and isinstance(tops, list) and len(lens) == len(tops):
+                    return self.blobs(lens), tops
+        self.abandon()
         return _summary(stat_rows(self.root, self.found, self.lo, self.hi))[1:]  # raises what the child met
-
-    def abandon(self) -> None:
-        """Stop and reap a child whose result is not wanted (this process is leaving early)."""
-        if self.read is not None:
-            os.close(self.read)
-            self.read = None
-        if self.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = 0
 
 
 @contextlib.contextmanager
@@ -255,60 +302,46 @@ def _children(root: str, found: Listing, ranges: list[tuple[int, int]]) -> Itera
 _AHEAD: dict[str, _Ahead] = {}
 
 
-class _Ahead:
+class _Ahead(_Sent):
     """A forked process (the leader of its own process group, so that it and the children its
-    walk forks are stopped together) walking one folder and sending the walk back: every chunk
-    as marshal bytes, the chunks' signatures and newest times, the parts and the files."""
+    walk forks are stopped together) walking one folder: it sends the chunks' signatures and
+    newest times, the parts and the files through the pipe, the chunks' bytes as `_Child` does."""
 
     def __init__(self, root: str) -> None:
-        read, write = os.pipe()
+        super().__init__()
         self.pid = os.fork()
         if self.pid == 0:  # the walker: walk, send, and leave without running any clean-up
             code = 1
             try:
-                os.close(read)
+                os.close(self.read)
                 os.setpgid(0, 0)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _AHEAD.clear()  # the other walks ahead are the parent's (never consumed here)
+                _AHEAD.clear()  # the other walks ahead are the parent's (never taken here)
                 gc.disable()
-                fds: list[int] = []
-                _chunks, blobs, tops, n, total = _walk(root, fds, None)
-                data = marshal.dumps((blobs, [signature(b) for b in blobs], tops, n, total), 2)
-                with open(write, "wb") as out:
-                    out.write(data)
+                _chunks, blobs, tops, n, total = _walk(root, [], None)
+                sigs = [signature(b) for b in blobs]
+                lens = _send(self.buf, blobs)
+                with open(self.write, "wb") as out:
+                    out.write(marshal.dumps((lens, sigs, tops, n, total), 2))
                 code = 0
             finally:
                 os._exit(code)
         with contextlib.suppress(OSError):  # as the walker does: whichever runs first
             os.setpgid(self.pid, self.pid)
-        os.close(write)
-        self.read: int | None = read
+        os.close(self.write)
 
     def result(self) -> Walk | None:
         """The walk, or None when the walker failed (the caller walks again, and meets its error)."""
-        assert self.read is not None
-        with open(self.read, "rb") as pipe:
-            self.read = None
-            data = pipe.read()
-        _pid, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        if os.waitstatus_to_exitcode(status) != 0:
-            return None
-        try:
-            blobs, sigs, tops, n, total = marshal.loads(data)
-        except (ValueError, EOFError, TypeError):
-            return None
-        return Walk(Chunks(blobs), sigs, tops, n, total, early=True)
-
-    def abandon(self) -> None:
-        if self.read is not None:
-            os.close(self.read)
-            self.read = None
-        if self.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = 0
+        ok, data = self.header()
+        if ok:
+            with contextlib.suppress(ValueError, EOFError, TypeError, OSError):
+                lens, sigs, tops, n, total = marshal.loads(data)
+                if isinstance(lens, list) and isinstance(sigs, list) and isinstance(tops, list) \
+                        and len(lens) == len(sigs) == len(tops):
+                    chunks: list[list[Row] | Blob] = list(self.blobs(lens))
+                    return Walk(Chunks(chunks), sigs, tops, n, total, early=True)
+        self.abandon()
+        return None
 
 
 def ahead_list(root: Path) -> list[str]:
@@ -348,4 +381,4 @@ def ahead(roots: list[str]) -> Iterator[None]:
         for root in started:
             left = _AHEAD.pop(root, None)
             if left is not None:
-                left.abandon()
+                left.abandon(group=True)
