@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import overload
 
 import xxhash
 
+from pivot.errors import StateError
 from pivot.layout import TMP_DIR, WALK_AHEAD
 
 # A file as the walk finds it: path below the folder, size, mtime (ns), inode, mode, ctime (ns).
@@ -55,10 +56,13 @@ def signature(blob: Blob) -> str:
 
 
 class Chunks(Sequence[list[Row]]):
-    """The walk's chunks of rows; those a child stat-ed are decoded when first asked for."""
+    """The walk's chunks of rows; those a child stat-ed are decoded when first asked for. A walk
+    ahead's are all None until one is asked for: then `fetch` gives them all."""
 
-    def __init__(self, parts: list[list[Row] | Blob]) -> None:
-        self._parts = parts
+    def __init__(self, parts: list[list[Row] | Blob] | list[None],
+                 fetch: Callable[[], list[list[Row] | Blob]] | None = None) -> None:
+        self._parts: list[list[Row] | Blob] | list[None] = parts
+        self._fetch = fetch
 
     def __len__(self) -> int:
         return len(self._parts)
@@ -71,8 +75,12 @@ class Chunks(Sequence[list[Row]]):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         part = self._parts[i]
+        if part is None and self._fetch is not None:
+            self._parts, self._fetch = self._fetch(), None
+            part = self._parts[i]
         if isinstance(part, (bytes, memoryview)):
             part = self._parts[i] = marshal.loads(part)
+        assert part is not None
         return part
 
 
@@ -167,14 +175,26 @@ def scan(root: str, parts: int | None = None) -> Walk:
 
 
 def _scan(root: str, fds: list[int], parts: int | None) -> Walk:
-    chunks, blobs, tops, n, total = _walk(root, fds, parts)
-    return Walk(Chunks(chunks), [signature(b) for b in blobs], tops, n, total)
+    chunks, _blobs, head = _walk(root, fds, parts)
+    return Walk(Chunks(chunks), head.sigs, head.tops, head.parts, head.files)
 
 
-def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] | Blob], list[Blob], list[int],
-                                                                  int, int]:
-    """The walk's chunks (rows, or a child's marshal bytes), every chunk's marshal bytes, the
-    chunks' newest times, the processes that stat-ed and the files found."""
+@dataclass(frozen=True)
+class Head:
+    """What a walk's chunks are: each one's length as marshal bytes, signature and newest time;
+    and the processes that stat-ed, the files found."""
+    lens: list[int]
+    sigs: list[str]
+    tops: list[int]
+    parts: int
+    files: int
+
+
+def _walk(root: str, fds: list[int], parts: int | None,
+          ready: Callable[[Head], None] | None = None) -> tuple[list[list[Row] | Blob], list[Blob], Head]:
+    """The walk's chunks (rows, or a child's marshal bytes), every chunk's marshal bytes, and
+    their Head; `ready` is given the Head as soon as every child has sent its part of it (before
+    their chunks' bytes are read)."""
     found = listing(root, fds)
     total = sum(len(names) for _rel, _fd, names in found)
     chunks = -(-total // CHUNK)
@@ -183,21 +203,25 @@ def _walk(root: str, fds: list[int], parts: int | None) -> tuple[list[list[Row] 
     per = max(-(-chunks // n), 1) * CHUNK  # files per process: whole chunks
     with _children(root, found, [(lo, min(lo + per, total)) for lo in range(per, total, per)]) as children:
         mine, blobs, tops = _summary(stat_rows(root, found, 0, min(per, total)))
+        head = Head([len(b) for b in blobs], [signature(b) for b in blobs], tops, n, total)
+        heads = [child.head() for child in children]
+        if ready is not None and all(h is not None for h in heads):
+            ready(_joined([head, *[h for h in heads if h is not None]]))
         rows: list[list[Row] | Blob] = list(mine)
         for child in children:
-            theirs, their_tops = child.result()
+            theirs, their_sigs, their_tops = child.result()
             rows += theirs
             blobs += theirs
-            tops += their_tops
-    return rows, blobs, tops, n, total
+            head.lens.extend(len(b) for b in theirs)
+            head.sigs.extend(their_sigs)
+            head.tops.extend(their_tops)
+    return rows, blobs, head
 
 
 def _send(buf: int, blobs: list[Blob]) -> list[int]:
     """Write the chunks' marshal bytes, one after another, into the shared memory file `buf` (a
     copy in memory: no pipe, no reader woken); their lengths, which the reader is sent."""
-    view = memoryview(b"".join(blobs))
-    while view:
-        view = view[os.write(buf, view):]
+    _write(buf, b"".join(blobs))
     return [len(b) for b in blobs]
 
 
@@ -250,12 +274,14 @@ class _Sent:
 
 
 class _Child(_Sent):
-    """A forked process stat-ing files lo to hi of a listing; `result` its summary, or the same
-    summary made here when the child failed."""
+    """A forked process stat-ing files lo to hi of a listing. It sends the Head of its chunks
+    (`head`), then writes their bytes into the shared memory file and sends one byte more;
+    `result` its chunks, or the same made here when the child failed."""
 
     def __init__(self, root: str, found: Listing, lo: int, hi: int) -> None:
         super().__init__()
         self.root, self.found, self.lo, self.hi = root, found, lo, hi
+        self.got: Head | None = None
         self.pid = os.fork()
         if self.pid == 0:  # the child: stat, send, and leave without running any clean-up
             code = 1
@@ -263,23 +289,52 @@ class _Child(_Sent):
                 os.close(self.read)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _chunks, blobs, tops = _summary(stat_rows(root, found, lo, hi))
-                lens = _send(self.buf, blobs)
-                with open(self.write, "wb") as out:
-                    out.write(marshal.dumps((lens, tops), 2))
+                _send_head(self.write, Head([len(b) for b in blobs], [signature(b) for b in blobs], tops, 1, hi - lo))
+                _send(self.buf, blobs)
+                _write(self.write, b"!")
                 code = 0
             finally:
                 os._exit(code)
         os.close(self.write)
 
-    def result(self) -> tuple[list[Blob], list[int]]:
-        ok, data = self.header()
-        if ok:
-            with contextlib.suppress(ValueError, EOFError, TypeError, OSError):
-                lens, tops = marshal.loads(data)
-                if isinstance(lens, list) and isinstance(tops, list) and len(lens) == len(tops):
-                    return self.blobs(lens), tops
+    def head(self) -> Head | None:
+        """The child's Head, as soon as it has sent it; None when it failed first."""
+        if self.got is None and self.read >= 0:
+            self.got = _read_head(self.read)
+        return self.got
+
+    def result(self) -> tuple[list[Blob], list[str], list[int]]:
+        head = self.head()
+        if head is not None:
+            ok, done = self.header()
+            if ok and done == b"!":
+                with contextlib.suppress(ValueError, OSError):
+                    return self.blobs(head.lens), head.sigs, head.tops
         self.abandon()
-        return _summary(stat_rows(self.root, self.found, self.lo, self.hi))[1:]  # raises what the child met
+        self.got = None  # redone here (what the head said may no longer hold)
+        _rows, blobs, tops = _summary(stat_rows(self.root, self.found, self.lo, self.hi))  # raises what the child met
+        return blobs, [signature(b) for b in blobs], tops
+
+
+def _joined(heads: list[Head]) -> Head:
+    """The Head of a walk from those of its parts (the first one's parts and files)."""
+    return Head([n for h in heads for n in h.lens], [s for h in heads for s in h.sigs],
+                [t for h in heads for t in h.tops], heads[0].parts, heads[0].files)
+
+
+def _send_head(fd: int, head: Head) -> None:
+    data = marshal.dumps((head.lens, head.sigs, head.tops, head.parts, head.files), 2)
+    _write(fd, len(data).to_bytes(8, "little") + data)
+
+
+def _read_head(fd: int) -> Head | None:
+    """A Head as _send_head sent it; None when the pipe ends first or it does not parse."""
+    with contextlib.suppress(ValueError, EOFError, TypeError, OSError):
+        lens, sigs, tops, n, total = marshal.loads(_read(fd, int.from_bytes(_read(fd, 8), "little")))
+        if isinstance(lens, list) and isinstance(sigs, list) and isinstance(tops, list) \
+                and len(lens) == len(sigs) == len(tops) and isinstance(n, int) and isinstance(total, int):
+            return Head(lens, sigs, tops, n, total)
+    return None
 
 
 @contextlib.contextmanager
@@ -304,11 +359,15 @@ _AHEAD: dict[str, _Ahead] = {}
 
 class _Ahead(_Sent):
     """A forked process (the leader of its own process group, so that it and the children its
-    walk forks are stopped together) walking one folder: it sends the chunks' signatures and
-    newest times, the parts and the files through the pipe, the chunks' bytes as `_Child` does."""
+    walk forks are stopped together) walking one folder. It sends first the walk's Head (all a
+    folder found unchanged needs), as soon as its children have sent theirs, then writes the
+    chunks' bytes into the shared memory file as `_Child` does, and sends one byte more when they
+    are all there; they are waited for only when a chunk is asked for."""
 
     def __init__(self, root: str) -> None:
         super().__init__()
+        self.root = root
+        self.got: Head | None = None
         self.pid = os.fork()
         if self.pid == 0:  # the walker: walk, send, and leave without running any clean-up
             code = 1
@@ -318,11 +377,19 @@ class _Ahead(_Sent):
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _AHEAD.clear()  # the other walks ahead are the parent's (never taken here)
                 gc.disable()
-                _chunks, blobs, tops, n, total = _walk(root, [], None)
-                sigs = [signature(b) for b in blobs]
-                lens = _send(self.buf, blobs)
-                with open(self.write, "wb") as out:
-                    out.write(marshal.dumps((lens, sigs, tops, n, total), 2))
+                sent: list[Head] = []
+
+                def ready(head: Head) -> None:
+                    _send_head(self.write, head)
+                    sent.append(head)
+
+                _chunks, blobs, head = _walk(root, [], None, ready)
+                if not sent:  # a child failed before its head: its part was redone here
+                    _send_head(self.write, head)
+                elif sent[0].sigs != head.sigs:  # ... after it: the head sent may be wrong
+                    raise StateError("a part of the walk changed")
+                _send(self.buf, blobs)
+                _write(self.write, b"!")
                 code = 0
             finally:
                 os._exit(code)
@@ -332,16 +399,50 @@ class _Ahead(_Sent):
 
     def result(self) -> Walk | None:
         """The walk, or None when the walker failed (the caller walks again, and meets its error)."""
-        ok, data = self.header()
-        if ok:
-            with contextlib.suppress(ValueError, EOFError, TypeError, OSError):
-                lens, sigs, tops, n, total = marshal.loads(data)
-                if isinstance(lens, list) and isinstance(sigs, list) and isinstance(tops, list) \
-                        and len(lens) == len(sigs) == len(tops):
-                    chunks: list[list[Row] | Blob] = list(self.blobs(lens))
-                    return Walk(Chunks(chunks), sigs, tops, n, total, early=True)
-        self.abandon()
-        return None
+        head = self.got = _read_head(self.read)
+        if head is None:
+            self.abandon(group=True)
+            return None
+        return Walk(Chunks([None] * len(head.lens), self.fetch), head.sigs, head.tops, head.parts, head.files,
+                    early=True)
+
+    def fetch(self) -> list[list[Row] | Blob]:
+        """Every chunk, once the walker has written them all; walked here again if it has not (it
+        failed, or was stopped at the end of `ahead`), which must find the same chunks."""
+        assert self.got is not None
+        if self.read >= 0:
+            ok, done = self.header()
+            if ok and done == b"!":
+                with contextlib.suppress(ValueError, OSError):
+                    return list(self.blobs(self.got.lens))
+        self.abandon(group=True)
+        fds: list[int] = []
+        try:
+            again = _scan(self.root, fds, 1)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if again.sigs != self.got.sigs:
+            raise StateError(f"'{self.root}' changed while Pivot was reading it; run the command again")
+        return list(again.chunks)
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read(fd: int, size: int) -> bytes:
+    """Exactly `size` bytes from a pipe (EOFError when it ends before)."""
+    parts, left = [], size
+    while left:
+        got = os.read(fd, min(left, 1 << 20))
+        if not got:
+            raise EOFError("the walker stopped")
+        parts.append(got)
+        left -= len(got)
+    return b"".join(parts)
 
 
 def ahead_list(root: Path) -> list[str]:
@@ -369,16 +470,14 @@ def ahead(roots: list[str]) -> Iterator[None]:
     forked process, while the caller does other work; inside, `scan` of one of them (the same
     path string) takes its walk, once. Walks not taken are stopped when the block ends. Only for
     a command that changes none of these folders before it scans them (`pivot status`)."""
-    started = []
+    started: dict[str, _Ahead] = {}
     try:
         if _can_fork() > 1:
             for root in dict.fromkeys(roots):
                 if root not in _AHEAD:
-                    started.append(root)
-                    _AHEAD[root] = _Ahead(root)
+                    started[root] = _AHEAD[root] = _Ahead(root)
         yield
     finally:
-        for root in started:
-            left = _AHEAD.pop(root, None)
-            if left is not None:
-                left.abandon(group=True)
+        for root, walker in started.items():
+            _AHEAD.pop(root, None)
+            walker.abandon(group=True)  # taken or not: its chunks' bytes, if not fetched yet, are not needed
