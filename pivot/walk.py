@@ -5,12 +5,17 @@ The walk is the floor of a status over a large folder, and most of it is the `st
 (the listing is about a tenth). Threads do not make it faster (each `stat` is short, and the
 threads take turns at the interpreter lock), so a folder is listed first, then its files are
 stat-ed by up to PARTS processes at once: this one, and (for a large folder, on Linux) forked
-children that each stat a run of whole chunks and send back its chunks' rows as marshal bytes
-(the bytes the signature hashes). The rows, their order and the chunks are exactly those of one process doing
-it all, which `scan(root, parts=1)` does; a child that fails is redone here, so its error (a
-symlink leading nowhere) is raised as the one-process walk raises it.
-"""
+children that each stat a run of whole chunks. A child sends its chunks' head (lengths,
+signatures, newest times) through a pipe, then writes their rows as marshal bytes (the bytes the
+signature hashes) into a shared memory file (memfd), which this process maps and decodes a
+chunk of only when asked for it. The rows, their order and the chunks are exactly those of one
+process doing it all, which `scan(root, parts=1)` does; a child that fails is redone here, so
+its error (a symlink leading nowhere) is raised as the one-process walk raises it.
 
+`ahead` starts the same walk earlier, in a forked process of its own, while this one does other
+work (`pivot status` loads the pipeline meanwhile); `scan` then takes its head, and its chunks
+only if one is asked for.
+"""
 from __future__ import annotations
 
 import contextlib
