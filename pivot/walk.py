@@ -457,7 +457,8 @@ def ahead_list(root: Path) -> list[str]:
         data = (root / WALK_AHEAD).read_bytes()
     except OSError:
         return []
-    return [p for p in os.fsdecode(data).split("\0")[:-1] if p]
+    return [p for p in os.fsdecode(data).split("\0")[:-1]
+            if p and not os.path.isabs(p) and ".." not in p.split("/")]  # inside the project only
 
 
 def keep_ahead_list(root: Path, large: list[str], before: list[str]) -> None:
