@@ -37,7 +37,7 @@ from pivot.errors import StateError
 from pivot.records import DirEntry, FileMemo, FileMemoRow, FolderMemo, PathHash
 from pivot.state import State
 from pivot.walk import CHUNK as CHUNK_FILES
-from pivot.walk import Row, Walk, scan
+from pivot.walk import EARLY_MIN, Row, Walk, scan
 
 CHUNK = 1024 * 1024
 # A hash recorded less than this long after the file's mtime or ctime is not trusted later:
@@ -244,6 +244,7 @@ class Hasher:
         self._trusted_now: dict[str, tuple[tuple[int, int, int, int], PathHash]] = {}
         self._steady = False  # inside `steady()`: such a path is not stat-ed again
         self.refreshed: list[str] = []  # remembered folders whose walk differed from the memo (re-read)
+        self.large: list[str] = []  # folders walked with at least walk.EARLY_MIN files (walked ahead next time)
 
     @contextlib.contextmanager
     def steady(self) -> Iterator[None]:
@@ -311,6 +312,8 @@ class Hasher:
     def _hash_dir(self, rel: str, full: str, believe: bool = True) -> PathHash:
         """`believe`: False to go through the chunks even when the walk is the remembered one."""
         walk = scan(full)
+        if walk.files >= EARLY_MIN:
+            self.large.append(rel)
         sig = xxhash.xxh3_128_hexdigest("".join(walk.sigs).encode())
         memo = self.state.get_folder(rel)
         newest = max(walk.tops, default=0)  # the newest mtime or ctime of any file

@@ -18,6 +18,9 @@ CONFIG_LOCAL = f"{PIVOT_DIR}/config.local.yaml"  # this machine's settings (cred
 # (pivot/importing.py), a memo of the same kind, which a command that changes nothing may write.
 CONFIG_MEMO = f"{TMP_DIR}/pycache/config.json"
 PARAMS_MEMO = f"{TMP_DIR}/pycache/params.json"  # params.yaml parsed, by its exact bytes
+# The large folders the last `pivot status` of the whole pipeline walked, which the next walks
+# ahead while it loads the pipeline (pivot/walk.py, `ahead`): their paths, each ended by a NUL.
+WALK_AHEAD = f"{TMP_DIR}/walk-ahead"
 PLOTS_PAGE = f"{PIVOT_DIR}/plots/index.html"
 PARAMS_FILE = "params.yaml"
 LOCK_SUFFIX = ".lock"

@@ -126,3 +126,87 @@ def test_changes_in_the_part_a_child_walks_are_seen(project: Project) -> None:
     project.pivot("track", "data")
     assert f"hash: {reference_hash(data)}" in project.read(".pivot/tracked/data.yaml")
     assert clean(project)
+
+
+# A walk ahead (`walk.ahead`, as `pivot status` starts one for each large folder it walked last
+# time), in a fresh process: the pytest process may run other threads, and nothing forks then.
+AHEAD = """
+import gc, os, sys
+from pivot import walk
+gc.disable()
+root, dangling, unused = sys.argv[1:]
+one = walk.scan(root, parts=1)
+with walk.ahead([root, dangling, unused]):
+    early = walk.scan(root)
+    assert early.early and early.files == one.files, (early.early, early.files, one.files)
+    assert (list(early.chunks), early.sigs, early.tops) == (list(one.chunks), one.sigs, one.tops)
+    target = os.path.join(root, one.chunks[-1][-1][0])  # stat-ed by the walk's child: same size and mtime
+    before = os.stat(target)
+    with open(target, "r+b") as f:
+        f.write(b"F")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = walk.scan(root)  # a walk ahead is taken once: this one is made now, and sees the edit
+    assert not again.early and again.sigs != early.sigs and again.sigs == walk.scan(root, parts=1).sigs
+    try:
+        walk.scan(dangling)
+    except FileNotFoundError:
+        print("raised")
+try:  # the walk of `unused`, never taken, was stopped and its process reaped
+    print("left", os.waitpid(-1, os.WNOHANG))
+except ChildProcessError:
+    print("none left")
+with walk.ahead([root]):
+    late, later = walk.scan(root), None
+    with walk.ahead([root]):
+        later = walk.scan(root)
+# their walkers were stopped before any chunk was asked for: the chunks are walked again here
+assert list(late.chunks) == list(walk.scan(root, parts=1).chunks)
+os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+try:  # and must be the chunks whose signatures the walk gave
+    later.chunks[0]
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@TWO_CPUS
+def test_a_walk_ahead_is_the_walk_taken_once_a_failed_one_is_redone_an_unused_one_stopped(tmp_path: Path) -> None:
+    root, dangling, unused = tmp_path / "data", tmp_path / "dangling", tmp_path / "unused"
+    for folder in (root, dangling, unused):
+        make_tree(folder, FILES)
+    (dangling / "d2" / "zz-dangling.txt").symlink_to("nowhere.txt")  # in the part a child stats
+    done = subprocess.run([sys.executable, "-c", AHEAD, str(root), str(dangling), str(unused)],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stdout.split("\n")
+    assert done.returncode == 0 and lines[:2] == ["raised", "none left"], done.stdout + done.stderr
+    assert lines[2] == f"StateError '{root}' changed while Pivot was reading it; run the command again"
+
+
+@TWO_CPUS
+def test_status_walks_ahead_the_large_folders_the_last_full_status_walked(project: Project) -> None:
+    """`.pivot/tmp/walk-ahead` lists them: written by a status of the whole pipeline only, and a
+    status walking a folder ahead still sees a same-size edit whose mtime was set back."""
+    project.pipeline("from pivot import stage\n\n@stage(outs=['small.txt'])\ndef small():\n"
+                     "    open('small.txt', 'w').write('s')\n")
+    data = project.root / "data"
+    for i in range(FILES):
+        (data / f"{i % 2}").mkdir(parents=True, exist_ok=True)
+        (data / f"{i % 2}" / f"f{i:05d}.txt").write_text(f"file {i:05d}\n")
+    set_mtimes(data, OLD)
+    project.pivot("track", "data")
+    hint = project.root / ".pivot" / "tmp" / "walk-ahead"
+    assert not hint.exists()
+    time.sleep(2.1)  # past the racy window of the ctimes set_mtimes left
+    assert clean(project)
+    assert hint.read_bytes() == b"data\0"
+    target = data / walk.scan(str(data), parts=1).chunks[-1][-1][0]
+    replace_keeping_stat(target, target.read_bytes().upper(), same_inode=True)
+    project.pivot("status", "small")  # a status of one stage walks no folder, and leaves the list
+    assert hint.read_bytes() == b"data\0"
+    assert not clean(project)  # walked ahead (the list names it), the edit seen
+    project.pivot("track", "data")
+    assert f"hash: {reference_hash(data)}" in project.read(".pivot/tracked/data.yaml")
+    for path in sorted(data.rglob("*.txt"))[walk.EARLY_MIN - 10:]:
+        path.unlink()
+    assert not clean(project)  # a folder walked ahead as large, now small
+    assert hint.read_bytes() == b""

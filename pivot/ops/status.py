@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pivot.layout import TRACKED_DIR
+from pivot.walk import ahead, ahead_list, keep_ahead_list
 from pivot.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -27,28 +29,38 @@ def plan_stages(stages: tuple[str, ...] = (), ask_remote: bool = False, remote: 
     the remote: asked (one batched query) with `ask_remote` or a named `remote`, else, when a
     default remote is configured, from its local index (no network). Tracked data that changed
     is listed too (when no stages are named)."""
+    with Workspace.find() as ws:
+        # The large folders the last such status walked are walked ahead while the pipeline loads.
+        before = [] if stages else ahead_list(ws.root)
+        with ahead([os.path.join(ws.root, "") + rel for rel in before]):
+            found = _plan(ws, stages, ask_remote, remote)
+        if not stages:
+            keep_ahead_list(ws.root, ws.repo.hasher.large, before)
+        return found
+
+
+def _plan(ws: Workspace, stages: tuple[str, ...], ask_remote: bool, remote: str | None) -> StatusPlan:
     from pivot import fresh  # lazy: loads the pipeline
     from pivot.ops.run import remote_source
     from pivot.planning import plan
     from pivot.reporter import Reporter
     from pivot.runcache import RunCache
 
-    with Workspace.find() as ws:
-        repo = ws.repo
-        tracked = [] if stages else _tracked_changes(repo)
-        ask = ask_remote or remote is not None
-        source = remote_source(ws, remote, ask, required=ask)  # None: no remote configured
-        wanted = fresh.candidates(repo, repo.graph.select(list(stages), False)) if source is not None else {}
-        # Stale stages a run record would restore: local records always, the remote's when asked.
-        runs = RunCache(repo, Reporter(), source if ask else None)
-        if source is None or not (wanted or ask):
-            planned = plan(repo, stages, runs=runs)
-            repo.remember_cached()
-            return StatusPlan(planned, repo.orphan_locks(), tracked=tracked)
-        held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
-        planned = plan(repo, stages, on_remote=held, runs=runs)
+    repo = ws.repo
+    tracked = [] if stages else _tracked_changes(repo)
+    ask = ask_remote or remote is not None
+    source = remote_source(ws, remote, ask, required=ask)  # None: no remote configured
+    wanted = fresh.candidates(repo, repo.graph.select(list(stages), False)) if source is not None else {}
+    # Stale stages a run record would restore: local records always, the remote's when asked.
+    runs = RunCache(repo, Reporter(), source if ask else None)
+    if source is None or not (wanted or ask):
+        planned = plan(repo, stages, runs=runs)
         repo.remember_cached()
-        return StatusPlan(planned, repo.orphan_locks(), source.name, tracked)
+        return StatusPlan(planned, repo.orphan_locks(), tracked=tracked)
+    held = fresh.held(source.open(), repo, wanted, source.jobs(), source.ask)
+    planned = plan(repo, stages, on_remote=held, runs=runs)
+    repo.remember_cached()
+    return StatusPlan(planned, repo.orphan_locks(), source.name, tracked)
 
 
 def _tracked_changes(repo: Repo) -> list[TrackedChange]:
