@@ -92,16 +92,22 @@ def test_a_dangling_symlink_in_a_part_fails_as_in_one(tmp_path: Path) -> None:
 
 
 @TWO_CPUS
-def test_changes_in_the_part_a_child_walks_are_seen(project: Project) -> None:
-    """A tracked folder large enough to be walked in two processes: every kind of change to a file
-    that the child stats (the last of the walk) is seen, and the hash stays that of every file."""
-    project.pipeline("from pivot import stage\n")
+def tracked_large_folder(project: Project) -> Path:
+    """`data`: FILES files in two subfolders, their mtimes set back to OLD, tracked."""
     data = project.root / "data"
     for i in range(FILES):
         (data / f"{i % 2}").mkdir(parents=True, exist_ok=True)
         (data / f"{i % 2}" / f"f{i:05d}.txt").write_text(f"file {i:05d}\n")
     set_mtimes(data, OLD)
     project.pivot("track", "data")
+    return data
+
+
+def test_changes_in_the_part_a_child_walks_are_seen(project: Project) -> None:
+    """A tracked folder large enough to be walked in two processes: every kind of change to a file
+    that the child stats (the last of the walk) is seen, and the hash stays that of every file."""
+    project.pipeline("from pivot import stage\n")
+    data = tracked_large_folder(project)
     time.sleep(2.1)  # past the racy window of the ctimes set_mtimes left: only the walk's key sees a change
     assert clean(project)
     last = walk.scan(str(data)).chunks[-1][-1][0]  # a file the child stat-ed
@@ -188,12 +194,7 @@ def test_status_walks_ahead_the_large_folders_the_last_full_status_walked(projec
     status walking a folder ahead still sees a same-size edit whose mtime was set back."""
     project.pipeline("from pivot import stage\n\n@stage(outs=['small.txt'])\ndef small():\n"
                      "    open('small.txt', 'w').write('s')\n")
-    data = project.root / "data"
-    for i in range(FILES):
-        (data / f"{i % 2}").mkdir(parents=True, exist_ok=True)
-        (data / f"{i % 2}" / f"f{i:05d}.txt").write_text(f"file {i:05d}\n")
-    set_mtimes(data, OLD)
-    project.pivot("track", "data")
+    data = tracked_large_folder(project)
     hint = project.root / ".pivot" / "tmp" / "walk-ahead"
     assert not hint.exists()
     time.sleep(2.1)  # past the racy window of the ctimes set_mtimes left
