@@ -252,6 +252,28 @@ class _Sent:
         self.buf = os.memfd_create("pivot-walk", os.MFD_CLOEXEC)
         self.pid = 0
 
+    def start(self, work: Callable[[], list[Blob]], group: bool = False) -> None:
+        """Fork the process: it runs `work` (which sends the Head itself), writes the blobs it
+        returns into the shared memory file, sends one byte more and leaves without running any
+        clean-up. `group`: it leads a process group of its own (its children stop with it)."""
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                os.close(self.read)
+                if group:
+                    os.setpgid(0, 0)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _send(self.buf, work())
+                _write(self.write, b"!")
+                code = 0
+            finally:
+                os._exit(code)
+        if group:
+            with contextlib.suppress(OSError):  # as the process does: whichever runs first
+                os.setpgid(self.pid, self.pid)
+        os.close(self.write)
+
     def header(self) -> tuple[bool, bytes]:
         """Whether the process succeeded, and what it sent through the pipe."""
         with open(self.read, "rb") as pipe:
@@ -287,20 +309,14 @@ class _Child(_Sent):
         super().__init__()
         self.root, self.found, self.lo, self.hi = root, found, lo, hi
         self.got: Head | None = None
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: stat, send, and leave without running any clean-up
-            code = 1
-            try:
-                os.close(self.read)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _chunks, blobs, tops = _summary(stat_rows(root, found, lo, hi))
-                _send_head(self.write, Head([len(b) for b in blobs], [signature(b) for b in blobs], tops, 1, hi - lo))
-                _send(self.buf, blobs)
-                _write(self.write, b"!")
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(self.write)
+        self.start(self._stat)
+
+    def _stat(self) -> list[Blob]:
+        """In the child: stat its files and send their Head."""
+        _chunks, blobs, tops = _summary(stat_rows(self.root, self.found, self.lo, self.hi))
+        _send_head(self.write, Head([len(b) for b in blobs], [signature(b) for b in blobs], tops, 1,
+                                    self.hi - self.lo))
+        return blobs
 
     def head(self) -> Head | None:
         """The child's Head, as soon as it has sent it; None when it failed first."""
@@ -373,34 +389,24 @@ class _Ahead(_Sent):
         super().__init__()
         self.root = root
         self.got: Head | None = None
-        self.pid = os.fork()
-        if self.pid == 0:  # the walker: walk, send, and leave without running any clean-up
-            code = 1
-            try:
-                os.close(self.read)
-                os.setpgid(0, 0)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _AHEAD.clear()  # the other walks ahead are the parent's (never taken here)
-                gc.disable()
-                sent: list[Head] = []
+        self.start(self._walk_ahead, group=True)
 
-                def ready(head: Head) -> None:
-                    _send_head(self.write, head)
-                    sent.append(head)
+    def _walk_ahead(self) -> list[Blob]:
+        """In the walker: walk the folder, sending its Head as soon as its children sent theirs."""
+        _AHEAD.clear()  # the other walks ahead are the parent's (never taken here)
+        gc.disable()
+        sent: list[Head] = []
 
-                _chunks, blobs, head = _walk(root, [], None, ready)
-                if not sent:  # a child failed before its head: its part was redone here
-                    _send_head(self.write, head)
-                elif sent[0].sigs != head.sigs:  # ... after it: the head sent may be wrong
-                    raise StateError("a part of the walk changed")
-                _send(self.buf, blobs)
-                _write(self.write, b"!")
-                code = 0
-            finally:
-                os._exit(code)
-        with contextlib.suppress(OSError):  # as the walker does: whichever runs first
-            os.setpgid(self.pid, self.pid)
-        os.close(self.write)
+        def ready(head: Head) -> None:
+            _send_head(self.write, head)
+            sent.append(head)
+
+        _chunks, blobs, head = _walk(self.root, [], None, ready)
+        if not sent:  # a child failed before its head: its part was redone here
+            _send_head(self.write, head)
+        elif sent[0].sigs != head.sigs:  # ... after it: the head sent may be wrong
+            raise StateError("a part of the walk changed")
+        return blobs
 
     def result(self) -> Walk | None:
         """The walk, or None when the walker failed (the caller walks again, and meets its error)."""

@@ -104,12 +104,10 @@ def executor_factory(repo: Repo, request: RunRequest) -> Callable[[], Executor] 
     """None for the local pool; for dask, a factory that connects when the first stage must run
     (a run where everything is up to date needs no cluster). Everything that can be checked
     without the cluster is checked now, before anything changes."""
-    config = dict(repo.project.config.executor) if request.executor != "local" else {}
-    kind = request.executor or ("dask" if request.scheduler else None) or config.get("kind") or "local"
-    if kind != "local":
-        from pivot.executor import check_kind  # lazy: the dask settings only when another kind is named
+    from pivot.executor import check_kind  # lazy: start-up (executor/base.py, which a run loads anyway)
 
-        kind = check_kind(kind)
+    config = dict(repo.project.config.executor) if request.executor != "local" else {}
+    kind = check_kind(request.executor or ("dask" if request.scheduler else None) or config.get("kind") or "local")
     if kind == "local":
         for flag, given in (("--scheduler", request.scheduler), ("--remote", request.remote),
                             ("--no-download", request.no_download)):
